@@ -1,0 +1,228 @@
+"""The neutral change model shared by source/ and target/.
+
+Nothing here does I/O.  The source side turns catalog rows and pgoutput messages into these types;
+the target side consumes them.  Values travel as PostgreSQL's *text* rendering (``str``), ``None``
+for SQL NULL, or the :data:`UNCHANGED` sentinel for an unchanged TOAST column (``'u'`` in a pgoutput
+tuple).  Keeping the text form until the target means the copy path (COPY ... TO STDOUT text/CSV)
+and the change path (pgoutput text tuples) start from identical bytes; each target converts them
+through one type map (``target/types.py``).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Optional, Union
+
+
+class Lsn(int):
+    """A WAL position.  ``str(Lsn)`` is PostgreSQL's ``X/Y`` form; ``Lsn.parse`` reads it back."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: "str | int | None") -> "Lsn":
+        if text is None:
+            return cls(0)
+        if isinstance(text, int):
+            return cls(text)
+        hi, _, lo = str(text).partition("/")
+        if not _:
+            raise ValueError(f"not an LSN: {text!r} (expected the X/Y form)")
+        return cls((int(hi, 16) << 32) | int(lo, 16))
+
+    def __str__(self) -> str:
+        return f"{int(self) >> 32:X}/{int(self) & 0xFFFFFFFF:X}"
+
+    def __repr__(self) -> str:
+        return f"Lsn('{self}')"
+
+
+class _Unchanged:
+    """Sentinel for an unchanged TOASTed value: the target keeps what it has."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNCHANGED = _Unchanged()
+
+Value = Union[str, None, _Unchanged]
+
+
+class Identity(str, enum.Enum):
+    """pg_class.relreplident."""
+
+    DEFAULT = "d"
+    NOTHING = "n"
+    FULL = "f"
+    INDEX = "i"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One source column.  ``type_name`` is ``format_type(atttypid, atttypmod)``, e.g. ``numeric(12,2)``.
+
+    ``base_oid``/``base_name`` resolve domains to their base type; ``elem_oid`` is the element type of
+    an array (0 otherwise); ``type_kind`` is pg_type.typtype ('b' base, 'e' enum, 'r' range, 'c'
+    composite, 'd' domain resolved, 'm' multirange).
+    """
+
+    name: str
+    type_oid: int
+    type_name: str
+    type_mod: int = -1
+    not_null: bool = False
+    base_oid: int = 0
+    base_name: str = ""
+    elem_oid: int = 0
+    type_kind: str = "b"
+    generated: bool = False
+
+    @property
+    def oid(self) -> int:
+        """The type that decides the mapping: the domain's base type, else the column's type."""
+        return self.base_oid or self.type_oid
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A replicated source table as the catalog describes it.
+
+    ``key`` is the ordered list of columns that locate a row on the target: the primary key or the
+    replica-identity index, or a key the mapping declares.  It is empty for FULL identity without a
+    declared key, which then locates rows by all columns (NULL-safe, exactly one row).
+    """
+
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+    identity: Identity = Identity.DEFAULT
+    key: tuple[str, ...] = ()
+    oid: int = 0
+    primary_key: tuple[str, ...] = ()
+    insert_only: bool = False
+
+    @property
+    def qualified(self) -> str:
+        """``schema.name`` as a human label (not SQL: identifiers are quoted where SQL is built)."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """Where one source table goes: target table name (and schema), and the replicated columns."""
+
+    source: TableSchema
+    target_name: str
+    target_schema: Optional[str] = None
+    on_missing_row: str = "error"  # error | skip
+
+    @property
+    def label(self) -> str:
+        return self.source.qualified
+
+
+class ChangeKind(str, enum.Enum):
+    INSERT = "I"
+    UPDATE = "U"
+    DELETE = "D"
+
+
+@dataclass
+class RowChange:
+    """One row-level change, in source column order.
+
+    ``new`` holds every column for INSERT and UPDATE (``UNCHANGED`` where TOAST was not sent); it is
+    None for DELETE.  ``old`` holds the identity the source sent: for DELETE always, for UPDATE only
+    when the key changed (DEFAULT/INDEX, ``old_is_key`` True: non-key positions are None) or always
+    under FULL identity (``old_is_key`` False).  ``lsn`` is the commit LSN of its transaction, used
+    in error messages.
+    """
+
+    kind: ChangeKind
+    table: str  # source qualified name
+    new: Optional[tuple] = None
+    old: Optional[tuple] = None
+    old_is_key: bool = True
+    lsn: Lsn = Lsn(0)
+
+
+@dataclass(frozen=True)
+class Truncate:
+    tables: tuple[str, ...]
+    cascade: bool = False
+    restart_identity: bool = False
+    lsn: Lsn = Lsn(0)
+
+
+@dataclass(frozen=True)
+class TxBegin:
+    """Start of a source transaction; ``final_lsn`` is the LSN of its commit record."""
+
+    final_lsn: Lsn
+    commit_time: Optional[datetime]
+    xid: int
+
+
+@dataclass(frozen=True)
+class TxCommit:
+    """End of a source transaction; ``end_lsn`` (end of the commit record) is what we persist and confirm."""
+
+    commit_lsn: Lsn
+    end_lsn: Lsn
+    commit_time: Optional[datetime]
+
+
+class TableState(str, enum.Enum):
+    """pg_subscription_rel.srsubstate, the per-table lifecycle."""
+
+    INIT = "i"
+    DATASYNC = "d"
+    SYNCDONE = "s"
+    READY = "r"
+
+
+@dataclass
+class TableProgress:
+    """A row of the per-table state table."""
+
+    source: str
+    target: str
+    state: TableState
+    sync_lsn: Lsn = Lsn(0)
+    rows_copied: int = 0
+    updated_at: Optional[datetime] = None
+
+
+@dataclass
+class StreamProgress:
+    """The per-stream row: which slot, which source system, and the last applied commit end LSN."""
+
+    name: str
+    slot: str
+    system_id: str
+    applied_lsn: Lsn = Lsn(0)
+    applied_at: Optional[datetime] = None
+    commit_time: Optional[datetime] = None
+    extra: dict = field(default_factory=dict)
