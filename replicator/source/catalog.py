@@ -1,0 +1,113 @@
+"""Catalog phase: which tables exist, their columns, types, keys and replica identity.
+
+Reads pg_catalog only (no writes).  Partitions are not listed on their own: a partitioned table is
+replicated through its root (the publication uses ``publish_via_partition_root``).  Generated
+columns are left out because PostgreSQL before 18 does not publish them.
+"""
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Iterable, Optional
+
+import psycopg
+
+from ..errors import ConfigError
+from ..model import Column, Identity, TableSchema
+
+TABLES_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp)'
+ORDER BY n.nspname, c.relname
+"""
+
+COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), a.atttypmod,
+       a.attnotnull, a.attgenerated <> '', t.typtype,
+       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) ELSE '' END,
+       CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE 0 END, bt.typtype
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+KEYS_SQL = """
+SELECT i.indrelid, i.indisprimary, i.indisreplident,
+       array(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             ORDER BY k.ord)
+FROM pg_index i
+WHERE i.indrelid = ANY(%s) AND (i.indisprimary OR i.indisreplident)
+"""
+
+
+def list_tables(conn: psycopg.Connection) -> list[tuple[int, str, str, str]]:
+    """(oid, schema, name, relreplident) of every user table, partition roots only."""
+    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(TABLES_SQL)]
+
+
+def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) -> list[tuple]:
+    """Filter by ``schema.table`` names or globs; a name that matches nothing is a ConfigError."""
+    if not patterns:
+        return all_tables
+    chosen, seen = [], set()
+    for pat in patterns:
+        pat = pat if "." in pat else f"public.{pat}"
+        hits = [t for t in all_tables if fnmatchcase(f"{t[1]}.{t[2]}", pat)]
+        if not hits:
+            raise ConfigError(f"table {pat!r} (from --tables) does not exist on the source; "
+                              f"check the name, or list tables with: replicator check --source …")
+        for t in hits:
+            if t[0] not in seen:
+                seen.add(t[0])
+                chosen.append(t)
+    return chosen
+
+
+def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSchema]:
+    """TableSchema for each (oid, schema, name, relreplident), in the given order."""
+    oids = [t[0] for t in tables]
+    cols: dict[int, list[Column]] = {o: [] for o in oids}
+    for r in conn.execute(COLUMNS_SQL, (oids,)):
+        if r[6]:  # generated: not published before PostgreSQL 18
+            continue
+        cols[r[0]].append(Column(name=r[1], type_oid=r[2], type_name=r[3], type_mod=r[4],
+                                 not_null=r[5], type_kind=r[11] if r[7] == "d" else r[7],
+                                 base_oid=r[8], base_name=r[9], elem_oid=r[10]))
+    pks: dict[int, tuple] = {}
+    idents: dict[int, tuple] = {}
+    for relid, is_pk, is_ident, names in conn.execute(KEYS_SQL, (oids,)):
+        if is_pk:
+            pks[relid] = tuple(names)
+        if is_ident:
+            idents[relid] = tuple(names)
+    out = []
+    for oid, schema, name, ident in tables:
+        identity = Identity(ident)
+        key = idents.get(oid, ()) if identity is Identity.INDEX else pks.get(oid, ())
+        if identity is Identity.NOTHING:
+            key = ()
+        out.append(TableSchema(schema=schema, name=name, columns=tuple(cols[oid]),
+                               identity=identity, key=key, oid=oid, primary_key=pks.get(oid, ())))
+    return out
+
+
+def identity_problem(t: TableSchema) -> Optional[str]:
+    """Why UPDATE/DELETE of ``t`` cannot be replicated (None when they can), with the fix."""
+    if t.insert_only:
+        return None
+    q = f'"{t.schema}"."{t.name}"'
+    if t.identity is Identity.NOTHING:
+        return (f"{t.qualified}: REPLICA IDENTITY NOTHING, so UPDATE/DELETE cannot be replicated; "
+                f"run ALTER TABLE {q} REPLICA IDENTITY FULL (or DEFAULT with a primary key), "
+                f"or declare the table insert-only in the mapping")
+    if t.identity is Identity.DEFAULT and not t.key:
+        return (f"{t.qualified}: no primary key and REPLICA IDENTITY DEFAULT, so UPDATE/DELETE "
+                f"cannot be replicated (and fail on the source once published); add a primary key, "
+                f"or run ALTER TABLE {q} REPLICA IDENTITY FULL")
+    return None

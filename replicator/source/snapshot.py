@@ -1,0 +1,111 @@
+"""Snapshot copy phase, source side: import an exported snapshot and COPY a table out of it.
+
+Contract: :func:`snapshot_connection` returns a connection inside a REPEATABLE READ, READ ONLY
+transaction that sees exactly the exported snapshot, so every table copied through it is consistent
+with the slot's consistent point.  Output is streamed in bounded chunks: memory never holds a table.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterator, Optional, Sequence
+
+import psycopg
+from psycopg import sql
+
+from ..dsn import redact, source_conninfo
+from ..errors import SourceError
+from ..model import TableSchema
+
+CHUNK_BYTES = 8 << 20
+ROWS_PER_BATCH = 5000
+
+
+def connect(dsn: str, **kw) -> psycopg.Connection:
+    """A normal source connection with the pinned session settings (UTC, ISO, hex bytea)."""
+    try:
+        return psycopg.connect(source_conninfo(dsn), **kw)
+    except psycopg.OperationalError as e:
+        raise SourceError(f"cannot connect to the source: {redact(e)}".strip()) from None
+
+
+def snapshot_connection(dsn: str, snapshot: Optional[str]) -> psycopg.Connection:
+    """A connection whose open transaction uses ``snapshot`` (or a fresh one when None)."""
+    conn = connect(dsn)
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    if snapshot:
+        try:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        except psycopg.Error as e:
+            conn.close()
+            raise SourceError(f"cannot import exported snapshot {snapshot}: {e}; the slot's "
+                              f"snapshot is valid only while its creating session is idle") from None
+    return conn
+
+
+def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
+    """``COPY (SELECT <exprs> FROM t [WHERE …]) TO STDOUT (<options>)``; ``{col}`` → quoted name."""
+    cols = [sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e
+            else sql.SQL(e) for e, c in zip(exprs, t.columns)]
+    q = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols),
+                                            sql.Identifier(t.schema, t.name))
+    if where:
+        q = sql.SQL("{} WHERE {}").format(q, sql.SQL(where))
+    return sql.SQL("COPY ({}) TO STDOUT ({})").format(q, sql.SQL(options))
+
+
+def copy_bytes(conn: psycopg.Connection, query: sql.Composed, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Stream COPY output in chunks of about ``chunk`` bytes, each ending at a row boundary."""
+    buf = bytearray()
+    with conn.cursor().copy(query) as cp:
+        for data in cp:
+            buf += data
+            if len(buf) >= chunk:
+                cut = buf.rfind(b"\n") + 1
+                yield bytes(buf[:cut])
+                del buf[:cut]
+    if buf:
+        yield bytes(buf)
+
+
+_ESC = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.S)
+_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def _unescape_match(m: re.Match) -> str:
+    if m.group(1):
+        return chr(int(m.group(1), 8))
+    if m.group(2):
+        return chr(int(m.group(2), 16))
+    c = m.group(3)
+    return _SIMPLE.get(c, c)
+
+
+def parse_text_line(line: str) -> tuple:
+    """One COPY text-format line → tuple of PostgreSQL text values (None for ``\\N``)."""
+    out = []
+    for f in line.split("\t"):
+        if f == "\\N":
+            out.append(None)
+        elif "\\" in f:
+            out.append(_ESC.sub(_unescape_match, f))
+        else:
+            out.append(f)
+    return tuple(out)
+
+
+def copy_rows(conn: psycopg.Connection, query: sql.Composed, batch: int = ROWS_PER_BATCH) -> Iterator[list[tuple]]:
+    """Stream a COPY in text format as batches of tuples of PostgreSQL text values."""
+    rows: list[tuple] = []
+    tail = ""
+    for chunk in copy_bytes(conn, query, chunk=1 << 20):
+        text = tail + chunk.decode("utf-8")
+        lines = text.split("\n")
+        tail = lines.pop()
+        rows.extend(parse_text_line(ln) for ln in lines)
+        while len(rows) >= batch:
+            yield rows[:batch]
+            rows = rows[batch:]
+    if tail:
+        rows.append(parse_text_line(tail))
+    if rows:
+        yield rows

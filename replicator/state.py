@@ -1,0 +1,128 @@
+"""The target-side state: per-table lifecycle and per-stream progress.
+
+Two tables, created on first run in the target's default schema:
+
+``replicator_state_tables`` (stream, source_table, target_table, state, sync_lsn, rows_copied,
+updated_at): one row per replicated table, state ``i``/``d``/``s``/``r`` as in pg_subscription_rel.
+
+``replicator_state_streams`` (stream, slot, system_id, applied_lsn, commit_time, applied_at): one row
+per stream (``--name``); ``applied_lsn`` is the end LSN of the last source transaction committed on
+the target.
+
+Contract: every write here runs on the caller's connection, inside the caller's transaction, so the
+progress row commits atomically with the data it describes (DESIGN.md invariant 2).  LSNs are stored
+as BIGINT.  No DSN, URL or password is ever stored.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .model import Lsn, StreamProgress, TableProgress, TableState
+
+TABLES = "replicator_state_tables"
+STREAMS = "replicator_state_streams"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class StateStore:
+    """Reads and writes the state tables of one stream on one target."""
+
+    def __init__(self, stream: str, schema: Optional[str] = None):
+        self.stream = stream
+        md = sa.MetaData(schema=schema)
+        self.tables = sa.Table(
+            TABLES, md,
+            sa.Column("stream", sa.String(200), primary_key=True),
+            sa.Column("source_table", sa.String(400), primary_key=True),
+            sa.Column("target_table", sa.String(400), nullable=False),
+            sa.Column("state", sa.String(1), nullable=False),
+            sa.Column("sync_lsn", sa.BigInteger, nullable=False, default=0),
+            sa.Column("rows_copied", sa.BigInteger, nullable=False, default=0),
+            sa.Column("updated_at", sa.DateTime),
+        )
+        self.streams = sa.Table(
+            STREAMS, md,
+            sa.Column("stream", sa.String(200), primary_key=True),
+            sa.Column("slot", sa.String(200), nullable=False),
+            sa.Column("system_id", sa.String(40), nullable=False),
+            sa.Column("applied_lsn", sa.BigInteger, nullable=False, default=0),
+            sa.Column("commit_time", sa.DateTime),
+            sa.Column("applied_at", sa.DateTime),
+        )
+        self.metadata = md
+
+    def ensure(self, conn: Connection) -> None:
+        """Create both tables when missing (idempotent)."""
+        self.metadata.create_all(conn, checkfirst=True)
+
+    def exists(self, conn: Connection) -> bool:
+        return sa.inspect(conn).has_table(STREAMS, schema=self.metadata.schema)
+
+    # ------------------------------------------------------------ per table
+    def load_tables(self, conn: Connection) -> dict[str, TableProgress]:
+        q = sa.select(self.tables).where(self.tables.c.stream == self.stream)
+        return {r.source_table: TableProgress(r.source_table, r.target_table, TableState(r.state),
+                                              Lsn(r.sync_lsn), r.rows_copied, r.updated_at)
+                for r in conn.execute(q)}
+
+    def set_table(self, conn: Connection, source: str, target: str, state: TableState,
+                  sync_lsn: Optional[int] = None, rows_copied: Optional[int] = None) -> None:
+        """Upsert one table's row (UPDATE, then INSERT when absent: portable to every dialect)."""
+        values = {"target_table": target, "state": state.value, "updated_at": _now()}
+        if sync_lsn is not None:
+            values["sync_lsn"] = int(sync_lsn)
+        if rows_copied is not None:
+            values["rows_copied"] = int(rows_copied)
+        t = self.tables
+        where = sa.and_(t.c.stream == self.stream, t.c.source_table == source)
+        if conn.execute(sa.update(t).where(where).values(values)).rowcount == 0:
+            values.setdefault("sync_lsn", 0)
+            values.setdefault("rows_copied", 0)
+            conn.execute(sa.insert(t).values(stream=self.stream, source_table=source, **values))
+
+    def mark_ready(self, conn: Connection, sources: list[str]) -> None:
+        if sources:
+            t = self.tables
+            conn.execute(sa.update(t).where(t.c.stream == self.stream, t.c.source_table.in_(sources))
+                         .values(state=TableState.READY.value, updated_at=_now()))
+
+    def forget_table(self, conn: Connection, source: str) -> None:
+        t = self.tables
+        conn.execute(sa.delete(t).where(t.c.stream == self.stream, t.c.source_table == source))
+
+    # ------------------------------------------------------------ per stream
+    def load_stream(self, conn: Connection) -> Optional[StreamProgress]:
+        r = conn.execute(sa.select(self.streams).where(self.streams.c.stream == self.stream)).first()
+        if r is None:
+            return None
+        return StreamProgress(r.stream, r.slot, r.system_id, Lsn(r.applied_lsn), r.applied_at,
+                              r.commit_time)
+
+    def init_stream(self, conn: Connection, slot: str, system_id: str, applied_lsn: int) -> None:
+        s = self.streams
+        conn.execute(sa.delete(s).where(s.c.stream == self.stream))
+        conn.execute(sa.insert(s).values(stream=self.stream, slot=slot, system_id=system_id,
+                                         applied_lsn=int(applied_lsn), applied_at=_now()))
+
+    def set_applied(self, conn: Connection, lsn: int, commit_time: Optional[dt.datetime]) -> None:
+        """Record the end LSN of the last applied source transaction (same txn as its data)."""
+        s = self.streams
+        ct = commit_time.astimezone(dt.timezone.utc).replace(tzinfo=None) if commit_time else None
+        conn.execute(sa.update(s).where(s.c.stream == self.stream)
+                     .values(applied_lsn=int(lsn), commit_time=ct, applied_at=_now()))
+
+    def drop(self, conn: Connection) -> None:
+        """Remove this stream's rows; drop the tables when no other stream uses them."""
+        if not self.exists(conn):
+            return
+        conn.execute(sa.delete(self.tables).where(self.tables.c.stream == self.stream))
+        conn.execute(sa.delete(self.streams).where(self.streams.c.stream == self.stream))
+        if conn.execute(sa.select(sa.func.count()).select_from(self.streams)).scalar() == 0:
+            self.metadata.drop_all(conn, checkfirst=True)

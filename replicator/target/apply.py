@@ -1,0 +1,160 @@
+"""Row-change apply for statement-based targets (SQLite, MySQL, PostgreSQL, any SQLAlchemy dialect).
+
+Contract: changes of one table are applied in source order inside the caller's transaction.
+Consecutive changes of the same shape run as one executemany.  UPDATE/DELETE locate rows by the
+table's key (old key when the source sent one, else the new tuple's key); a key-less FULL-identity
+table matches all old columns NULL-safely and touches exactly one row even among duplicates.  A
+change that finds no row raises :class:`DivergenceError` (or is logged and skipped when the mapping
+says ``on_missing_row: skip``).  ``UNCHANGED`` (TOAST) columns are left out of the SET list.
+"""
+from __future__ import annotations
+
+import logging
+from itertools import groupby
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+
+from ..errors import DivergenceError, ValueRangeError
+from ..model import UNCHANGED, ChangeKind, RowChange, TableMapping
+
+log = logging.getLogger(__name__)
+P = "_rp_"  # bind-name prefix that no sane column name collides with
+
+
+def _shape(ch: RowChange) -> tuple:
+    if ch.kind is ChangeKind.UPDATE:
+        return (ch.kind, tuple(i for i, v in enumerate(ch.new) if v is UNCHANGED))
+    return (ch.kind,)
+
+
+class GenericApplier:
+    """Statements and converters for one mapped table, built once and reused for every batch."""
+
+    def __init__(self, target, m: TableMapping):
+        self.target, self.m = target, m
+        self.t = target.table(m)
+        cols = m.source.columns
+        self.loaders = [target.value_loader(c) for c in cols]
+        self.cols = [self.t.c[c.name] for c in cols]
+        names = [c.name for c in cols]
+        self.key_idx = [names.index(k) for k in m.source.key]
+        self.insert_stmt = sa.insert(self.t).values(
+            {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols)})
+        self._updates: dict[tuple, Any] = {}
+        self._delete = None
+
+    # ------------------------------------------------------------ values
+    def convert(self, i: int, v, ch: RowChange | None = None):
+        if v is None or v is UNCHANGED:
+            return v
+        try:
+            return self.loaders[i](v)
+        except (ValueError, ArithmeticError, TypeError) as e:
+            where = f" (key {self.key_text(ch)}, LSN {ch.lsn})" if ch else " (snapshot copy)"
+            raise ValueRangeError(
+                f"{self.m.label}.{self.cols[i].name}: value {str(v)[:60]!r} cannot be stored in "
+                f"the {self.target.name} target: {e}{where}; choose a value policy or a column type "
+                f"in the mapping") from None
+
+    def row_params(self, values: Sequence, m=None, ch: RowChange | None = None) -> dict:
+        return {f"{P}c{i}": self.convert(i, v, ch) for i, v in enumerate(values)}
+
+    def key_values(self, ch: RowChange) -> list:
+        src = ch.old if ch.old is not None else ch.new
+        return [self.convert(i, src[i], ch) for i in self.key_idx]
+
+    def key_text(self, ch: RowChange | None) -> str:
+        if ch is None:
+            return "?"
+        src = ch.old if ch.old is not None else ch.new
+        if self.key_idx:
+            return ", ".join(f"{self.cols[i].name}={src[i]!r}" for i in self.key_idx)
+        return ", ".join(f"{c.name}={v!r}" for c, v in zip(self.cols, src) if v is not UNCHANGED)
+
+    # ------------------------------------------------------------ statements
+    def update_stmt(self, unchanged: tuple):
+        if unchanged not in self._updates:
+            where = sa.and_(*[self.cols[i] == sa.bindparam(f"{P}k{i}") for i in self.key_idx])
+            sets = {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols) if i not in unchanged}
+            self._updates[unchanged] = sa.update(self.t).where(where).values(sets)
+        return self._updates[unchanged]
+
+    def delete_stmt(self):
+        if self._delete is None:
+            where = sa.and_(*[self.cols[i] == sa.bindparam(f"{P}k{i}") for i in self.key_idx])
+            self._delete = sa.delete(self.t).where(where)
+        return self._delete
+
+    # ------------------------------------------------------------ apply
+    def apply(self, conn, changes: Sequence[RowChange]) -> None:
+        for shape, run in groupby(changes, key=_shape):
+            run = list(run)
+            kind = shape[0]
+            if kind is ChangeKind.INSERT:
+                self.insert_rows(conn, run)
+            elif not self.key_idx:
+                for ch in run:
+                    self.apply_one_full(conn, ch)
+            elif kind is ChangeKind.UPDATE:
+                params = [self.update_params(ch, shape[1]) for ch in run]
+                self.execute_checked(conn, self.update_stmt(shape[1]), params, run)
+            else:
+                params = [self.key_params(ch) for ch in run]
+                self.execute_checked(conn, self.delete_stmt(), params, run)
+
+    def insert_rows(self, conn, run: list[RowChange]) -> None:
+        conn.execute(self.insert_stmt, [self.row_params(ch.new, ch=ch) for ch in run])
+
+    def key_params(self, ch: RowChange) -> dict:
+        return {f"{P}k{i}": v for i, v in zip(self.key_idx, self.key_values(ch))}
+
+    def update_params(self, ch: RowChange, unchanged: tuple) -> dict:
+        p = {f"{P}c{i}": self.convert(i, v, ch) for i, v in enumerate(ch.new) if i not in unchanged}
+        p.update(self.key_params(ch))
+        return p
+
+    def execute_checked(self, conn, stmt, params: list[dict], run: list[RowChange]) -> None:
+        """executemany, then compare matched rows with the number of changes."""
+        if len(params) > 1 and not conn.dialect.supports_sane_multi_rowcount:
+            for p, ch in zip(params, run):
+                self.execute_checked(conn, stmt, [p], [ch])
+            return
+        res = conn.execute(stmt, params if len(params) > 1 else params[0])
+        if res.rowcount >= len(params):
+            return
+        missing = [ch for ch in run if not self.exists(conn, ch)]
+        self.missing(missing or run[:1], len(params) - res.rowcount)
+
+    def exists(self, conn, ch: RowChange) -> bool:
+        where = sa.and_(*[self.cols[i] == v for i, v in zip(self.key_idx, self.key_values(ch))])
+        return conn.execute(sa.select(sa.literal(1)).select_from(self.t).where(where).limit(1)).first() is not None
+
+    def missing(self, chs: list[RowChange], count: int) -> None:
+        ch = chs[0]
+        what = f"{ch.kind.name} of {self.m.label}: no row with {self.key_text(ch)} in target " \
+               f"{self.target.display(self.m)} (LSN {ch.lsn})"
+        if self.m.on_missing_row == "skip":
+            log.warning("skipped %d change(s) whose row is missing; first: %s", count, what)
+            return
+        raise DivergenceError(
+            f"{what}: the target diverged from the source. Re-sync the table "
+            f"(replicator resync --tables {self.m.label}) or set on_missing_row: skip in the mapping")
+
+    # ------------------------------------------------------------ FULL identity without key
+    def match(self, ch: RowChange):
+        """NULL-safe equality on every old column the source sent (exactly-one is the caller's job)."""
+        old = ch.old if ch.old is not None else ch.new
+        return sa.and_(*[c.is_not_distinct_from(sa.literal(self.convert(i, v, ch), c.type))
+                         for i, (c, v) in enumerate(zip(self.cols, old)) if v is not UNCHANGED])
+
+    def apply_one_full(self, conn, ch: RowChange) -> None:
+        match = self.match(ch)
+        if ch.kind is ChangeKind.DELETE:
+            n = self.target.delete_one(conn, self.t, match)
+        else:
+            sets = {c: self.convert(i, v, ch) for i, (c, v) in enumerate(zip(self.cols, ch.new))
+                    if v is not UNCHANGED}
+            n = self.target.update_one(conn, self.t, match, sets)
+        if n < 1:
+            self.missing([ch], 1)

@@ -1,0 +1,190 @@
+"""The one Target interface, and its generic SQLAlchemy implementation.
+
+A target receives three kinds of work, always inside a transaction it opened with :meth:`connect`:
+
+* ``ensure_table`` – create the mapped table when missing, else check it has every column;
+* ``load_copy`` – bulk rows of one table from the snapshot copy (``copy_mode`` says whether they
+  arrive as COPY bytes in ``copy_options`` or as batches of PostgreSQL-text tuples);
+* ``apply`` / ``truncate`` – row changes of one table, in source order.
+
+Contract: nothing here commits except :meth:`connect`'s context exit, so the pipeline can write the
+progress row (``state.py``) in the same transaction as the data.  A subclass per database overrides
+only what differs (bulk loader, row locator, type names); every other SQLAlchemy dialect uses this
+class as it is.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterable, Iterator, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import TargetError
+from ..model import Column, TableMapping
+from . import types
+from .apply import GenericApplier
+
+log = logging.getLogger(__name__)
+
+FAMILY_TYPES: dict[str, Any] = {
+    "bool": sa.Boolean(), "bytes": sa.LargeBinary(), "int2": sa.SmallInteger(),
+    "int4": sa.Integer(), "int8": sa.BigInteger(), "float4": sa.Float(), "float8": sa.Float(),
+    "numeric": sa.Numeric(), "date": sa.Date(), "time": sa.Time(), "timestamp": sa.DateTime(),
+    "timestamptz": sa.DateTime(), "uuid": sa.Uuid(), "json": sa.Text(), "text": sa.Text(),
+    "varchar": sa.Text(), "bpchar": sa.Text(), "array": sa.Text(),
+}
+
+
+class Target:
+    """Generic SQLAlchemy target.  Subclasses: duckdb, sqlite, mysql, postgres (one file each)."""
+
+    name = "generic"
+    #: 'rows': load_copy receives lists of tuples of PostgreSQL text (str | None);
+    #: 'bytes': it receives raw COPY output chunks produced with ``copy_options``.
+    copy_mode = "rows"
+    copy_options = "FORMAT text"
+    #: an embedded file target is opened only while a batch is written (DESIGN.md).
+    embedded = False
+    #: pseudo-column that names one physical row ('rowid', 'ctid'); None: count-based fallback.
+    row_id: str | None = None
+    family_types = FAMILY_TYPES
+
+    def __init__(self, url: str):
+        self.url = sa.make_url(url)
+        self._engine: Engine | None = None
+        self._tables: dict[str, sa.Table] = {}
+        self._appliers: dict[str, GenericApplier] = {}
+        self.metadata = sa.MetaData()
+
+    # ---------------------------------------------------------------- connections
+    def create_engine(self) -> Engine:
+        """Engines never log bound values (``hide_parameters``)."""
+        return sa.create_engine(self.url, hide_parameters=True)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self.create_engine()
+        return self._engine
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """One target transaction: commits when the block ends normally, rolls back otherwise."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def describe(self) -> str:
+        """The URL for humans: never shows the password."""
+        return self.url.render_as_string(hide_password=True)
+
+    # ---------------------------------------------------------------- schema
+    def column_type(self, col: Column) -> Any:
+        """The target column type for a source column (override per database)."""
+        return self.family_types.get(types.family(col), sa.Text())
+
+    def value_loader(self, col: Column):
+        """PostgreSQL text → bound value; the same function serves copy rows and changes."""
+        return types.python_loader(col)
+
+    def table(self, m: TableMapping) -> sa.Table:
+        """The SQLAlchemy Table for a mapping (identifiers are quoted by the dialect)."""
+        key = m.label
+        if key not in self._tables:
+            cols = [sa.Column(c.name, self.column_type(c), nullable=not c.not_null and c.name not in m.source.primary_key)
+                    for c in m.source.columns]
+            pk = m.source.primary_key
+            args = [sa.PrimaryKeyConstraint(*pk)] if pk else []
+            self._tables[key] = sa.Table(m.target_name, self.metadata, *cols, *args,
+                                         schema=m.target_schema, quote=True)
+        return self._tables[key]
+
+    def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
+        """Create the target table when missing (returns True); else check its columns exist."""
+        t = self.table(m)
+        insp = sa.inspect(conn)
+        if not insp.has_table(t.name, schema=t.schema):
+            t.create(conn)
+            return True
+        have = {c["name"] for c in insp.get_columns(t.name, schema=t.schema)}
+        missing = [c.name for c in t.columns if c.name not in have]
+        if missing:
+            raise TargetError(
+                f"target table {self.display(m)} exists but lacks column(s) {', '.join(missing)} "
+                f"replicated from {m.label}: add them, or drop the target table so it is created")
+        return False
+
+    def display(self, m: TableMapping) -> str:
+        return f"{m.target_schema}.{m.target_name}" if m.target_schema else m.target_name
+
+    # ---------------------------------------------------------------- copy
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        """Per column, the source SELECT expression; ``{col}`` stands for the quoted column name."""
+        return ["{col}" for _ in m.source.columns]
+
+    def clear(self, conn: Connection, m: TableMapping) -> None:
+        """Remove the table's target rows before a (re-)copy."""
+        conn.execute(sa.delete(self.table(m)))
+
+    def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[Sequence[tuple]]) -> int:
+        """Insert batches of PostgreSQL-text tuples through executemany; returns rows loaded."""
+        applier = self.applier(m)
+        ins = sa.insert(self.table(m))
+        n = 0
+        for batch in batches:
+            rows = [applier.row_params(r, m) for r in batch]
+            if rows:
+                conn.execute(ins, rows)
+                n += len(rows)
+        return n
+
+    # ---------------------------------------------------------------- changes
+    def applier(self, m: TableMapping) -> GenericApplier:
+        if m.label not in self._appliers:
+            self._appliers[m.label] = GenericApplier(self, m)
+        return self._appliers[m.label]
+
+    def apply(self, conn: Connection, m: TableMapping, changes: Sequence) -> None:
+        """Apply row changes of one table in order; a missing row raises DivergenceError."""
+        self.applier(m).apply(conn, changes)
+
+    def truncate(self, conn: Connection, ms: Sequence[TableMapping]) -> None:
+        """Empty the target tables (source TRUNCATE); DELETE keeps it transactional everywhere."""
+        for m in ms:
+            conn.execute(sa.delete(self.table(m)))
+
+    # ---------------------------------------------------------------- exactly one row
+    def delete_one(self, conn: Connection, t: sa.Table, match) -> int:
+        """Delete exactly one row matching ``match`` (FULL identity may have duplicates)."""
+        if self.row_id:
+            rid = sa.literal_column(self.row_id)
+            sub = sa.select(rid).select_from(t).where(match).limit(1).scalar_subquery()
+            return conn.execute(sa.delete(t).where(rid == sub)).rowcount
+        return self._rewrite_one(conn, t, match, None)
+
+    def update_one(self, conn: Connection, t: sa.Table, match, sets: dict) -> int:
+        """Update exactly one row matching ``match``."""
+        if self.row_id:
+            rid = sa.literal_column(self.row_id)
+            sub = sa.select(rid).select_from(t).where(match).limit(1).scalar_subquery()
+            return conn.execute(sa.update(t).where(rid == sub).values(sets)).rowcount
+        return self._rewrite_one(conn, t, match, sets)
+
+    def _rewrite_one(self, conn: Connection, t: sa.Table, match, sets: dict | None) -> int:
+        """Portable exactly-one: read the duplicates, delete them all, put back all but one."""
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(t).where(match))]
+        if not rows:
+            return 0
+        conn.execute(sa.delete(t).where(match))
+        keep = rows[1:]
+        if sets is not None:
+            keep.append({**rows[0], **{c.name: v for c, v in sets.items()}})
+        if keep:
+            conn.execute(sa.insert(t), keep)
+        return 1
