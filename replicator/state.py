@@ -111,6 +111,11 @@ class StateStore:
         conn.execute(sa.insert(s).values(stream=self.stream, slot=slot, system_id=system_id,
                                          applied_lsn=int(applied_lsn), applied_at=_now()))
 
+    def clear_slot(self, conn: Connection) -> None:
+        """Mark the stream finished (migration done, slot dropped); a later start begins afresh."""
+        s = self.streams
+        conn.execute(sa.update(s).where(s.c.stream == self.stream).values(slot="", applied_at=_now()))
+
     def set_applied(self, conn: Connection, lsn: int, commit_time: Optional[dt.datetime]) -> None:
         """Record the end LSN of the last applied source transaction (same txn as its data)."""
         s = self.streams

@@ -1,0 +1,87 @@
+"""Preflight: everything that would stop a migration or a mirror, found before anything is created.
+
+:func:`preflight` only reads.  It returns one line per problem, each naming the setting, table or
+privilege and the fix; an empty list means go.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import psycopg
+from psycopg import sql
+
+from .errors import CheckError, ConfigError, ReplicatorError
+from .source import catalog, snapshot
+
+SETTINGS_SQL = """
+SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int,
+       (SELECT count(*) FROM pg_replication_slots),
+       current_setting('max_wal_senders')::int,
+       (SELECT count(*) FROM pg_stat_replication),
+       r.rolreplication OR r.rolsuper, current_user, pg_encoding_to_char(d.encoding),
+       current_setting('server_version_num')::int
+FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
+"""
+
+
+def server_problems(conn: psycopg.Connection) -> list[str]:
+    """wal_level, slot and walsender headroom, REPLICATION attribute, encoding."""
+    (wal_level, max_slots, used_slots, max_senders, used_senders, can_repl, user, enc,
+     version) = conn.execute(SETTINGS_SQL).fetchone()
+    out = []
+    if wal_level != "logical":
+        out.append(f"wal_level is {wal_level!r}: set wal_level = logical in postgresql.conf "
+                   f"(ALTER SYSTEM SET wal_level = logical) and restart the server")
+    if used_slots >= max_slots:
+        out.append(f"max_replication_slots = {max_slots} and {used_slots} are in use: raise "
+                   f"max_replication_slots (restart needed) or drop unused slots")
+    if used_senders >= max_senders:
+        out.append(f"max_wal_senders = {max_senders} and {used_senders} are in use: raise max_wal_senders")
+    if not can_repl:
+        out.append(f"role {user} lacks the REPLICATION attribute: ALTER ROLE {user} REPLICATION")
+    if enc != "UTF8":
+        out.append(f"database encoding is {enc}: replicator needs a UTF8 source database")
+    if version < 150000:
+        out.append(f"PostgreSQL {version // 10000} is not supported: use PostgreSQL 15 or newer")
+    return out
+
+
+def table_problems(conn: psycopg.Connection, schemas) -> list[str]:
+    """SELECT privilege and a usable replica identity for every selected table."""
+    out = []
+    for t in schemas:
+        name = sql.Identifier(t.schema, t.name).as_string(conn)
+        if not conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (name,)).fetchone()[0]:
+            out.append(f"{t.qualified}: no SELECT privilege: GRANT SELECT ON {name} TO {conn.info.user}")
+        p = catalog.identity_problem(t)
+        if p:
+            out.append(p)
+    return out
+
+
+def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optional[str] = None) -> list[str]:
+    """All problems found on the source (and the target, when given)."""
+    with snapshot.connect(source) as conn:
+        problems = server_problems(conn)
+        try:
+            chosen = catalog.select_tables(catalog.list_tables(conn), tables)
+        except ConfigError as e:
+            return problems + [str(e)]
+        schemas = catalog.load_schemas(conn, chosen)
+        if not schemas:
+            problems.append("no tables selected: the source database has no user tables")
+        problems += table_problems(conn, schemas)
+    if target_url:
+        problems += target_problems(source, tables, target_url)
+    return problems
+
+
+def target_problems(source: str, tables, target_url: str) -> list[str]:
+    from .pipeline import Options, Pipeline
+    try:
+        Pipeline(Options(source=source, target=target_url, tables=tables)).plan()
+    except CheckError:
+        return []  # already reported by the source checks
+    except ReplicatorError as e:
+        return [str(e)]
+    return []

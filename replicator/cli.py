@@ -1,0 +1,144 @@
+"""Command line: check, migrate, mirror, status.
+
+Domain errors become exit codes and one-line messages here and only here; nothing printed contains
+a password (messages pass through :func:`replicator.dsn.redact`).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from .dsn import redact
+from .errors import CheckError, ReplicatorError
+
+log = logging.getLogger("replicator")
+
+
+def source_option(required=True):
+    return click.option("--source", envvar="REPLICATOR_SOURCE", required=required,
+                        help="Source PostgreSQL: libpq URL or keyword DSN [env REPLICATOR_SOURCE].")
+
+
+target_option = click.option("--target", envvar="REPLICATOR_TARGET", default=None,
+                             help="Target SQLAlchemy URL [env REPLICATOR_TARGET; default "
+                                  "duckdb:///replica.duckdb].")
+name_option = click.option("--name", default="replicator", show_default=True,
+                           help="Stream name: names the slot, the publication and the state rows.")
+tables_option = click.option("--tables", default=None,
+                             help="Comma-separated schema.table names or globs (default: all).")
+
+
+def run_options(f):
+    for opt in reversed([
+        source_option(), target_option, tables_option, name_option,
+        click.option("--jobs", default=2, show_default=True, help="Parallel copy workers."),
+        click.option("--batch-rows", default=50_000, show_default=True,
+                     help="Changes per target transaction at most (whole source transactions)."),
+        click.option("--batch-seconds", default=1.0, show_default=True,
+                     help="Seconds a target transaction collects changes at most."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def handle_errors(f):
+    """Turn ReplicatorError into its exit code with a redacted message."""
+    @functools.wraps(f)
+    def wrapper(*a, **kw):
+        try:
+            return f(*a, **kw)
+        except CheckError as e:
+            for p in e.problems:
+                click.echo(f"problem: {redact(p)}", err=True)
+            sys.exit(e.exit_code)
+        except ReplicatorError as e:
+            click.echo(f"error: {redact(e)}", err=True)
+            sys.exit(e.exit_code)
+    return wrapper
+
+
+def _tables(value):
+    return [t.strip() for t in value.split(",") if t.strip()] if value else None
+
+
+def _options(source, target, tables, name, jobs, batch_rows, batch_seconds, keep_slot=False):
+    from .pipeline import Options
+    return Options(source=source, target=target, tables=_tables(tables), name=name, jobs=jobs,
+                   keep_slot=keep_slot, batch_rows=batch_rows, batch_seconds=batch_seconds)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="replicator")
+def main(verbose):
+    """Replicate PostgreSQL tables into DuckDB, SQLite, MySQL/MariaDB or PostgreSQL."""
+    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@source_option()
+@target_option
+@tables_option
+@handle_errors
+def check(source, target, tables):
+    """Preflight: settings, privileges and replica identity of every table."""
+    from .check import preflight
+    problems = preflight(source, _tables(tables), target)
+    for p in problems:
+        click.echo(f"problem: {redact(p)}")
+    if problems:
+        sys.exit(1)
+    click.echo("ok: ready to replicate")
+
+
+@main.command()
+@run_options
+@click.option("--keep-slot", is_flag=True, help="Keep slot and publication after the migration.")
+@handle_errors
+def migrate(keep_slot, **kw):
+    """One-shot migration: snapshot copy, catch-up, row-count check, clean-up."""
+    from .pipeline import Pipeline
+    p = Pipeline(_options(keep_slot=keep_slot, **kw))
+    s = p.migrate()
+    click.echo(f"migrated {s.tables} table(s): {s.rows_copied} rows copied, {s.changes_applied} "
+               f"changes applied, {s.seconds:.1f}s, {s.rows_copied / s.seconds if s.seconds else 0:.0f} rows/s"
+               f" (applied up to {s.applied_lsn})")
+
+
+@main.command()
+@run_options
+@handle_errors
+def mirror(**kw):
+    """Continuous mirror; SIGINT/SIGTERM finish the batch, confirm and exit 0."""
+    from .pipeline import Pipeline
+    p = Pipeline(_options(**kw))
+
+    def stop(signum, _frame):
+        log.info("signal %d: finishing the current batch", signum)
+        p.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    s = p.mirror()
+    click.echo(f"mirror stopped at {s.applied_lsn}: {s.rows_copied} rows copied, "
+               f"{s.changes_applied} changes applied")
+
+
+@main.command()
+@source_option(required=False)
+@target_option
+@name_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")
+@handle_errors
+def status(source, target, name, as_json):
+    """Per-table state and sync LSN, the applied LSN, the slot and the lag."""
+    from .status import collect, render
+    doc = collect(source, target, name)
+    click.echo(json.dumps(doc, indent=2, default=str) if as_json else render(doc))

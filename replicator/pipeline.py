@@ -1,0 +1,316 @@
+"""The pipeline: plan → publication + slot → snapshot copy → stream → apply, and resume.
+
+Contracts:
+* :meth:`Pipeline.plan` only reads (source catalog, target tables): every config, mapping and
+  identity error is raised there, before any slot, publication or table exists (invariant 9).
+* The publication is created before the slot (decoding reads it through the historic catalog).
+* A recorded stream whose slot is gone, invalidated or on another system is terminal (invariant 5).
+* Tables found in ``i``/``d`` on start are re-copied from one fresh temporary-slot snapshot; tables
+  in ``s``/``r`` are never copied again.
+* Feedback to the source is sent only with positions the target committed (invariants 2, 4).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import psycopg
+
+import sqlalchemy.exc
+
+from . import bulkcopy
+from .dsn import redact
+from .errors import CheckError, ConfigError, SourceError, TargetError, TransientError
+from .model import Lsn, TableMapping, TableProgress, TableState
+from .source import catalog, slot as slots, snapshot
+from .source.changes import ChangeDecoder
+from .source.frames import Keepalive
+from .source.stream import ReplicationStream
+from .replay import Replayer
+from .state import StateStore
+from .target import open_target
+
+log = logging.getLogger(__name__)
+TRANSIENT = (TransientError, psycopg.OperationalError, sqlalchemy.exc.OperationalError,
+             sqlalchemy.exc.InterfaceError)
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass
+class Options:
+    source: str
+    target: Optional[str] = None
+    tables: Optional[list[str]] = None
+    name: str = "replicator"
+    jobs: int = 2
+    keep_slot: bool = False
+    batch_rows: int = 50_000
+    batch_seconds: float = 1.0
+    status_interval: float = 10.0
+
+
+@dataclass
+class Summary:
+    tables: int = 0
+    rows_copied: int = 0
+    changes_applied: int = 0
+    seconds: float = 0.0
+    applied_lsn: Lsn = Lsn(0)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_copied / self.seconds if self.seconds else 0.0
+
+
+class Pipeline:
+    """One stream (``--name``): its slot, publication and target-side state."""
+
+    def __init__(self, opts: Options):
+        if not NAME_RE.match(opts.name or ""):
+            raise ConfigError(f"--name {opts.name!r}: use lowercase letters, digits and _ "
+                              f"(at most 63, not starting with a digit): it names the slot")
+        if opts.jobs < 1:
+            raise ConfigError(f"--jobs {opts.jobs}: must be at least 1")
+        self.opts = opts
+        self.slot = self.publication = opts.name
+        self.target = open_target(opts.target)
+        self.store = StateStore(opts.name)
+        self.mappings: list[TableMapping] = []
+        self.stop_requested = False
+
+    # ------------------------------------------------------------ plan (read only)
+    def plan(self) -> list[TableMapping]:
+        with snapshot.connect(self.opts.source) as c:
+            tables = catalog.select_tables(catalog.list_tables(c), self.opts.tables)
+            schemas = catalog.load_schemas(c, tables)
+        if not schemas:
+            raise ConfigError("no tables to replicate: the source has no user tables "
+                              "(or --tables matched none)")
+        problems = [p for p in (catalog.identity_problem(s) for s in schemas) if p]
+        if problems:
+            raise CheckError(problems)
+        self.mappings = [TableMapping(s, s.name) for s in schemas]
+        self._check_target_names()
+        self._check_existing_target_tables()
+        return self.mappings
+
+    def _check_target_names(self) -> None:
+        seen: dict[str, str] = {}
+        for m in self.mappings:
+            k = self.target.display(m).lower()
+            if k in seen:
+                raise ConfigError(f"{seen[k]} and {m.label} both map to target table "
+                                  f"{self.target.display(m)}: replicate one of them, or map them "
+                                  f"to different names in a mapping file")
+            seen[k] = m.label
+
+    def _check_existing_target_tables(self) -> None:
+        import sqlalchemy as sa
+        with self.target.connect() as conn:
+            insp = sa.inspect(conn)
+            for m in self.mappings:
+                if insp.has_table(m.target_name, schema=m.target_schema):
+                    have = {c["name"] for c in insp.get_columns(m.target_name, schema=m.target_schema)}
+                    missing = [c for c in m.source.column_names if c not in have]
+                    if missing:
+                        raise TargetError(
+                            f"target table {self.target.display(m)} exists but lacks column(s) "
+                            f"{', '.join(missing)} of {m.label}: add them, or drop the target table")
+
+    # ------------------------------------------------------------ start / resume
+    def start(self, src: psycopg.Connection) -> tuple[Lsn, dict[str, TableProgress], Summary]:
+        """Bring every table to ``s``/``r``; returns (applied LSN, table progress, copy summary)."""
+        with self.target.connect() as c:
+            self.store.ensure(c)
+            stream = self.store.load_stream(c)
+            progress = self.store.load_tables(c)
+        repl = slots.replication_connection(self.opts.source)
+        try:
+            system_id, _tli, _pos = slots.identify_system(repl)
+            info = slots.slot_info(src, self.slot)
+            if stream is not None and stream.slot:
+                slots.check_slot(info, self.slot, self.opts.name, system_id, stream.system_id)
+                if info["active"]:
+                    raise TransientError(f"replication slot {self.slot} is in use by pid "
+                                         f"{info['active_pid']} (another mirror of {self.opts.name}?)")
+                summary = self._resume(src, repl, progress)
+                return stream.applied_lsn, progress, summary
+            summary = self._fresh(src, repl, info, system_id, progress)
+            with self.target.connect() as c:
+                return Lsn(0), self.store.load_tables(c), summary
+        finally:
+            repl.close()
+
+    def _fresh(self, src, repl, info, system_id: str, old: dict) -> Summary:
+        if info is not None:
+            log.warning("dropping slot %s left by an interrupted start: no data was copied through it",
+                        self.slot)
+            slots.drop_slot(src, self.slot)
+        slots.ensure_publication(src, self.publication, [m.source for m in self.mappings])
+        lsn, snap = slots.create_slot(repl, self.slot)
+        with self.target.connect() as c:
+            for label in old:
+                self.store.forget_table(c, label)
+            self.store.init_stream(c, self.slot, system_id, 0)
+            for m in self.mappings:
+                self.target.ensure_table(c, m)
+                self.store.set_table(c, m.label, self.target.display(m), TableState.INIT)
+        return self._copy(self.mappings, snap, lsn)
+
+    def _resume(self, src, repl, progress: dict[str, TableProgress]) -> Summary:
+        labels = {m.label for m in self.mappings}
+        with self.target.connect() as c:
+            for gone in [t for t in progress if t not in labels]:
+                log.warning("%s is no longer selected: it stops being replicated", gone)
+                self.store.forget_table(c, gone)
+                progress.pop(gone)
+        todo = [m for m in self.mappings if m.label not in progress
+                or progress[m.label].state in (TableState.INIT, TableState.DATASYNC)]
+        slots.ensure_publication(src, self.publication, [m.source for m in self.mappings])
+        if not todo:
+            return Summary(tables=len(self.mappings))
+        log.info("copying %d table(s) from a fresh snapshot: %s", len(todo),
+                 ", ".join(m.label for m in todo))
+        lsn, snap = slots.create_slot(repl, f"{self.slot}_sync", temporary=True)
+        with self.target.connect() as c:
+            for m in todo:
+                self.target.ensure_table(c, m)
+                self.store.set_table(c, m.label, self.target.display(m), TableState.INIT)
+        summary = self._copy(todo, snap, lsn)
+        with self.target.connect() as c:
+            progress.update(self.store.load_tables(c))
+        return summary
+
+    def _copy(self, mappings, snap: str, lsn: Lsn) -> Summary:
+        t0 = time.monotonic()
+        stats = bulkcopy.copy_tables(self.opts.source, self.target, self.store, mappings, snap, lsn,
+                                     self.opts.jobs)
+        return Summary(tables=len(mappings), rows_copied=stats.total_rows,
+                       seconds=time.monotonic() - t0, counts=dict(stats.rows))
+
+    # ------------------------------------------------------------ stream
+    def stream(self, applied: Lsn, progress: dict[str, TableProgress],
+               until: Optional[Lsn] = None) -> Replayer:
+        """Apply changes until ``until`` is reached (None: until stop is requested)."""
+        rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
+                       applied, self.opts.batch_rows, self.opts.batch_seconds)
+        decoder = ChangeDecoder({m.label: m.source for m in self.mappings})
+        stream = ReplicationStream(self.opts.source, self.slot, self.publication)
+        stream.start()
+        try:
+            self._loop(stream, decoder, rep, until)
+        except BaseException:
+            rep.close(commit=False)
+            raise
+        finally:
+            stream.close()
+        return rep
+
+    def _loop(self, stream, decoder, rep: Replayer, until: Optional[Lsn]) -> None:
+        wal_end = Lsn(0)
+        while True:
+            frame = stream.recv(0.2)
+            if frame is not None and not isinstance(frame, Keepalive):
+                ev = decoder.feed(frame.payload)
+                if ev is not None:
+                    rep.handle(ev)
+                if rep.due():
+                    stream.send_status(rep.commit())
+                elif time.monotonic() - stream.last_status > self.opts.status_interval:
+                    stream.send_status(rep.applied)
+                if not self.stop_requested:
+                    continue
+            reply = False
+            if isinstance(frame, Keepalive):
+                wal_end = max(wal_end, frame.wal_end)
+                reply = frame.reply_requested
+            if rep.batch_txs and (frame is None or rep.due() or self.stop_requested):
+                stream.send_status(rep.commit())
+            idle = not rep.in_tx and not rep.batch_txs
+            position = max(rep.applied, wal_end) if idle else rep.applied
+            if idle:
+                rep.advance_idle(position)
+            if until is not None and idle and position >= until:
+                return
+            if self.stop_requested and idle:
+                stream.send_status(position)
+                return
+            poke = until is not None and frame is None
+            if reply or poke or time.monotonic() - stream.last_status > self.opts.status_interval:
+                stream.send_status(position, reply=poke)
+
+    # ------------------------------------------------------------ commands
+    def migrate(self) -> Summary:
+        """Copy, catch up to the source's WAL position after the copy, check counts, clean up."""
+        t0 = time.monotonic()
+        self.plan()
+        with snapshot.connect(self.opts.source, autocommit=True) as src:
+            applied, progress, summary = self.start(src)
+            rep = None
+            for attempt in range(3):
+                end = slots.current_lsn(src)
+                rep = self.stream(rep.applied if rep else applied, progress, until=end)
+                mismatched = self.count_mismatches(src)
+                if not mismatched:
+                    break
+                log.info("row counts differ (%s): source still changing, catching up again",
+                         ", ".join(mismatched))
+            else:
+                raise TargetError(f"row counts still differ after catch-up: {', '.join(mismatched)}")
+            self.finish(src)
+        summary.changes_applied = rep.total_changes
+        summary.applied_lsn = rep.applied
+        summary.seconds = time.monotonic() - t0
+        return summary
+
+    def mirror(self) -> Summary:
+        """Copy what needs copying, then apply changes until stop is requested.
+
+        Transient failures (a server restarting, a dropped connection) roll back the open batch
+        and resume from the state on the target after a backoff; nothing unapplied was confirmed.
+        """
+        self.plan()
+        delay, total = 1.0, Summary(tables=len(self.mappings))
+        while True:
+            try:
+                with snapshot.connect(self.opts.source, autocommit=True) as src:
+                    applied, progress, summary = self.start(src)
+                total.rows_copied += summary.rows_copied
+                rep = self.stream(applied, progress)
+                total.changes_applied += rep.total_changes
+                total.applied_lsn = rep.applied
+                return total
+            except TRANSIENT as e:
+                if self.stop_requested:
+                    raise
+                log.warning("%s; retrying in %.0fs", redact(e), delay)
+                self.target.dispose()
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def count_mismatches(self, src) -> list[str]:
+        import sqlalchemy as sa
+        from psycopg import sql
+        out = []
+        with self.target.connect() as conn:
+            for m in self.mappings:
+                q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(m.source.schema, m.source.name))
+                s = src.execute(q).fetchone()[0]
+                t = conn.execute(sa.select(sa.func.count()).select_from(self.target.table(m))).scalar()
+                if s != t:
+                    out.append(f"{m.label}: source {s}, target {t}")
+        return out
+
+    def finish(self, src) -> None:
+        """After a migration: drop slot and publication unless --keep-slot."""
+        if self.opts.keep_slot:
+            log.info("keeping slot %s and publication %s (--keep-slot)", self.slot, self.publication)
+            return
+        slots.drop_slot(src, self.slot)
+        slots.drop_publication(src, self.publication)
+        with self.target.connect() as c:
+            self.store.clear_slot(c)

@@ -1,0 +1,174 @@
+"""Apply phase: source transactions → grouped target transactions with the progress row inside.
+
+Contracts (DESIGN.md invariants 1–3):
+* A transaction whose commit record starts below the applied position (``final_lsn < applied``) was
+  applied before: it is skipped whole.  Positions are commit *end* LSNs.
+* A change of a table in state ``s`` is skipped when its transaction's ``final_lsn`` is below the
+  table's sync LSN (the copy already holds it); at or above, it is applied.  Tables reach ``r`` once
+  the applied position passes their sync LSN.
+* Several source transactions may share one target transaction; one is never split across two.  A
+  huge one is flushed in chunks into the open target transaction and committed once.
+* ``commit()`` writes the data, the applied end LSN and the state changes in one target
+  transaction; only then may the caller confirm that LSN to the source.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Optional
+
+from .model import (Lsn, RowChange, TableMapping, TableProgress, TableState, Truncate, TxBegin,
+                    TxCommit)
+from .state import StateStore
+
+log = logging.getLogger(__name__)
+
+
+class Replayer:
+    """Feeds neutral events into a Target; owns the open target transaction of the current batch."""
+
+    def __init__(self, target, store: StateStore, mappings: dict[str, TableMapping],
+                 progress: dict[str, TableProgress], applied: Lsn, batch_rows: int = 50_000,
+                 batch_seconds: float = 1.0, chunk_rows: int = 10_000):
+        self.target, self.store = target, store
+        self.mappings, self.progress = mappings, progress
+        self.applied = Lsn(applied)
+        self.batch_rows, self.batch_seconds, self.chunk_rows = batch_rows, batch_seconds, chunk_rows
+        self.pending: dict[str, list[RowChange]] = {}
+        self.pending_rows = 0
+        self.in_tx = self.skip_tx = False
+        self.tx_lsn = Lsn(0)
+        self.tx_rows = 0
+        self.batch_txs = self.batch_changes = 0
+        self.batch_start = 0.0
+        self.last_end: Optional[Lsn] = None
+        self.last_commit_time = None
+        self.conn = None
+        self._stack: Optional[contextlib.ExitStack] = None
+        self.total_changes = 0
+
+    # ------------------------------------------------------------ events
+    def handle(self, ev) -> None:
+        kind = type(ev)
+        if kind is RowChange:
+            self.on_change(ev)
+        elif kind is TxBegin:
+            self.in_tx, self.tx_lsn, self.tx_rows = True, ev.final_lsn, 0
+            self.skip_tx = ev.final_lsn < self.applied
+            if not self.batch_txs:
+                self.batch_start = time.monotonic()
+        elif kind is TxCommit:
+            self.on_commit(ev)
+        elif kind is Truncate:
+            self.on_truncate(ev)
+
+    def wanted(self, table: str) -> Optional[TableMapping]:
+        """The mapping when this table's change at the current transaction must be applied."""
+        if self.skip_tx:
+            return None
+        p = self.progress.get(table)
+        if p is None or p.state in (TableState.INIT, TableState.DATASYNC):
+            return None
+        if p.state is TableState.SYNCDONE and self.tx_lsn < p.sync_lsn:
+            return None
+        return self.mappings.get(table)
+
+    def on_change(self, ch: RowChange) -> None:
+        if self.wanted(ch.table) is None:
+            return
+        self.pending.setdefault(ch.table, []).append(ch)
+        self.pending_rows += 1
+        self.tx_rows += 1
+        if self.pending_rows >= self.chunk_rows:
+            self.flush()
+
+    def on_truncate(self, ev: Truncate) -> None:
+        ms = [m for m in (self.wanted(t) for t in ev.tables) if m is not None]
+        if ms:
+            self.flush()
+            self.target.truncate(self.open(), ms)
+            self.tx_rows += 1
+
+    def on_commit(self, ev: TxCommit) -> None:
+        self.in_tx = False
+        if self.skip_tx:
+            self.skip_tx = False
+            return
+        self.last_end, self.last_commit_time = ev.end_lsn, ev.commit_time
+        self.batch_txs += 1
+        self.batch_changes += self.tx_rows
+
+    # ------------------------------------------------------------ target transaction
+    def open(self):
+        """The open target connection of this batch (opened on first use)."""
+        if self.conn is None:
+            self._stack = contextlib.ExitStack()
+            self.conn = self._stack.enter_context(self.target.connect())
+        return self.conn
+
+    def flush(self) -> None:
+        """Apply pending changes into the open target transaction (no commit)."""
+        if not self.pending:
+            return
+        conn = self.open()
+        for table, changes in self.pending.items():
+            self.target.apply(conn, self.mappings[table], changes)
+        self.total_changes += self.pending_rows
+        self.pending.clear()
+        self.pending_rows = 0
+
+    def due(self) -> bool:
+        """A batch should be committed now (only ever true between source transactions)."""
+        if self.in_tx or not self.batch_txs:
+            return False
+        return (self.batch_changes + self.pending_rows >= self.batch_rows
+                or time.monotonic() - self.batch_start >= self.batch_seconds)
+
+    def commit(self) -> Optional[Lsn]:
+        """Commit the batch with its progress row; returns the new applied LSN (None: nothing)."""
+        if self.in_tx or not self.batch_txs:
+            return None
+        self.flush()
+        conn = self.open()
+        self.store.set_applied(conn, self.last_end, self.last_commit_time)
+        ready = self._ready(self.last_end)
+        self.store.mark_ready(conn, ready)
+        self.close(commit=True)
+        for t in ready:
+            self.progress[t].state = TableState.READY
+        self.applied = self.last_end
+        self.batch_txs = self.batch_changes = 0
+        return self.applied
+
+    def advance_idle(self, position: Lsn) -> None:
+        """With nothing pending, tables whose sync LSN the stream passed become ready."""
+        if self.in_tx or self.batch_txs or position <= self.applied:
+            return
+        ready = self._ready(position)
+        if ready:
+            conn = self.open()
+            self.store.mark_ready(conn, ready)
+            self.store.set_applied(conn, position, self.last_commit_time)
+            self.close(commit=True)
+            for t in ready:
+                self.progress[t].state = TableState.READY
+            self.applied = Lsn(position)
+
+    def _ready(self, position: Lsn) -> list[str]:
+        return [t for t, p in self.progress.items()
+                if p.state is TableState.SYNCDONE and p.sync_lsn <= position]
+
+    def close(self, commit: bool = False) -> None:
+        """End the open target transaction: commit, or roll back (commit=False)."""
+        stack, self._stack, self.conn = self._stack, None, None
+        if stack is None:
+            return
+        if commit:
+            stack.close()
+        else:
+            stack.__exit__(RuntimeError, RuntimeError("rolled back"), None)
+        if not commit:
+            self.pending.clear()
+            self.pending_rows = 0
+            self.batch_txs = self.batch_changes = 0

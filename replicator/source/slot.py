@@ -1,0 +1,120 @@
+"""Slot and publication phase: create, inspect, validate and drop them.
+
+Contracts:
+* :func:`create_slot` returns the consistent point and the exported snapshot name; the replication
+  connection that created it must stay idle until every copy worker imported the snapshot.
+* :func:`check_slot` raises :class:`SlotLostError` when the slot is gone, invalidated
+  (``wal_status = 'lost'``) or belongs to another system: never recreate it silently (invariant 5).
+* Names reaching SQL are quoted with psycopg.sql; slot names are validated by the config.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import psycopg
+from psycopg import sql
+
+from ..dsn import redact, source_conninfo
+from ..errors import SlotLostError, SourceError
+from ..model import Lsn, TableSchema
+
+log = logging.getLogger(__name__)
+
+
+def replication_connection(dsn: str) -> psycopg.Connection:
+    """A logical replication connection (autocommit: slot creation fails inside BEGIN)."""
+    try:
+        return psycopg.connect(source_conninfo(dsn), replication="database", autocommit=True)
+    except psycopg.OperationalError as e:
+        raise SourceError(f"cannot open a replication connection to the source: {redact(e)}; "
+                          "the role needs the REPLICATION attribute and pg_hba.conf must allow it") from None
+
+
+def identify_system(repl: psycopg.Connection) -> tuple[str, int, Lsn]:
+    """(system identifier, timeline, current WAL flush position) of the source."""
+    sysid, tli, xlogpos, _db = repl.execute("IDENTIFY_SYSTEM").fetchone()
+    return str(sysid), int(tli), Lsn.parse(xlogpos)
+
+
+def create_slot(repl: psycopg.Connection, slot: str, temporary: bool = False) -> tuple[Lsn, str]:
+    """CREATE_REPLICATION_SLOT … LOGICAL pgoutput (SNAPSHOT 'export') → (consistent point, snapshot)."""
+    q = sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT 'export')").format(
+        sql.Identifier(slot), sql.SQL("TEMPORARY " if temporary else ""))
+    try:
+        _name, lsn, snapshot, _plugin = repl.execute(q).fetchone()
+    except psycopg.Error as e:
+        raise SourceError(f"cannot create replication slot {slot}: {e}".strip()) from None
+    log.info("created %sslot %s at %s (snapshot %s)", "temporary " if temporary else "", slot, lsn, snapshot)
+    return Lsn.parse(lsn), snapshot
+
+
+def slot_info(conn: psycopg.Connection, slot: str) -> Optional[dict]:
+    """The pg_replication_slots row of ``slot`` as a dict, or None."""
+    cur = conn.execute(
+        "SELECT slot_name, plugin, database, active, active_pid, restart_lsn, confirmed_flush_lsn,"
+        " wal_status, safe_wal_size, pg_current_wal_lsn() AS current_lsn"
+        " FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d.name for d in cur.description], row))
+
+
+def check_slot(info: Optional[dict], slot: str, name: str, system_id: str, expected_system: str) -> dict:
+    """Raise SlotLostError unless the slot exists, is usable and is on the recorded system."""
+    resync = (f"run 'replicator drop --name {name}' and start again to re-copy every table "
+              f"(data applied so far stays on the target)")
+    if expected_system and system_id != expected_system:
+        raise SlotLostError(f"source system identifier is {system_id}, but stream {name} was "
+                            f"started on {expected_system}: this is another server; {resync}")
+    if info is None:
+        raise SlotLostError(f"replication slot {slot} no longer exists on the source, so changes "
+                            f"since the last applied LSN may be lost; {resync}")
+    if info.get("wal_status") == "lost":
+        raise SlotLostError(f"replication slot {slot} was invalidated (wal_status = lost: WAL it "
+                            f"needed was removed, see max_slot_wal_keep_size); {resync}")
+    return info
+
+
+def publication_exists(conn: psycopg.Connection, pub: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)).fetchone() is not None
+
+
+def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[TableSchema]) -> None:
+    """Create the publication for exactly ``tables`` (or set its table list when it exists)."""
+    names = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+    if publication_exists(conn, pub):
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(pub), names))
+    else:
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
+                     .format(sql.Identifier(pub), names))
+    conn.commit()
+
+
+def drop_slot(conn: psycopg.Connection, slot: str) -> bool:
+    """Drop the slot if it exists (terminating a walsender still attached).  True when dropped."""
+    info = slot_info(conn, slot)
+    if info is None:
+        return False
+    if info["active_pid"]:
+        conn.execute("SELECT pg_terminate_backend(%s)", (info["active_pid"],))
+    for _ in range(50):
+        try:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            conn.commit()
+            return True
+        except psycopg.errors.ObjectInUse:
+            conn.rollback()
+            import time
+            time.sleep(0.1)
+    raise SourceError(f"replication slot {slot} is still in use; stop the process using it and retry")
+
+
+def drop_publication(conn: psycopg.Connection, pub: str) -> None:
+    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
+    conn.commit()
+
+
+def current_lsn(conn: psycopg.Connection) -> Lsn:
+    return Lsn.parse(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
