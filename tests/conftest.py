@@ -1,0 +1,130 @@
+"""Shared pytest fixtures: throwaway database servers and per-test databases.
+
+Session-scoped servers (started lazily, only when a test asks for them, and
+stopped/removed at session end):
+
+* ``pg_server``        -- PostgresServer used as replication SOURCE
+                          (wal_level=logical); env override REPLICATOR_TEST_PG_DSN
+* ``pg_target_server`` -- a second, separate PostgresServer used as TARGET;
+                          env override REPLICATOR_TEST_PG_TARGET_DSN
+* ``mariadb_server``   -- MariaDBServer; env override REPLICATOR_TEST_MYSQL_URL
+
+Function-scoped, each a fresh database that is dropped after the test:
+
+* ``source_db``         -- libpq DSN (``postgresql://postgres@127.0.0.1:PORT/db``)
+                           of a new database on ``pg_server``; its replication
+                           slots are dropped (walsenders terminated) at teardown
+* ``pg_target_url``     -- ``postgresql+psycopg://postgres@127.0.0.1:PORT/db`` on
+                           ``pg_target_server``
+* ``mysql_target_url``  -- ``mysql+pymysql://root@127.0.0.1:PORT/db?charset=utf8mb4&local_infile=1``
+* ``duckdb_target_url`` -- ``duckdb:///<tmp_path>/t.duckdb``
+* ``sqlite_target_url`` -- ``sqlite:///<tmp_path>/t.sqlite``
+
+The server library itself is ``tests/servers.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.servers import MariaDBServer, PostgresServer, unique_name
+except ImportError:  # e.g. run with an unusual rootdir / import mode
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.servers import MariaDBServer, PostgresServer, unique_name
+
+
+# ------------------------------------------------------------------ servers
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The source PostgreSQL server (wal_level=logical)."""
+    server = PostgresServer.from_env("REPLICATOR_TEST_PG_DSN", name="pg-source")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_target_server():
+    """A second, independent PostgreSQL server used as a replication target."""
+    server = PostgresServer.from_env("REPLICATOR_TEST_PG_TARGET_DSN", name="pg-target")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """A MariaDB server (root, empty password, LOCAL INFILE enabled)."""
+    server = MariaDBServer.from_env("REPLICATOR_TEST_MYSQL_URL", name="mariadb")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+# ---------------------------------------------------------- per-test databases
+
+
+def _db_name(request, prefix: str) -> str:
+    return unique_name(prefix, request.node.name, maxlen=60)
+
+
+def _drop(drop, name: str, what: str) -> None:
+    try:
+        drop(name)
+    except Exception as e:  # a leaked database must not fail the test itself
+        warnings.warn(f"could not drop {what} database {name!r}: {e!r}", RuntimeWarning)
+
+
+@pytest.fixture
+def source_db(pg_server, request):
+    """libpq DSN of a fresh, uniquely named database on ``pg_server``."""
+    name = _db_name(request, "src")
+    dsn = pg_server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        _drop(pg_server.drop_database, name, "source")
+
+
+@pytest.fixture
+def pg_target_url(pg_target_server, request):
+    """SQLAlchemy URL of a fresh database on ``pg_target_server``."""
+    name = _db_name(request, "tgt")
+    pg_target_server.create_database(name)
+    try:
+        yield pg_target_server.sqlalchemy_url(name)
+    finally:
+        _drop(pg_target_server.drop_database, name, "target")
+
+
+@pytest.fixture
+def mysql_target_url(mariadb_server, request):
+    """SQLAlchemy URL of a fresh database on ``mariadb_server``."""
+    name = _db_name(request, "tgt")
+    url = mariadb_server.create_database(name)
+    try:
+        yield url
+    finally:
+        _drop(mariadb_server.drop_database, name, "MariaDB target")
+
+
+@pytest.fixture
+def duckdb_target_url(tmp_path):
+    """SQLAlchemy URL of a new DuckDB file in the test's tmp_path."""
+    return f"duckdb:///{tmp_path / 't.duckdb'}"
+
+
+@pytest.fixture
+def sqlite_target_url(tmp_path):
+    """SQLAlchemy URL of a new SQLite file in the test's tmp_path."""
+    return f"sqlite:///{tmp_path / 't.sqlite'}"
