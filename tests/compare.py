@@ -44,9 +44,10 @@ def source_rows(dsn: str, schema: str, table: str, columns: list[str]) -> list[t
 def target_rows(url: str, table: str, columns: list[str], schema: str | None = None) -> list[tuple]:
     eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
-        t = sa.Table(table, sa.MetaData(), *[sa.Column(c) for c in columns], schema=schema)
         with eng.connect() as c:
-            return sorted((tuple(norm(v) for v in r) for r in c.execute(sa.select(t))), key=_key)
+            t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=c)
+            q = sa.select(*[t.c[name] for name in columns])
+            return sorted((tuple(norm(v) for v in r) for r in c.execute(q)), key=_key)
     finally:
         eng.dispose()
 

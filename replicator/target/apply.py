@@ -115,22 +115,25 @@ class GenericApplier:
         return p
 
     def execute_checked(self, conn, stmt, params: list[dict], run: list[RowChange]) -> None:
-        """executemany, then compare matched rows with the number of changes."""
-        if len(params) > 1 and not conn.dialect.supports_sane_multi_rowcount:
+        """executemany inside a savepoint; on a shortfall, redo row by row to name the missing key."""
+        if len(params) == 1:
+            if conn.execute(stmt, params[0]).rowcount < 1:
+                self.missing(run, 1)
+            return
+        if not conn.dialect.supports_sane_multi_rowcount:
             for p, ch in zip(params, run):
                 self.execute_checked(conn, stmt, [p], [ch])
             return
-        res = conn.execute(stmt, params if len(params) > 1 else params[0])
-        if res.rowcount >= len(params):
+        sp = conn.begin_nested()
+        if conn.execute(stmt, params).rowcount >= len(params):
+            sp.commit()
             return
-        missing = [ch for ch in run if not self.exists(conn, ch)]
-        self.missing(missing or run[:1], len(params) - res.rowcount)
-
-    def exists(self, conn, ch: RowChange) -> bool:
-        where = sa.and_(*[self.cols[i] == v for i, v in zip(self.key_idx, self.key_values(ch))])
-        return conn.execute(sa.select(sa.literal(1)).select_from(self.t).where(where).limit(1)).first() is not None
+        sp.rollback()
+        for p, ch in zip(params, run):
+            self.execute_checked(conn, stmt, [p], [ch])
 
     def missing(self, chs: list[RowChange], count: int) -> None:
+        """A change found no row: DivergenceError, or a warning under ``on_missing_row: skip``."""
         ch = chs[0]
         what = f"{ch.kind.name} of {self.m.label}: no row with {self.key_text(ch)} in target " \
                f"{self.target.display(self.m)} (LSN {ch.lsn})"

@@ -135,7 +135,7 @@ class Target:
     def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[Sequence[tuple]]) -> int:
         """Insert batches of PostgreSQL-text tuples through executemany; returns rows loaded."""
         applier = self.applier(m)
-        ins = sa.insert(self.table(m))
+        ins = applier.insert_stmt
         n = 0
         for batch in batches:
             rows = [applier.row_params(r, m) for r in batch]

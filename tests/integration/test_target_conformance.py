@@ -58,15 +58,12 @@ def schema_of(dsn, name):
 
 
 def text_row(dsn, table, where):
-    """The row as PostgreSQL text, exactly what pgoutput sends under the pinned session."""
+    """The row as PostgreSQL output functions render it: exactly what pgoutput sends."""
+    t = schema_of(dsn, table)
     with snapshot.connect(dsn) as c:
-        cols = [r[0] for r in c.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum", (table,))]
-        q = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(x)) for x in cols),
-            sql.Identifier(table), sql.SQL(where))
-        return c.execute(q).fetchone()
+        q = snapshot.copy_query(t, ["{col}"] * len(t.columns), "FORMAT text", where)
+        (row,) = [r for batch in snapshot.copy_rows(c, q) for r in batch]
+        return row
 
 
 def copy_table(dsn, target, m):

@@ -1,0 +1,4 @@
+"""``python -m replicator`` runs the CLI."""
+from .cli import main
+
+main()
