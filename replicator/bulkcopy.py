@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
+from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableState
 from .source import snapshot
 from .state import StateStore
@@ -45,6 +46,7 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
         target.clear(conn, m)
         data = snapshot.copy_bytes(sc, q) if target.copy_mode == "bytes" else snapshot.copy_rows(sc, q)
         n = target.load_copy(conn, m, data)
+        failpoint("copy.loaded", m.label)
         store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n)
     stats.rows[m.label] = n
     stats.seconds[m.label] = time.monotonic() - t0

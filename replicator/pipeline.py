@@ -24,6 +24,7 @@ import sqlalchemy.exc
 from . import bulkcopy
 from .dsn import redact
 from .errors import CheckError, ConfigError, SourceError, TargetError, TransientError
+from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableProgress, TableState
 from .source import catalog, slot as slots, snapshot
 from .source.changes import ChangeDecoder
@@ -36,6 +37,7 @@ from .target import open_target
 log = logging.getLogger(__name__)
 TRANSIENT = (TransientError, psycopg.OperationalError, sqlalchemy.exc.OperationalError,
              sqlalchemy.exc.InterfaceError)
+IDLE_POKE_SECONDS = 1.0
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -152,6 +154,7 @@ class Pipeline:
             slots.drop_slot(src, self.slot)
         slots.ensure_publication(src, self.publication, [m.source for m in self.mappings])
         lsn, snap = slots.create_slot(repl, self.slot)
+        failpoint("slot.created")
         with self.target.connect() as c:
             for label in old:
                 self.store.forget_table(c, label)
@@ -239,8 +242,10 @@ class Pipeline:
             if self.stop_requested and idle:
                 stream.send_status(position)
                 return
-            poke = until is not None and frame is None
-            if reply or poke or time.monotonic() - stream.last_status > self.opts.status_interval:
+            since = time.monotonic() - stream.last_status
+            # idle: ask for a keepalive now and then, so the slot follows the server's WAL end
+            poke = frame is None and idle and (until is not None or since > IDLE_POKE_SECONDS)
+            if reply or poke or since > self.opts.status_interval:
                 stream.send_status(position, reply=poke)
 
     # ------------------------------------------------------------ commands

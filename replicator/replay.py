@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Optional
 
+from .failpoints import failpoint
 from .model import (Lsn, RowChange, TableMapping, TableProgress, TableState, Truncate, TxBegin,
                     TxCommit)
 from .state import StateStore
@@ -134,7 +135,9 @@ class Replayer:
         self.store.set_applied(conn, self.last_end, self.last_commit_time)
         ready = self._ready(self.last_end)
         self.store.mark_ready(conn, ready)
+        failpoint("apply.before_commit")
         self.close(commit=True)
+        failpoint("apply.committed")
         for t in ready:
             self.progress[t].state = TableState.READY
         self.applied = self.last_end

@@ -40,7 +40,8 @@ def collect(source: Optional[str], target_url: Optional[str], name: str) -> dict
             info = slots.slot_info(src, stream.slot)
             current = slots.current_lsn(src)
         doc["slot"] = _slot_doc(stream.slot, info)
-        lag_bytes = max(0, int(current) - int(stream.applied_lsn))
+        confirmed = Lsn.parse(info["confirmed_flush_lsn"]) if info else Lsn(0)
+        lag_bytes = max(0, int(current) - max(int(stream.applied_lsn), int(confirmed)))
         doc["lag"]["bytes"] = lag_bytes
         doc["lag"]["seconds"] = _lag_seconds(stream.commit_time, lag_bytes)
     return doc

@@ -75,6 +75,7 @@ def test_changes_during_copy_are_applied_once(pgbench_db, sqlite_target_url):
     proc = subprocess.Popen([sys.executable, "-m", "replicator", "mirror"], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        wait_slot_active(pgbench_db, "replicator")
         _wait_caught_up(pgbench_db, sqlite_target_url)
     finally:
         proc.terminate()
@@ -84,13 +85,31 @@ def test_changes_during_copy_are_applied_once(pgbench_db, sqlite_target_url):
         assert_same(pgbench_db, "public", t, sqlite_target_url)
 
 
-def _wait_caught_up(dsn, url, timeout=60):
-    import json
+def wait_slot_active(dsn, slot, timeout=60):
     import time
     deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while time.monotonic() < deadline:
+            row = c.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"slot {slot} never became active")
+
+
+def _wait_caught_up(dsn, url, timeout=60):
+    """Until the target's history has the source's row count (pgbench has stopped)."""
+    import time
+    import sqlalchemy as sa
+    with psycopg.connect(dsn) as c:
+        want = c.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        doc = json.loads(replicator("status", "--source", dsn, "--target", url, "--json").stdout)
-        if doc["lag"]["bytes"] is not None and doc["lag"]["bytes"] == 0:
+        with eng.connect() as c:
+            got = c.execute(sa.text("SELECT count(*) FROM pgbench_history")).scalar()
+        if got == want:
             return
-        time.sleep(0.5)
-    raise AssertionError(f"mirror did not catch up in {timeout}s: {doc}")
+        assert got < want, f"target has {got} history rows, source {want}: applied twice"
+        time.sleep(0.3)
+    raise AssertionError(f"mirror did not catch up in {timeout}s: {got} of {want} history rows")

@@ -1,0 +1,510 @@
+"""DuckDB: the embedded analytical default target.
+
+Contracts
+---------
+* **One conversion, two paths.**  Values arrive as PostgreSQL text (COPY CSV on the copy path,
+  pgoutput tuples on the change path).  :func:`value_sql` gives, per column, the one DuckDB SQL
+  expression that turns that text into the stored value; the copy path applies it to the VARCHAR
+  columns of ``read_csv``, the change path to the VARCHAR columns of a registered Arrow staging
+  table (and to bound ``$n`` text parameters for key-less FULL identity rows).
+* **Type map** (:data:`DUCKDB_TYPES`, one table keyed by the families of ``types.py``): exact types
+  where DuckDB has them; numeric wider than DECIMAL(38) or unbounded, and everything unlisted
+  (intervals, arrays, ranges, timetz, money, ...) keep PostgreSQL's exact text in VARCHAR.  char(n)
+  keeps its padding.  ``infinity`` and BC dates/timestamps are kept (DuckDB has both).  Every
+  connection runs with TimeZone=UTC.
+* **Copy path** (``copy_mode = 'bytes'``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
+  is an unquoted ``\\N`` and a value spelled ``\\N`` or ``""`` is quoted; chunks are re-cut at real
+  row boundaries (a quoted value may contain newlines), spooled to a temporary file of at most about
+  ``load_file_bytes`` and loaded with ``INSERT INTO t SELECT <value_sql> FROM read_csv(...)``; the
+  file is deleted after each load.  Memory holds one chunk plus one partial row.
+* **Change path**: runs of one kind, in source order.  INSERT runs: one ``INSERT ... SELECT`` from
+  Arrow.  UPDATE runs: coalesced by key (last value per column wins, ``UNCHANGED`` keeps an earlier
+  value of the run or is left out of the SET), then ``UPDATE ... FROM`` staging.  A key change is
+  applied on its own.  DELETE runs: ``DELETE ... USING`` staging.  Matched-row counts are checked:
+  a missing row raises :class:`DivergenceError` (or is logged under ``on_missing_row: skip``).
+  Key-less FULL identity: one row at a time by ``rowid`` (exactly one row among duplicates).
+* **Files other processes read**: the file is opened per transaction (NullPool) and closed after.
+  When another process holds it, :meth:`connect` waits with exponential backoff (≤ 5 s between
+  tries, warning in the log) for ``lock_wait_s`` (URL query ``?lock_wait=<seconds>``, default 600),
+  then raises :class:`TargetError` naming the file.
+* Everything runs on the SQLAlchemy connection's own DuckDB connection, inside its transaction, so
+  the caller's state row commits atomically with the data.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from functools import lru_cache
+from typing import Iterable, Iterator, Sequence
+
+import duckdb
+import duckdb_engine
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from ..errors import TargetError, ValueRangeError
+from ..model import UNCHANGED, ChangeKind, Column, RowChange, TableMapping
+from . import types
+from .base import Target
+
+log = logging.getLogger(__name__)
+
+STAGE = "_rp_stage"  # registered Arrow staging relation (per connection)
+DONE = "_rp_done"  # rows a DELETE ... RETURNING removed
+_BC = ("CASE WHEN suffix({v}, ' BC') THEN CAST(CAST(1 - CAST(split_part({v}, '-', 1) AS INTEGER) AS "
+       "VARCHAR) || substr({v}, strpos({v}, '-'), length({v}) - strpos({v}, '-') - 2) AS {t}) "
+       "ELSE CAST({v} AS {t}) END")
+
+#: family → DuckDB column type.  Unlisted families (and 'numeric', see duckdb_type) store VARCHAR.
+DUCKDB_TYPES: dict[str, str] = {
+    "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float4": "REAL", "float8": "DOUBLE",
+    "bool": "BOOLEAN", "bytes": "BLOB", "date": "DATE", "time": "TIME", "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMPTZ", "uuid": "UUID", "json": "JSON",
+    "text": "VARCHAR", "varchar": "VARCHAR", "bpchar": "VARCHAR", "array": "VARCHAR",
+}
+#: family → conversion of PostgreSQL text ``{v}`` to type ``{t}``; default ``CAST({v} AS {t})``.
+CONVERSIONS: dict[str, str] = {
+    "bytes": "unhex(substr({v}, 3))",  # bytea_output=hex: '\x0aff'
+    "date": _BC, "timestamp": _BC, "timestamptz": _BC,  # '0044-03-15 BC' → year -43
+}
+MAX_DECIMAL = 38
+
+
+@lru_cache(maxsize=None)
+def _has_json() -> bool:
+    try:
+        duckdb.connect().execute("SELECT '1'::JSON")
+        return True
+    except duckdb.Error:
+        return False
+
+
+def duckdb_type(col: Column) -> str:
+    """The DuckDB column type for a source column."""
+    fam = types.family(col)
+    if fam == "numeric":
+        args = types.type_args(col)
+        ok = args and args[0] <= MAX_DECIMAL
+        return f"DECIMAL({args[0]},{args[1] if len(args) > 1 else 0})" if ok else "VARCHAR"
+    if fam == "json" and not _has_json():
+        return "VARCHAR"
+    return DUCKDB_TYPES.get(fam, "VARCHAR")
+
+
+def value_sql(col: Column, operand: str) -> str:
+    """SQL turning PostgreSQL's text rendering ``operand`` (a VARCHAR expression) into the value."""
+    t = duckdb_type(col)
+    if t == "VARCHAR":
+        return operand
+    return CONVERSIONS.get(types.family(col), "CAST({v} AS {t})").format(v=operand, t=t)
+
+
+class DuckType(sa.types.UserDefinedType):
+    """A column type rendered verbatim in DDL (the DuckDB name from the type map)."""
+
+    cache_ok = True
+
+    def __init__(self, ddl: str):
+        self.ddl = ddl
+
+    def get_col_spec(self, **kw) -> str:
+        return self.ddl
+
+
+def _quote_type_function_keywords() -> None:
+    """duckdb_engine quotes DuckDB's 'reserved' keywords only; 'type_function' ones (``by``,
+    ``left``, ``similar`` ...) cannot be column names either.  Extend the set for DuckDB engines."""
+    Prep = duckdb_engine.DuckDBIdentifierPreparer
+    words = {k for (k,) in duckdb.connect().execute(
+        "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'").fetchall()}
+    Prep.reserved_words = set(Prep.reserved_words) | words
+
+
+_quote_type_function_keywords()
+
+#: DuckDB type name → SQLAlchemy type, for column reflection.
+REFLECTED = {
+    "BOOLEAN": sa.Boolean, "TINYINT": sa.SmallInteger, "SMALLINT": sa.SmallInteger,
+    "INTEGER": sa.Integer, "BIGINT": sa.BigInteger, "FLOAT": sa.REAL, "DOUBLE": sa.Double,
+    "VARCHAR": sa.String, "BLOB": sa.LargeBinary, "DATE": sa.Date, "TIME": sa.Time,
+    "TIMESTAMP": sa.DateTime, "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True),
+    "JSON": sa.JSON, "INTERVAL": sa.Interval,
+}
+
+
+def _get_multi_columns(self, connection, schema=None, filter_names=None, scope=None, kind=None, **kw):
+    """Column reflection from ``duckdb_columns()``: duckdb-engine 0.17 runs SQLAlchemy 2.1's
+    PostgreSQL catalog query, which needs pg_collation (absent in DuckDB)."""
+    q = ("SELECT table_name, column_name, data_type, is_nullable, column_default, numeric_precision, "
+         "numeric_scale FROM duckdb_columns() WHERE database_name = current_database() "
+         "AND schema_name = coalesce($1, current_schema()) ORDER BY table_name, column_index")
+    out: dict = {}
+    for t, name, dtype, nullable, default, prec, scale in connection.exec_driver_sql(q, (schema,)):
+        if filter_names and t not in filter_names:
+            continue
+        typ = sa.Numeric(prec, scale) if dtype.startswith("DECIMAL") else REFLECTED.get(dtype, sa.types.NullType)()
+        out.setdefault((schema, t), []).append(
+            {"name": name, "type": typ, "nullable": nullable, "default": default, "autoincrement": False})
+    return out.items()
+
+
+def _get_multi_pk_constraint(self, connection, schema=None, filter_names=None, **kw):
+    q = ("SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type "
+         "= 'PRIMARY KEY' AND database_name = current_database() AND schema_name = coalesce($1, current_schema())")
+    return [((schema, t), {"constrained_columns": list(cols), "name": None})
+            for t, cols in connection.exec_driver_sql(q, (schema,)) if not filter_names or t in filter_names]
+
+
+def _not_reflected(self, *a, **kw):
+    raise NotImplementedError
+
+
+for _name, _fn in {"get_multi_columns": _get_multi_columns, "get_multi_pk_constraint": _get_multi_pk_constraint,
+                   "get_multi_foreign_keys": lambda self, *a, **kw: [],
+                   "get_multi_unique_constraints": _not_reflected, "get_multi_check_constraints": _not_reflected,
+                   "get_multi_table_comment": _not_reflected, "get_multi_table_options": _not_reflected}.items():
+    setattr(duckdb_engine.Dialect, _name, _fn)
+
+
+def is_lock_error(e: BaseException) -> bool:
+    orig = getattr(e, "orig", e)
+    return isinstance(orig, duckdb.IOException) and "lock" in str(orig).lower()
+
+
+def whole_rows(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Re-cut PostgreSQL CSV chunks at row ends: a ``\\n`` outside quotes (even ``"`` count before it)."""
+    carry = b""
+    for chunk in chunks:
+        buf = carry + chunk if carry else chunk
+        cut = _last_row_end(buf)
+        carry = buf[cut:]
+        if cut:
+            yield buf[:cut]
+    if carry:
+        yield carry
+
+
+def _last_row_end(buf: bytes) -> int:
+    """Offset just past the last row-ending newline of ``buf`` (0 when none)."""
+    total = buf.count(b'"')
+    after, end = 0, len(buf)
+    pos = buf.rfind(b"\n")
+    while pos >= 0:
+        after += buf.count(b'"', pos, end)
+        if (total - after) % 2 == 0:
+            return pos + 1
+        end, pos = pos, buf.rfind(b"\n", 0, pos)
+    return 0
+
+
+class Plan:
+    """SQL for one mapped table, built once: conversions, staging statements, key handling."""
+
+    def __init__(self, target: "DuckDBTarget", m: TableMapping):
+        q = target.engine.dialect.identifier_preparer
+        self.m, self.cols = m, m.source.columns
+        self.table = q.format_table(target.table(m))
+        self.names = [q.quote_identifier(c.name) for c in self.cols]
+        names = [c.name for c in self.cols]
+        self.key_idx = [names.index(k) for k in m.source.key]
+        self.conv = [lambda v, c=c: value_sql(c, v) for c in self.cols]
+        self.insert_sql = (f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT "
+                           + ", ".join(self.conv[i](f"c{i}") for i in range(len(self.cols))))
+        self.key_match = self.match("_rp_t")
+
+    def match(self, alias: str) -> str:
+        """``alias``'s key columns equal the converted staged keys ``s.k0, s.k1 ...``."""
+        return " AND ".join(f"{alias}.{self.names[i]} = {self.conv[i](f's.k{j}')}"
+                            for j, i in enumerate(self.key_idx))
+
+    def key_of(self, ch: RowChange) -> tuple:
+        src = ch.old if ch.old is not None else ch.new
+        return tuple(src[i] for i in self.key_idx)
+
+    def is_key_change(self, ch: RowChange) -> bool:
+        return ch.old is not None and tuple(ch.new[i] for i in self.key_idx) != self.key_of(ch)
+
+    def update_sql(self, set_idx: Sequence[int]) -> str:
+        sets = ", ".join(f"{self.names[i]} = {self.conv[i](f's.c{i}')}" for i in set_idx)
+        return f"UPDATE {self.table} AS _rp_t SET {sets} FROM {STAGE} AS s WHERE {self.key_match}"
+
+    def delete_sql(self) -> str:
+        keys = ", ".join(f"_rp_t.{self.names[i]}" for i in self.key_idx)
+        return f"DELETE FROM {self.table} AS _rp_t USING {STAGE} AS s WHERE {self.key_match} RETURNING {keys}"
+
+    def count_sql(self) -> str:
+        return f"SELECT count(*) FROM {self.table} AS _rp_t JOIN {STAGE} AS s ON {self.key_match}"
+
+    def missing_sql(self, done: str | None = None) -> str:
+        """Staged keys without a target row (or, after a DELETE, without a ``done`` RETURNING row)."""
+        keys = ", ".join(f"s.k{j}" for j in range(len(self.key_idx)))
+        src = f"{self.table} AS _rp_t" if done is None else f"{done} AS _rp_t"
+        return f"SELECT {keys} FROM {STAGE} AS s WHERE NOT EXISTS (SELECT 1 FROM {src} WHERE {self.key_match})"
+
+    def one_row_sql(self, match_idx: Sequence[int], set_idx: Sequence[int] | None) -> str:
+        """Exactly one row by rowid; ``$1..`` are the SET values, then the NULL-safe match values."""
+        n = len(set_idx or ())
+        where = " AND ".join(f"{self.names[i]} IS NOT DISTINCT FROM {self.conv[i](f'${n + j + 1}')}"
+                             for j, i in enumerate(match_idx)) or "TRUE"
+        one = f"rowid = (SELECT rowid FROM {self.table} WHERE {where} LIMIT 1)"
+        if set_idx is None:
+            return f"DELETE FROM {self.table} WHERE {one}"
+        sets = ", ".join(f"{self.names[i]} = {self.conv[i](f'${j + 1}')}" for j, i in enumerate(set_idx))
+        return f"UPDATE {self.table} SET {sets} WHERE {one}"
+
+
+def _stage(columns: dict[str, list]) -> pa.Table:
+    return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
+
+
+class DuckDBTarget(Target):
+    """DuckDB file target: CSV bulk load, set-based apply through Arrow staging, lock retry."""
+
+    name = "duckdb"
+    embedded = True
+    row_id = "rowid"
+    copy_mode = "bytes"
+    copy_options = "FORMAT csv, NULL '\\N'"
+    lock_wait_s = 600.0
+    lock_backoff_max_s = 5.0
+    load_file_bytes = 64 << 20  # spool this much CSV per read_csv (parallel scan needs a big file)
+    temp_dir: str | None = None  # where CSV spool files go (None: the system temp directory)
+
+    def __init__(self, url: str, lock_wait_s: float | None = None):
+        u = sa.make_url(url)
+        if "lock_wait" in u.query:
+            lock_wait_s = float(u.query["lock_wait"])
+            url = u.difference_update_query(["lock_wait"]).render_as_string(hide_password=False)
+        super().__init__(url)
+        if lock_wait_s is not None:
+            self.lock_wait_s = lock_wait_s
+        self._plans: dict[str, Plan] = {}
+
+    # ---------------------------------------------------------------- connections
+    def create_engine(self):
+        eng = sa.create_engine(self.url, hide_parameters=True, poolclass=NullPool)
+
+        @sa.event.listens_for(eng, "connect")
+        def _utc(dbapi_conn, _record):
+            dbapi_conn.execute("SET TimeZone = 'UTC'")
+
+        return eng
+
+    @property
+    def path(self) -> str:
+        return self.url.database or ":memory:"
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        """Open the file, one transaction (commit on success, rollback on error), close the file."""
+        with self._open() as conn, conn.begin():
+            yield conn
+
+    def _open(self) -> sa.Connection:
+        """Connect, waiting with exponential backoff while another process holds the file."""
+        start, delay, warned = time.monotonic(), 0.05, -1e9
+        while True:
+            try:
+                return self.engine.connect()
+            except sa.exc.DBAPIError as e:
+                if not is_lock_error(e):
+                    raise TargetError(f"cannot open DuckDB file {self.path}: {e.orig}") from None
+                waited = time.monotonic() - start
+                if waited >= self.lock_wait_s:
+                    raise TargetError(
+                        f"DuckDB file {self.path} is held by another process (gave up after "
+                        f"{waited:.0f}s): {e.orig}. Close that process's connection to the file "
+                        f"(queries must not keep it open), or wait longer with ?lock_wait=<seconds> "
+                        f"in the target URL") from None
+                if waited - warned >= 30:
+                    log.warning("DuckDB file %s is held by another process; waiting for it "
+                                "(retrying for up to %.0fs)", self.path, self.lock_wait_s - waited)
+                    warned = waited
+                time.sleep(min(delay, self.lock_wait_s - waited))
+                delay = min(delay * 2, self.lock_backoff_max_s)
+
+    @staticmethod
+    def raw(conn: sa.Connection):
+        """The DuckDB connection under ``conn`` (same transaction)."""
+        return conn.connection.driver_connection
+
+    # ---------------------------------------------------------------- schema
+    def column_type(self, col: Column):
+        return DuckType(duckdb_type(col))
+
+    def plan(self, m: TableMapping) -> Plan:
+        if m.label not in self._plans:
+            self._plans[m.label] = Plan(self, m)
+        return self._plans[m.label]
+
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        """The source sends PostgreSQL's own text rendering; conversion happens in DuckDB."""
+        return ["{col}" for _ in m.source.columns]
+
+    # ---------------------------------------------------------------- copy
+    def load_copy(self, conn: sa.Connection, m: TableMapping, chunks: Iterable[bytes]) -> int:
+        """Load PostgreSQL CSV chunks through spooled temp files and ``read_csv``; returns rows."""
+        raw, p, n = self.raw(conn), self.plan(m), 0
+        spool, size = None, 0
+        try:
+            for block in whole_rows(chunks):
+                if spool is None:
+                    spool = tempfile.NamedTemporaryFile("wb", suffix=".csv", dir=self.temp_dir, delete=False)
+                spool.write(block)
+                size += len(block)
+                if size >= self.load_file_bytes:
+                    n += self._load_file(raw, p, spool)
+                    spool, size = None, 0
+            if spool is not None:
+                n += self._load_file(raw, p, spool)
+                spool = None
+        finally:
+            if spool is not None:
+                spool.close()
+                os.unlink(spool.name)
+        return n
+
+    def _load_file(self, raw, p: Plan, spool) -> int:
+        spool.close()
+        try:
+            cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(p.cols)))
+            path = spool.name.replace("'", "''")
+            size = os.path.getsize(spool.name)
+            src = (f"read_csv('{path}', columns = {{{cols}}}, header = false, auto_detect = false, "
+                   f"delim = ',', quote = '\"', escape = '\"', nullstr = '\\N', "
+                   f"allow_quoted_nulls = false, new_line = '\\n', strict_mode = true, "
+                   f"max_line_size = {max(size + 1, 2 << 20)})")
+            with self._errors(p.m, "snapshot copy"):
+                return raw.execute(f"{p.insert_sql} FROM {src}").fetchone()[0]
+        finally:
+            os.unlink(spool.name)
+
+    @contextlib.contextmanager
+    def _errors(self, m: TableMapping, where: str):
+        try:
+            yield
+        except duckdb.ConversionException as e:
+            raise ValueRangeError(
+                f"{m.label}: a value cannot be stored in DuckDB table {self.display(m)} ({where}): "
+                f"{e}; choose a value policy or a column type in the mapping") from None
+        except duckdb.ConstraintException as e:
+            raise TargetError(f"{m.label} → {self.display(m)} ({where}): {e}; the target already "
+                              f"holds that row: re-sync the table") from None
+
+    # ---------------------------------------------------------------- changes
+    def apply(self, conn: sa.Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
+        """Apply one table's changes in order, set-based per run of one kind."""
+        p, raw = self.plan(m), self.raw(conn)
+        for kind, run in self._runs(p, changes):
+            lsn = run[0].lsn
+            with self._errors(m, f"changes from LSN {lsn}"):
+                if kind is ChangeKind.INSERT:
+                    self._insert(raw, p, run)
+                elif not p.key_idx:
+                    for ch in run:
+                        self._apply_one(raw, p, ch)
+                elif kind is ChangeKind.UPDATE:
+                    self._update(raw, p, run)
+                elif kind is ChangeKind.DELETE:
+                    self._delete(raw, p, run)
+                else:  # key change, alone
+                    self._update_rows(raw, p, {p.key_of(run[0]): list(run[0].new)}, run, keys=True)
+
+    @staticmethod
+    def _runs(p: Plan, changes: Sequence[RowChange]) -> Iterator[tuple[object, list[RowChange]]]:
+        """Maximal runs of one kind; an UPDATE that changes the key is a run of its own ('K')."""
+        kind, run = None, []
+        for ch in changes:
+            k = ch.kind
+            if k is ChangeKind.UPDATE and p.key_idx and p.is_key_change(ch):
+                k = "K"
+            if run and (k != kind or k == "K"):
+                yield kind, run
+                run = []
+            kind = k
+            run.append(ch)
+        if run:
+            yield kind, run
+
+    def _with_stage(self, raw, table: pa.Table, sql: str):
+        raw.register(STAGE, table)
+        try:
+            return raw.execute(sql).fetchall()
+        finally:
+            raw.unregister(STAGE)
+
+    def _insert(self, raw, p: Plan, run: list[RowChange]) -> None:
+        cols = zip(*(ch.new for ch in run))
+        self._with_stage(raw, _stage({f"c{i}": list(c) for i, c in enumerate(cols)}),
+                         f"{p.insert_sql} FROM {STAGE}")
+
+    def _update(self, raw, p: Plan, run: list[RowChange]) -> None:
+        """Coalesce by key (later values win, UNCHANGED keeps an earlier one) and update set-wise."""
+        merged: dict[tuple, list] = {}
+        for ch in run:
+            key = p.key_of(ch)
+            vals = merged.get(key)
+            if vals is None:
+                merged[key] = list(ch.new)
+            else:
+                for i, v in enumerate(ch.new):
+                    if v is not UNCHANGED:
+                        vals[i] = v
+        self._update_rows(raw, p, merged, run, keys=False)
+
+    def _update_rows(self, raw, p: Plan, rows: dict[tuple, list], run, keys: bool) -> None:
+        """UPDATE rows (key → new values), one statement per set of UNCHANGED columns."""
+        groups: dict[tuple, list[tuple]] = {}
+        skip = set() if keys else set(p.key_idx)
+        for key, vals in rows.items():
+            pat = tuple(i for i, v in enumerate(vals) if v is not UNCHANGED and i not in skip)
+            groups.setdefault(pat, []).append(key)
+        for set_idx, group in groups.items():
+            data = {f"k{j}": [k[j] for k in group] for j in range(len(p.key_idx))}
+            data.update({f"c{i}": [rows[k][i] for k in group] for i in set_idx})
+            sql = p.update_sql(set_idx) if set_idx else p.count_sql()
+            self._checked(raw, p, _stage(data), sql, len(group), run)
+
+    def _delete(self, raw, p: Plan, run: list[RowChange]) -> None:
+        keys = list(dict.fromkeys(p.key_of(ch) for ch in run))
+        data = {f"k{j}": [k[j] for k in keys] for j in range(len(p.key_idx))}
+        self._checked(raw, p, _stage(data), p.delete_sql(), len(keys), run)
+        if len(keys) < len(run):  # the same key deleted twice in a run: the second finds nothing
+            seen: set = set()
+            dups = [ch for ch in run if (k := p.key_of(ch)) in seen or seen.add(k)]
+            self.applier(p.m).missing(dups, len(dups))
+
+    def _checked(self, raw, p: Plan, stage: pa.Table, sql: str, expected: int, run) -> None:
+        """Run ``sql`` against the staging rows; fewer matched rows than staged is divergence."""
+        raw.register(STAGE, stage)
+        try:
+            done = raw.sql(sql).to_arrow_table() if "RETURNING" in sql else None
+            n = done.num_rows if done is not None else raw.execute(sql).fetchone()[0]
+            if n >= expected:
+                return
+            if done is not None:
+                raw.register(DONE, done)
+            missing = set(raw.execute(p.missing_sql(DONE if done is not None else None)).fetchall())
+        finally:
+            raw.unregister(STAGE)
+            raw.unregister(DONE)
+        chs = [ch for ch in run if p.key_of(ch) in missing]
+        self.applier(p.m).missing(chs or run[:1], expected - n)
+
+    def _apply_one(self, raw, p: Plan, ch: RowChange) -> None:
+        """Key-less FULL identity: UPDATE/DELETE exactly one row matching every sent old column."""
+        old = ch.old if ch.old is not None else ch.new
+        match_idx = tuple(i for i, v in enumerate(old) if v is not UNCHANGED)
+        params = [old[i] for i in match_idx]
+        if ch.kind is ChangeKind.DELETE:
+            sql = p.one_row_sql(match_idx, None)
+        else:
+            set_idx = tuple(i for i, v in enumerate(ch.new) if v is not UNCHANGED)
+            sql = p.one_row_sql(match_idx, set_idx)
+            params = [ch.new[i] for i in set_idx] + params
+        if raw.execute(sql, params).fetchone()[0] < 1:
+            self.applier(p.m).missing([ch], 1)

@@ -1,0 +1,338 @@
+"""MySQL / MariaDB target: strict sessions, a binary no-pad type map, LOAD DATA LOCAL INFILE copies.
+
+Contracts
+---------
+* URL: ``mysql://``, ``mariadb://`` or ``mysql+pymysql://``; always driven by pymysql with
+  ``charset=utf8mb4`` and ``local_infile`` on (the server needs ``local_infile=1`` too).
+* Every connection runs a strict session (:data:`SQL_MODE`, ``time_zone='+00:00'``): a value MySQL
+  cannot hold is an error, never a silent truncation or a zero date.
+* Type map (:data:`TYPES`, one row per PostgreSQL family).  Text is ``utf8mb4`` with a *binary,
+  no-pad* collation (MariaDB ``utf8mb4_nopad_bin``, MySQL 8 ``utf8mb4_0900_bin``): keys that differ
+  only by case, accents or trailing spaces stay apart as in PostgreSQL.  Unbounded text, numeric
+  beyond DECIMAL(65,30) and every type without a MySQL twin (interval, arrays, ranges, timetz, ...)
+  are LONGTEXT holding PostgreSQL's exact text form.  float4 is DOUBLE, not FLOAT: MySQL compares a
+  FLOAT column as a double, so ``float4_col <=> 0.1`` never matches and FULL-identity lookups would
+  report false divergence.  char(n) is VARCHAR(n) holding PostgreSQL's padded value exactly.
+  Key columns of unbounded types become VARCHAR/VARBINARY sized to InnoDB's 3072-byte index limit;
+  a key that cannot fit is a TargetError when the table is built.  Integer keys never get
+  AUTO_INCREMENT (a 0 key must stay 0).
+* Copy path (``copy_mode='bytes'``): PostgreSQL CSV (``NULL 'NULL'``; PostgreSQL quotes a real
+  string ``'NULL'``, MySQL reads only the unquoted word as NULL) is written chunk by chunk to a temp
+  file and loaded with ``LOAD DATA LOCAL INFILE ... ESCAPED BY ''``; booleans travel as 0/1,
+  timestamptz as UTC without offset, bytea as hex through ``UNHEX``.  LOCAL loads turn bad values
+  into warnings, so any warning fails the load: ValueRangeError naming table, column, key and value
+  (NaN/±Infinity, infinite or BC timestamps, years > 9999, over-long strings), TargetError otherwise.
+* Change path: the generic executemany applier; :meth:`MySQLTarget.value_loader` yields the values
+  the copy path stores (Decimal, naive UTC datetime, bytes, bool, text) and refuses NaN/Infinity.
+  pymysql sets CLIENT.FOUND_ROWS, so an UPDATE that changes nothing still counts as found.  FULL
+  identity without key uses ``DELETE/UPDATE ... LIMIT 1``.  Truncate stays DELETE (transactional).
+* Note: MySQL commits implicitly before DDL, so ``ensure_table`` ends the caller's transaction.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import re
+import tempfile
+from decimal import Decimal
+from typing import Any, Callable, Iterable
+
+import pymysql
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
+
+from ..errors import ConfigError, TargetError, ValueRangeError
+from ..model import Column, TableMapping
+from . import types
+from .base import Target
+
+log = logging.getLogger(__name__)
+
+SQL_MODE = ("STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+            "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO")
+SESSION_SQL = f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', innodb_strict_mode = ON"
+INDEX_BYTES = 3072        # InnoDB (DYNAMIC rows) index key limit
+ROW_BYTES = 60000         # inline VARCHAR budget, below MySQL's 65,535-byte row limit
+MAX_VARCHAR = 16383       # utf8mb4 characters in one VARCHAR
+MIN_KEY_CHARS = 32
+DATA_WARNINGS = {1264, 1265, 1292, 1366, 1406, 1048, 1101, 4025, 3819}
+
+
+class RawJSON(sa.types.UserDefinedType):
+    """A JSON column that binds PostgreSQL's JSON text as it is (sa.JSON would quote the string)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "JSON"
+
+
+def _numeric(col: Column):
+    """numeric(p,s) → DECIMAL when MySQL's 65 digits / 30 decimals hold it; else None (text)."""
+    args = types.type_args(col)
+    if not args:
+        return None
+    p, s = (args + (0,))[:2]
+    digits, scale = (p - s, 0) if s < 0 else (max(p, s), s)
+    return mysql.DECIMAL(digits, scale) if digits <= 65 and scale <= 30 else None
+
+
+def _varchar(col: Column):
+    args = types.type_args(col)
+    return mysql.VARCHAR(args[0]) if args and args[0] <= MAX_VARCHAR else None
+
+
+# PostgreSQL family → MySQL type (None: LONGTEXT holding PostgreSQL's text form).
+TYPES: dict[str, Callable[[Column], Any]] = {
+    "int2": lambda c: mysql.SMALLINT(),       "int4": lambda c: mysql.INTEGER(),
+    "int8": lambda c: mysql.BIGINT(),         "numeric": _numeric,
+    "float4": lambda c: mysql.DOUBLE(),       "float8": lambda c: mysql.DOUBLE(),
+    "bool": lambda c: mysql.BOOLEAN(),        "bytes": lambda c: mysql.LONGBLOB(),
+    "date": lambda c: mysql.DATE(),           "time": lambda c: mysql.TIME(fsp=6),
+    "timestamp": lambda c: mysql.DATETIME(fsp=6), "timestamptz": lambda c: mysql.DATETIME(fsp=6),
+    "uuid": lambda c: mysql.CHAR(36, charset="ascii", collation="ascii_bin"),
+    "json": lambda c: RawJSON(),              "varchar": _varchar, "bpchar": _varchar,
+}
+# PostgreSQL family → source SELECT expression for the CSV copy (default: the column itself).
+COPY_EXPRESSIONS = {"bool": "{col}::int", "timestamptz": "({col} AT TIME ZONE 'UTC')",
+                    "bytes": "encode({col}, 'hex')"}
+
+
+def _finite(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def load(s: str):
+        v = parse(s)
+        if not (v.is_finite() if isinstance(v, Decimal) else math.isfinite(v)):
+            raise ValueError("MySQL has no NaN or ±Infinity")
+        return v
+    return load
+
+
+# PostgreSQL family → change-path loader where the generic one differs (time: MySQL parses the
+# text like LOAD DATA does, including 24:00:00).
+LOADERS = {"float4": _finite(float), "float8": _finite(float), "numeric": _finite(Decimal),
+           "time": str, "uuid": str, "json": str}
+
+
+def mysql_url(url: str) -> sa.URL:
+    """``mysql://``/``mariadb://``/``mysql+pymysql://`` → a pymysql URL with utf8mb4 and local_infile."""
+    u = sa.make_url(url)
+    if u.get_backend_name() not in ("mysql", "mariadb") or u.get_driver_name() not in ("pymysql", "mysqldb"):
+        raise ConfigError(f"{u.drivername}://: the MySQL target uses pymysql; write mysql+pymysql://user@host/db")
+    return u.set(drivername="mysql+pymysql").update_query_dict({"charset": "utf8mb4", "local_infile": "1"})
+
+
+def _quote_literal(s: str) -> str:
+    return "'" + pymysql.converters.escape_string(s) + "'"
+
+
+class MySQLTarget(Target):
+    """MySQL 8 / MariaDB ≥ 10.3 through pymysql."""
+
+    name = "mysql"
+    copy_mode = "bytes"
+    copy_options = "FORMAT csv, NULL 'NULL', ENCODING 'UTF8'"
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.url = mysql_url(url)
+        self._collation: str | None = None
+
+    # ---------------------------------------------------------------- connections
+    def create_engine(self):
+        eng = sa.create_engine(self.url, hide_parameters=True, pool_pre_ping=True,
+                               connect_args={"local_infile": True, "charset": "utf8mb4"})
+
+        @sa.event.listens_for(eng, "connect")
+        def _strict_session(dbapi_conn, _record):
+            with dbapi_conn.cursor() as cur:
+                cur.execute(SESSION_SQL)
+
+        return eng
+
+    def collation(self) -> str:
+        """The server's binary NO PAD utf8mb4 collation (utf8mb4_bin pads: 'a' = 'a ')."""
+        if self._collation is None:
+            with self.engine.connect() as c:
+                have = {r[0] for r in c.exec_driver_sql(
+                    "SELECT collation_name FROM information_schema.collations "
+                    "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")}
+            self._collation = next((x for x in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin") if x in have),
+                                   "utf8mb4_bin")
+            if self._collation == "utf8mb4_bin":
+                log.warning("no NO PAD binary collation on this server: trailing spaces compare equal")
+        return self._collation
+
+    # ---------------------------------------------------------------- schema
+    def column_type(self, col: Column, key_chars: int | None = None) -> Any:
+        """The MySQL type; ``key_chars`` bounds unbounded types used in an index."""
+        fam = types.family(col)
+        t = TYPES.get(fam, lambda c: None)(col)
+        if key_chars is None or t is not None and not isinstance(t, (mysql.LONGBLOB, RawJSON)):
+            return t if t is not None else mysql.LONGTEXT()
+        if isinstance(t, RawJSON):
+            raise TargetError(f"column {col.name}: a json column cannot be part of a MySQL key")
+        return mysql.VARBINARY(key_chars * 4) if fam == "bytes" else mysql.VARCHAR(key_chars)
+
+    def value_loader(self, col: Column):
+        fam = types.family(col)
+        if fam == "numeric" and _numeric(col) is None:
+            return str  # LONGTEXT holding PostgreSQL's exact text
+        return LOADERS.get(fam) or types.python_loader(col)
+
+    def table(self, m: TableMapping) -> sa.Table:
+        if m.label not in self._tables:
+            col_types = self._column_types(m)
+            pk, key = m.source.primary_key, m.source.key
+            cols = [sa.Column(c.name, col_types[c.name], autoincrement=False,
+                              nullable=not c.not_null and c.name not in pk) for c in m.source.columns]
+            extra = [sa.PrimaryKeyConstraint(*pk)] if pk else []
+            if key and tuple(key) != tuple(pk):
+                extra.append(sa.Index(f"rk_{m.target_name}"[:64], *key))
+            self._tables[m.label] = sa.Table(
+                m.target_name, self.metadata, *cols, *extra, schema=m.target_schema, quote=True,
+                mysql_engine="InnoDB", mysql_charset="utf8mb4", mysql_collate=self.collation(),
+                mysql_row_format="DYNAMIC")
+        return self._tables[m.label]
+
+    def _column_types(self, m: TableMapping) -> dict[str, Any]:
+        """Key columns first (sized to the index limit), then the rest within the row budget."""
+        keys = [c for c in m.source.columns if c.name in set(m.source.primary_key) | set(m.source.key)]
+        out = self._key_types(m, keys)
+        budget = ROW_BYTES - sum(_bytes(t) for t in out.values())
+        for c in m.source.columns:
+            if c.name not in out:
+                t = self.column_type(c)
+                if _bytes(t) > budget:  # PostgreSQL enforces the length; MySQL keeps the text
+                    t = mysql.LONGTEXT()
+                out[c.name], budget = t, budget - _bytes(t)
+        return out
+
+    def _key_types(self, m: TableMapping, keys: list[Column]) -> dict[str, Any]:
+        out, unbounded = {}, []
+        for c in keys:
+            t = self.column_type(c)
+            if isinstance(t, (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)):
+                unbounded.append(c)
+            else:
+                out[c.name] = t
+        room = INDEX_BYTES - sum(_bytes(t) for t in out.values())
+        chars = room // 4 // len(unbounded) if unbounded else MIN_KEY_CHARS
+        if room < 0 or chars < MIN_KEY_CHARS:
+            raise TargetError(
+                f"{m.label}: key ({', '.join(c.name for c in keys)}) cannot be indexed by MySQL: "
+                f"InnoDB keys hold {INDEX_BYTES} bytes and utf8mb4 takes 4 bytes per character; "
+                f"declare a shorter key in the mapping")
+        for c in unbounded:
+            try:
+                out[c.name] = self.column_type(c, key_chars=min(chars, INDEX_BYTES // 4))
+            except TargetError as e:
+                raise TargetError(f"{m.label}: {e}") from None
+        return out
+
+    # ---------------------------------------------------------------- copy
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        return [COPY_EXPRESSIONS.get(types.family(c), "{col}") for c in m.source.columns]
+
+    def load_sql(self, conn: Connection, m: TableMapping, path: str) -> str:
+        q = conn.dialect.identifier_preparer
+        targets, sets = [], []
+        for i, c in enumerate(m.source.columns):
+            if types.family(c) == "bytes":
+                targets.append(f"@v{i}")
+                sets.append(f"{q.quote(c.name)} = UNHEX(@v{i})")
+            else:
+                targets.append(q.quote(c.name))
+        sql = (f"LOAD DATA LOCAL INFILE {_quote_literal(path)} INTO TABLE {q.format_table(self.table(m))} "
+               "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
+               f"ESCAPED BY '' LINES TERMINATED BY '\\n' ({', '.join(targets)})")
+        return sql + (f" SET {', '.join(sets)}" if sets else "")
+
+    def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
+        """LOAD DATA each COPY chunk through its own temp file; any warning fails the load."""
+        n = 0
+        for chunk in batches:
+            if chunk:
+                n += self._load_chunk(conn, m, chunk)
+        return n
+
+    def _load_chunk(self, conn: Connection, m: TableMapping, chunk: bytes) -> int:
+        fd, path = tempfile.mkstemp(prefix="replicator-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(chunk)
+            cur = conn.connection.cursor()
+            try:
+                cur.execute(self.load_sql(conn, m, path))
+                loaded = cur.rowcount
+                cur.execute("SHOW WARNINGS LIMIT 1")
+                warning = cur.fetchone()
+            except pymysql.MySQLError as e:
+                hint = "; the server and the client need local_infile=1" if "not allowed" in str(e) else ""
+                raise TargetError(f"{m.label}: LOAD DATA LOCAL INFILE into {self.display(m)} "
+                                  f"failed: {e}{hint}") from None
+            finally:
+                cur.close()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if warning:
+            raise self._warning_error(m, chunk, warning[1], warning[2])
+        return loaded
+
+    def _warning_error(self, m: TableMapping, chunk: bytes, code: int, msg: str) -> TargetError:
+        where = re.search(r"for column (.+) at row (\d+)", msg)
+        if code not in DATA_WARNINGS or not where:
+            return TargetError(f"{m.label}: MySQL warned while loading the snapshot copy into "
+                               f"{self.display(m)} ({code}: {msg}); refusing a lossy load "
+                               f"(the target table must be empty before a copy)")
+        column = re.findall(r"[`']([^`']*)[`']", where.group(1))[-1:] or [where.group(1)]
+        row = _csv_record(chunk, int(where.group(2)))
+        names = m.source.column_names
+        value = row[names.index(column[0])] if row and column[0] in names else "?"
+        key = ", ".join(f"{k}={row[names.index(k)]!r}" for k in m.source.key) if row else "?"
+        return ValueRangeError(
+            f"{m.label}.{column[0]}: value {value[:60]!r} cannot be stored in the mysql target "
+            f"{self.display(m)}: {msg} (snapshot copy, key {key or '?'}); MySQL has no NaN/±Infinity, "
+            f"infinite or BC dates, or years after 9999: choose a value policy or a column type "
+            f"in the mapping")
+
+    # ---------------------------------------------------------------- changes
+    def apply(self, conn: Connection, m: TableMapping, changes) -> None:
+        """The generic applier; MySQL's refusals name the table."""
+        try:
+            super().apply(conn, m, changes)
+        except sa.exc.DataError as e:
+            raise ValueRangeError(f"{m.label}: the mysql target refused a value in "
+                                  f"{self.display(m)}: {e.orig}") from None
+        except sa.exc.IntegrityError as e:
+            raise TargetError(f"{m.label}: the mysql target refused a change in "
+                              f"{self.display(m)}: {e.orig}") from None
+
+    def delete_one(self, conn: Connection, t: sa.Table, match) -> int:
+        return conn.execute(sa.delete(t).where(match).with_dialect_options(mysql_limit=1)).rowcount
+
+    def update_one(self, conn: Connection, t: sa.Table, match, sets: dict) -> int:
+        stmt = sa.update(t).where(match).values(sets).with_dialect_options(mysql_limit=1)
+        return conn.execute(stmt).rowcount
+
+
+def _bytes(t: Any) -> int:
+    """Inline bytes a column type takes in a row / an index (strings: 4 bytes per character)."""
+    if isinstance(t, mysql.VARBINARY):
+        return t.length + 2
+    if isinstance(t, (mysql.VARCHAR, mysql.CHAR)):
+        return t.length * (1 if getattr(t, "charset", None) == "ascii" else 4) + 2
+    return 16
+
+
+def _csv_record(chunk: bytes, n: int) -> list[str] | None:
+    """Record ``n`` (1-based) of a CSV chunk, for error messages only."""
+    for i, rec in enumerate(csv.reader(io.StringIO(chunk.decode("utf-8", "replace"), newline="")), 1):
+        if i == n:
+            return rec
+    return None

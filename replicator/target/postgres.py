@@ -1,0 +1,202 @@
+"""PostgreSQL target: the source's own column types, COPY pass-through, text values parsed by the target.
+
+Contracts:
+
+* **Driver and session.** Any ``postgresql://``, ``postgres://`` or ``postgresql+<driver>://`` URL is
+  opened with psycopg 3.  Every session pins ``TimeZone=UTC``, ``DateStyle=ISO, YMD`` and
+  ``IntervalStyle=iso_8601`` (appended to a ``?options=`` the URL may carry, e.g.
+  ``-csearch_path=s``), so text renderings from the source parse the same way on both paths.
+* **Types.** A column gets the source's ``format_type`` text (``numeric(12,2)``, ``integer[]``,
+  ``timestamp with time zone``) when the type is built in, so the copy is exact.  A domain gets its
+  built-in base type.  Enums, composites, ranges and extension types get ``text`` holding their exact
+  text form, unless a type of the same name exists on the target (``to_regtype`` when the table is
+  first ensured).  ``reg*`` types name catalog objects that need not exist here: ``text`` as well.
+* **Copy path** (``copy_mode = 'bytes'``): the source's ``COPY … TO STDOUT (FORMAT text)`` chunks go
+  unchanged into ``COPY <table> (<columns>) FROM STDIN`` on the psycopg connection underneath the
+  SQLAlchemy connection, inside the caller's transaction; one chunk in memory at a time.
+* **Change path.** Values stay PostgreSQL text (``value_loader`` is ``str``) and are bound with
+  psycopg's *unknown* type, so the server parses each with the input function of the column it is
+  compared with or assigned to: the real target column type, whatever created the table.
+* **Exactly one row** for key-less FULL identity through ``ctid``; ``truncate`` and ``clear`` are one
+  ``TRUNCATE`` (transactional in PostgreSQL).  Nothing here commits.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+import os
+QUEUED=os.environ.get('QUEUED')=='1'
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.types import UserDefinedType
+
+from ..errors import TargetError
+from ..model import Column, TableMapping
+from .apply import GenericApplier
+from .base import Target
+
+#: libpq ``options`` every target session carries (after the URL's own, so these win).
+SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
+#: pg_type OIDs below this are built in (FirstNormalObjectId); extensions and user types are above.
+FIRST_USER_OID = 16384
+#: types whose input looks names up in the catalog: stored as their text form.
+REG_TYPES = frozenset({
+    "regproc", "regprocedure", "regoper", "regoperator", "regclass", "regtype", "regconfig",
+    "regdictionary", "regnamespace", "regrole", "regcollation"})
+
+
+class PgType(UserDefinedType):
+    """A column type given as PostgreSQL type text (``numeric(40,20)``); binds values untouched.
+
+    ``render_bind_cast`` stays False: parameters reach psycopg as ``str``, which it sends with the
+    unknown type OID, and the server types them from the column they meet.
+    """
+
+    cache_ok = True
+
+    def __init__(self, spec: str):
+        self.spec = spec
+
+    def get_col_spec(self, **kw) -> str:
+        return self.spec
+
+    def __repr__(self) -> str:
+        return f"PgType({self.spec!r})"
+
+
+def _driver_url(url: sa.URL) -> sa.URL:
+    return url.set(drivername="postgresql+psycopg")
+
+
+class PgApplier(GenericApplier):
+    """The generic applier, with divergence detection from per-statement row counts.
+
+    The generic check re-reads keys after a short executemany, which cannot tell a DELETE (or a
+    key-changing UPDATE) that worked from one that found nothing: the row is gone either way.
+    psycopg's ``executemany(returning=True)`` keeps one result per parameter set, still pipelined,
+    so the changes that matched no row are known exactly, without savepoints (subtransactions).
+    """
+
+    def __init__(self, target, m: TableMapping):
+        super().__init__(target, m)
+        self._sql: dict = {}
+
+    def compiled(self, conn: Connection, stmt) -> str:
+        if stmt not in self._sql:
+            self._sql[stmt] = str(stmt.compile(dialect=conn.dialect))
+        return self._sql[stmt]
+
+    def execute_checked(self, conn, stmt, params: list[dict], run: list) -> None:
+        raw: psycopg.Connection = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.executemany(self.compiled(conn, stmt), params, returning=True)
+            counts = [cur.rowcount]
+            while cur.nextset():
+                counts.append(cur.rowcount)
+        missing = [ch for ch, n in zip(run, counts) if n < 1]
+        if missing:
+            self.missing(missing, len(missing))
+
+
+class PostgresTarget(Target):
+    """PostgreSQL through psycopg 3: exact types, COPY pass-through, server-side value parsing."""
+
+    name = "postgresql"
+    copy_mode = "bytes"
+    copy_options = "FORMAT text"
+    row_id = "ctid"
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.url = _driver_url(self.url)
+        self._target_types: set[str] = set()
+
+    # ---------------------------------------------------------------- connections
+    def create_engine(self) -> Engine:
+        """psycopg 3 engine; the URL's ``options`` travel with the pinned session settings."""
+        opts = self.url.query.get("options", "")
+        opts = " ".join(opts) if isinstance(opts, tuple) else opts
+        args = {"options": f"{opts} {SESSION_OPTIONS}".strip()}
+        if "application_name" not in self.url.query:
+            args["application_name"] = "replicator"
+        url = self.url.difference_update_query(["options"])
+        return sa.create_engine(url, hide_parameters=True, connect_args=args)
+
+    # ---------------------------------------------------------------- schema
+    def type_spec(self, col: Column) -> str:
+        """The target type text for a source column (see the module docstring)."""
+        if col.type_name.removesuffix("[]") in REG_TYPES:
+            return "text[]" if col.type_name.endswith("[]") else "text"
+        if col.type_oid < FIRST_USER_OID:
+            return col.type_name
+        if col.base_oid and col.base_oid < FIRST_USER_OID:
+            return col.base_name
+        for name in (col.type_name, col.base_name):
+            if name and name in self._target_types:
+                return name
+        return "text"
+
+    def column_type(self, col: Column) -> PgType:
+        return PgType(self.type_spec(col))
+
+    def value_loader(self, col: Column):
+        """Identity: the target's input function parses PostgreSQL's own text rendering."""
+        return str
+
+    def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
+        """Look up user-defined types on the target first, then create or check the table."""
+        if m.label not in self._tables:
+            self._probe_types(conn, m.source.columns)
+        return super().ensure_table(conn, m)
+
+    def _probe_types(self, conn: Connection, cols: Sequence[Column]) -> None:
+        """Remember which of the source's non-built-in type names also exist on the target."""
+        names = {n for c in cols if c.type_oid >= FIRST_USER_OID
+                 for n in (c.type_name, c.base_name) if n}
+        probe = sa.text("SELECT to_regtype(:n) IS NOT NULL")
+        self._target_types |= {n for n in names - self._target_types
+                               if conn.execute(probe, {"n": n}).scalar()}
+
+    def quoted(self, conn: Connection, m: TableMapping) -> str:
+        """The schema-qualified, quoted table name as SQLAlchemy's preparer renders it."""
+        return conn.dialect.identifier_preparer.format_table(self.table(m))
+
+    # ---------------------------------------------------------------- copy
+    def copy_statement(self, m: TableMapping) -> sql.Composed:
+        t = self.table(m)
+        name = sql.Identifier(t.schema, t.name) if t.schema else sql.Identifier(t.name)
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.source.columns)
+        return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
+
+    def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
+        """Stream COPY chunks into the table, in the caller's transaction; returns rows loaded."""
+        raw: psycopg.Connection = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cur:
+                with cur.copy(self.copy_statement(m), writer=QueuedLibpqWriter(cur) if QUEUED else None) as cp:
+                    for chunk in batches:
+                        cp.write(memoryview(chunk))
+                return cur.rowcount
+        except psycopg.OperationalError:
+            raise  # a dropped connection: transient, the pipeline retries
+        except psycopg.Error as e:
+            raise TargetError(f"COPY of {m.label} into target {self.display(m)} failed: "
+                              f"{str(e).strip()}") from e
+
+    def clear(self, conn: Connection, m: TableMapping) -> None:
+        """Empty the table before a (re-)copy: TRUNCATE, rolled back with the transaction."""
+        self.truncate(conn, [m])
+
+    # ---------------------------------------------------------------- changes
+    def applier(self, m: TableMapping) -> PgApplier:
+        if m.label not in self._appliers:
+            self._appliers[m.label] = PgApplier(self, m)
+        return self._appliers[m.label]
+
+    def truncate(self, conn: Connection, ms: Sequence[TableMapping]) -> None:
+        """One ``TRUNCATE`` of all given tables (atomic, transactional)."""
+        if ms:
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(self.quoted(conn, m) for m in ms))
