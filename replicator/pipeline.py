@@ -12,6 +12,7 @@ Contracts:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -178,7 +179,7 @@ class Pipeline:
             return Summary(tables=len(self.mappings))
         log.info("copying %d table(s) from a fresh snapshot: %s", len(todo),
                  ", ".join(m.label for m in todo))
-        lsn, snap = slots.create_slot(repl, f"{self.slot}_sync", temporary=True)
+        lsn, snap = slots.create_slot(repl, f"{self.slot[:40]}_sync_{os.getpid()}", temporary=True)
         with self.target.connect() as c:
             for m in todo:
                 self.target.ensure_table(c, m)
