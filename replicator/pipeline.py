@@ -238,7 +238,7 @@ class Pipeline:
             position = max(rep.applied, wal_end) if idle else rep.applied
             if idle:
                 rep.advance_idle(position)
-            if until is not None and idle and position >= until:
+            if until is not None and idle and slots.reached(position, until):
                 return
             if self.stop_requested and idle:
                 stream.send_status(position)
@@ -258,7 +258,7 @@ class Pipeline:
             applied, progress, summary = self.start(src)
             rep = None
             for attempt in range(3):
-                end = slots.current_lsn(src)
+                end = slots.catchup_lsn(src)
                 rep = self.stream(rep.applied if rep else applied, progress, until=end)
                 mismatched = self.count_mismatches(src)
                 if not mismatched:

@@ -118,3 +118,29 @@ def drop_publication(conn: psycopg.Connection, pub: str) -> None:
 
 def current_lsn(conn: psycopg.Connection) -> Lsn:
     return Lsn.parse(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+
+
+def catchup_lsn(conn: psycopg.Connection, timeout: float = 30.0) -> Lsn:
+    """A position every transaction committed so far ends at or before, once it is flushed.
+
+    ``pg_current_wal_lsn()`` is the *write* position: with asynchronous commit, committed
+    transactions may lie beyond it.  The insert position covers them; we wait until it is flushed
+    so the walsender can read up to it.
+    """
+    import time
+    target = Lsn.parse(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+    deadline = time.monotonic() + timeout
+    while Lsn.parse(conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]) < target:
+        if time.monotonic() > deadline:
+            raise SourceError(f"source WAL was not flushed up to {target} within {timeout:.0f}s")
+        time.sleep(0.02)
+    return target
+
+
+def reached(position: Lsn, target: Lsn) -> bool:
+    """``position`` (a record end) covers ``target`` (an insert position).
+
+    When the last record ended exactly on a WAL page boundary, the insert position lies after the
+    next page's header (24 bytes, 40 at a segment start) although no record follows.
+    """
+    return position >= target or (position % 8192 == 0 and target - position <= 40)
