@@ -59,7 +59,25 @@ def handle_errors(f):
         except ReplicatorError as e:
             click.echo(f"error: {redact(e)}", err=True)
             sys.exit(e.exit_code)
+        except Exception as e:  # a driver error that no phase translated: one line, no secrets
+            side = _side_of(e)
+            if side is None:
+                raise
+            orig = getattr(e, "orig", None) or e
+            first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+            click.echo(f"error: {side} database: {redact(first)}", err=True)
+            sys.exit(1)
     return wrapper
+
+
+def _side_of(e: Exception):
+    import psycopg
+    import sqlalchemy.exc
+    if isinstance(e, sqlalchemy.exc.SQLAlchemyError):
+        return "target"
+    if isinstance(e, psycopg.Error):
+        return "source"
+    return None
 
 
 def _tables(value):
