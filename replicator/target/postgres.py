@@ -3,8 +3,9 @@
 Contracts:
 
 * **Driver and session.** Any ``postgresql://``, ``postgres://`` or ``postgresql+<driver>://`` URL is
-  opened with psycopg 3.  Every session pins ``TimeZone=UTC``, ``DateStyle=ISO, YMD`` and
-  ``IntervalStyle=iso_8601`` (appended to a ``?options=`` the URL may carry, e.g.
+  opened with psycopg 3 (the registry must list ``postgres`` for ``open_target`` to pick this class).
+  Every session pins ``TimeZone=UTC``, ``DateStyle=ISO, YMD``, ``IntervalStyle=iso_8601`` (plus
+  the source's float digits and hex bytea), appended to a ``?options=`` the URL may carry (e.g.
   ``-csearch_path=s``), so text renderings from the source parse the same way on both paths.
 * **Types.** A column gets the source's ``format_type`` text (``numeric(12,2)``, ``integer[]``,
   ``timestamp with time zone``) when the type is built in, so the copy is exact.  A domain gets its
@@ -16,8 +17,10 @@ Contracts:
   SQLAlchemy connection, inside the caller's transaction; one chunk in memory at a time.
 * **Change path.** Values stay PostgreSQL text (``value_loader`` is ``str``) and are bound with
   psycopg's *unknown* type, so the server parses each with the input function of the column it is
-  compared with or assigned to: the real target column type, whatever created the table.
-* **Exactly one row** for key-less FULL identity through ``ctid``; ``truncate`` and ``clear`` are one
+  compared with or assigned to: the real target column type, whatever created the table.  A change
+  that matched no row is known from its own statement's row count (see :class:`PgApplier`).
+* **Exactly one row** for key-less FULL identity through ``ctid``, NULL-safe; types without a real
+  ``=`` (json, xml, geometric) are matched on their text.  ``truncate`` and ``clear`` are one
   ``TRUNCATE`` (transactional in PostgreSQL).  Nothing here commits.
 """
 from __future__ import annotations
@@ -27,25 +30,25 @@ from typing import Iterable, Sequence
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
-import os
-QUEUED=os.environ.get('QUEUED')=='1'
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import UserDefinedType
 
 from ..errors import TargetError
-from ..model import Column, TableMapping
+from ..model import UNCHANGED, Column, TableMapping
 from .apply import GenericApplier
 from .base import Target
 
 #: libpq ``options`` every target session carries (after the URL's own, so these win).
-SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
+SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
+                   " -c extra_float_digits=3 -c bytea_output=hex")
 #: pg_type OIDs below this are built in (FirstNormalObjectId); extensions and user types are above.
 FIRST_USER_OID = 16384
 #: types whose input looks names up in the catalog: stored as their text form.
 REG_TYPES = frozenset({
     "regproc", "regprocedure", "regoper", "regoperator", "regclass", "regtype", "regconfig",
     "regdictionary", "regnamespace", "regrole", "regcollation"})
+#: types without a usable ``=`` (none, or one that compares areas): FULL identity compares text.
+NO_EQUALITY = frozenset({"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"})
 
 
 class PgType(UserDefinedType):
@@ -71,13 +74,27 @@ def _driver_url(url: sa.URL) -> sa.URL:
     return url.set(drivername="postgresql+psycopg")
 
 
+class _Chunks:
+    """The source's COPY chunks, remembering whether the source (not the target) failed."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self.chunks, self.failed = chunks, False
+
+    def __iter__(self):
+        try:
+            yield from self.chunks
+        except Exception:  # not GeneratorExit: a target error closes this generator too
+            self.failed = True
+            raise
+
+
 class PgApplier(GenericApplier):
     """The generic applier, with divergence detection from per-statement row counts.
 
-    The generic check re-reads keys after a short executemany, which cannot tell a DELETE (or a
-    key-changing UPDATE) that worked from one that found nothing: the row is gone either way.
-    psycopg's ``executemany(returning=True)`` keeps one result per parameter set, still pipelined,
-    so the changes that matched no row are known exactly, without savepoints (subtransactions).
+    The generic check wraps every executemany in a SAVEPOINT (two more round trips per run, and
+    one subtransaction each: past 64 per transaction PostgreSQL's subxid cache overflows and every
+    reader of the target pays for it).  psycopg's ``executemany(returning=True)`` keeps one result
+    per parameter set, still pipelined, so the changes that matched no row are known exactly.
     """
 
     def __init__(self, target, m: TableMapping):
@@ -88,6 +105,17 @@ class PgApplier(GenericApplier):
         if stmt not in self._sql:
             self._sql[stmt] = str(stmt.compile(dialect=conn.dialect))
         return self._sql[stmt]
+
+    def match(self, ch):
+        """NULL-safe equality on every sent old column; text equality where ``=`` is unusable."""
+        old = ch.old if ch.old is not None else ch.new
+        return sa.and_(*[self.equal(c, v) for c, v in zip(self.cols, old) if v is not UNCHANGED])
+
+    @staticmethod
+    def equal(c: sa.Column, v):
+        if c.type.spec.removesuffix("[]") in NO_EQUALITY:
+            return sa.cast(c, sa.Text).is_not_distinct_from(sa.literal(v, sa.Text))
+        return c.is_not_distinct_from(sa.literal(v, c.type))
 
     def execute_checked(self, conn, stmt, params: list[dict], run: list) -> None:
         raw: psycopg.Connection = conn.connection.driver_connection
@@ -172,17 +200,22 @@ class PostgresTarget(Target):
         return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
 
     def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
-        """Stream COPY chunks into the table, in the caller's transaction; returns rows loaded."""
+        """Stream COPY chunks into the table, in the caller's transaction; returns rows loaded.
+
+        Target refusals become :class:`TargetError`; source failures and dropped connections
+        (transient: the pipeline retries) propagate unchanged.
+        """
         raw: psycopg.Connection = conn.connection.driver_connection
+        src = _Chunks(batches)
         try:
             with raw.cursor() as cur:
-                with cur.copy(self.copy_statement(m), writer=QueuedLibpqWriter(cur) if QUEUED else None) as cp:
-                    for chunk in batches:
+                with cur.copy(self.copy_statement(m)) as cp:
+                    for chunk in src:
                         cp.write(memoryview(chunk))
                 return cur.rowcount
-        except psycopg.OperationalError:
-            raise  # a dropped connection: transient, the pipeline retries
         except psycopg.Error as e:
+            if src.failed or isinstance(e, psycopg.OperationalError):
+                raise
             raise TargetError(f"COPY of {m.label} into target {self.display(m)} failed: "
                               f"{str(e).strip()}") from e
 
@@ -192,9 +225,11 @@ class PostgresTarget(Target):
 
     # ---------------------------------------------------------------- changes
     def applier(self, m: TableMapping) -> PgApplier:
-        if m.label not in self._appliers:
-            self._appliers[m.label] = PgApplier(self, m)
-        return self._appliers[m.label]
+        """One applier per table, rebuilt when the mapping differs (e.g. ``on_missing_row``)."""
+        a = self._appliers.get(m.label)
+        if a is None or (a.m is not m and a.m != m):
+            a = self._appliers[m.label] = PgApplier(self, m)
+        return a
 
     def truncate(self, conn: Connection, ms: Sequence[TableMapping]) -> None:
         """One ``TRUNCATE`` of all given tables (atomic, transactional)."""
