@@ -10,9 +10,10 @@ Contracts
   no-pad* collation (MariaDB ``utf8mb4_nopad_bin``, MySQL 8 ``utf8mb4_0900_bin``): keys that differ
   only by case, accents or trailing spaces stay apart as in PostgreSQL.  Unbounded text, numeric
   beyond DECIMAL(65,30) and every type without a MySQL twin (interval, arrays, ranges, timetz, ...)
-  are LONGTEXT holding PostgreSQL's exact text form.  float4 is DOUBLE, not FLOAT: MySQL compares a
-  FLOAT column as a double, so ``float4_col <=> 0.1`` never matches and FULL-identity lookups would
-  report false divergence.  char(n) is VARCHAR(n) holding PostgreSQL's padded value exactly.
+  are LONGTEXT holding PostgreSQL's exact text form (a text-stored numeric keeps 'NaN' as text).
+  float4 is DOUBLE, not FLOAT: MySQL compares a FLOAT column as a double, so ``f4 <=> 0.1`` never
+  matches and FULL-identity lookups would report false divergence; PostgreSQL's shortest float4
+  text round-trips exactly through DOUBLE.  char(n) is VARCHAR(n) holding the padded value exactly.
   Key columns of unbounded types become VARCHAR/VARBINARY sized to InnoDB's 3072-byte index limit;
   a key that cannot fit is a TargetError when the table is built.  Integer keys never get
   AUTO_INCREMENT (a 0 key must stay 0).
@@ -36,17 +37,19 @@ import io
 import logging
 import math
 import os
+import queue
 import re
 import tempfile
+import threading
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
-from ..errors import ConfigError, TargetError, ValueRangeError
+from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
 from ..model import Column, TableMapping
 from . import types
 from .base import Target
@@ -60,6 +63,7 @@ INDEX_BYTES = 3072        # InnoDB (DYNAMIC rows) index key limit
 ROW_BYTES = 60000         # inline VARCHAR budget, below MySQL's 65,535-byte row limit
 MAX_VARCHAR = 16383       # utf8mb4 characters in one VARCHAR
 MIN_KEY_CHARS = 32
+PREFETCH = 2              # COPY chunks read ahead of LOAD DATA (each ≤ ~8 MB)
 DATA_WARNINGS = {1264, 1265, 1292, 1366, 1406, 1048, 1101, 4025, 3819}
 
 
@@ -85,6 +89,9 @@ def _numeric(col: Column):
 def _varchar(col: Column):
     args = types.type_args(col)
     return mysql.VARCHAR(args[0]) if args and args[0] <= MAX_VARCHAR else None
+
+
+UNBOUNDED = (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)  # need a bound to be indexed
 
 
 # PostgreSQL family → MySQL type (None: LONGTEXT holding PostgreSQL's text form).
@@ -169,14 +176,14 @@ class MySQLTarget(Target):
 
     # ---------------------------------------------------------------- schema
     def column_type(self, col: Column, key_chars: int | None = None) -> Any:
-        """The MySQL type; ``key_chars`` bounds unbounded types used in an index."""
-        fam = types.family(col)
-        t = TYPES.get(fam, lambda c: None)(col)
-        if key_chars is None or t is not None and not isinstance(t, (mysql.LONGBLOB, RawJSON)):
-            return t if t is not None else mysql.LONGTEXT()
+        """The MySQL type; ``key_chars`` bounds an unbounded type that a key must index."""
+        t = TYPES.get(types.family(col), lambda c: None)(col)
+        t = mysql.LONGTEXT() if t is None else t
+        if key_chars is None or not isinstance(t, UNBOUNDED):
+            return t
         if isinstance(t, RawJSON):
-            raise TargetError(f"column {col.name}: a json column cannot be part of a MySQL key")
-        return mysql.VARBINARY(key_chars * 4) if fam == "bytes" else mysql.VARCHAR(key_chars)
+            raise TargetError(f"json column {col.name} cannot be part of a MySQL key")
+        return mysql.VARBINARY(key_chars * 4) if isinstance(t, mysql.LONGBLOB) else mysql.VARCHAR(key_chars)
 
     def value_loader(self, col: Column):
         fam = types.family(col)
@@ -213,26 +220,20 @@ class MySQLTarget(Target):
         return out
 
     def _key_types(self, m: TableMapping, keys: list[Column]) -> dict[str, Any]:
-        out, unbounded = {}, []
-        for c in keys:
-            t = self.column_type(c)
-            if isinstance(t, (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)):
-                unbounded.append(c)
-            else:
-                out[c.name] = t
-        room = INDEX_BYTES - sum(_bytes(t) for t in out.values())
-        chars = room // 4 // len(unbounded) if unbounded else MIN_KEY_CHARS
-        if room < 0 or chars < MIN_KEY_CHARS:
+        """Bounded key types share InnoDB's index limit; unbounded ones split what is left."""
+        bounded = {c.name: self.column_type(c) for c in keys}
+        unbounded = [c for c in keys if isinstance(bounded[c.name], UNBOUNDED)]
+        room = INDEX_BYTES - sum(_bytes(t) for t in bounded.values() if not isinstance(t, UNBOUNDED))
+        chars = min((room - 2 * len(unbounded)) // 4 // max(len(unbounded), 1), INDEX_BYTES // 4)
+        if room < 0 or unbounded and chars < MIN_KEY_CHARS:
             raise TargetError(
                 f"{m.label}: key ({', '.join(c.name for c in keys)}) cannot be indexed by MySQL: "
                 f"InnoDB keys hold {INDEX_BYTES} bytes and utf8mb4 takes 4 bytes per character; "
                 f"declare a shorter key in the mapping")
-        for c in unbounded:
-            try:
-                out[c.name] = self.column_type(c, key_chars=min(chars, INDEX_BYTES // 4))
-            except TargetError as e:
-                raise TargetError(f"{m.label}: {e}") from None
-        return out
+        try:
+            return {**bounded, **{c.name: self.column_type(c, chars) for c in unbounded}}
+        except TargetError as e:
+            raise TargetError(f"{m.label}: {e}") from None
 
     # ---------------------------------------------------------------- copy
     def copy_expressions(self, m: TableMapping) -> list[str]:
@@ -253,11 +254,14 @@ class MySQLTarget(Target):
         return sql + (f" SET {', '.join(sets)}" if sets else "")
 
     def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
-        """LOAD DATA each COPY chunk through its own temp file; any warning fails the load."""
+        """LOAD DATA each COPY chunk through its own temp file; any warning fails the load.
+
+        The source COPY runs one chunk ahead in a thread (``PREFETCH`` chunks queued at most), so
+        reading PostgreSQL overlaps loading MySQL while memory stays bounded."""
         n = 0
-        for chunk in batches:
-            if chunk:
-                n += self._load_chunk(conn, m, chunk)
+        with contextlib.closing(_prefetch(batches, PREFETCH)) as chunks:
+            for chunk in chunks:
+                n += self._load_chunk(conn, m, chunk) if chunk else 0
         return n
 
     def _load_chunk(self, conn: Connection, m: TableMapping, chunk: bytes) -> int:
@@ -265,24 +269,29 @@ class MySQLTarget(Target):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(chunk)
-            cur = conn.connection.cursor()
-            try:
-                cur.execute(self.load_sql(conn, m, path))
-                loaded = cur.rowcount
-                cur.execute("SHOW WARNINGS LIMIT 1")
-                warning = cur.fetchone()
-            except pymysql.MySQLError as e:
-                hint = "; the server and the client need local_infile=1" if "not allowed" in str(e) else ""
-                raise TargetError(f"{m.label}: LOAD DATA LOCAL INFILE into {self.display(m)} "
-                                  f"failed: {e}{hint}") from None
-            finally:
-                cur.close()
+            loaded, warning = self._load_file(conn, m, path)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         if warning:
             raise self._warning_error(m, chunk, warning[1], warning[2])
         return loaded
+
+    def _load_file(self, conn: Connection, m: TableMapping, path: str) -> tuple[int, tuple | None]:
+        """LOAD DATA one file on the connection's open transaction: (rows, first warning)."""
+        with contextlib.closing(conn.connection.cursor()) as cur:
+            try:
+                cur.execute(self.load_sql(conn, m, path))
+                loaded = cur.rowcount
+                cur.execute("SHOW WARNINGS LIMIT 1")
+                return loaded, cur.fetchone()
+            except pymysql.MySQLError as e:
+                code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+                if code >= 2000:  # client-side: the connection dropped
+                    raise TransientError(f"{m.label}: MySQL connection lost during LOAD DATA: {e}") from None
+                hint = "; the server and the client need local_infile=1" if code in (1148, 3948, 4166) else ""
+                raise TargetError(f"{m.label}: LOAD DATA LOCAL INFILE into {self.display(m)} "
+                                  f"failed: {e}{hint}") from None
 
     def _warning_error(self, m: TableMapping, chunk: bytes, code: int, msg: str) -> TargetError:
         where = re.search(r"for column (.+) at row (\d+)", msg)
@@ -297,7 +306,7 @@ class MySQLTarget(Target):
         key = ", ".join(f"{k}={row[names.index(k)]!r}" for k in m.source.key) if row else "?"
         return ValueRangeError(
             f"{m.label}.{column[0]}: value {value[:60]!r} cannot be stored in the mysql target "
-            f"{self.display(m)}: {msg} (snapshot copy, key {key or '?'}); MySQL has no NaN/±Infinity, "
+            f"table {self.display(m)}: {msg} (snapshot copy, key {key or '?'}); MySQL has no NaN/±Infinity, "
             f"infinite or BC dates, or years after 9999: choose a value policy or a column type "
             f"in the mapping")
 
@@ -328,6 +337,46 @@ def _bytes(t: Any) -> int:
     if isinstance(t, (mysql.VARCHAR, mysql.CHAR)):
         return t.length * (1 if getattr(t, "charset", None) == "ascii" else 4) + 2
     return 16
+
+
+def _prefetch(items: Iterable, depth: int) -> Iterator:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead; errors re-raise here.
+    Closing the returned generator stops the thread and closes ``items`` before returning."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(x, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if not put((True, x)):
+                    break
+            else:
+                put((False, None))
+        except BaseException as e:  # handed to the consumer
+            put((False, e))
+        finally:  # in this thread: a stopped COPY is cancelled on the thread that read it
+            getattr(items, "close", lambda: None)()
+
+    th = threading.Thread(target=produce, name="copy-prefetch", daemon=True)
+    th.start()
+    try:
+        while True:
+            more, x = q.get()
+            if not more:
+                if x is not None:
+                    raise x
+                return
+            yield x
+    finally:
+        stop.set()
+        th.join()
 
 
 def _csv_record(chunk: bytes, n: int) -> list[str] | None:
