@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from replicator.dsn import source_conninfo
+from replicator.target import target_class
 
 
 def norm(v):
@@ -42,10 +43,14 @@ def source_rows(dsn: str, schema: str, table: str, columns: list[str]) -> list[t
 
 
 def target_rows(url: str, table: str, columns: list[str], schema: str | None = None) -> list[tuple]:
+    target_class(url)  # loads the target module: it may teach SQLAlchemy to reflect its database
     eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:
             t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=c)
+            for col in t.c:  # MySQL DOUBLE reflects as a decimal-returning type: read floats as floats
+                if isinstance(col.type, sa.Float):
+                    col.type.asdecimal = False
             q = sa.select(*[t.c[name] for name in columns])
             return sorted((tuple(norm(v) for v in r) for r in c.execute(q)), key=_key)
     finally:

@@ -20,6 +20,7 @@ _MODULES = {
     "mysql": ("mysql", "MySQLTarget"),
     "mariadb": ("mysql", "MySQLTarget"),
     "postgresql": ("postgres", "PostgresTarget"),
+    "postgres": ("postgres", "PostgresTarget"),
 }
 
 

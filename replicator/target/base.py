@@ -50,12 +50,13 @@ class Target:
     #: pseudo-column that names one physical row ('rowid', 'ctid'); None: count-based fallback.
     row_id: str | None = None
     family_types = FAMILY_TYPES
+    applier_class = GenericApplier
 
     def __init__(self, url: str):
         self.url = sa.make_url(url)
         self._engine: Engine | None = None
         self._tables: dict[str, sa.Table] = {}
-        self._appliers: dict[str, GenericApplier] = {}
+        self._appliers: dict[TableMapping, GenericApplier] = {}
         self.metadata = sa.MetaData()
 
     # ---------------------------------------------------------------- connections
@@ -146,9 +147,10 @@ class Target:
 
     # ---------------------------------------------------------------- changes
     def applier(self, m: TableMapping) -> GenericApplier:
-        if m.label not in self._appliers:
-            self._appliers[m.label] = GenericApplier(self, m)
-        return self._appliers[m.label]
+        """The applier of this exact mapping (options such as on_missing_row are part of it)."""
+        if m not in self._appliers:
+            self._appliers[m] = self.applier_class(self, m)
+        return self._appliers[m]
 
     def apply(self, conn: Connection, m: TableMapping, changes: Sequence) -> None:
         """Apply row changes of one table in order; a missing row raises DivergenceError."""

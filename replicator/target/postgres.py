@@ -136,6 +136,7 @@ class PostgresTarget(Target):
     copy_mode = "bytes"
     copy_options = "FORMAT text"
     row_id = "ctid"
+    applier_class = PgApplier
 
     def __init__(self, url: str):
         super().__init__(url)
@@ -224,13 +225,6 @@ class PostgresTarget(Target):
         self.truncate(conn, [m])
 
     # ---------------------------------------------------------------- changes
-    def applier(self, m: TableMapping) -> PgApplier:
-        """One applier per table, rebuilt when the mapping differs (e.g. ``on_missing_row``)."""
-        a = self._appliers.get(m.label)
-        if a is None or (a.m is not m and a.m != m):
-            a = self._appliers[m.label] = PgApplier(self, m)
-        return a
-
     def truncate(self, conn: Connection, ms: Sequence[TableMapping]) -> None:
         """One ``TRUNCATE`` of all given tables (atomic, transactional)."""
         if ms:
