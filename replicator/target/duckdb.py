@@ -13,10 +13,11 @@ Contracts
   keeps its padding.  ``infinity`` and BC dates/timestamps are kept (DuckDB has both).  Every
   connection runs with TimeZone=UTC.
 * **Copy path** (``copy_mode = 'bytes'``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
-  is an unquoted ``\\N`` and a value spelled ``\\N`` or ``""`` is quoted; chunks are re-cut at real
-  row boundaries (a quoted value may contain newlines), spooled to a temporary file of at most about
-  ``load_file_bytes`` and loaded with ``INSERT INTO t SELECT <value_sql> FROM read_csv(...)``; the
-  file is deleted after each load.  Memory holds one chunk plus one partial row.
+  is an unquoted ``\\N`` and a value spelled ``\\N`` or ``""`` is quoted (``allow_quoted_nulls``
+  off).  Chunks are re-cut at real row ends (a quoted value may hold newlines), spooled to a temp
+  file of about ``load_file_bytes`` and loaded with ``INSERT INTO t SELECT <value_sql> FROM
+  read_csv(<file>, all VARCHAR, ...)``, deleting the file after each load.  DuckDB loads one file
+  (helper thread) while the next fills: RAM holds one chunk plus a partial row, disk two files.
 * **Change path**: runs of one kind, in source order.  INSERT runs: one ``INSERT ... SELECT`` from
   Arrow.  UPDATE runs: coalesced by key (last value per column wins, ``UNCHANGED`` keeps an earlier
   value of the run or is left out of the SET), then ``UPDATE ... FROM`` staging.  A key change is
@@ -29,6 +30,8 @@ Contracts
   then raises :class:`TargetError` naming the file.
 * Everything runs on the SQLAlchemy connection's own DuckDB connection, inside its transaction, so
   the caller's state row commits atomically with the data.
+* Importing this module repairs duckdb-engine 0.17 under SQLAlchemy 2.1 process-wide: identifier
+  quoting of DuckDB's type_function keywords, and column / primary-key reflection (see below).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import logging
 import os
 import tempfile
 import time
-from functools import lru_cache
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
 import duckdb
@@ -59,11 +62,13 @@ _BC = ("CASE WHEN suffix({v}, ' BC') THEN CAST(CAST(1 - CAST(split_part({v}, '-'
        "VARCHAR) || substr({v}, strpos({v}, '-'), length({v}) - strpos({v}, '-') - 2) AS {t}) "
        "ELSE CAST({v} AS {t}) END")
 
+_JSON = "JSON" if duckdb.connect().execute(  # the json extension may be absent from a build
+    "SELECT count(*) FROM duckdb_types() WHERE type_name = 'JSON'").fetchall()[0][0] else "VARCHAR"
 #: family → DuckDB column type.  Unlisted families (and 'numeric', see duckdb_type) store VARCHAR.
 DUCKDB_TYPES: dict[str, str] = {
     "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float4": "REAL", "float8": "DOUBLE",
     "bool": "BOOLEAN", "bytes": "BLOB", "date": "DATE", "time": "TIME", "timestamp": "TIMESTAMP",
-    "timestamptz": "TIMESTAMPTZ", "uuid": "UUID", "json": "JSON",
+    "timestamptz": "TIMESTAMPTZ", "uuid": "UUID", "json": _JSON,
     "text": "VARCHAR", "varchar": "VARCHAR", "bpchar": "VARCHAR", "array": "VARCHAR",
 }
 #: family → conversion of PostgreSQL text ``{v}`` to type ``{t}``; default ``CAST({v} AS {t})``.
@@ -74,33 +79,19 @@ CONVERSIONS: dict[str, str] = {
 MAX_DECIMAL = 38
 
 
-@lru_cache(maxsize=None)
-def _has_json() -> bool:
-    try:
-        duckdb.connect().execute("SELECT '1'::JSON")
-        return True
-    except duckdb.Error:
-        return False
-
-
 def duckdb_type(col: Column) -> str:
     """The DuckDB column type for a source column."""
-    fam = types.family(col)
-    if fam == "numeric":
-        args = types.type_args(col)
-        ok = args and args[0] <= MAX_DECIMAL
-        return f"DECIMAL({args[0]},{args[1] if len(args) > 1 else 0})" if ok else "VARCHAR"
-    if fam == "json" and not _has_json():
-        return "VARCHAR"
+    fam, args = types.family(col), types.type_args(col)
+    if fam == "numeric":  # precision ≤ 38 → DECIMAL; wider, unbounded or odd scales: exact text
+        p, sc = (args + (0, 0))[:2]
+        return f"DECIMAL({p},{sc})" if args and 0 <= sc <= p <= MAX_DECIMAL else "VARCHAR"
     return DUCKDB_TYPES.get(fam, "VARCHAR")
 
 
 def value_sql(col: Column, operand: str) -> str:
     """SQL turning PostgreSQL's text rendering ``operand`` (a VARCHAR expression) into the value."""
     t = duckdb_type(col)
-    if t == "VARCHAR":
-        return operand
-    return CONVERSIONS.get(types.family(col), "CAST({v} AS {t})").format(v=operand, t=t)
+    return operand if t == "VARCHAR" else CONVERSIONS.get(types.family(col), "CAST({v} AS {t})").format(v=operand, t=t)
 
 
 class DuckType(sa.types.UserDefinedType):
@@ -115,59 +106,53 @@ class DuckType(sa.types.UserDefinedType):
         return self.ddl
 
 
-def _quote_type_function_keywords() -> None:
-    """duckdb_engine quotes DuckDB's 'reserved' keywords only; 'type_function' ones (``by``,
-    ``left``, ``similar`` ...) cannot be column names either.  Extend the set for DuckDB engines."""
-    Prep = duckdb_engine.DuckDBIdentifierPreparer
-    words = {k for (k,) in duckdb.connect().execute(
-        "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'").fetchall()}
-    Prep.reserved_words = set(Prep.reserved_words) | words
+# ------------------------------------------------- duckdb-engine 0.17 + SQLAlchemy 2.1 repairs
+# Process-wide (they must also serve engines built outside this class, e.g. tests/compare.py):
+# 1. DuckDB's 'type_function' keywords (by, left, similar ...) can't be bare column names either,
+#    but duckdb-engine quotes only the 'reserved' ones.
+# 2. duckdb-engine reflects columns with SQLAlchemy 2.1's pg_catalog query (pg_collation, regclass,
+#    pg_inherits: absent in DuckDB): reflect columns and primary keys from duckdb_columns() /
+#    duckdb_constraints(); the rest is reported as not reflectable.
+_Prep = duckdb_engine.DuckDBIdentifierPreparer
+_Prep.reserved_words = set(_Prep.reserved_words) | {k for (k,) in duckdb.connect().execute(
+    "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'").fetchall()}
+REFLECTED = {  # DuckDB type name → SQLAlchemy type
+    "BOOLEAN": sa.Boolean, "TINYINT": sa.SmallInteger, "SMALLINT": sa.SmallInteger, "INTEGER": sa.Integer,
+    "BIGINT": sa.BigInteger, "FLOAT": sa.REAL, "DOUBLE": sa.Double, "VARCHAR": sa.String,
+    "BLOB": sa.LargeBinary, "DATE": sa.Date, "TIME": sa.Time, "TIMESTAMP": sa.DateTime,
+    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True), "JSON": sa.JSON, "INTERVAL": sa.Interval}
+_IN_SCHEMA = "database_name = current_database() AND schema_name = coalesce($1, current_schema())"
 
 
-_quote_type_function_keywords()
-
-#: DuckDB type name → SQLAlchemy type, for column reflection.
-REFLECTED = {
-    "BOOLEAN": sa.Boolean, "TINYINT": sa.SmallInteger, "SMALLINT": sa.SmallInteger,
-    "INTEGER": sa.Integer, "BIGINT": sa.BigInteger, "FLOAT": sa.REAL, "DOUBLE": sa.Double,
-    "VARCHAR": sa.String, "BLOB": sa.LargeBinary, "DATE": sa.Date, "TIME": sa.Time,
-    "TIMESTAMP": sa.DateTime, "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True),
-    "JSON": sa.JSON, "INTERVAL": sa.Interval,
-}
-
-
-def _get_multi_columns(self, connection, schema=None, filter_names=None, scope=None, kind=None, **kw):
-    """Column reflection from ``duckdb_columns()``: duckdb-engine 0.17 runs SQLAlchemy 2.1's
-    PostgreSQL catalog query, which needs pg_collation (absent in DuckDB)."""
-    q = ("SELECT table_name, column_name, data_type, is_nullable, column_default, numeric_precision, "
-         "numeric_scale FROM duckdb_columns() WHERE database_name = current_database() "
-         "AND schema_name = coalesce($1, current_schema()) ORDER BY table_name, column_index")
+def _get_multi_columns(self, connection, schema=None, filter_names=None, **kw):
     out: dict = {}
-    for t, name, dtype, nullable, default, prec, scale in connection.exec_driver_sql(q, (schema,)):
-        if filter_names and t not in filter_names:
-            continue
-        typ = sa.Numeric(prec, scale) if dtype.startswith("DECIMAL") else REFLECTED.get(dtype, sa.types.NullType)()
-        out.setdefault((schema, t), []).append(
-            {"name": name, "type": typ, "nullable": nullable, "default": default, "autoincrement": False})
+    for t, name, dtype, nullable, default, prec, scale in connection.exec_driver_sql(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default, numeric_precision, "
+            f"numeric_scale FROM duckdb_columns() WHERE {_IN_SCHEMA} ORDER BY table_name, column_index", (schema,)):
+        if not filter_names or t in filter_names:
+            typ = sa.Numeric(prec, scale) if dtype.startswith("DECIMAL") else REFLECTED.get(dtype, sa.types.NullType)()
+            out.setdefault((schema, t), []).append(
+                {"name": name, "type": typ, "nullable": nullable, "default": default, "autoincrement": False})
     return out.items()
 
 
 def _get_multi_pk_constraint(self, connection, schema=None, filter_names=None, **kw):
-    q = ("SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type "
-         "= 'PRIMARY KEY' AND database_name = current_database() AND schema_name = coalesce($1, current_schema())")
-    return [((schema, t), {"constrained_columns": list(cols), "name": None})
-            for t, cols in connection.exec_driver_sql(q, (schema,)) if not filter_names or t in filter_names]
+    rows = connection.exec_driver_sql("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+                                      f"WHERE constraint_type = 'PRIMARY KEY' AND {_IN_SCHEMA}", (schema,))
+    return [((schema, t), {"constrained_columns": list(c), "name": None})
+            for t, c in rows if not filter_names or t in filter_names]
 
 
 def _not_reflected(self, *a, **kw):
     raise NotImplementedError
 
 
-for _name, _fn in {"get_multi_columns": _get_multi_columns, "get_multi_pk_constraint": _get_multi_pk_constraint,
-                   "get_multi_foreign_keys": lambda self, *a, **kw: [],
-                   "get_multi_unique_constraints": _not_reflected, "get_multi_check_constraints": _not_reflected,
-                   "get_multi_table_comment": _not_reflected, "get_multi_table_options": _not_reflected}.items():
-    setattr(duckdb_engine.Dialect, _name, _fn)
+duckdb_engine.Dialect.get_multi_columns = _get_multi_columns
+duckdb_engine.Dialect.get_multi_pk_constraint = _get_multi_pk_constraint
+duckdb_engine.Dialect.get_multi_foreign_keys = lambda self, *a, **kw: []
+duckdb_engine.Dialect.get_multi_indexes = lambda self, *a, **kw: []  # (the original only warns so)
+for _name in ("unique_constraints", "check_constraints", "table_comment", "table_options"):
+    setattr(duckdb_engine.Dialect, f"get_multi_{_name}", _not_reflected)
 
 
 def is_lock_error(e: BaseException) -> bool:
@@ -209,8 +194,7 @@ class Plan:
         self.m, self.cols = m, m.source.columns
         self.table = q.format_table(target.table(m))
         self.names = [q.quote_identifier(c.name) for c in self.cols]
-        names = [c.name for c in self.cols]
-        self.key_idx = [names.index(k) for k in m.source.key]
+        self.key_idx = [m.source.column_names.index(k) for k in m.source.key]
         self.conv = [lambda v, c=c: value_sql(c, v) for c in self.cols]
         self.insert_sql = (f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT "
                            + ", ".join(self.conv[i](f"c{i}") for i in range(len(self.cols))))
@@ -257,6 +241,13 @@ class Plan:
         return f"UPDATE {self.table} SET {sets} WHERE {one}"
 
 
+def _unregister(raw, *names: str) -> None:
+    """Drop staging views; after a failed statement DuckDB refuses until rollback (ours follows)."""
+    for name in names:
+        with contextlib.suppress(duckdb.Error):
+            raw.unregister(name)
+
+
 def _stage(columns: dict[str, list]) -> pa.Table:
     return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
 
@@ -271,7 +262,7 @@ class DuckDBTarget(Target):
     copy_options = "FORMAT csv, NULL '\\N'"
     lock_wait_s = 600.0
     lock_backoff_max_s = 5.0
-    load_file_bytes = 64 << 20  # spool this much CSV per read_csv (parallel scan needs a big file)
+    load_file_bytes = 16 << 20  # CSV spooled per read_csv (two source chunks)
     temp_dir: str | None = None  # where CSV spool files go (None: the system temp directory)
 
     def __init__(self, url: str, lock_wait_s: float | None = None):
@@ -282,7 +273,7 @@ class DuckDBTarget(Target):
         super().__init__(url)
         if lock_wait_s is not None:
             self.lock_wait_s = lock_wait_s
-        self._plans: dict[str, Plan] = {}
+        self._plans: dict[TableMapping, Plan] = {}
 
     # ---------------------------------------------------------------- connections
     def create_engine(self):
@@ -337,36 +328,37 @@ class DuckDBTarget(Target):
         return DuckType(duckdb_type(col))
 
     def plan(self, m: TableMapping) -> Plan:
-        if m.label not in self._plans:
-            self._plans[m.label] = Plan(self, m)
-        return self._plans[m.label]
-
-    def copy_expressions(self, m: TableMapping) -> list[str]:
-        """The source sends PostgreSQL's own text rendering; conversion happens in DuckDB."""
-        return ["{col}" for _ in m.source.columns]
+        """SQL of this exact mapping (its options, e.g. on_missing_row, are part of it)."""
+        if m not in self._plans:
+            self._plans[m] = Plan(self, m)
+        return self._plans[m]
 
     # ---------------------------------------------------------------- copy
     def load_copy(self, conn: sa.Connection, m: TableMapping, chunks: Iterable[bytes]) -> int:
-        """Load PostgreSQL CSV chunks through spooled temp files and ``read_csv``; returns rows."""
+        """Load PostgreSQL CSV chunks through spooled temp files and ``read_csv``; returns rows.
+
+        While DuckDB loads one spool file (in a helper thread), the next one is filled from the
+        source COPY: at most two spool files exist at a time."""
         raw, p, n = self.raw(conn), self.plan(m), 0
-        spool, size = None, 0
-        try:
-            for block in whole_rows(chunks):
-                if spool is None:
-                    spool = tempfile.NamedTemporaryFile("wb", suffix=".csv", dir=self.temp_dir, delete=False)
-                spool.write(block)
-                size += len(block)
-                if size >= self.load_file_bytes:
-                    n += self._load_file(raw, p, spool)
-                    spool, size = None, 0
-            if spool is not None:
-                n += self._load_file(raw, p, spool)
-                spool = None
-        finally:
-            if spool is not None:
-                spool.close()
-                os.unlink(spool.name)
-        return n
+        spool, size, pending = None, 0, None
+        with ThreadPoolExecutor(1, thread_name_prefix="duckdb-load") as loader:
+            try:
+                for block in whole_rows(chunks):
+                    if spool is None:
+                        spool = tempfile.NamedTemporaryFile("wb", suffix=".csv", dir=self.temp_dir, delete=False)
+                    spool.write(block)
+                    size += len(block)
+                    if size >= self.load_file_bytes:
+                        n += pending.result() if pending else 0
+                        pending, spool, size = loader.submit(self._load_file, raw, p, spool), None, 0
+                if spool is not None:
+                    n += pending.result() if pending else 0
+                    pending, spool = loader.submit(self._load_file, raw, p, spool), None
+                return n + (pending.result() if pending else 0)
+            finally:
+                if spool is not None:
+                    spool.close()
+                    os.unlink(spool.name)
 
     def _load_file(self, raw, p: Plan, spool) -> int:
         spool.close()
@@ -379,7 +371,7 @@ class DuckDBTarget(Target):
                    f"allow_quoted_nulls = false, new_line = '\\n', strict_mode = true, "
                    f"max_line_size = {max(size + 1, 2 << 20)})")
             with self._errors(p.m, "snapshot copy"):
-                return raw.execute(f"{p.insert_sql} FROM {src}").fetchone()[0]
+                return raw.execute(f"{p.insert_sql} FROM {src}").fetchall()[0][0]
         finally:
             os.unlink(spool.name)
 
@@ -392,8 +384,8 @@ class DuckDBTarget(Target):
                 f"{m.label}: a value cannot be stored in DuckDB table {self.display(m)} ({where}): "
                 f"{e}; choose a value policy or a column type in the mapping") from None
         except duckdb.ConstraintException as e:
-            raise TargetError(f"{m.label} → {self.display(m)} ({where}): {e}; the target already "
-                              f"holds that row: re-sync the table") from None
+            raise TargetError(f"{m.label} → DuckDB table {self.display(m)} ({where}): {e}; the "
+                              f"target no longer matches the source: re-sync the table") from None
 
     # ---------------------------------------------------------------- changes
     def apply(self, conn: sa.Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
@@ -430,17 +422,12 @@ class DuckDBTarget(Target):
         if run:
             yield kind, run
 
-    def _with_stage(self, raw, table: pa.Table, sql: str):
-        raw.register(STAGE, table)
-        try:
-            return raw.execute(sql).fetchall()
-        finally:
-            raw.unregister(STAGE)
-
     def _insert(self, raw, p: Plan, run: list[RowChange]) -> None:
-        cols = zip(*(ch.new for ch in run))
-        self._with_stage(raw, _stage({f"c{i}": list(c) for i, c in enumerate(cols)}),
-                         f"{p.insert_sql} FROM {STAGE}")
+        raw.register(STAGE, _stage({f"c{i}": list(c) for i, c in enumerate(zip(*(ch.new for ch in run)))}))
+        try:
+            raw.execute(f"{p.insert_sql} FROM {STAGE}").fetchall()
+        finally:
+            _unregister(raw, STAGE)
 
     def _update(self, raw, p: Plan, run: list[RowChange]) -> None:
         """Coalesce by key (later values win, UNCHANGED keeps an earlier one) and update set-wise."""
@@ -483,15 +470,14 @@ class DuckDBTarget(Target):
         raw.register(STAGE, stage)
         try:
             done = raw.sql(sql).to_arrow_table() if "RETURNING" in sql else None
-            n = done.num_rows if done is not None else raw.execute(sql).fetchone()[0]
+            n = done.num_rows if done is not None else raw.execute(sql).fetchall()[0][0]
             if n >= expected:
                 return
             if done is not None:
                 raw.register(DONE, done)
             missing = set(raw.execute(p.missing_sql(DONE if done is not None else None)).fetchall())
         finally:
-            raw.unregister(STAGE)
-            raw.unregister(DONE)
+            _unregister(raw, STAGE, DONE)
         chs = [ch for ch in run if p.key_of(ch) in missing]
         self.applier(p.m).missing(chs or run[:1], expected - n)
 
@@ -506,5 +492,5 @@ class DuckDBTarget(Target):
             set_idx = tuple(i for i, v in enumerate(ch.new) if v is not UNCHANGED)
             sql = p.one_row_sql(match_idx, set_idx)
             params = [ch.new[i] for i in set_idx] + params
-        if raw.execute(sql, params).fetchone()[0] < 1:
+        if raw.execute(sql, params).fetchall()[0][0] < 1:
             self.applier(p.m).missing([ch], 1)
