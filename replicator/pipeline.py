@@ -217,7 +217,7 @@ class Pipeline:
     def _loop(self, stream, decoder, rep: Replayer, until: Optional[Lsn]) -> None:
         wal_end = Lsn(0)
         while True:
-            frame = stream.recv(0.2)
+            frame = stream.recv(0.2 if until is None else 0.02)
             if frame is not None and not isinstance(frame, Keepalive):
                 ev = decoder.feed(frame.payload)
                 if ev is not None:

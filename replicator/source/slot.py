@@ -128,7 +128,11 @@ def catchup_lsn(conn: psycopg.Connection, timeout: float = 30.0) -> Lsn:
     so the walsender can read up to it.
     """
     import time
-    target = Lsn.parse(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+    with conn.transaction():
+        # a synchronous commit of our own flushes the WAL past the insert position at once
+        conn.execute("SET LOCAL synchronous_commit = on")
+        target = Lsn.parse(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+        conn.execute("SELECT pg_current_xact_id()")
     deadline = time.monotonic() + timeout
     while Lsn.parse(conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]) < target:
         if time.monotonic() > deadline:

@@ -55,7 +55,7 @@ class Target:
     def __init__(self, url: str):
         self.url = sa.make_url(url)
         self._engine: Engine | None = None
-        self._tables: dict[str, sa.Table] = {}
+        self._tables: dict[tuple, sa.Table] = {}
         self._appliers: dict[TableMapping, GenericApplier] = {}
         self.metadata = sa.MetaData()
 
@@ -96,7 +96,7 @@ class Target:
 
     def table(self, m: TableMapping) -> sa.Table:
         """The SQLAlchemy Table for a mapping (identifiers are quoted by the dialect)."""
-        key = m.label
+        key = self.table_key(m)
         if key not in self._tables:
             cols = [sa.Column(c.name, self.column_type(c), nullable=not c.not_null and c.name not in m.source.primary_key)
                     for c in m.source.columns]
@@ -105,6 +105,11 @@ class Target:
             self._tables[key] = sa.Table(m.target_name, self.metadata, *cols, *args,
                                          schema=m.target_schema, quote=True)
         return self._tables[key]
+
+    @staticmethod
+    def table_key(m: TableMapping) -> tuple:
+        """Tables are cached per target name (two mappings of one source table may differ)."""
+        return (m.target_schema, m.target_name)
 
     def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
         """Create the target table when missing (returns True); else check its columns exist."""

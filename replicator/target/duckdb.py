@@ -45,7 +45,6 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 import duckdb_engine
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
@@ -248,7 +247,8 @@ def _unregister(raw, *names: str) -> None:
             raw.unregister(name)
 
 
-def _stage(columns: dict[str, list]) -> pa.Table:
+def _stage(columns: dict[str, list]) -> "pa.Table":
+    import pyarrow as pa  # only the change path needs it: keeps start-up fast
     return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
 
 
@@ -465,7 +465,7 @@ class DuckDBTarget(Target):
             dups = [ch for ch in run if (k := p.key_of(ch)) in seen or seen.add(k)]
             self.applier(p.m).missing(dups, len(dups))
 
-    def _checked(self, raw, p: Plan, stage: pa.Table, sql: str, expected: int, run) -> None:
+    def _checked(self, raw, p: Plan, stage: "pa.Table", sql: str, expected: int, run) -> None:
         """Run ``sql`` against the staging rows; fewer matched rows than staged is divergence."""
         raw.register(STAGE, stage)
         try:

@@ -192,7 +192,7 @@ class MySQLTarget(Target):
         return LOADERS.get(fam) or types.python_loader(col)
 
     def table(self, m: TableMapping) -> sa.Table:
-        if m.label not in self._tables:
+        if self.table_key(m) not in self._tables:
             col_types = self._column_types(m)
             pk, key = m.source.primary_key, m.source.key
             cols = [sa.Column(c.name, col_types[c.name], autoincrement=False,
@@ -200,11 +200,11 @@ class MySQLTarget(Target):
             extra = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             if key and tuple(key) != tuple(pk):
                 extra.append(sa.Index(f"rk_{m.target_name}"[:64], *key))
-            self._tables[m.label] = sa.Table(
+            self._tables[self.table_key(m)] = sa.Table(
                 m.target_name, self.metadata, *cols, *extra, schema=m.target_schema, quote=True,
                 mysql_engine="InnoDB", mysql_charset="utf8mb4", mysql_collate=self.collation(),
                 mysql_row_format="DYNAMIC")
-        return self._tables[m.label]
+        return self._tables[self.table_key(m)]
 
     def _column_types(self, m: TableMapping) -> dict[str, Any]:
         """Key columns first (sized to the index limit), then the rest within the row budget."""

@@ -177,7 +177,7 @@ class PostgresTarget(Target):
 
     def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
         """Look up user-defined types on the target first, then create or check the table."""
-        if m.label not in self._tables:
+        if self.table_key(m) not in self._tables:
             self._probe_types(conn, m.source.columns)
         return super().ensure_table(conn, m)
 
