@@ -82,3 +82,15 @@ def test_password_never_printed(keyless_db, sqlite_target_url):
         outputs.append(cp.stdout + cp.stderr)
     assert all(CANARY not in o for o in outputs), [o for o in outputs if CANARY in o][0][-2000:]
     assert all("Traceback" not in o for o in outputs), [o for o in outputs if "Traceback" in o][0][-2000:]
+
+
+def test_existing_target_table_missing_a_column_is_refused_first(keyless_db, sqlite_target_url):
+    import sqlalchemy as sa
+    eng = sa.create_engine(sqlite_target_url)
+    with eng.begin() as c:
+        c.execute(sa.text("CREATE TABLE good (id integer PRIMARY KEY)"))
+    eng.dispose()
+    cp = replicator("migrate", "--source", keyless_db, "--target", sqlite_target_url, "--tables", "good",
+                    check=False)
+    assert cp.returncode == 1 and "good" in cp.stderr and "v" in cp.stderr and "lacks" in cp.stderr
+    assert slots_and_publications(keyless_db) == ([], [])

@@ -56,6 +56,13 @@ def test_migrate_pgbench_into_every_target(pgbench_db, target_url):
     for t in PGBENCH:
         assert_same(pgbench_db, "public", t, target_url)
     assert slots_and_publications(pgbench_db) == ([], [])
+    if target_url.startswith("duckdb"):  # the key is added after the bulk load
+        import duckdb
+        with duckdb.connect(target_url.split(":///", 1)[1], read_only=True) as db:
+            pks = db.execute("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+                             "WHERE constraint_type = 'PRIMARY KEY' AND table_name LIKE 'pgbench%' ORDER BY 1").fetchall()
+        assert pks == [("pgbench_accounts", ["aid"]), ("pgbench_branches", ["bid"]),
+                       ("pgbench_tellers", ["tid"])]
     st = replicator("status", "--target", target_url, "--json")
     import json
     doc = json.loads(st.stdout)

@@ -1,4 +1,6 @@
-"""Changes that arrive through real pgoutput: unchanged TOAST ('u') and FULL identity duplicates.
+"""Changes that arrive through real pgoutput: unchanged TOAST ('u'), FULL identity duplicates,
+rolled-back work and savepoints, a partitioned table (published through its root; a cross-partition
+UPDATE arrives as DELETE + INSERT) and TRUNCATE.
 
 `migrate --keep-slot` copies; changes are made on the source; a second `migrate --keep-slot`
 resumes from the kept slot and applies them.  Each target must then equal the source row by row.
@@ -22,6 +24,12 @@ INSERT INTO toasty SELECT g, (SELECT string_agg(md5(random()::text || g.g || i),
 INSERT INTO toast_full SELECT g, (SELECT string_agg(md5(random()::text || g.g || i), '') FROM generate_series(1, 2000) i), 'n'
   FROM generate_series(1, 3) g(g);
 INSERT INTO dups VALUES (1, 'x'), (1, 'x'), (1, 'x'), (2, NULL), (2, NULL), (3, 'z');
+CREATE TABLE parted (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
+INSERT INTO parted VALUES (1, 'eu', 1), (2, 'us', 2), (3, 'eu', 3);
+CREATE TABLE emptied (id int PRIMARY KEY);
+INSERT INTO emptied SELECT generate_series(1, 10);
 """
 
 CHANGES = [s for s in """
@@ -36,6 +44,11 @@ DELETE FROM dups WHERE ctid = (SELECT min(ctid) FROM dups WHERE a = 2 AND b IS N
 BEGIN; INSERT INTO dups VALUES (9, 'rolled back'); ROLLBACK;
 BEGIN; INSERT INTO dups VALUES (8, 'kept'); SAVEPOINT s; INSERT INTO dups VALUES (7, 'undone');
 ROLLBACK TO s; COMMIT;
+UPDATE parted SET region = 'us' WHERE id = 1
+UPDATE parted SET v = 30 WHERE id = 3
+INSERT INTO parted VALUES (4, 'us', 4)
+TRUNCATE emptied
+INSERT INTO emptied VALUES (42)
 """.strip().splitlines()]  # one line = one simple query (a multi-statement string is one transaction)
 
 
@@ -52,11 +65,11 @@ def test_toast_and_full_identity_through_the_stream(source_db, target_url):
         assert toasted == 1, "the test values must be stored out of line (TOAST)"
     opts = Options(source=source_db, target=target_url, name="ident", keep_slot=True)
     first = Pipeline(opts).migrate()
-    assert first.rows_copied == 5 + 3 + 6
+    assert first.rows_copied == 5 + 3 + 6 + 3 + 10
     with psycopg.connect(source_db, autocommit=True) as c:
         for stmt in CHANGES:
             c.execute(stmt)
     second = Pipeline(opts).migrate()
     assert second.rows_copied == 0 and second.changes_applied >= 9
-    for t in ("toasty", "toast_full", "dups"):
+    for t in ("toasty", "toast_full", "dups", "parted", "emptied"):
         assert_same(source_db, "public", t, target_url)
