@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -96,6 +97,7 @@ def main() -> None:
         url = target_url(a.target, tmp, maria)
         out, t_mig, _ = run_replicator("migrate", "--source", dsn, "--target", url, "--keep-slot")
         total_rows = 100_000 * a.scale + 10 * a.scale + a.scale
+        phase_rate = float(re.search(r"\(([0-9.]+) rows/s\)", out).group(1))
         clients = 4
         pgbench_run(dsn, transactions=a.transactions // clients, clients=clients, builtin="tpcb-like",
                     no_vacuum=True)
@@ -108,6 +110,8 @@ def main() -> None:
             "source_copy_rows_per_s": round(rows / t_copy), "duckdb_read_csv_rows_per_s": round(rows / t_csv),
             "migrate_rows_per_s": round(total_rows / t_mig), "migrate_seconds": round(t_mig, 2),
             "migrate_vs_slower_limit": round(total_rows / t_mig / limit, 2),
+            "copy_phase_rows_per_s": round(phase_rate),
+            "copy_phase_vs_slower_limit": round(phase_rate / limit, 2),
             "backlog_transactions": a.transactions, "backlog_row_changes": changes,
             "apply_seconds_incl_start": round(t_apply, 2),
             "apply_row_changes_per_s": round(changes / t_apply),
@@ -116,7 +120,8 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         print(f"\nmigrate {report['migrate_rows_per_s']:,} rows/s = {report['migrate_vs_slower_limit']}x "
               f"the slower limit (COPY out {report['source_copy_rows_per_s']:,}/s, read_csv "
-              f"{report['duckdb_read_csv_rows_per_s']:,}/s); apply {report['apply_row_changes_per_s']:,} "
+              f"{report['duckdb_read_csv_rows_per_s']:,}/s); copy phase {report['copy_phase_rows_per_s']:,} "
+              f"rows/s = {report['copy_phase_vs_slower_limit']}x; apply {report['apply_row_changes_per_s']:,} "
               f"row changes/s; peak RSS {rss} MB")
 
 

@@ -125,9 +125,10 @@ def migrate(keep_slot, **kw):
     from .pipeline import Pipeline
     p = Pipeline(_options(keep_slot=keep_slot, **kw))
     s = p.migrate()
-    click.echo(f"migrated {s.tables} table(s): {s.rows_copied} rows copied, {s.changes_applied} "
-               f"changes applied, {s.seconds:.1f}s, {s.rows_copied / s.seconds if s.seconds else 0:.0f} rows/s"
-               f" (applied up to {s.applied_lsn})")
+    copy_rate = s.rows_copied / s.copy_seconds if s.copy_seconds else 0
+    click.echo(f"migrated {s.tables} table(s): {s.rows_copied} rows copied in {s.copy_seconds:.1f}s "
+               f"({copy_rate:.0f} rows/s), {s.changes_applied} changes applied, {s.seconds:.1f}s in "
+               f"all (applied up to {s.applied_lsn})")
 
 
 @main.command()

@@ -384,7 +384,58 @@ def _pg_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class PostgresServer:
+class _Server:
+    """Lifecycle shared by the throwaway servers: cleanup, context manager, repr, log tail.
+
+    Subclasses set ``managed``, ``_cleaned``, ``_watchdog``, ``basedir``, ``logfile``, ``name``,
+    ``host``, ``port``, ``datadir``, and implement ``_external`` and ``_stop_now``.
+    """
+
+    kind = "server"
+
+    @property
+    def _external(self) -> str:
+        raise NotImplementedError
+
+    def _stop_now(self) -> None:
+        raise NotImplementedError
+
+    def _require_managed(self, what: str) -> None:
+        if not self.managed:
+            raise ServerError(f"cannot {what} external {self.kind} server {self._external!r}")
+        if self._cleaned:
+            raise ServerError(f"cannot {what}: server was cleaned up")
+
+    def cleanup(self) -> None:
+        """Stop the server immediately and delete its directory. Idempotent."""
+        if self._cleaned or not self.managed:
+            self._cleaned = True
+            return
+        try:
+            self._stop_now()
+        finally:
+            self._cleaned = True
+            if self._watchdog:
+                self._watchdog.cancel()
+            if self.basedir and not _keep_dirs():
+                shutil.rmtree(self.basedir, ignore_errors=True)
+            _live_servers.discard(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        where = self._external if not self.managed else f"{self.host}:{self.port} {self.datadir}"
+        return f"<{type(self).__name__} {self.name} {where}>"
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _tail(self.logfile, lines)
+
+
+class PostgresServer(_Server):
     """A private PostgreSQL cluster (or a wrapper around an external one)."""
 
     superuser = "postgres"
@@ -484,11 +535,11 @@ class PostgresServer:
             uid, gid = _os_user_ids(self._os_user)
             os.chown(path, uid, gid)
 
-    def _require_managed(self, what: str) -> None:
-        if not self.managed:
-            raise ServerError(f"cannot {what} external PostgreSQL server {self.external_dsn!r}")
-        if self._cleaned:
-            raise ServerError(f"cannot {what}: server was cleaned up")
+    kind = "PostgreSQL"
+
+    @property
+    def _external(self) -> str:
+        return self.external_dsn
 
     def _pg_ctl(self, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
         return _run(_as_user(self._os_user, [self.bindir / "pg_ctl", "-D", self.datadir, *args]),
@@ -574,39 +625,14 @@ class PostgresServer:
         elif self.is_running():
             self._pg_ctl("-s", "reload")
 
-    def cleanup(self) -> None:
-        """Stop the server (immediately) and delete its directory. Idempotent."""
-        if self._cleaned or not self.managed:
-            self._cleaned = True
-            return
-        try:
-            if self.datadir and (self.datadir / "postmaster.pid").exists():
-                try:
-                    cp = self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
-                    if cp.returncode != 0 and (self.datadir / "postmaster.pid").exists():
-                        self._kill_postmaster()
-                except ServerError:
+    def _stop_now(self) -> None:
+        if self.datadir and (self.datadir / "postmaster.pid").exists():
+            try:
+                cp = self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
+                if cp.returncode != 0 and (self.datadir / "postmaster.pid").exists():
                     self._kill_postmaster()
-        finally:
-            self._cleaned = True
-            if self._watchdog:
-                self._watchdog.cancel()
-            if self.basedir and not _keep_dirs():
-                shutil.rmtree(self.basedir, ignore_errors=True)
-            _live_servers.discard(self)
-
-    def __enter__(self) -> "PostgresServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        where = self.external_dsn if not self.managed else f"{self.host}:{self.port} {self.datadir}"
-        return f"<PostgresServer {self.name} {where}>"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.logfile, lines)
+            except ServerError:
+                self._kill_postmaster()
 
     # -- addressing
     @property
@@ -820,7 +846,7 @@ def _mysql_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-class MariaDBServer:
+class MariaDBServer(_Server):
     """A private MariaDB instance (or a wrapper around an external MySQL/MariaDB)."""
 
     def __init__(self, datadir_parent: str | os.PathLike | None = None, port: int | None = None,
@@ -903,11 +929,11 @@ class MariaDBServer:
             argv.append(f"--{k}" if v is None else f"--{k}={v}")
         return argv
 
-    def _require_managed(self, what: str) -> None:
-        if not self.managed:
-            raise ServerError(f"cannot {what} external MySQL server {self.external_url!r}")
-        if self._cleaned:
-            raise ServerError(f"cannot {what}: server was cleaned up")
+    kind = "MySQL"
+
+    @property
+    def _external(self) -> str:
+        return self.external_url
 
     def is_running(self) -> bool:
         if not self.managed:
@@ -1003,33 +1029,8 @@ class MariaDBServer:
         self.stop(mode)
         self.start()
 
-    def cleanup(self) -> None:
-        """Kill the server and delete its directory. Idempotent."""
-        if self._cleaned or not self.managed:
-            self._cleaned = True
-            return
-        try:
-            self._terminate(kill=True)
-        finally:
-            self._cleaned = True
-            if self._watchdog:
-                self._watchdog.cancel()
-            if self.basedir and not _keep_dirs():
-                shutil.rmtree(self.basedir, ignore_errors=True)
-            _live_servers.discard(self)
-
-    def __enter__(self) -> "MariaDBServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        where = self.external_url if not self.managed else f"{self.host}:{self.port} {self.datadir}"
-        return f"<MariaDBServer {self.name} {where}>"
-
-    def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.logfile, lines)
+    def _stop_now(self) -> None:
+        self._terminate(kill=True)
 
     # -- addressing
     @property
