@@ -41,7 +41,7 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
     t0 = time.monotonic()
     with target.connect() as conn:
         store.set_table(conn, m.label, target.display(m), TableState.DATASYNC)
-    q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options, m_where(m))
+    q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
     with target.connect() as conn:
         target.clear(conn, m)
         data = snapshot.copy_bytes(sc, q) if target.copy_mode == "bytes" else snapshot.copy_rows(sc, q)
@@ -51,10 +51,6 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
     stats.rows[m.label] = n
     stats.seconds[m.label] = time.monotonic() - t0
     log.info("copied %s → %s: %d rows in %.1fs", m.label, target.display(m), n, stats.seconds[m.label])
-
-
-def m_where(m: TableMapping) -> str:
-    return getattr(m, "where", "") or ""
 
 
 def copy_tables(dsn: str, target, store: StateStore, mappings: Sequence[TableMapping],

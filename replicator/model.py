@@ -88,6 +88,10 @@ class Column:
     elem_oid: int = 0
     type_kind: str = "b"
     generated: bool = False
+    #: a target type expression chosen by the mapping (``types:``); overrides the type map
+    target_type: str = ""
+    #: what to do with a value the target cannot hold: error | null | clamp | text
+    policy: str = "error"
 
     @property
     def oid(self) -> int:
@@ -131,16 +135,31 @@ class TableSchema:
 
 @dataclass(frozen=True)
 class TableMapping:
-    """Where one source table goes: target table name (and schema), and the replicated columns."""
+    """Where one source table goes.
+
+    ``source`` is the table *as the target sees it*: the replicated columns in source order, with
+    the mapping's renames, type overrides and value policies applied, and the key and primary key
+    named accordingly.  Targets only ever read ``source``.  ``origin`` is the table as it is on the
+    source (None when the mapping renames nothing); source-side SQL (the copy query, the
+    publication) uses :attr:`source_table`.  Tuples from the copy and the stream are positional,
+    so both views line up column by column.
+    """
 
     source: TableSchema
     target_name: str
     target_schema: Optional[str] = None
     on_missing_row: str = "error"  # error | skip
+    origin: Optional[TableSchema] = None
+    where: str = ""
 
     @property
     def label(self) -> str:
         return self.source.qualified
+
+    @property
+    def source_table(self) -> TableSchema:
+        """The table with its source column names (for SQL run on the source)."""
+        return self.origin or self.source
 
 
 class ChangeKind(str, enum.Enum):

@@ -154,7 +154,7 @@ class Pipeline:
             log.warning("dropping slot %s left by an interrupted start: no data was copied through it",
                         self.slot)
             slots.drop_slot(src, self.slot)
-        slots.ensure_publication(src, self.publication, [m.source for m in self.mappings])
+        slots.ensure_publication(src, self.publication, [m.source_table for m in self.mappings])
         lsn, snap = slots.create_slot(repl, self.slot)
         failpoint("slot.created")
         with self.target.connect() as c:
@@ -175,7 +175,7 @@ class Pipeline:
                 progress.pop(gone)
         todo = [m for m in self.mappings if m.label not in progress
                 or progress[m.label].state in (TableState.INIT, TableState.DATASYNC)]
-        slots.ensure_publication(src, self.publication, [m.source for m in self.mappings])
+        slots.ensure_publication(src, self.publication, [m.source_table for m in self.mappings])
         if not todo:
             return Summary(tables=len(self.mappings))
         log.info("copying %d table(s) from a fresh snapshot: %s", len(todo),
@@ -204,7 +204,7 @@ class Pipeline:
         """Apply changes until ``until`` is reached (None: until stop is requested)."""
         rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
                        applied, self.opts.batch_rows, self.opts.batch_seconds)
-        decoder = ChangeDecoder({m.label: m.source for m in self.mappings})
+        decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
         stream = ReplicationStream(self.opts.source, self.slot, self.publication)
         stream.start()
         try:
@@ -306,7 +306,10 @@ class Pipeline:
         out = []
         with self.target.connect() as conn:
             for m in self.mappings:
-                q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(m.source.schema, m.source.name))
+                t = m.source_table
+                q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.schema, t.name))
+                if m.where:
+                    q = sql.SQL("{} WHERE {}").format(q, sql.SQL(m.where))
                 s = src.execute(q).fetchone()[0]
                 t = conn.execute(sa.select(sa.func.count()).select_from(self.target.table(m))).scalar()
                 if s != t:
