@@ -98,6 +98,9 @@ class Pipeline:
         if problems:
             raise CheckError(problems)
         self.mappings = [TableMapping(s, s.name) for s in schemas]
+        names = [p for m in self.mappings for p in self.target.identifier_problems(m)]
+        if names:
+            raise CheckError(names)
         self._check_target_names()
         self._check_existing_target_tables()
         return self.mappings

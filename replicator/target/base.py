@@ -126,6 +126,11 @@ class Target:
                 f"replicated from {m.label}: add them, or drop the target table so it is created")
         return False
 
+    def identifier_problems(self, m: TableMapping) -> list[str]:
+        """Names this database cannot keep apart or hold (case-insensitive collisions, length
+        limits), one line each naming both names; checked before anything is created."""
+        return []
+
     def display(self, m: TableMapping) -> str:
         return f"{m.target_schema}.{m.target_name}" if m.target_schema else m.target_name
 
