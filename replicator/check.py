@@ -59,8 +59,11 @@ def table_problems(conn: psycopg.Connection, schemas) -> list[str]:
     return out
 
 
-def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optional[str] = None) -> list[str]:
+def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optional[str] = None,
+              mapping_config=None) -> list[str]:
     """All problems found on the source (and the target, when given)."""
+    if mapping_config is not None:
+        return _preflight_mapping(source, tables, target_url, mapping_config)
     with snapshot.connect(source) as conn:
         problems = server_problems(conn)
         try:
@@ -76,12 +79,23 @@ def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optio
     return problems
 
 
-def target_problems(source: str, tables, target_url: str) -> list[str]:
+def _preflight_mapping(source, tables, target_url, cfg) -> list[str]:
+    """With a mapping, the pipeline's own planning checks every entry (read only)."""
+    with snapshot.connect(source) as conn:
+        problems = server_problems(conn)
+    return problems + target_problems(source, tables, target_url, cfg, privileges=True)
+
+
+def target_problems(source: str, tables, target_url: str, cfg=None, privileges=False) -> list[str]:
     from .pipeline import Options, Pipeline
     try:
-        Pipeline(Options(source=source, target=target_url, tables=tables)).plan()
-    except CheckError:
-        return []  # already reported by the source checks
+        p = Pipeline(Options(source=source, target=target_url, tables=tables, mapping=cfg))
+        ms = p.plan(check_target=target_url is not None)
+        if privileges:
+            with snapshot.connect(source) as conn:
+                return table_problems(conn, [m.source_table for m in ms])
+    except CheckError as e:
+        return e.problems if cfg is not None else []  # else reported by the source checks
     except ReplicatorError as e:
         return [str(e)]
     return []

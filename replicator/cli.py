@@ -27,15 +27,20 @@ def source_option(required=True):
 target_option = click.option("--target", envvar="REPLICATOR_TARGET", default=None,
                              help="Target SQLAlchemy URL [env REPLICATOR_TARGET; default "
                                   "duckdb:///replica.duckdb].")
-name_option = click.option("--name", default="replicator", show_default=True,
-                           help="Stream name: names the slot, the publication and the state rows.")
+name_option = click.option("--name", default=None,
+                           help="Stream name (default: the mapping's name, else 'replicator'): names "
+                                "the slot, the publication and the state rows.")
+mapping_option = click.option("--mapping", envvar="REPLICATOR_MAPPING", default=None,
+                              type=click.Path(dir_okay=False),
+                              help="YAML mapping file [env REPLICATOR_MAPPING]; options given here "
+                                   "override its source, target and name.")
 tables_option = click.option("--tables", default=None,
                              help="Comma-separated schema.table names or globs (default: all).")
 
 
 def run_options(f):
     for opt in reversed([
-        source_option(), target_option, tables_option, name_option,
+        source_option(required=False), target_option, tables_option, name_option, mapping_option,
         click.option("--jobs", default=2, show_default=True, help="Parallel copy workers."),
         click.option("--batch-rows", default=50_000, show_default=True,
                      help="Changes per target transaction at most (whole source transactions)."),
@@ -84,10 +89,25 @@ def _tables(value):
     return [t.strip() for t in value.split(",") if t.strip()] if value else None
 
 
-def _options(source, target, tables, name, jobs, batch_rows, batch_seconds, keep_slot=False):
+def resolve_settings(source, target, name, mapping_path):
+    """(source, target, name, MappingConfig | None): command line first, then the mapping file."""
+    from .config import load
+    cfg = load(mapping_path) if mapping_path else None
+    source = source or (cfg.source if cfg else None)
+    if not source:
+        raise click.UsageError("no source: give --source, set REPLICATOR_SOURCE, or put source: "
+                               "in the mapping file")
+    target = target or (cfg.target if cfg else None)
+    name = name or (cfg.name if cfg else None) or "replicator"
+    return source, target, name, cfg
+
+
+def _options(source, target, tables, name, mapping, jobs, batch_rows, batch_seconds, keep_slot=False):
     from .pipeline import Options
+    source, target, name, cfg = resolve_settings(source, target, name, mapping)
     return Options(source=source, target=target, tables=_tables(tables), name=name, jobs=jobs,
-                   keep_slot=keep_slot, batch_rows=batch_rows, batch_seconds=batch_seconds)
+                   keep_slot=keep_slot, batch_rows=batch_rows, batch_seconds=batch_seconds,
+                   mapping=cfg)
 
 
 @click.group()
@@ -101,19 +121,33 @@ def main(verbose):
 
 
 @main.command()
-@source_option()
+@source_option(required=False)
 @target_option
 @tables_option
+@mapping_option
 @handle_errors
-def check(source, target, tables):
-    """Preflight: settings, privileges and replica identity of every table."""
+def check(source, target, tables, mapping):
+    """Preflight: settings, privileges, replica identity and the mapping, before anything exists."""
     from .check import preflight
-    problems = preflight(source, _tables(tables), target)
+    source, target, _name, cfg = resolve_settings(source, target, "replicator", mapping)
+    problems = preflight(source, _tables(tables), target, cfg)
     for p in problems:
         click.echo(f"problem: {redact(p)}")
     if problems:
         sys.exit(1)
     click.echo("ok: ready to replicate")
+
+
+@main.command()
+@source_option()
+@click.option("--target", "target_url", default="duckdb:///replica.duckdb", show_default=True,
+              help="Target URL written into the mapping.")
+@click.option("--name", default="replicator", show_default=True, help="Stream name written into the mapping.")
+@handle_errors
+def init(source, target_url, name):
+    """Print a complete, commented mapping of the source as it is (redirect it to a file)."""
+    from .init import render_mapping
+    click.echo(render_mapping(source, target_url, name), nl=False)
 
 
 @main.command()
@@ -154,10 +188,16 @@ def mirror(**kw):
 @source_option(required=False)
 @target_option
 @name_option
+@mapping_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")
 @handle_errors
-def status(source, target, name, as_json):
+def status(source, target, name, mapping, as_json):
     """Per-table state and sync LSN, the applied LSN, the slot and the lag."""
+    from .config import load
     from .status import collect, render
+    cfg = load(mapping) if mapping else None
+    source = source or (cfg.source if cfg else None)
+    target = target or (cfg.target if cfg else None)
+    name = name or (cfg.name if cfg else None) or "replicator"
     doc = collect(source, target, name)
     click.echo(json.dumps(doc, indent=2, default=str) if as_json else render(doc))

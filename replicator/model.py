@@ -151,6 +151,8 @@ class TableMapping:
     on_missing_row: str = "error"  # error | skip
     origin: Optional[TableSchema] = None
     where: str = ""
+    #: the publication's column list (source names) when the mapping excludes columns
+    column_list: Optional[tuple[str, ...]] = None
 
     @property
     def label(self) -> str:
@@ -160,6 +162,16 @@ class TableMapping:
     def source_table(self) -> TableSchema:
         """The table with its source column names (for SQL run on the source)."""
         return self.origin or self.source
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """What a publication lists for one table: optional column list and row filter."""
+
+    schema: str
+    name: str
+    columns: Optional[tuple[str, ...]] = None
+    where: str = ""
 
 
 class ChangeKind(str, enum.Enum):

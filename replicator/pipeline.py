@@ -22,8 +22,9 @@ import psycopg
 
 import sqlalchemy.exc
 
-from . import bulkcopy
+from . import bulkcopy, mapping
 from .dsn import redact
+from .config import MappingConfig
 from .errors import CheckError, ConfigError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableProgress, TableState
@@ -53,6 +54,7 @@ class Options:
     batch_rows: int = 50_000
     batch_seconds: float = 1.0
     status_interval: float = 10.0
+    mapping: Optional["MappingConfig"] = None
 
 
 @dataclass
@@ -81,29 +83,62 @@ class Pipeline:
             raise ConfigError(f"--jobs {opts.jobs}: must be at least 1")
         self.opts = opts
         self.slot = self.publication = opts.name
+        self.publication_inserts = f"{opts.name[:55]}_inserts"  # tables published insert-only
         self.target = open_target(opts.target)
         self.store = StateStore(opts.name)
         self.mappings: list[TableMapping] = []
         self.stop_requested = False
 
     # ------------------------------------------------------------ plan (read only)
-    def plan(self) -> list[TableMapping]:
+    def plan(self, check_target: bool = True) -> list[TableMapping]:
+        """Resolve what goes where and check it all (read only); ``check_target`` False skips
+        opening the target (``check`` without --target)."""
         with snapshot.connect(self.opts.source) as c:
-            tables = catalog.select_tables(catalog.list_tables(c), self.opts.tables)
-            schemas = catalog.load_schemas(c, tables)
-        if not schemas:
+            if self.opts.mapping is not None:
+                self.mappings = self._from_mapping(c)
+            else:
+                tables = catalog.select_tables(catalog.list_tables(c), self.opts.tables)
+                schemas = catalog.load_schemas(c, tables)
+                problems = [p for p in (catalog.identity_problem(s) for s in schemas) if p]
+                if problems:
+                    raise CheckError(problems)
+                self.mappings = [TableMapping(s, s.name) for s in schemas]
+            self._check_filters(c)
+        if not self.mappings:
             raise ConfigError("no tables to replicate: the source has no user tables "
-                              "(or --tables matched none)")
-        problems = [p for p in (catalog.identity_problem(s) for s in schemas) if p]
-        if problems:
-            raise CheckError(problems)
-        self.mappings = [TableMapping(s, s.name) for s in schemas]
+                              "(or --tables / the mapping matched none)")
         names = [p for m in self.mappings for p in self.target.identifier_problems(m)]
         if names:
             raise CheckError(names)
         self._check_target_names()
-        self._check_existing_target_tables()
+        if check_target:
+            self._check_existing_target_tables()
         return self.mappings
+
+    def _from_mapping(self, c) -> list[TableMapping]:
+        """Resolve the mapping file against the whole catalog; --tables narrows the result."""
+        schemas = catalog.load_schemas(c, catalog.list_tables(c))
+        ms = mapping.resolve(self.opts.mapping, schemas)
+        if self.opts.tables:
+            keep = {t[0] for t in catalog.select_tables([(m.source.oid, m.source.schema, m.source.name, "")
+                                                         for m in ms], self.opts.tables)}
+            ms = [m for m in ms if m.source.oid in keep]
+        return ms
+
+    def _check_filters(self, c) -> None:
+        """Each row filter must be valid SQL over its table (tried with LIMIT 0, read only)."""
+        from psycopg import sql
+        for m in self.mappings:
+            if not m.where:
+                continue
+            t = m.source_table
+            try:
+                c.execute(sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(
+                    sql.Identifier(t.schema, t.name), sql.SQL(m.where)))
+            except psycopg.Error as e:
+                c.rollback()
+                raise ConfigError(f"row filter of {m.label} is not valid: {m.where!r}: "
+                                  f"{str(e).strip().splitlines()[0]}") from None
 
     def _check_target_names(self) -> None:
         seen: dict[str, str] = {}
@@ -127,6 +162,17 @@ class Pipeline:
                         raise TargetError(
                             f"target table {self.target.display(m)} exists but lacks column(s) "
                             f"{', '.join(missing)} of {m.label}: add them, or drop the target table")
+
+    # ------------------------------------------------------------ publications
+    def publish(self, src) -> None:
+        """Create or update the publications (before the slot: decoding reads them historically)."""
+        full, inserts = mapping.publications(self.mappings)
+        slots.ensure_publication(src, self.publication, full)
+        slots.ensure_publication(src, self.publication_inserts, inserts, insert_only=True)
+
+    def publication_names(self) -> list[str]:
+        full, inserts = mapping.publications(self.mappings)
+        return [p for p, t in ((self.publication, full), (self.publication_inserts, inserts)) if t]
 
     # ------------------------------------------------------------ start / resume
     def start(self, src: psycopg.Connection) -> tuple[Lsn, dict[str, TableProgress], Summary]:
@@ -157,7 +203,7 @@ class Pipeline:
             log.warning("dropping slot %s left by an interrupted start: no data was copied through it",
                         self.slot)
             slots.drop_slot(src, self.slot)
-        slots.ensure_publication(src, self.publication, [m.source_table for m in self.mappings])
+        self.publish(src)
         lsn, snap = slots.create_slot(repl, self.slot)
         failpoint("slot.created")
         with self.target.connect() as c:
@@ -178,7 +224,7 @@ class Pipeline:
                 progress.pop(gone)
         todo = [m for m in self.mappings if m.label not in progress
                 or progress[m.label].state in (TableState.INIT, TableState.DATASYNC)]
-        slots.ensure_publication(src, self.publication, [m.source_table for m in self.mappings])
+        self.publish(src)
         if not todo:
             return Summary(tables=len(self.mappings))
         log.info("copying %d table(s) from a fresh snapshot: %s", len(todo),
@@ -208,7 +254,7 @@ class Pipeline:
         rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
                        applied, self.opts.batch_rows, self.opts.batch_seconds)
         decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
-        stream = ReplicationStream(self.opts.source, self.slot, self.publication)
+        stream = ReplicationStream(self.opts.source, self.slot, self.publication_names())
         stream.start()
         try:
             self._loop(stream, decoder, rep, until)
@@ -326,5 +372,6 @@ class Pipeline:
             return
         slots.drop_slot(src, self.slot)
         slots.drop_publication(src, self.publication)
+        slots.drop_publication(src, self.publication_inserts)
         with self.target.connect() as c:
             self.store.clear_slot(c)

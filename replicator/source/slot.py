@@ -17,7 +17,7 @@ from psycopg import sql
 
 from ..dsn import redact, source_conninfo
 from ..errors import SlotLostError, SourceError
-from ..model import Lsn, TableSchema
+from ..model import Lsn, PublishedTable
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,31 @@ def publication_exists(conn: psycopg.Connection, pub: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)).fetchone() is not None
 
 
-def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[TableSchema]) -> None:
-    """Create the publication for exactly ``tables`` (or set its table list when it exists)."""
-    names = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[PublishedTable],
+                       insert_only: bool = False) -> None:
+    """Make publication ``pub`` list exactly ``tables`` (column lists and row filters included);
+    with no tables it is dropped.  ``insert_only`` publishes INSERT and TRUNCATE only."""
+    if not tables:
+        drop_publication(conn, pub)
+        return
+    items = sql.SQL(", ").join(_published(t) for t in tables)
     if publication_exists(conn, pub):
-        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(pub), names))
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(pub), items))
     else:
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
-                     .format(sql.Identifier(pub), names))
+        publish = "insert, truncate" if insert_only else "insert, update, delete, truncate"
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {}, "
+                             "publish_via_partition_root = true)")
+                     .format(sql.Identifier(pub), items, sql.Literal(publish)))
     conn.commit()
+
+
+def _published(t: PublishedTable) -> sql.Composable:
+    q = sql.Identifier(t.schema, t.name)
+    if t.columns is not None:
+        q = sql.SQL("{} ({})").format(q, sql.SQL(", ").join(sql.Identifier(c) for c in t.columns))
+    if t.where:
+        q = sql.SQL("{} WHERE ({})").format(q, sql.SQL(t.where))
+    return q
 
 
 def drop_slot(conn: psycopg.Connection, slot: str) -> bool:

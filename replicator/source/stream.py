@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class ReplicationStream:
-    """One START_REPLICATION session on ``slot`` for publication ``publication``."""
+    """One START_REPLICATION session on ``slot`` for the given publications."""
 
-    def __init__(self, dsn: str, slot: str, publication: str):
-        self.dsn, self.slot, self.publication = dsn, slot, publication
+    def __init__(self, dsn: str, slot: str, publications: list[str]):
+        self.dsn, self.slot, self.publications = dsn, slot, list(publications)
         self.conn: Optional[psycopg.Connection] = None
         self.received = Lsn(0)
         self.last_status = 0.0
@@ -37,7 +37,7 @@ class ReplicationStream:
         self.conn = replication_connection(self.dsn)
         q = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})").format(
             sql.Identifier(self.slot), sql.SQL(str(Lsn(start_lsn))),
-            sql.Literal(sql.Identifier(self.publication).as_string(self.conn)))
+            sql.Literal(",".join(sql.Identifier(p).as_string(self.conn) for p in self.publications)))
         try:
             self.conn.execute(q)
         except psycopg.errors.UndefinedObject as e:
