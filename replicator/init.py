@@ -2,7 +2,7 @@
 
 Every table gets an entry with its size, replica identity and any problem `check` would report; a
 table that cannot replicate UPDATE/DELETE is written as ``insert_only: true`` with the fix in a
-comment, so the file works as written.  The source DSN is never written: ``${REPLICATOR_SOURCE}``.
+comment, so the file works as written.  The source DSN is never written: it comes from --source or REPLICATOR_SOURCE.
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def render_mapping(source: str, target: str, name: str) -> str:
         db = c.info.dbname
     out = [f"# Mapping of database {db} written by 'replicator init' on {dt.date.today()}.",
            "# Edit freely: entries are tried in order and the first match wins. Reference: README.md.",
-           "source: ${REPLICATOR_SOURCE}        # never write a password here: use the environment",
+           "# source: the --source option or REPLICATOR_SOURCE (keep passwords out of this file;",
+           "#         'source: ${SOME_VARIABLE}' reads one from the environment)",
            f"target: {_q(target)}", f"name: {_q(name)}", "defaults:", "  on_missing_row: error",
            "tables:"]
     for t in schemas:

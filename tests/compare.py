@@ -72,3 +72,22 @@ def assert_same(dsn: str, schema: str, table: str, url: str, target_table: str |
     for i, (a, b) in enumerate(zip(src, dst)):
         assert a == b, f"{schema}.{table} row {i} differs:\n source {a!r}\n target {b!r}"
     return len(src)
+
+
+def target_columns(url: str, table: str, schema: str | None = None) -> list[str]:
+    """Column names of a target table, in order."""
+    target_class(url)
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return [c["name"] for c in sa.inspect(eng).get_columns(table, schema=schema)]
+    finally:
+        eng.dispose()
+
+
+def target_tables(url: str) -> set[str]:
+    target_class(url)
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(eng).get_table_names())
+    finally:
+        eng.dispose()
