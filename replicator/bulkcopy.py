@@ -15,12 +15,13 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableState
 from .source import snapshot
 from .state import StateStore
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +38,49 @@ class CopyStats:
         return sum(self.rows.values())
 
 
-def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, stats: CopyStats) -> None:
+def _counted(data: Iterable, fig, bytes_mode: bool) -> Iterator:
+    """Pass chunks through, keeping the table's copy progress figures current."""
+    rows = nbytes = 0
+    for chunk in data:
+        if bytes_mode:
+            nbytes += len(chunk)
+            rows += chunk.count(b"\n")
+        else:
+            rows += len(chunk)
+        fig.rows_copied, fig.bytes_copied = rows, nbytes
+        yield chunk
+
+
+def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, stats: CopyStats,
+              telemetry: Telemetry) -> None:
     t0 = time.monotonic()
+    fig = telemetry.table(m.label)
+    fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
+    fig.rows_estimate = snapshot.row_estimate(sc, m.source_table)
     with target.connect() as conn:
         store.set_table(conn, m.label, target.display(m), TableState.DATASYNC)
     q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
     with target.connect() as conn:
         target.clear(conn, m)
-        data = snapshot.copy_bytes(sc, q) if target.copy_mode == "bytes" else snapshot.copy_rows(sc, q)
-        n = target.load_copy(conn, m, data)
+        bytes_mode = target.copy_mode == "bytes"
+        data = snapshot.copy_bytes(sc, q) if bytes_mode else snapshot.copy_rows(sc, q)
+        n = target.load_copy(conn, m, _counted(data, fig, bytes_mode))
         failpoint("copy.loaded", m.label)
         store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n)
     stats.rows[m.label] = n
     stats.seconds[m.label] = time.monotonic() - t0
+    fig.state, fig.rows_copied = "s", n
     log.info("copied %s → %s: %d rows in %.1fs", m.label, target.display(m), n, stats.seconds[m.label])
 
 
 def copy_tables(dsn: str, target, store: StateStore, mappings: Sequence[TableMapping],
                 snapshot_name: Optional[str], sync_lsn: Lsn, jobs: int = 2,
-                imported: Optional[Callable[[], None]] = None) -> CopyStats:
+                imported: Optional[Callable[[], None]] = None,
+                telemetry: Optional[Telemetry] = None) -> CopyStats:
     """Copy ``mappings`` at ``snapshot_name`` with ``jobs`` workers; ``imported`` fires once every
     worker holds the snapshot (the exporting connection may be used again after that)."""
     stats = CopyStats()
+    telemetry = telemetry or Telemetry()
     work: "queue.Queue[TableMapping]" = queue.Queue()
     for m in mappings:
         work.put(m)
@@ -77,7 +99,7 @@ def copy_tables(dsn: str, target, store: StateStore, mappings: Sequence[TableMap
                     m = work.get_nowait()
                 except queue.Empty:
                     return
-                _copy_one(sc, target, store, m, sync_lsn, stats)
+                _copy_one(sc, target, store, m, sync_lsn, stats, telemetry)
 
     with ThreadPoolExecutor(n, thread_name_prefix="copy") as pool:
         futures = [pool.submit(worker) for _ in range(n)]

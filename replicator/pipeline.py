@@ -35,6 +35,7 @@ from .source.stream import ReplicationStream
 from .replay import Replayer
 from .state import StateStore
 from .target import open_target
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 TRANSIENT = (TransientError, psycopg.OperationalError, sqlalchemy.exc.OperationalError,
@@ -88,6 +89,7 @@ class Pipeline:
         self.store = StateStore(opts.name)
         self.mappings: list[TableMapping] = []
         self.stop_requested = False
+        self.telemetry = Telemetry(opts.name)
 
     # ------------------------------------------------------------ plan (read only)
     def plan(self, check_target: bool = True) -> list[TableMapping]:
@@ -242,7 +244,7 @@ class Pipeline:
     def _copy(self, mappings, snap: str, lsn: Lsn) -> Summary:
         t0 = time.monotonic()
         stats = bulkcopy.copy_tables(self.opts.source, self.target, self.store, mappings, snap, lsn,
-                                     self.opts.jobs)
+                                     self.opts.jobs, telemetry=self.telemetry)
         dt = time.monotonic() - t0
         return Summary(tables=len(mappings), rows_copied=stats.total_rows, seconds=dt,
                        copy_seconds=dt, counts=dict(stats.rows))
@@ -252,7 +254,11 @@ class Pipeline:
                until: Optional[Lsn] = None) -> Replayer:
         """Apply changes until ``until`` is reached (None: until stop is requested)."""
         rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
-                       applied, self.opts.batch_rows, self.opts.batch_seconds)
+                       applied, self.opts.batch_rows, self.opts.batch_seconds,
+                       telemetry=self.telemetry)
+        self.telemetry.applied_lsn = int(applied)
+        for label, p in progress.items():
+            self.telemetry.table(label).state = p.state.value
         decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
         stream = ReplicationStream(self.opts.source, self.slot, self.publication_names())
         stream.start()
@@ -269,6 +275,9 @@ class Pipeline:
         wal_end = Lsn(0)
         while True:
             frame = stream.recv(0.2 if until is None else 0.02)
+            if frame is not None:
+                self.telemetry.server_wal_end = max(self.telemetry.server_wal_end,
+                                                    int(getattr(frame, "wal_end", 0) or getattr(frame, "end", 0)))
             if frame is not None and not isinstance(frame, Keepalive):
                 ev = decoder.feed(frame.payload)
                 if ev is not None:
@@ -342,6 +351,7 @@ class Pipeline:
                 total.applied_lsn = rep.applied
                 return total
             except TRANSIENT as e:
+                self.telemetry.errors[type(e).__name__] += 1
                 if self.stop_requested:
                     raise
                 log.warning("%s; retrying in %.0fs", redact(e), delay)

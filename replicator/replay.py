@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import Optional
 
 from .failpoints import failpoint
 from .model import (Lsn, RowChange, TableMapping, TableProgress, TableState, Truncate, TxBegin,
                     TxCommit)
 from .state import StateStore
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ class Replayer:
 
     def __init__(self, target, store: StateStore, mappings: dict[str, TableMapping],
                  progress: dict[str, TableProgress], applied: Lsn, batch_rows: int = 50_000,
-                 batch_seconds: float = 1.0, chunk_rows: int = 10_000):
+                 batch_seconds: float = 1.0, chunk_rows: int = 10_000,
+                 telemetry: Optional[Telemetry] = None):
         self.target, self.store = target, store
         self.mappings, self.progress = mappings, progress
         self.applied = Lsn(applied)
@@ -48,6 +51,8 @@ class Replayer:
         self.conn = None
         self._stack: Optional[contextlib.ExitStack] = None
         self.total_changes = 0
+        self.telemetry = telemetry or Telemetry()
+        self.batch_tables: Counter = Counter()
 
     # ------------------------------------------------------------ events
     def handle(self, ev) -> None:
@@ -115,6 +120,7 @@ class Replayer:
         conn = self.open()
         for table, changes in self.pending.items():
             self.target.apply(conn, self.mappings[table], changes)
+            self.batch_tables[table] += len(changes)
         self.total_changes += self.pending_rows
         self.pending.clear()
         self.pending_rows = 0
@@ -141,6 +147,13 @@ class Replayer:
         for t in ready:
             self.progress[t].state = TableState.READY
         self.applied = self.last_end
+        ct = self.last_commit_time.timestamp() if self.last_commit_time else None
+        self.telemetry.batch_committed(sum(self.batch_tables.values()), self.batch_txs,
+                                       time.monotonic() - self.batch_start, int(self.applied), ct,
+                                       dict(self.batch_tables))
+        for t in ready:
+            self.telemetry.table(t).state = "r"
+        self.batch_tables.clear()
         self.batch_txs = self.batch_changes = 0
         return self.applied
 
@@ -172,6 +185,7 @@ class Replayer:
         else:
             stack.__exit__(RuntimeError, RuntimeError("rolled back"), None)
         if not commit:
+            self.batch_tables.clear()
             self.pending.clear()
             self.pending_rows = 0
             self.batch_txs = self.batch_changes = 0

@@ -42,6 +42,15 @@ def snapshot_connection(dsn: str, snapshot: Optional[str]) -> psycopg.Connection
     return conn
 
 
+def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
+    """The planner's row estimate (pg_class.reltuples, summed over partitions); 0 when unknown."""
+    row = conn.execute(
+        "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
+        "WHERE c.oid = %s::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
+        (sql.Identifier(t.schema, t.name).as_string(conn),) * 2).fetchone()
+    return int(row[0])
+
+
 def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
     """``COPY (SELECT <exprs> FROM t [WHERE …]) TO STDOUT (<options>)``; ``{col}`` → quoted name."""
     cols = [sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e
