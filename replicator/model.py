@@ -75,7 +75,10 @@ class Column:
 
     ``base_oid``/``base_name`` resolve domains to their base type; ``elem_oid`` is the element type of
     an array (0 otherwise); ``type_kind`` is pg_type.typtype ('b' base, 'e' enum, 'r' range, 'c'
-    composite, 'd' domain resolved, 'm' multirange).
+    composite, 'd' domain resolved, 'm' multirange).  For arrays, ``ndims`` is the declared number
+    of dimensions (pg_attribute.attndims: 0 when undeclared, e.g. a domain over an array),
+    ``elem_base_oid`` the element's base type when the element is a domain (0 otherwise) and
+    ``elem_delim`` the element type's array delimiter (``;`` for box).
     """
 
     name: str
@@ -88,6 +91,9 @@ class Column:
     elem_oid: int = 0
     type_kind: str = "b"
     generated: bool = False
+    ndims: int = 0
+    elem_base_oid: int = 0
+    elem_delim: str = ","
     #: a target type expression chosen by the mapping (``types:``); overrides the type map
     target_type: str = ""
     #: what to do with a value the target cannot hold: error | null | clamp | text

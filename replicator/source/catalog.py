@@ -2,10 +2,12 @@
 
 Reads pg_catalog only (no writes).  Partitions are not listed on their own: a partitioned table is
 replicated through its root (the publication uses ``publish_via_partition_root``).  Generated
-columns are left out because PostgreSQL before 18 does not publish them.
+columns are left out (with a warning naming them) because PostgreSQL before 18 does not publish
+them: a copied value could never be kept current.
 """
 from __future__ import annotations
 
+import logging
 from fnmatch import fnmatchcase
 from typing import Iterable, Optional
 
@@ -13,6 +15,8 @@ import psycopg
 
 from ..errors import ConfigError
 from ..model import Column, Identity, TableSchema
+
+log = logging.getLogger(__name__)
 
 TABLES_SQL = """
 SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind
@@ -28,10 +32,12 @@ SELECT a.attrelid, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), 
        a.attnotnull, a.attgenerated <> '', t.typtype,
        CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) ELSE '' END,
-       CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE 0 END, bt.typtype
+       CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE 0 END, bt.typtype,
+       a.attndims, CASE WHEN et.typtype = 'd' THEN et.typbasetype ELSE 0 END, coalesce(et.typdelim, ',')
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
@@ -73,12 +79,15 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
     """TableSchema for each (oid, schema, name, relreplident), in the given order."""
     oids = [t[0] for t in tables]
     cols: dict[int, list[Column]] = {o: [] for o in oids}
+    generated: dict[int, list[str]] = {}
     for r in conn.execute(COLUMNS_SQL, (oids,)):
         if r[6]:  # generated: not published before PostgreSQL 18
+            generated.setdefault(r[0], []).append(r[1])
             continue
         cols[r[0]].append(Column(name=r[1], type_oid=r[2], type_name=r[3], type_mod=r[4],
                                  not_null=r[5], type_kind=r[11] if r[7] == "d" else r[7],
-                                 base_oid=r[8], base_name=r[9], elem_oid=r[10]))
+                                 base_oid=r[8], base_name=r[9], elem_oid=r[10], ndims=r[12],
+                                 elem_base_oid=r[13], elem_delim=r[14]))
     pks: dict[int, tuple] = {}
     idents: dict[int, tuple] = {}
     for relid, is_pk, is_ident, names in conn.execute(KEYS_SQL, (oids,)):
@@ -88,6 +97,10 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
             idents[relid] = tuple(names)
     out = []
     for oid, schema, name, ident in tables:
+        if oid in generated:
+            log.warning("%s.%s: generated column(s) %s are not replicated: PostgreSQL before 18 does "
+                        "not publish them, so their target values would go stale (docs/types.md)",
+                        schema, name, ", ".join(generated[oid]))
         identity = Identity(ident)
         key = idents.get(oid, ()) if identity is Identity.INDEX else pks.get(oid, ())
         if identity is Identity.NOTHING:

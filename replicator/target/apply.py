@@ -45,20 +45,33 @@ class GenericApplier:
         self._delete = None
 
     # ------------------------------------------------------------ values
-    def convert(self, i: int, v, ch: RowChange | None = None):
+    def convert(self, i: int, v, ch: RowChange | None = None, row: Sequence | None = None):
+        """One value through the column's loader; a refusal is a ValueRangeError naming table,
+        column, value, key and LSN (``row``: the copied row, when there is no change)."""
         if v is None or v is UNCHANGED:
             return v
         try:
             return self.loaders[i](v)
         except (ValueError, ArithmeticError, TypeError) as e:
-            where = f" (key {self.key_text(ch)}, LSN {ch.lsn})" if ch else " (snapshot copy)"
-            raise ValueRangeError(
-                f"{self.m.label}.{self.cols[i].name}: value {str(v)[:60]!r} cannot be stored in "
-                f"the {self.target.name} target: {e}{where}; choose a value policy or a column type "
-                f"in the mapping") from None
+            raise self.range_error(i, v, e, ch, row) from None
+
+    def range_error(self, i: int, v, why, ch: RowChange | None = None, row: Sequence | None = None):
+        if ch is not None:
+            where = f"key {self.key_text(ch)}, LSN {ch.lsn}"
+        else:
+            where = f"snapshot copy, key {self.row_key_text(row) if row is not None else '?'}"
+        return ValueRangeError(
+            f"{self.m.label}.{self.cols[i].name}: value {str(v)[:60]!r} cannot be stored in the "
+            f"{self.target.name} target table {self.target.display(self.m)}: {why} ({where}); "
+            f"choose a value policy (error | null | clamp | text) or a column type in the mapping")
+
+    def row_key_text(self, row: Sequence) -> str:
+        idx = self.key_idx or range(len(self.cols))
+        return ", ".join(f"{self.cols[i].name}={row[i]!r}" for i in idx)
 
     def row_params(self, values: Sequence, m=None, ch: RowChange | None = None) -> dict:
-        return {f"{P}c{i}": self.convert(i, v, ch) for i, v in enumerate(values)}
+        row = values if ch is None else None
+        return {f"{P}c{i}": self.convert(i, v, ch, row) for i, v in enumerate(values)}
 
     def key_values(self, ch: RowChange) -> list:
         src = ch.old if ch.old is not None else ch.new

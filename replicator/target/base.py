@@ -9,12 +9,18 @@ A target receives three kinds of work, always inside a transaction it opened wit
 
 Contract: nothing here commits except :meth:`connect`'s context exit, so the pipeline can write the
 progress row (``state.py``) in the same transaction as the data.  A subclass per database overrides
-only what differs (bulk loader, row locator, type names); every other SQLAlchemy dialect uses this
+only what differs (bulk loader, row locator, type map); every other SQLAlchemy dialect uses this
 class as it is.
+
+Types: a subclass describes each column by :meth:`Target.conv` (a :class:`~.types.Conv`: column
+type, source SQL of the copy, Python conversion of the change path, value rule).  This class
+applies the mapping's ``target_type`` and ``policy`` (``rules.py``) on top, identically for
+``copy_expressions`` (copy path) and ``value_loader`` (change path and row copies).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -23,8 +29,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import TargetError
 from ..model import Column, TableMapping
-from . import types
+from . import rules, types
 from .apply import GenericApplier
+from .types import Conv
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +58,15 @@ class Target:
     row_id: str | None = None
     family_types = FAMILY_TYPES
     applier_class = GenericApplier
+    #: (precision, scale) of a bare DECIMAL target type here; None: unbounded
+    decimal_default: tuple[int, int] | None = None
 
     def __init__(self, url: str):
         self.url = sa.make_url(url)
         self._engine: Engine | None = None
         self._tables: dict[tuple, sa.Table] = {}
         self._appliers: dict[TableMapping, GenericApplier] = {}
+        self._convs: dict[Column, Conv] = {}
         self.metadata = sa.MetaData()
 
     # ---------------------------------------------------------------- connections
@@ -85,20 +95,51 @@ class Target:
         """The URL for humans: never shows the password."""
         return self.url.render_as_string(hide_password=True)
 
-    # ---------------------------------------------------------------- schema
+    # ---------------------------------------------------------------- types
+    def conv(self, col: Column) -> Conv:
+        """How this database stores a source column by its type (override per database)."""
+        return Conv(self.family_types.get(types.family(col), sa.Text()), types.python_loader(col))
+
+    def text_conv(self, col: Column) -> Conv:
+        """PostgreSQL's exact text in this database's text type (the ``text`` policy)."""
+        return Conv(sa.Text())
+
+    def target_type(self, expr: str) -> Any:
+        """A mapping's target type expression as a column type (rendered verbatim in DDL)."""
+        return types.DDL(expr)
+
+    def column_conv(self, col: Column) -> Conv:
+        """:meth:`conv` with the mapping's ``target_type`` and ``text`` policy applied (cached)."""
+        if col not in self._convs:
+            if col.policy == "text":
+                c = self.text_conv(col)
+            else:
+                c = self.conv(types.target_type_column(col, self.decimal_default))
+            if col.target_type:
+                rule = types.target_type_rule(col, self.name) if col.policy != "text" else None
+                c = dataclasses.replace(c, ddl=self.target_type(col.target_type), rule=rule or c.rule)
+            self._convs[col] = c
+        return self._convs[col]
+
     def column_type(self, col: Column) -> Any:
-        """The target column type for a source column (override per database)."""
-        return self.family_types.get(types.family(col), sa.Text())
+        """The target column type for a source column."""
+        return self.column_conv(col).ddl
 
     def value_loader(self, col: Column):
-        """PostgreSQL text → bound value; the same function serves copy rows and changes."""
-        return types.python_loader(col)
+        """PostgreSQL text → bound value with the column's policy; serves copy rows and changes."""
+        c = self.column_conv(col)
+        return rules.apply_policy(c.rule, col.policy, c.load)
+
+    @staticmethod
+    def nullable(c: Column, m: TableMapping) -> bool:
+        """NOT NULL only when the source says so and no policy may store NULL."""
+        return c.name not in m.source.primary_key and (not c.not_null or c.policy in ("null", "clamp"))
 
     def table(self, m: TableMapping) -> sa.Table:
         """The SQLAlchemy Table for a mapping (identifiers are quoted by the dialect)."""
         key = self.table_key(m)
         if key not in self._tables:
-            cols = [sa.Column(c.name, self.column_type(c), nullable=not c.not_null and c.name not in m.source.primary_key)
+            cols = [sa.Column(c.name, self.column_type(c), nullable=self.nullable(c, m))
                     for c in m.source.columns]
             pk = m.source.primary_key
             args = [sa.PrimaryKeyConstraint(*pk)] if pk else []
@@ -136,8 +177,17 @@ class Target:
 
     # ---------------------------------------------------------------- copy
     def copy_expressions(self, m: TableMapping) -> list[str]:
-        """Per column, the source SELECT expression; ``{col}`` stands for the quoted column name."""
-        return ["{col}" for _ in m.source.columns]
+        """Per column, the source SELECT expression (``{col}``: the quoted column name): the
+        column's copy form, with its policy applied to the values its rule refuses."""
+        out = []
+        for vc, oc in zip(m.source.columns, m.source_table.columns):
+            c = self.column_conv(vc)
+            if c.copy == "{v}" and (c.rule is None or vc.policy == "text"):
+                out.append("{col}")
+            else:  # complex: the identifier is quoted here (the template may hold braces)
+                ident = '"' + oc.name.replace('"', '""') + '"'
+                out.append(rules.copy_sql(c.rule, vc.policy, c.copy, ident, oc.type_name))
+        return out
 
     def clear(self, conn: Connection, m: TableMapping) -> None:
         """Remove the table's target rows before a (re-)copy."""

@@ -3,15 +3,14 @@
 Contracts
 ---------
 * **One conversion, two paths.**  Values arrive as PostgreSQL text (COPY CSV on the copy path,
-  pgoutput tuples on the change path).  :func:`value_sql` gives, per column, the one DuckDB SQL
-  expression that turns that text into the stored value; the copy path applies it to the VARCHAR
-  columns of ``read_csv``, the change path to the VARCHAR columns of a registered Arrow staging
-  table (and to bound ``$n`` text parameters for key-less FULL identity rows).
-* **Type map** (:data:`DUCKDB_TYPES`, one table keyed by the families of ``types.py``): exact types
-  where DuckDB has them; numeric wider than DECIMAL(38) or unbounded, and everything unlisted
-  (intervals, arrays, ranges, timetz, money, ...) keep PostgreSQL's exact text in VARCHAR.  char(n)
-  keeps its padding.  ``infinity`` and BC dates/timestamps are kept (DuckDB has both).  Every
-  connection runs with TimeZone=UTC.
+  pgoutput tuples on the change path).  Each column's ``cast`` (``duckdb_types.py``) is the one
+  DuckDB SQL expression that turns that text into the stored value; the copy path applies it to
+  the VARCHAR columns of ``read_csv``, the change path to the VARCHAR columns of a registered Arrow
+  staging table (and to bound ``$n`` text parameters for key-less FULL identity rows).  Value
+  policies and the array JSON form run before: in the source's copy query, and in Python
+  (``value_loader``) on the changes, only for the columns that have them.  A value the copy query
+  marked as refused makes the load raise ``error()`` with its column and key: ValueRangeError.
+* **Type map**: ``duckdb_types.py`` (docs/types.md).  Every connection runs with TimeZone=UTC.
 * **Copy path** (``copy_mode = 'bytes'``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
   is an unquoted ``\\N`` and a value spelled ``\\N`` or ``""`` is quoted (``allow_quoted_nulls``
   off).  Chunks are re-cut at real row ends (a quoted value may hold newlines), spooled to a temp
@@ -31,7 +30,8 @@ Contracts
 * Everything runs on the SQLAlchemy connection's own DuckDB connection, inside its transaction, so
   the caller's state row commits atomically with the data.
 * Importing this module repairs duckdb-engine 0.17 under SQLAlchemy 2.1 process-wide: identifier
-  quoting of DuckDB's type_function keywords, and column / primary-key reflection (see below).
+  quoting of DuckDB's type_function keywords, and column / primary-key reflection
+  (``duckdb_compat.py``).
 """
 from __future__ import annotations
 
@@ -45,114 +45,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Sequence
 
 import duckdb
-import duckdb_engine
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from ..errors import TargetError, ValueRangeError
 from ..model import UNCHANGED, ChangeKind, Column, RowChange, TableMapping
-from . import types
+from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
+from . import names, rules
 from .base import Target
+from .duckdb_types import duckdb_conv
+from .types import DDL, Conv
 
 log = logging.getLogger(__name__)
 
 STAGE = "_rp_stage"  # registered Arrow staging relation (per connection)
 DONE = "_rp_done"  # rows a DELETE ... RETURNING removed
-_BC = ("CASE WHEN suffix({v}, ' BC') THEN CAST(CAST(1 - CAST(split_part({v}, '-', 1) AS INTEGER) AS "
-       "VARCHAR) || substr({v}, strpos({v}, '-'), length({v}) - strpos({v}, '-') - 2) AS {t}) "
-       "ELSE CAST({v} AS {t}) END")
-
-_JSON = "JSON" if duckdb.connect().execute(  # the json extension may be absent from a build
-    "SELECT count(*) FROM duckdb_types() WHERE type_name = 'JSON'").fetchall()[0][0] else "VARCHAR"
-#: family → DuckDB column type.  Unlisted families (and 'numeric', see duckdb_type) store VARCHAR.
-DUCKDB_TYPES: dict[str, str] = {
-    "int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float4": "REAL", "float8": "DOUBLE",
-    "bool": "BOOLEAN", "bytes": "BLOB", "date": "DATE", "time": "TIME", "timestamp": "TIMESTAMP",
-    "timestamptz": "TIMESTAMPTZ", "uuid": "UUID", "json": _JSON,
-    "text": "VARCHAR", "varchar": "VARCHAR", "bpchar": "VARCHAR", "array": "VARCHAR",
-}
-#: family → conversion of PostgreSQL text ``{v}`` to type ``{t}``; default ``CAST({v} AS {t})``.
-CONVERSIONS: dict[str, str] = {
-    "bytes": "unhex(substr({v}, 3))",  # bytea_output=hex: '\x0aff'
-    "date": _BC, "timestamp": _BC, "timestamptz": _BC,  # '0044-03-15 BC' → year -43
-}
-MAX_DECIMAL = 38
-
-
-def duckdb_type(col: Column) -> str:
-    """The DuckDB column type for a source column."""
-    fam, args = types.family(col), types.type_args(col)
-    if fam == "numeric":  # precision ≤ 38 → DECIMAL; wider, unbounded or odd scales: exact text
-        p, sc = (args + (0, 0))[:2]
-        return f"DECIMAL({p},{sc})" if args and 0 <= sc <= p <= MAX_DECIMAL else "VARCHAR"
-    return DUCKDB_TYPES.get(fam, "VARCHAR")
-
-
-def value_sql(col: Column, operand: str) -> str:
-    """SQL turning PostgreSQL's text rendering ``operand`` (a VARCHAR expression) into the value."""
-    t = duckdb_type(col)
-    return operand if t == "VARCHAR" else CONVERSIONS.get(types.family(col), "CAST({v} AS {t})").format(v=operand, t=t)
-
-
-class DuckType(sa.types.UserDefinedType):
-    """A column type rendered verbatim in DDL (the DuckDB name from the type map)."""
-
-    cache_ok = True
-
-    def __init__(self, ddl: str):
-        self.ddl = ddl
-
-    def get_col_spec(self, **kw) -> str:
-        return self.ddl
-
-
-# ------------------------------------------------- duckdb-engine 0.17 + SQLAlchemy 2.1 repairs
-# Process-wide (they must also serve engines built outside this class, e.g. tests/compare.py):
-# 1. DuckDB's 'type_function' keywords (by, left, similar ...) can't be bare column names either,
-#    but duckdb-engine quotes only the 'reserved' ones.
-# 2. duckdb-engine reflects columns with SQLAlchemy 2.1's pg_catalog query (pg_collation, regclass,
-#    pg_inherits: absent in DuckDB): reflect columns and primary keys from duckdb_columns() /
-#    duckdb_constraints(); the rest is reported as not reflectable.
-_Prep = duckdb_engine.DuckDBIdentifierPreparer
-_Prep.reserved_words = set(_Prep.reserved_words) | {k for (k,) in duckdb.connect().execute(
-    "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'").fetchall()}
-REFLECTED = {  # DuckDB type name → SQLAlchemy type
-    "BOOLEAN": sa.Boolean, "TINYINT": sa.SmallInteger, "SMALLINT": sa.SmallInteger, "INTEGER": sa.Integer,
-    "BIGINT": sa.BigInteger, "FLOAT": sa.REAL, "DOUBLE": sa.Double, "VARCHAR": sa.String,
-    "BLOB": sa.LargeBinary, "DATE": sa.Date, "TIME": sa.Time, "TIMESTAMP": sa.DateTime,
-    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True), "JSON": sa.JSON, "INTERVAL": sa.Interval}
-_IN_SCHEMA = "database_name = current_database() AND schema_name = coalesce($1, current_schema())"
-
-
-def _get_multi_columns(self, connection, schema=None, filter_names=None, **kw):
-    out: dict = {}
-    for t, name, dtype, nullable, default, prec, scale in connection.exec_driver_sql(
-            "SELECT table_name, column_name, data_type, is_nullable, column_default, numeric_precision, "
-            f"numeric_scale FROM duckdb_columns() WHERE {_IN_SCHEMA} ORDER BY table_name, column_index", (schema,)):
-        if not filter_names or t in filter_names:
-            typ = sa.Numeric(prec, scale) if dtype.startswith("DECIMAL") else REFLECTED.get(dtype, sa.types.NullType)()
-            out.setdefault((schema, t), []).append(
-                {"name": name, "type": typ, "nullable": nullable, "default": default, "autoincrement": False})
-    return out.items()
-
-
-def _get_multi_pk_constraint(self, connection, schema=None, filter_names=None, **kw):
-    rows = connection.exec_driver_sql("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
-                                      f"WHERE constraint_type = 'PRIMARY KEY' AND {_IN_SCHEMA}", (schema,))
-    return [((schema, t), {"constrained_columns": list(c), "name": None})
-            for t, c in rows if not filter_names or t in filter_names]
-
-
-def _not_reflected(self, *a, **kw):
-    raise NotImplementedError
-
-
-duckdb_engine.Dialect.get_multi_columns = _get_multi_columns
-duckdb_engine.Dialect.get_multi_pk_constraint = _get_multi_pk_constraint
-duckdb_engine.Dialect.get_multi_foreign_keys = lambda self, *a, **kw: []
-duckdb_engine.Dialect.get_multi_indexes = lambda self, *a, **kw: []  # (the original only warns so)
-for _name in ("unique_constraints", "check_constraints", "table_comment", "table_options"):
-    setattr(duckdb_engine.Dialect, f"get_multi_{_name}", _not_reflected)
+REFUSED = "replicator-refused:"  # prefix of the error() a marked copy value raises
 
 
 def is_lock_error(e: BaseException) -> bool:
@@ -195,11 +103,25 @@ class Plan:
         self.table = q.format_table(target.table(m))
         self.names = [q.quote_identifier(c.name) for c in self.cols]
         self.key_idx = [m.source.column_names.index(k) for k in m.source.key]
-        self.conv = [lambda v, c=c: value_sql(c, v) for c in self.cols]
+        convs = [target.column_conv(c) for c in self.cols]
+        self.conv = [lambda v, c=c: c.cast.format(v=v) for c in convs]
+        #: columns whose change-path text goes through Python first (array JSON, value policies)
+        self.loaded = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
+                       if cv.load is not str or (cv.rule is not None and c.policy != "text")]
+        self.marked = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
+                       if cv.rule is not None and c.policy == "error"]
         self.insert_sql = (f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT "
-                           + ", ".join(self.conv[i](f"c{i}") for i in range(len(self.cols))))
+                           + ", ".join(self.load_sql(i) for i in range(len(self.cols))))
         self.key_match = self.match("_rp_t")
 
+    def load_sql(self, i: int) -> str:
+        """The conversion of loaded column ``c<i>``; a value the copy query marked as refused
+        raises ``error()`` with the column number, the row's key values and the value."""
+        if i not in self.marked:
+            return self.conv[i](f"c{i}")
+        key = ", ".join(f"coalesce(c{k}, 'NULL')" for k in self.key_idx or range(len(self.cols)))
+        return (f"CASE WHEN starts_with(c{i}, '{rules.MARK}') THEN error(concat('{REFUSED}', {i}, "
+                f"chr(31), concat_ws(chr(31), {key}), chr(30), c{i})) ELSE {self.conv[i](f'c{i}')} END")
     def match(self, alias: str) -> str:
         """``alias``'s key columns equal the converted staged keys ``s.k0, s.k1 ...``."""
         return " AND ".join(f"{alias}.{self.names[i]} = {self.conv[i](f's.k{j}')}"
@@ -325,8 +247,15 @@ class DuckDBTarget(Target):
         return conn.connection.driver_connection
 
     # ---------------------------------------------------------------- schema
-    def column_type(self, col: Column):
-        return DuckType(duckdb_type(col))
+    def conv(self, col: Column) -> Conv:
+        return duckdb_conv(col)
+
+    def text_conv(self, col: Column) -> Conv:
+        return Conv(DDL("VARCHAR"))
+
+    def identifier_problems(self, m: TableMapping) -> list[str]:
+        """DuckDB column names are case-insensitive (ASCII letters)."""
+        return names.case_collisions(m, "DuckDB", self.display(m))
 
     def table(self, m: TableMapping) -> sa.Table:
         """Created without its primary key: the first bulk load adds it (see ``_add_key``), which
@@ -407,6 +336,10 @@ class DuckDBTarget(Target):
     def _errors(self, m: TableMapping, where: str):
         try:
             yield
+        except duckdb.InvalidInputException as e:
+            if REFUSED not in str(e):
+                raise
+            raise self._refused(m, str(e)) from None
         except duckdb.ConversionException as e:
             raise ValueRangeError(
                 f"{m.label}: a value cannot be stored in DuckDB table {self.display(m)} ({where}): "
@@ -415,10 +348,26 @@ class DuckDBTarget(Target):
             raise TargetError(f"{m.label} → DuckDB table {self.display(m)} ({where}): {e}; the "
                               f"target no longer matches the source: re-sync the table") from None
 
+    def _refused(self, m: TableMapping, msg: str) -> ValueRangeError:
+        """The error() of :meth:`Plan.load_sql`: column number, key values, value."""
+        head, _, value = msg.split(REFUSED, 1)[1].partition("\x1e")
+        i, _, keys = head.partition("\x1f")
+        a = self.applier(m)
+        c = a.cols[int(i)]
+        rule = self.column_conv(m.source.columns[int(i)]).rule
+        row = dict(zip((a.cols[k].name for k in a.key_idx or range(len(a.cols))), keys.split("\x1f")))
+        key = ", ".join(f"{k}={v!r}" for k, v in row.items())
+        return ValueRangeError(
+            f"{m.label}.{c.name}: value {rules.unmark(value)[:60]!r} cannot be stored in the duckdb "
+            f"target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot copy, key "
+            f"{key}); choose a value policy (error | null | clamp | text) or a column type in the mapping")
+
     # ---------------------------------------------------------------- changes
     def apply(self, conn: sa.Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
         """Apply one table's changes in order, set-based per run of one kind."""
         p, raw = self.plan(m), self.raw(conn)
+        if p.loaded:
+            changes = self._loaded(m, p, changes)
         for kind, run in self._runs(p, changes):
             lsn = run[0].lsn
             with self._errors(m, f"changes from LSN {lsn}"):
@@ -433,6 +382,21 @@ class DuckDBTarget(Target):
                     self._delete(raw, p, run)
                 else:  # key change, alone
                     self._update_rows(raw, p, {p.key_of(run[0]): list(run[0].new)}, run, keys=True)
+
+    def _loaded(self, m: TableMapping, p: Plan, changes: Sequence[RowChange]) -> list[RowChange]:
+        """Changes with the array JSON form and value policies applied to the columns that have
+        them (a refused value raises ValueRangeError naming column, key and LSN)."""
+        a = self.applier(m)
+
+        def load(ch: RowChange, values):
+            if values is None:
+                return None
+            out = list(values)
+            for i in p.loaded:
+                out[i] = a.convert(i, out[i], ch)
+            return tuple(out)
+
+        return [dataclasses.replace(ch, new=load(ch, ch.new), old=load(ch, ch.old)) for ch in changes]
 
     @staticmethod
     def _runs(p: Plan, changes: Sequence[RowChange]) -> Iterator[tuple[object, list[RowChange]]]:

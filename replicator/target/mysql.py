@@ -6,25 +6,20 @@ Contracts
   ``charset=utf8mb4`` and ``local_infile`` on (the server needs ``local_infile=1`` too).
 * Every connection runs a strict session (:data:`SQL_MODE`, ``time_zone='+00:00'``): a value MySQL
   cannot hold is an error, never a silent truncation or a zero date.
-* Type map (:data:`TYPES`, one row per PostgreSQL family).  Text is ``utf8mb4`` with a *binary,
+* Type map: ``mysql_types.py`` (docs/types.md).  Text is ``utf8mb4`` with a *binary,
   no-pad* collation (MariaDB ``utf8mb4_nopad_bin``, MySQL 8 ``utf8mb4_0900_bin``): keys that differ
-  only by case, accents or trailing spaces stay apart as in PostgreSQL.  Unbounded text, numeric
-  beyond DECIMAL(65,30) and every type without a MySQL twin (interval, arrays, ranges, timetz, ...)
-  are LONGTEXT holding PostgreSQL's exact text form (a text-stored numeric keeps 'NaN' as text).
-  float4 is DOUBLE, not FLOAT: MySQL compares a FLOAT column as a double, so ``f4 <=> 0.1`` never
-  matches and FULL-identity lookups would report false divergence; PostgreSQL's shortest float4
-  text round-trips exactly through DOUBLE.  char(n) is VARCHAR(n) holding the padded value exactly.
-  Key columns of unbounded types become VARCHAR/VARBINARY sized to InnoDB's 3072-byte index limit;
+  only by case, accents or trailing spaces stay apart as in PostgreSQL.  Key columns of unbounded types become VARCHAR/VARBINARY sized to InnoDB's 3072-byte index limit;
   a key that cannot fit is a TargetError when the table is built.  Integer keys never get
   AUTO_INCREMENT (a 0 key must stay 0).
 * Copy path (``copy_mode='bytes'``): PostgreSQL CSV (``NULL 'NULL'``; PostgreSQL quotes a real
   string ``'NULL'``, MySQL reads only the unquoted word as NULL) is written chunk by chunk to a temp
-  file and loaded with ``LOAD DATA LOCAL INFILE ... ESCAPED BY ''``; booleans travel as 0/1,
-  timestamptz as UTC without offset, bytea as hex through ``UNHEX``.  LOCAL loads turn bad values
-  into warnings, so any warning fails the load: ValueRangeError naming table, column, key and value
-  (NaN/±Infinity, infinite or BC timestamps, years > 9999, over-long strings), TargetError otherwise.
-* Change path: the generic executemany applier; :meth:`MySQLTarget.value_loader` yields the values
-  the copy path stores (Decimal, naive UTC datetime, bytes, bool, text) and refuses NaN/Infinity.
+  file and loaded with ``LOAD DATA LOCAL INFILE ... ESCAPED BY ''`` (the column's ``copy`` form:
+  booleans as 0/1, timestamptz as UTC without offset, bytea as hex through ``UNHEX``, arrays as
+  JSON; value policies applied in the copy query).  LOCAL loads turn bad values into warnings, so
+  any warning fails the load: ValueRangeError naming table, column, key and value (values the
+  copy query marked as refused, over-long strings), TargetError otherwise.
+* Change path: the generic executemany applier; ``value_loader`` yields the values the copy path
+  stores (Decimal, naive UTC datetime, bytes, bool, JSON text, text) with the same policies.
   pymysql sets CLIENT.FOUND_ROWS, so an UPDATE that changes nothing still counts as found.  FULL
   identity without key uses ``DELETE/UPDATE ... LIMIT 1``.  Truncate stays DELETE (transactional).
 * Note: MySQL commits implicitly before DDL, so ``ensure_table`` ends the caller's transaction.
@@ -35,13 +30,11 @@ import contextlib
 import csv
 import io
 import logging
-import math
 import os
 import queue
 import re
 import tempfile
 import threading
-from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator
 
 import pymysql
@@ -51,8 +44,10 @@ from sqlalchemy.engine import Connection
 
 from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
 from ..model import Column, TableMapping
-from . import types
+from . import names, rules
 from .base import Target
+from .mysql_types import HEX, MAX_VARCHAR, RawJSON, mysql_conv
+from .types import Conv
 
 log = logging.getLogger(__name__)
 
@@ -61,68 +56,12 @@ SQL_MODE = ("STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,
 SESSION_SQL = f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', innodb_strict_mode = ON"
 INDEX_BYTES = 3072        # InnoDB (DYNAMIC rows) index key limit
 ROW_BYTES = 60000         # inline VARCHAR budget, below MySQL's 65,535-byte row limit
-MAX_VARCHAR = 16383       # utf8mb4 characters in one VARCHAR
 MIN_KEY_CHARS = 32
 PREFETCH = 2              # COPY chunks read ahead of LOAD DATA (each ≤ ~8 MB)
 DATA_WARNINGS = {1264, 1265, 1292, 1366, 1406, 1048, 1101, 4025, 3819}
 
 
-class RawJSON(sa.types.UserDefinedType):
-    """A JSON column that binds PostgreSQL's JSON text as it is (sa.JSON would quote the string)."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw) -> str:
-        return "JSON"
-
-
-def _numeric(col: Column):
-    """numeric(p,s) → DECIMAL when MySQL's 65 digits / 30 decimals hold it; else None (text)."""
-    args = types.type_args(col)
-    if not args:
-        return None
-    p, s = (args + (0,))[:2]
-    digits, scale = (p - s, 0) if s < 0 else (max(p, s), s)
-    return mysql.DECIMAL(digits, scale) if digits <= 65 and scale <= 30 else None
-
-
-def _varchar(col: Column):
-    args = types.type_args(col)
-    return mysql.VARCHAR(args[0]) if args and args[0] <= MAX_VARCHAR else None
-
-
 UNBOUNDED = (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)  # need a bound to be indexed
-
-
-# PostgreSQL family → MySQL type (None: LONGTEXT holding PostgreSQL's text form).
-TYPES: dict[str, Callable[[Column], Any]] = {
-    "int2": lambda c: mysql.SMALLINT(),       "int4": lambda c: mysql.INTEGER(),
-    "int8": lambda c: mysql.BIGINT(),         "numeric": _numeric,
-    "float4": lambda c: mysql.DOUBLE(),       "float8": lambda c: mysql.DOUBLE(),
-    "bool": lambda c: mysql.BOOLEAN(),        "bytes": lambda c: mysql.LONGBLOB(),
-    "date": lambda c: mysql.DATE(),           "time": lambda c: mysql.TIME(fsp=6),
-    "timestamp": lambda c: mysql.DATETIME(fsp=6), "timestamptz": lambda c: mysql.DATETIME(fsp=6),
-    "uuid": lambda c: mysql.CHAR(36, charset="ascii", collation="ascii_bin"),
-    "json": lambda c: RawJSON(),              "varchar": _varchar, "bpchar": _varchar,
-}
-# PostgreSQL family → source SELECT expression for the CSV copy (default: the column itself).
-COPY_EXPRESSIONS = {"bool": "{col}::int", "timestamptz": "({col} AT TIME ZONE 'UTC')",
-                    "bytes": "encode({col}, 'hex')"}
-
-
-def _finite(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def load(s: str):
-        v = parse(s)
-        if not (v.is_finite() if isinstance(v, Decimal) else math.isfinite(v)):
-            raise ValueError("MySQL has no NaN or ±Infinity")
-        return v
-    return load
-
-
-# PostgreSQL family → change-path loader where the generic one differs (time: MySQL parses the
-# text like LOAD DATA does, including 24:00:00).
-LOADERS = {"float4": _finite(float), "float8": _finite(float), "numeric": _finite(Decimal),
-           "time": str, "uuid": str, "json": str}
 
 
 def mysql_url(url: str) -> sa.URL:
@@ -143,6 +82,7 @@ class MySQLTarget(Target):
     name = "mysql"
     copy_mode = "bytes"
     copy_options = "FORMAT csv, NULL 'NULL', ENCODING 'UTF8'"
+    decimal_default = (10, 0)
 
     def __init__(self, url: str):
         super().__init__(url)
@@ -175,28 +115,32 @@ class MySQLTarget(Target):
         return self._collation
 
     # ---------------------------------------------------------------- schema
+    def conv(self, col: Column) -> Conv:
+        return mysql_conv(col)
+
+    def text_conv(self, col: Column) -> Conv:
+        return Conv(mysql.LONGTEXT())
+
+    def identifier_problems(self, m: TableMapping) -> list[str]:
+        """Column names are case-insensitive (every letter); names hold 64 BMP characters."""
+        return (names.case_collisions(m, "MySQL", self.display(m), str.lower)
+                + names.bad_names(m, "MySQL", self.display(m), names.mysql_name_problem))
+
     def column_type(self, col: Column, key_chars: int | None = None) -> Any:
         """The MySQL type; ``key_chars`` bounds an unbounded type that a key must index."""
-        t = TYPES.get(types.family(col), lambda c: None)(col)
-        t = mysql.LONGTEXT() if t is None else t
+        t = self.column_conv(col).ddl
         if key_chars is None or not isinstance(t, UNBOUNDED):
             return t
         if isinstance(t, RawJSON):
             raise TargetError(f"json column {col.name} cannot be part of a MySQL key")
         return mysql.VARBINARY(key_chars * 4) if isinstance(t, mysql.LONGBLOB) else mysql.VARCHAR(key_chars)
 
-    def value_loader(self, col: Column):
-        fam = types.family(col)
-        if fam == "numeric" and _numeric(col) is None:
-            return str  # LONGTEXT holding PostgreSQL's exact text
-        return LOADERS.get(fam) or types.python_loader(col)
-
     def table(self, m: TableMapping) -> sa.Table:
         if self.table_key(m) not in self._tables:
             col_types = self._column_types(m)
             pk, key = m.source.primary_key, m.source.key
             cols = [sa.Column(c.name, col_types[c.name], autoincrement=False,
-                              nullable=not c.not_null and c.name not in pk) for c in m.source.columns]
+                              nullable=self.nullable(c, m)) for c in m.source.columns]
             extra = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             if key and tuple(key) != tuple(pk):
                 extra.append(sa.Index(f"rk_{m.target_name}"[:64], *key))
@@ -236,14 +180,11 @@ class MySQLTarget(Target):
             raise TargetError(f"{m.label}: {e}") from None
 
     # ---------------------------------------------------------------- copy
-    def copy_expressions(self, m: TableMapping) -> list[str]:
-        return [COPY_EXPRESSIONS.get(types.family(c), "{col}") for c in m.source.columns]
-
     def load_sql(self, conn: Connection, m: TableMapping, path: str) -> str:
         q = conn.dialect.identifier_preparer
         targets, sets = [], []
         for i, c in enumerate(m.source.columns):
-            if types.family(c) == "bytes":
+            if self.column_conv(c).copy == HEX:
                 targets.append(f"@v{i}")
                 sets.append(f"{q.quote(c.name)} = UNHEX(@v{i})")
             else:
@@ -301,14 +242,17 @@ class MySQLTarget(Target):
                                f"(the target table must be empty before a copy)")
         column = re.findall(r"[`']([^`']*)[`']", where.group(1))[-1:] or [where.group(1)]
         row = _csv_record(chunk, int(where.group(2)))
-        names = m.source.column_names
-        value = row[names.index(column[0])] if row and column[0] in names else "?"
-        key = ", ".join(f"{k}={row[names.index(k)]!r}" for k in m.source.key) if row else "?"
+        cols = m.source.column_names
+        value = row[cols.index(column[0])] if row and column[0] in cols else "?"
+        key = ", ".join(f"{k}={row[cols.index(k)]!r}" for k in m.source.key) if row else "?"
+        why = msg
+        if rules.MARK in value:
+            rule = self.column_conv(m.source.column(column[0])).rule
+            why = rule.what if rule else msg
         return ValueRangeError(
-            f"{m.label}.{column[0]}: value {value[:60]!r} cannot be stored in the mysql target "
-            f"table {self.display(m)}: {msg} (snapshot copy, key {key or '?'}); MySQL has no NaN/±Infinity, "
-            f"infinite or BC dates, or years after 9999: choose a value policy or a column type "
-            f"in the mapping")
+            f"{m.label}.{column[0]}: value {rules.unmark(value)[:60]!r} cannot be stored in the mysql "
+            f"target table {self.display(m)}: {why} (snapshot copy, key {key or '?'}); choose a value "
+            f"policy (error | null | clamp | text) or a column type in the mapping")
 
     # ---------------------------------------------------------------- changes
     def apply(self, conn: Connection, m: TableMapping, changes) -> None:

@@ -8,10 +8,14 @@ Contracts:
   the source's float digits and hex bytea), appended to a ``?options=`` the URL may carry (e.g.
   ``-csearch_path=s``), so text renderings from the source parse the same way on both paths.
 * **Types.** A column gets the source's ``format_type`` text (``numeric(12,2)``, ``integer[]``,
-  ``timestamp with time zone``) when the type is built in, so the copy is exact.  A domain gets its
-  built-in base type.  Enums, composites, ranges and extension types get ``text`` holding their exact
-  text form, unless a type of the same name exists on the target (``to_regtype`` when the table is
-  first ensured).  ``reg*`` types name catalog objects that need not exist here: ``text`` as well.
+  ``timestamp with time zone``) when the type is built in, so the copy is exact and every value
+  fits.  A domain gets its built-in base type.  Enums, composites, ranges and extension types get
+  ``text`` holding their exact text form, unless a type of the same name exists on the target
+  (``to_regtype`` when the table is first ensured).  ``reg*`` types name catalog objects that need
+  not exist here: ``text`` as well.  A mapping's ``target_type`` is the column type as written;
+  decimal, integer and varchar target types carry value rules (``rules.py``), applied on the
+  source side of the COPY and in Python on the change path; a refused value is a
+  :class:`ValueRangeError` naming table, column, key (and LSN).
 * **Copy path** (``copy_mode = 'bytes'``): the source's ``COPY … TO STDOUT (FORMAT text)`` chunks go
   unchanged into ``COPY <table> (<columns>) FROM STDIN`` on the psycopg connection underneath the
   SQLAlchemy connection, inside the caller's transaction; one chunk in memory at a time.
@@ -25,6 +29,7 @@ Contracts:
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 import psycopg
@@ -33,10 +38,12 @@ from psycopg import sql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import UserDefinedType
 
-from ..errors import TargetError
+from ..errors import TargetError, ValueRangeError
 from ..model import UNCHANGED, Column, TableMapping
+from . import names, rules
 from .apply import GenericApplier
 from .base import Target
+from .types import Conv
 
 #: libpq ``options`` every target session carries (after the URL's own, so these win).
 SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
@@ -75,17 +82,33 @@ def _driver_url(url: sa.URL) -> sa.URL:
 
 
 class _Chunks:
-    """The source's COPY chunks, remembering whether the source (not the target) failed."""
+    """The source's COPY chunks, remembering whether the source (not the target) failed, and the
+    last few chunks with their first line numbers (to name the row of a refused value)."""
+
+    KEEP = 4
 
     def __init__(self, chunks: Iterable[bytes]):
         self.chunks, self.failed = chunks, False
+        self.recent: list[tuple[int, bytes]] = []
+        self.lines = 0
 
     def __iter__(self):
         try:
-            yield from self.chunks
+            for chunk in self.chunks:
+                self.recent = (self.recent + [(self.lines + 1, chunk)])[-self.KEEP:]
+                self.lines += chunk.count(b"\n")
+                yield chunk
         except Exception:  # not GeneratorExit: a target error closes this generator too
             self.failed = True
             raise
+
+    def line(self, n: int) -> list[str] | None:
+        """COPY text line ``n`` (1-based) split into raw fields, when still held."""
+        for first, chunk in self.recent:
+            lines = chunk.split(b"\n")
+            if first <= n < first + len(lines) - 1:
+                return lines[n - first].decode("utf-8", "replace").split("\t")
+        return None
 
 
 class PgApplier(GenericApplier):
@@ -168,12 +191,19 @@ class PostgresTarget(Target):
                 return name
         return "text"
 
-    def column_type(self, col: Column) -> PgType:
-        return PgType(self.type_spec(col))
-
-    def value_loader(self, col: Column):
+    def conv(self, col: Column) -> Conv:
         """Identity: the target's input function parses PostgreSQL's own text rendering."""
-        return str
+        return Conv(PgType(self.type_spec(col)))
+
+    def text_conv(self, col: Column) -> Conv:
+        return Conv(PgType("text"))
+
+    def target_type(self, expr: str) -> PgType:
+        return PgType(expr)
+
+    def identifier_problems(self, m: TableMapping) -> list[str]:
+        """Names longer than 63 bytes (only a mapping's renames can make them)."""
+        return names.bad_names(m, "PostgreSQL", self.display(m), names.postgres_name_problem)
 
     def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
         """Look up user-defined types on the target first, then create or check the table."""
@@ -186,8 +216,10 @@ class PostgresTarget(Target):
         names = {n for c in cols if c.type_oid >= FIRST_USER_OID
                  for n in (c.type_name, c.base_name) if n}
         probe = sa.text("SELECT to_regtype(:n) IS NOT NULL")
-        self._target_types |= {n for n in names - self._target_types
-                               if conn.execute(probe, {"n": n}).scalar()}
+        found = {n for n in names - self._target_types if conn.execute(probe, {"n": n}).scalar()}
+        if found:
+            self._target_types |= found
+            self._convs.clear()  # a user type found here changes the column type of its columns
 
     def quoted(self, conn: Connection, m: TableMapping) -> str:
         """The schema-qualified, quoted table name as SQLAlchemy's preparer renders it."""
@@ -217,8 +249,24 @@ class PostgresTarget(Target):
         except psycopg.Error as e:
             if src.failed or isinstance(e, psycopg.OperationalError):
                 raise
+            if rules.MARK in str(e):
+                raise self._range_error(m, e, src) from None
             raise TargetError(f"COPY of {m.label} into target {self.display(m)} failed: "
                               f"{str(e).strip()}") from e
+
+    def _range_error(self, m: TableMapping, e: psycopg.Error, src: _Chunks) -> ValueRangeError:
+        """A value the copy query marked as refused (``rules.MARK``): name column, key and value."""
+        where = re.search(r"line (\d+), column (.*?): ", e.diag.context or "")
+        row = src.line(int(where.group(1))) if where else None
+        names_ = m.source.column_names
+        col = where.group(2) if where and where.group(2) in names_ else "?"
+        value = next((f for f in row or () if rules.MARK in f), "?")
+        key = ", ".join(f"{k}={row[names_.index(k)]!r}" for k in m.source.key) if row else "?"
+        return ValueRangeError(
+            f"{m.label}.{col}: value {rules.unmark(value)[:60]!r} cannot be stored in the postgresql "
+            f"target table {self.display(m)}: its column type refuses it (snapshot copy, key "
+            f"{key or '?'}); choose a value policy (error | null | clamp | text) or a column type "
+            f"in the mapping")
 
     def clear(self, conn: Connection, m: TableMapping) -> None:
         """Empty the table before a (re-)copy: TRUNCATE, rolled back with the transaction."""

@@ -1,16 +1,46 @@
 """SQLite: WAL journal, short write transactions, a busy timeout; executemany in one transaction.
 
-SQLite has no DECIMAL, UUID or time zone: numeric and uuid keep PostgreSQL's exact text form,
-timestamps are stored as ISO text in UTC (SQLAlchemy's DateTime storage), booleans as 0/1.
+Types (docs/types.md): SQLite has no DECIMAL, UUID, interval or time zone.  Integers are INTEGER,
+float4/float8 REAL (NaN has no REAL form: SQLite would store NULL, so it is a refused value),
+booleans 0/1, bytea BLOB.  date, timestamp and timestamptz (in UTC) are SQLAlchemy's ISO text
+(``YYYY-MM-DD HH:MM:SS.ffffff``), which holds years 1 to 9999; time its ``HH:MM:SS.ffffff``
+(no ``24:00:00``).  Arrays are JSON text (``pgarray.py``).  Every other type (numeric, uuid, json,
+interval, timetz, money, inet, ranges, composites, ...) is TEXT holding PostgreSQL's exact text.
+The copy path reads COPY text rows and converts them with the same Python functions as changes.
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from .base import FAMILY_TYPES, Target
+from ..model import Column, TableMapping
+from . import names, pgarray, rules, types
+from .base import Target
+from .types import Conv
 
-SQLITE_TYPES = {**FAMILY_TYPES, "numeric": sa.Text(), "uuid": sa.Text(), "bytes": sa.LargeBinary()}
+SQLITE_TYPES = {"bool": sa.Boolean(), "bytes": sa.LargeBinary(), "int2": sa.SmallInteger(),
+                "int4": sa.Integer(), "int8": sa.BigInteger(), "float4": sa.Float(), "float8": sa.Float(),
+                "date": sa.Date(), "time": sa.Time(), "timestamp": sa.DateTime(),
+                "timestamptz": sa.DateTime()}
+WHERE = "SQLite"
+
+
+def sqlite_conv(col: Column) -> Conv:
+    """The SQLite column type, conversion and value rule of a source column."""
+    fam = types.family(col)
+    load = types.python_loader(col)
+    if fam == "array":
+        return Conv(sa.Text(), pgarray.array_json(col), rule=rules.array_rule(f"{WHERE} JSON"))
+    if fam not in SQLITE_TYPES:
+        return Conv(sa.Text())
+    rule = None
+    if fam in ("float4", "float8"):
+        rule = rules.not_nan_rule(f"{WHERE} REAL")
+    elif fam in ("date", "timestamp", "timestamptz"):
+        rule = rules.year_rule(fam, f"{WHERE} ISO {fam} text")
+    elif fam == "time":
+        rule = rules.time_rule(f"{WHERE} time text")
+    return Conv(SQLITE_TYPES[fam], load, rule=rule)
 
 
 class SQLiteTarget(Target):
@@ -19,7 +49,6 @@ class SQLiteTarget(Target):
     name = "sqlite"
     embedded = True
     row_id = "rowid"
-    family_types = SQLITE_TYPES
     busy_timeout_s = 60.0
 
     def create_engine(self):
@@ -41,9 +70,13 @@ class SQLiteTarget(Target):
 
         return eng
 
-    def value_loader(self, col):
-        from . import types
-        fam = types.family(col)
-        if fam in ("numeric", "uuid"):
-            return str
-        return types.python_loader(col)
+    def conv(self, col: Column) -> Conv:
+        return sqlite_conv(col)
+
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        """Rows arrive as COPY text and go through :meth:`value_loader`, as changes do."""
+        return ["{col}" for _ in m.source.columns]
+
+    def identifier_problems(self, m: TableMapping) -> list[str]:
+        """SQLite column names are case-insensitive."""
+        return names.case_collisions(m, "SQLite", self.display(m))

@@ -1,23 +1,34 @@
-"""The type map: PostgreSQL column → target column type, and PostgreSQL text value → bound value.
+"""The type map core: PostgreSQL column → family, target type choice, PostgreSQL text → Python value.
 
 One map serves both paths.  Values arrive as PostgreSQL's text rendering, from COPY on the copy
-path and from pgoutput on the change path (the source pins TimeZone=UTC, DateStyle=ISO, so both
-render identically).  Each target turns that text into its own value either in SQL (bulk loaders,
-``CAST``) or in Python through :func:`python_loader`, the same function on both paths.
+path and from pgoutput on the change path (the source pins TimeZone=UTC, DateStyle=ISO,
+IntervalStyle=iso_8601, extra_float_digits=3, bytea_output=hex, so both render identically).
+Each target describes every column by a :class:`Conv` (its column type, the source SQL its bulk
+loader reads, the Python conversion of the change path, and the :class:`~.rules.Rule` of values
+it cannot hold); ``base.Target`` turns that into ``copy_expressions`` and ``value_loader`` with
+the column's value policy applied the same way on both paths (``rules.py``).
 
-Families group PostgreSQL types that map alike; a target maps families to its own types and may
-override single types.  Anything not listed maps to the ``text`` family: its exact PostgreSQL text
-form is stored (documented in docs/types.md).
+Families group PostgreSQL types that map alike; anything not listed is the ``text`` family: its
+exact PostgreSQL text form is stored.  A mapping's ``target_type`` is read by
+:func:`target_type_column`: the column is then converted as the PostgreSQL type that matches the
+chosen target type (``DECIMAL(12,2)`` → ``numeric(12,2)``), with that type's value rules.
+docs/types.md is the user-facing table.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
+import re
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+import sqlalchemy as sa
 
 from ..model import Column
+from . import rules
+from .rules import Rule
 
 # pg_type OIDs of the built-in types the map knows by name.
 OID = {
@@ -32,8 +43,41 @@ FAMILY_BY_OID = {
     16: "bool", 17: "bytes", 18: "text", 19: "text", 20: "int8", 21: "int2", 23: "int4",
     25: "text", 26: "int8", 114: "json", 700: "float4", 701: "float8", 1042: "bpchar",
     1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz",
-    1700: "numeric", 2950: "uuid", 3802: "json",
+    1186: "interval", 1266: "timetz", 1700: "numeric", 2950: "uuid", 3802: "json",
 }
+
+
+class DDL(sa.types.UserDefinedType):
+    """A column type rendered verbatim in DDL (a target type name, or the mapping's choice)."""
+
+    cache_ok = True
+
+    def __init__(self, ddl: str):
+        self.ddl = ddl
+
+    def get_col_spec(self, **kw) -> str:
+        return self.ddl
+
+    def __repr__(self) -> str:
+        return f"DDL({self.ddl!r})"
+
+
+@dataclass(frozen=True)
+class Conv:
+    """How one target stores one source column.
+
+    ``ddl``: the target column type.  ``copy``: source SQL template on ``{v}`` (the column value)
+    whose text the bulk loader reads.  ``load``: PostgreSQL text → the bound value of the change
+    path (and of row-based copies).  ``rule``: the values ``ddl`` cannot hold (None: all fit).
+    ``cast``: for targets converting in their own SQL (DuckDB), the template on ``{v}`` turning
+    the loaded text into the stored value.
+    """
+
+    ddl: Any
+    load: Callable[[str], Any] = str
+    copy: str = "{v}"
+    rule: Optional[Rule] = None
+    cast: str = "{v}"
 
 
 def family(col: Column) -> str:
@@ -55,6 +99,81 @@ def type_args(col: Column) -> tuple[int, ...]:
         return ()
 
 
+def element(col: Column) -> Column:
+    """The element of an array column as a column of its own (same name, policy and nullability)."""
+    name = (col.base_name if col.base_oid else col.type_name).removesuffix("[]")
+    return dataclasses.replace(col, type_oid=col.elem_oid, type_name=name, base_oid=col.elem_base_oid,
+                               base_name="", elem_oid=0, elem_base_oid=0, ndims=0, target_type="")
+
+
+def with_type(col: Column, oid: int, name: str) -> Column:
+    """``col`` as if it had the built-in type ``name`` (used for target_type and the text policy)."""
+    return dataclasses.replace(col, type_oid=oid, type_name=name, base_oid=0, base_name="",
+                               elem_oid=0, elem_base_oid=0, ndims=0)
+
+
+# ---------------------------------------------------------------- target_type
+_TT = [  # (pattern on the upper-cased target type, PostgreSQL type it converts as)
+    (r"(?:DECIMAL|NUMERIC|DEC|FIXED)\s*\(\s*(\d+)\s*(?:,\s*(-?\d+)\s*)?\)", "numeric"),
+    (r"(?:DECIMAL|NUMERIC|DEC|FIXED)", "numeric()"),
+    (r"TINYINT(?:\s*\(\d+\))?", "tinyint"),
+    (r"(?:SMALLINT|INT2)(?:\s*\(\d+\))?", "smallint"),
+    (r"(?:INT|INTEGER|INT4|MEDIUMINT)(?:\s*\(\d+\))?", "integer"),
+    (r"(?:BIGINT|INT8)(?:\s*\(\d+\))?", "bigint"),
+    (r"(?:REAL|FLOAT4)", "real"),
+    (r"(?:DOUBLE(?: PRECISION)?|FLOAT8|FLOAT)", "double precision"),
+    (r"(?:VARCHAR|CHARACTER VARYING|CHAR|CHARACTER|NVARCHAR|NCHAR)\s*\(\s*(\d+)\s*\)", "varchar"),
+    (r"(?:TEXT|TINYTEXT|MEDIUMTEXT|LONGTEXT|STRING|VARCHAR|CLOB)", "text"),
+]
+INT_RANGE = {"tinyint": (-128, 127), "smallint": (-32768, 32767),
+             "integer": (-2147483648, 2147483647),
+             "bigint": (-9223372036854775808, 9223372036854775807)}
+_TT_OID = {"numeric": 1700, "smallint": 21, "tinyint": 21, "integer": 23, "bigint": 20, "real": 700,
+           "double precision": 701, "varchar": 1043, "text": 25}
+
+
+def parse_target_type(expr: str) -> tuple[str, tuple[int, ...]] | None:
+    """A target type expression → (PostgreSQL-like kind, args), None when not one of the kinds
+    whose values the replicator checks itself (decimal, integer, float, text)."""
+    up = " ".join(expr.upper().split())
+    for pattern, kind in _TT:
+        m = re.fullmatch(pattern, up)
+        if m:
+            return kind, tuple(int(g) for g in m.groups() if g is not None)
+    return None
+
+
+def target_type_column(col: Column, decimal_default: tuple[int, int] | None) -> Column:
+    """The column converted as the PostgreSQL type matching its ``target_type`` (``col`` itself
+    when the target type is not a checked kind).  ``decimal_default``: the target's precision
+    and scale of a bare ``DECIMAL`` (None: unbounded)."""
+    parsed = parse_target_type(col.target_type) if col.target_type else None
+    if parsed is None:
+        return col
+    kind, args = parsed
+    if kind == "numeric()":
+        kind, args = "numeric", decimal_default or ()
+    name = f"{kind}({','.join(map(str, args))})" if args else kind
+    return with_type(col, _TT_OID[kind], name)
+
+
+def target_type_rule(col: Column, where: str) -> Rule | None:
+    """The rule of a checked target type kind (decimal digits, integer range, text length)."""
+    parsed = parse_target_type(col.target_type) if col.target_type else None
+    if parsed is None:
+        return None
+    kind, args = parsed
+    what = f"{where} {col.target_type}"
+    if kind == "numeric" and len(args) in (1, 2):
+        return rules.decimal_rule(args[0], (args + (0,))[1], what)
+    if kind in INT_RANGE:
+        return rules.integer_rule(*INT_RANGE[kind], what)
+    if kind == "varchar":
+        return rules.length_rule(args[0], what)
+    return None
+
+
+# ---------------------------------------------------------------- PostgreSQL text → Python
 def _bool(s: str) -> bool:
     return s == "t"
 
@@ -89,26 +208,18 @@ def _time(s: str) -> dt.time:
     return dt.time.fromisoformat(s)
 
 
-def _json(s: str) -> str:
-    return s
+def _integer(s: str) -> int:
+    """Integer text; a numeric source under an integer target type may carry '.000'."""
+    return int(Decimal(s)) if "." in s else int(s)
 
 
 PYTHON_LOADERS: dict[str, Callable[[str], Any]] = {
-    "bool": _bool, "bytes": _bytea, "int2": int, "int4": int, "int8": int,
+    "bool": _bool, "bytes": _bytea, "int2": _integer, "int4": _integer, "int8": _integer,
     "float4": float, "float8": float, "numeric": Decimal, "date": _date, "time": _time,
-    "timestamp": _timestamp, "timestamptz": _timestamptz, "uuid": uuid.UUID, "json": _json,
+    "timestamp": _timestamp, "timestamptz": _timestamptz, "uuid": uuid.UUID,
 }
 
 
 def python_loader(col: Column) -> Callable[[str], Any]:
     """PostgreSQL text → Python value for bound-parameter targets (identity for text forms)."""
     return PYTHON_LOADERS.get(family(col), str)
-
-
-def is_json_text(s: str) -> bool:
-    """True when ``s`` parses as JSON (used by tests and by targets that validate JSON)."""
-    try:
-        json.loads(s)
-        return True
-    except ValueError:
-        return False
