@@ -51,6 +51,20 @@ def run_options(f):
     return f
 
 
+def watch_options(f):
+    """--metrics-port, --metrics-host, --progress/--no-progress (migrate, mirror)."""
+    for opt in reversed([
+        click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                     help="Serve Prometheus metrics on this port (0: any free port, logged)."),
+        click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                     help="Address the metrics endpoint listens on."),
+        click.option("--progress/--no-progress", default=True, show_default=True,
+                     help="Progress display on a terminal (periodic log lines otherwise)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 def handle_errors(f):
     """Turn ReplicatorError into its exit code with a redacted message."""
     @functools.wraps(f)
@@ -112,12 +126,14 @@ def _options(source, target, tables, name, mapping, jobs, batch_rows, batch_seco
 
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              envvar="REPLICATOR_LOG_FORMAT", help="Log lines on stderr: text, or one JSON object per "
+                                                   "line [env REPLICATOR_LOG_FORMAT].")
 @click.version_option(package_name="replicator")
-def main(verbose):
+def main(verbose, log_format):
     """Replicate PostgreSQL tables into DuckDB, SQLite, MySQL/MariaDB or PostgreSQL."""
-    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import setup
+    setup(verbose, log_format)
 
 
 @main.command()
@@ -151,14 +167,33 @@ def init(source, target_url, name):
 
 
 @main.command()
+@click.option("--source", default=None, help="Use this PostgreSQL database instead of a throwaway server "
+                                             "(pgbench_* tables are created there when missing).")
+@click.option("--target", default=None, help="Target URL [default: duckdb:///demo.duckdb in the current "
+                                             "directory, replaced on each run].")
+@click.option("--seconds", default=5.0, show_default=True, help="Seconds of pgbench workload while mirroring.")
+@click.option("--scale", default=1, show_default=True, help="pgbench scale (100,000 accounts each).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress display on a terminal.")
+@handle_errors
+def demo(source, target, seconds, scale, progress):
+    """Try it: a throwaway PostgreSQL with pgbench, mirrored into DuckDB under load, then checked."""
+    from .demo import run
+    sys.exit(run(source, target, seconds=seconds, scale=scale, progress=progress, out=click.echo))
+
+
+@main.command()
 @run_options
 @click.option("--keep-slot", is_flag=True, help="Keep slot and publication after the migration.")
+@watch_options
 @handle_errors
-def migrate(keep_slot, **kw):
+def migrate(keep_slot, metrics_port, metrics_host, progress, **kw):
     """One-shot migration: snapshot copy, catch-up, row-count check, clean-up."""
     from .pipeline import Pipeline
+    from .watch import watching
     p = Pipeline(_options(keep_slot=keep_slot, **kw))
-    s = p.migrate()
+    with watching(p, metrics_port, metrics_host, progress):
+        s = p.migrate()
     copy_rate = s.rows_copied / s.copy_seconds if s.copy_seconds else 0
     click.echo(f"migrated {s.tables} table(s): {s.rows_copied} rows copied in {s.copy_seconds:.1f}s "
                f"({copy_rate:.0f} rows/s), {s.changes_applied} changes applied, {s.seconds:.1f}s in "
@@ -167,10 +202,12 @@ def migrate(keep_slot, **kw):
 
 @main.command()
 @run_options
+@watch_options
 @handle_errors
-def mirror(**kw):
+def mirror(metrics_port, metrics_host, progress, **kw):
     """Continuous mirror; SIGINT/SIGTERM finish the batch, confirm and exit 0."""
     from .pipeline import Pipeline
+    from .watch import watching
     p = Pipeline(_options(**kw))
 
     def stop(signum, _frame):
@@ -179,9 +216,44 @@ def mirror(**kw):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    s = p.mirror()
+    with watching(p, metrics_port, metrics_host, progress):
+        s = p.mirror()
     click.echo(f"mirror stopped at {s.applied_lsn}: {s.rows_copied} rows copied, "
                f"{s.changes_applied} changes applied")
+
+
+@main.command()
+@source_option(required=False)
+@target_option
+@name_option
+@mapping_option
+@click.option("--drop-tables", is_flag=True, help="Also drop the replicated tables on the target.")
+@click.option("--force", is_flag=True, help="Even while a mirror holds the slot (it is terminated).")
+@handle_errors
+def drop(source, target, name, mapping, drop_tables, force):
+    """Remove slot, publications and target-side state (target data stays unless --drop-tables)."""
+    from .admin import drop as drop_stream
+    from .pipeline import Options
+    source, target, name, _cfg = resolve_settings(source, target, name, mapping)
+    for line in drop_stream(Options(source=source, target=target, name=name), drop_tables, force):
+        click.echo(line)
+
+
+@main.command()
+@source_option(required=False)
+@target_option
+@click.option("--tables", required=True, help="Comma-separated schema.table names or globs to re-copy.")
+@name_option
+@mapping_option
+@click.option("--jobs", default=2, show_default=True, help="Parallel copy workers.")
+@handle_errors
+def resync(source, target, tables, name, mapping, jobs):
+    """Take chosen tables back through i → d → s → r from a fresh snapshot."""
+    from .admin import resync as resync_tables
+    from .pipeline import Options
+    source, target, name, cfg = resolve_settings(source, target, name, mapping)
+    opts = Options(source=source, target=target, name=name, jobs=jobs, mapping=cfg)
+    click.echo(resync_tables(opts, _tables(tables)))
 
 
 @main.command()

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TRANSIENT = (TransientError, psycopg.OperationalError, sqlalchemy.exc.OperationalError,
              sqlalchemy.exc.InterfaceError)
 IDLE_POKE_SECONDS = 1.0
+RESYNC_POLL_SECONDS = 5.0
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -90,6 +91,7 @@ class Pipeline:
         self.mappings: list[TableMapping] = []
         self.stop_requested = False
         self.telemetry = Telemetry(opts.name)
+        self.restart_requested = False
 
     # ------------------------------------------------------------ plan (read only)
     def plan(self, check_target: bool = True) -> list[TableMapping]:
@@ -189,6 +191,7 @@ class Pipeline:
             info = slots.slot_info(src, self.slot)
             if stream is not None and stream.slot:
                 slots.check_slot(info, self.slot, self.opts.name, system_id, stream.system_id)
+                info = self._wait_inactive(src, info)
                 if info["active"]:
                     raise TransientError(f"replication slot {self.slot} is in use by pid "
                                          f"{info['active_pid']} (another mirror of {self.opts.name}?)")
@@ -199,6 +202,14 @@ class Pipeline:
                 return Lsn(0), self.store.load_tables(c), summary
         finally:
             repl.close()
+
+    def _wait_inactive(self, src, info: dict, seconds: float = 5.0) -> dict:
+        """A walsender of a connection we just closed may linger a moment: give it time."""
+        deadline = time.monotonic() + seconds
+        while info and info["active"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            info = slots.slot_info(src, self.slot) or info
+        return info
 
     def _fresh(self, src, repl, info, system_id: str, old: dict) -> Summary:
         if info is not None:
@@ -273,6 +284,7 @@ class Pipeline:
 
     def _loop(self, stream, decoder, rep: Replayer, until: Optional[Lsn]) -> None:
         wal_end = Lsn(0)
+        last_poll = time.monotonic()
         while True:
             frame = stream.recv(0.2 if until is None else 0.02)
             if frame is not None:
@@ -303,11 +315,28 @@ class Pipeline:
             if self.stop_requested and idle:
                 stream.send_status(position)
                 return
+            if until is None and idle and (rep.resync_pending or
+                                           time.monotonic() - last_poll > RESYNC_POLL_SECONDS):
+                last_poll = time.monotonic()
+                if rep.resync_pending or self.resync_requested():
+                    stream.send_status(position)
+                    self.restart_requested = True
+                    return
             since = time.monotonic() - stream.last_status
             # idle: ask for a keepalive now and then, so the slot follows the server's WAL end
             poke = frame is None and idle and (until is not None or since > IDLE_POKE_SECONDS)
             if reply or poke or since > self.opts.status_interval:
                 stream.send_status(position, reply=poke)
+
+    def resync_requested(self) -> bool:
+        """A table of this stream was set back to i/d (``replicator resync``) while streaming."""
+        with self.target.connect() as c:
+            states = self.store.load_tables(c)
+        todo = [m.label for m in self.mappings if m.label not in states
+                or states[m.label].state in (TableState.INIT, TableState.DATASYNC)]
+        if todo:
+            log.info("re-sync requested for %s: pausing the stream to copy", ", ".join(todo))
+        return bool(todo)
 
     # ------------------------------------------------------------ commands
     def migrate(self) -> Summary:
@@ -349,6 +378,9 @@ class Pipeline:
                 rep = self.stream(applied, progress)
                 total.changes_applied += rep.total_changes
                 total.applied_lsn = rep.applied
+                if self.restart_requested and not self.stop_requested:
+                    self.restart_requested = False
+                    continue
                 return total
             except TRANSIENT as e:
                 self.telemetry.errors[type(e).__name__] += 1

@@ -53,6 +53,7 @@ class Replayer:
         self.total_changes = 0
         self.telemetry = telemetry or Telemetry()
         self.batch_tables: Counter = Counter()
+        self.resync_pending = False
 
     # ------------------------------------------------------------ events
     def handle(self, ev) -> None:
@@ -107,11 +108,27 @@ class Replayer:
 
     # ------------------------------------------------------------ target transaction
     def open(self):
-        """The open target connection of this batch (opened on first use)."""
+        """The open target connection of this batch (opened on first use).
+
+        Table states are read again in this transaction: a table that ``replicator resync`` set
+        back to i/d is skipped from now on, and ``resync_pending`` asks the caller to re-copy it."""
         if self.conn is None:
             self._stack = contextlib.ExitStack()
             self.conn = self._stack.enter_context(self.target.connect())
+            self._reread_states(self.conn)
         return self.conn
+
+    def _reread_states(self, conn) -> None:
+        for label, p in self.store.load_tables(conn).items():
+            mine = self.progress.get(label)
+            if mine is not None and p.state in (TableState.INIT, TableState.DATASYNC) \
+                    and mine.state not in (TableState.INIT, TableState.DATASYNC):
+                log.info("%s was set back to '%s' (resync): its changes are skipped until it is "
+                         "copied again", label, p.state.value)
+                mine.state = p.state
+                self.pending.pop(label, None)
+                self.resync_pending = True
+        self.pending_rows = sum(len(v) for v in self.pending.values())
 
     def flush(self) -> None:
         """Apply pending changes into the open target transaction (no commit)."""

@@ -1,0 +1,79 @@
+"""Operating a stream: drop it, re-sync chosen tables.
+
+Contracts:
+* ``drop`` removes the slot, both publications and this stream's target-side state (target data
+  stays unless ``drop_tables``); it is safe to run twice and refuses while a mirror holds the slot
+  unless ``force``.
+* ``resync`` puts the chosen tables back to ``i``.  A running mirror notices within
+  ``pipeline.RESYNC_POLL_SECONDS`` between batches and re-copies them from a fresh snapshot; with no mirror
+  running the copy happens here and now.  Other tables are not copied again, and nothing
+  confirmed to the source is lost either way.
+"""
+from __future__ import annotations
+
+import logging
+import sqlalchemy as sa
+
+from .errors import ConfigError, ReplicatorError
+from .model import TableState
+from .pipeline import Options, Pipeline
+from .source import catalog, slot as slots, snapshot
+
+log = logging.getLogger(__name__)
+
+
+def drop(opts: Options, drop_tables: bool = False, force: bool = False) -> list[str]:
+    """Drop slot, publications and state (and target tables with ``drop_tables``); lines done."""
+    p = Pipeline(opts)
+    done: list[str] = []
+    with snapshot.connect(opts.source, autocommit=True) as src:
+        info = slots.slot_info(src, p.slot)
+        if info and info["active"] and not force:
+            raise ReplicatorError(f"replication slot {p.slot} is in use by pid {info['active_pid']} (a "
+                                  f"mirror is running): stop it first, or add --force")
+        if info:
+            slots.drop_slot(src, p.slot)
+            done.append(f"dropped replication slot {p.slot}")
+        for pub in (p.publication, p.publication_inserts):
+            if slots.publication_exists(src, pub):
+                slots.drop_publication(src, pub)
+                done.append(f"dropped publication {pub}")
+    with p.target.connect() as c:
+        if p.store.exists(c):
+            tables = p.store.load_tables(c)
+            if drop_tables:
+                for t in tables.values():
+                    _drop_table(c, t.target)
+                    done.append(f"dropped target table {t.target}")
+            p.store.drop(c)
+            done.append(f"removed the state of stream {opts.name} from the target")
+    p.target.dispose()
+    return done or [f"nothing to drop for stream {opts.name}"]
+
+
+def _drop_table(conn, display: str) -> None:
+    schema, _, name = display.rpartition(".")
+    sa.Table(name, sa.MetaData(), schema=schema or None).drop(conn, checkfirst=True)
+
+
+def resync(opts: Options, patterns: list[str]) -> str:
+    """Send the tables matching ``patterns`` back through i → d → s → r."""
+    p = Pipeline(opts)
+    ms = p.plan()
+    rows = [(m.source.oid, m.source.schema, m.source.name, "") for m in ms]
+    chosen = {t[1] + "." + t[2] for t in catalog.select_tables(rows, patterns)}
+    with p.target.connect() as c:
+        if p.store.load_stream(c) is None:
+            raise ConfigError(f"stream {opts.name} has no state on this target: nothing to re-sync "
+                              f"(start it with 'replicator mirror')")
+        for m in ms:
+            if m.label in chosen:
+                p.store.set_table(c, m.label, p.target.display(m), TableState.INIT, sync_lsn=0, rows_copied=0)
+    with snapshot.connect(opts.source, autocommit=True) as src:
+        info = slots.slot_info(src, p.slot)
+        if info and info["active"]:
+            return (f"{len(chosen)} table(s) set back to 'i': the running mirror re-copies them "
+                    f"within a few seconds ({', '.join(sorted(chosen))})")
+        _applied, _progress, summary = p.start(src)
+    p.target.dispose()
+    return f"re-copied {len(chosen)} table(s), {summary.rows_copied} rows: {', '.join(sorted(chosen))}"
