@@ -99,3 +99,36 @@ def target_problems(source: str, tables, target_url: str, cfg=None, privileges=F
     except ReplicatorError as e:
         return [str(e)]
     return []
+
+
+LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+
+
+def warnings(source: str, long_transaction_s: int = 60) -> list[str]:
+    """Things that do not stop replication but will hurt: WAL retention without a limit, old open
+    transactions (slot creation waits for them), an unverified connection to a remote source."""
+    from .source.slot import blocker_rows, describe_blocker
+    out = []
+    with snapshot.connect(source) as conn:
+        keep = conn.execute("SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size'").fetchone()
+        if keep and keep[0] == "-1":
+            out.append("max_slot_wal_keep_size is unlimited: a stopped mirror's slot keeps WAL until the "
+                       "source's disk is full; set a limit, e.g. ALTER SYSTEM SET "
+                       "max_slot_wal_keep_size = '50GB' and SELECT pg_reload_conf()")
+        for row in blocker_rows(conn, conn.info.backend_pid):
+            if row[3] >= long_transaction_s:
+                out.append(f"long-running transaction would delay slot creation: {describe_blocker(row)}")
+        out += _tls_warning(conn)
+    return out
+
+
+def _tls_warning(conn) -> list[str]:
+    host = conn.info.host or ""
+    if host.startswith("/") or host in LOCAL_HOSTS:
+        return []
+    mode = conn.info.get_parameters().get("sslmode") or ""
+    if conn.pgconn.ssl_in_use and mode in ("verify-ca", "verify-full"):
+        return []
+    return [f"the connection to source host {host} is not verified TLS (sslmode={mode or 'prefer'}, "
+            f"TLS {'on' if conn.pgconn.ssl_in_use else 'off'}): use sslmode=verify-full and "
+            f"sslrootcert=… in the source DSN"]

@@ -46,6 +46,9 @@ def run_options(f):
                      help="Changes per target transaction at most (whole source transactions)."),
         click.option("--batch-seconds", default=1.0, show_default=True,
                      help="Seconds a target transaction collects changes at most."),
+        click.option("--slot-timeout", default=300.0, show_default=True,
+                     help="Seconds slot creation may wait for open source transactions before it "
+                          "gives up naming them."),
     ]):
         f = opt(f)
     return f
@@ -116,12 +119,13 @@ def resolve_settings(source, target, name, mapping_path):
     return source, target, name, cfg
 
 
-def _options(source, target, tables, name, mapping, jobs, batch_rows, batch_seconds, keep_slot=False):
+def _options(source, target, tables, name, mapping, jobs, batch_rows, batch_seconds, slot_timeout,
+             keep_slot=False):
     from .pipeline import Options
     source, target, name, cfg = resolve_settings(source, target, name, mapping)
     return Options(source=source, target=target, tables=_tables(tables), name=name, jobs=jobs,
                    keep_slot=keep_slot, batch_rows=batch_rows, batch_seconds=batch_seconds,
-                   mapping=cfg)
+                   mapping=cfg, slot_timeout=slot_timeout)
 
 
 @click.group()
@@ -144,9 +148,11 @@ def main(verbose, log_format):
 @handle_errors
 def check(source, target, tables, mapping):
     """Preflight: settings, privileges, replica identity and the mapping, before anything exists."""
-    from .check import preflight
+    from .check import preflight, warnings
     source, target, _name, cfg = resolve_settings(source, target, "replicator", mapping)
     problems = preflight(source, _tables(tables), target, cfg)
+    for w in warnings(source):
+        click.echo(f"warning: {redact(w)}")
     for p in problems:
         click.echo(f"problem: {redact(p)}")
     if problems:

@@ -56,6 +56,7 @@ class Options:
     batch_rows: int = 50_000
     batch_seconds: float = 1.0
     status_interval: float = 10.0
+    slot_timeout: float = 300.0
     mapping: Optional["MappingConfig"] = None
 
 
@@ -217,7 +218,8 @@ class Pipeline:
                         self.slot)
             slots.drop_slot(src, self.slot)
         self.publish(src)
-        lsn, snap = slots.create_slot(repl, self.slot)
+        lsn, snap = slots.create_slot(repl, self.slot, timeout=self.opts.slot_timeout,
+                                      dsn=self.opts.source)
         failpoint("slot.created")
         with self.target.connect() as c:
             for label in old:
@@ -242,7 +244,8 @@ class Pipeline:
             return Summary(tables=len(self.mappings))
         log.info("copying %d table(s) from a fresh snapshot: %s", len(todo),
                  ", ".join(m.label for m in todo))
-        lsn, snap = slots.create_slot(repl, f"{self.slot[:40]}_sync_{os.getpid()}", temporary=True)
+        lsn, snap = slots.create_slot(repl, f"{self.slot[:40]}_sync_{os.getpid()}", temporary=True,
+                                      timeout=self.opts.slot_timeout, dsn=self.opts.source)
         with self.target.connect() as c:
             for m in todo:
                 self.target.ensure_table(c, m)

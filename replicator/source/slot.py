@@ -10,6 +10,7 @@ Contracts:
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Optional, Sequence
 
 import psycopg
@@ -37,16 +38,65 @@ def identify_system(repl: psycopg.Connection) -> tuple[str, int, Lsn]:
     return str(sysid), int(tli), Lsn.parse(xlogpos)
 
 
-def create_slot(repl: psycopg.Connection, slot: str, temporary: bool = False) -> tuple[Lsn, str]:
-    """CREATE_REPLICATION_SLOT … LOGICAL pgoutput (SNAPSHOT 'export') → (consistent point, snapshot)."""
+BLOCKERS_SQL = """
+SELECT pid, usename, state, extract(epoch FROM now() - xact_start)::int, left(query, 60)
+FROM pg_stat_activity
+WHERE pid <> %s AND xact_start IS NOT NULL AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+  AND backend_type = 'client backend'
+ORDER BY xact_start
+"""
+
+
+def blocker_rows(conn: psycopg.Connection, exclude_pid: int = 0) -> list[tuple]:
+    """(pid, user, state, age seconds, query) of open transactions slot creation must wait for."""
+    return conn.execute(BLOCKERS_SQL, (exclude_pid,)).fetchall()
+
+
+def describe_blocker(row: tuple) -> str:
+    pid, user, state, age, query = row
+    return f"pid {pid} ({user}, {state}, transaction open {age}s: {query!r})"
+
+
+def blockers(conn: psycopg.Connection, exclude_pid: int = 0) -> list[str]:
+    """Open transactions that slot creation must wait for, one line each (pid first)."""
+    return [describe_blocker(r) for r in blocker_rows(conn, exclude_pid)]
+
+
+def create_slot(repl: psycopg.Connection, slot: str, temporary: bool = False, timeout: float = 300.0,
+                dsn: Optional[str] = None) -> tuple[Lsn, str]:
+    """CREATE_REPLICATION_SLOT … LOGICAL pgoutput (SNAPSHOT 'export') → (consistent point, snapshot).
+
+    Creation waits until every transaction running at its start has ended (pgcopydb once hung 5
+    hours on this).  After ``timeout`` seconds it is cancelled and the error names the blocking
+    pids (found through a normal connection to ``dsn``)."""
     q = sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT 'export')").format(
         sql.Identifier(slot), sql.SQL("TEMPORARY " if temporary else ""))
+    found: list[str] = []
+    timer = threading.Timer(timeout, _give_up, (repl, dsn, found))
+    timer.daemon = True
+    timer.start()
     try:
         _name, lsn, snapshot, _plugin = repl.execute(q).fetchone()
+    except psycopg.errors.QueryCanceled:
+        raise SourceError(f"creating replication slot {slot} waited {timeout:.0f}s for open "
+                          f"transactions to end: {'; '.join(found) or 'none found any more'}. End or "
+                          f"commit them (or pg_terminate_backend(pid)) and run again") from None
     except psycopg.Error as e:
         raise SourceError(f"cannot create replication slot {slot}: {e}".strip()) from None
+    finally:
+        timer.cancel()
     log.info("created %sslot %s at %s (snapshot %s)", "temporary " if temporary else "", slot, lsn, snapshot)
     return Lsn.parse(lsn), snapshot
+
+
+def _give_up(repl: psycopg.Connection, dsn: Optional[str], found: list[str]) -> None:
+    if dsn:
+        try:
+            with psycopg.connect(source_conninfo(dsn), autocommit=True) as c:
+                found.extend(blockers(c, repl.info.backend_pid))
+        except psycopg.Error:
+            pass
+    repl.cancel_safe()
 
 
 def slot_info(conn: psycopg.Connection, slot: str) -> Optional[dict]:
