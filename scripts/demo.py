@@ -1,4 +1,8 @@
-"""Migrate a PostgreSQL database into ./replica.duckdb and show the result (see scripts/demo.sh)."""
+"""Migrate a PostgreSQL database into ./replica.duckdb and show the result (see scripts/demo.sh).
+
+With a DSN (argument or REPLICATOR_SOURCE): check, migrate every table, status.  Without one:
+``replicator demo`` (a throwaway PostgreSQL with pgbench, mirrored under load, then checked).
+"""
 from __future__ import annotations
 
 import os
@@ -7,35 +11,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def cli(*args: str) -> None:
     print("$ replicator " + " ".join(a if "://" not in a else "<dsn>" for a in args), flush=True)
-    subprocess.run([sys.executable, "-m", "replicator", *args], check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-m", "replicator", *args], check=True, env=env)
 
 
-def migrate(dsn: str) -> None:
+def main() -> None:
     target = f"duckdb:///{Path.cwd() / 'replica.duckdb'}"
+    dsn = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("REPLICATOR_SOURCE")
+    if not dsn:
+        return cli("demo", "--target", target, "--scale", "2")
     cli("check", "--source", dsn)
     cli("migrate", "--source", dsn, "--target", target)
     cli("status", "--target", target)
 
 
-def main() -> None:
-    dsn = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("REPLICATOR_SOURCE")
-    if dsn:
-        return migrate(dsn)
-    from tests.servers import PostgresServer, pgbench_init, pgbench_run
-    with PostgresServer(name="demo") as pg:
-        pg.create_database("demo")
-        dsn = pg.dsn_for("demo")
-        print(f"started a throwaway PostgreSQL on port {pg.port}; loading pgbench (scale 2)", flush=True)
-        pgbench_init(dsn, scale=2)
-        subprocess.run(["psql", dsn, "-qc", "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"], check=True)
-        pgbench_run(dsn, transactions=500, clients=2, builtin="tpcb-like")
-        migrate(dsn)
-
-
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except subprocess.CalledProcessError as e:
+        sys.exit(e.returncode)

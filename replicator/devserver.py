@@ -1,0 +1,337 @@
+"""A throwaway PostgreSQL for ``replicator demo``: started from the installed binaries, in a temp
+directory, on a random free port, with ``wal_level=logical``; stopped and deleted afterwards.
+
+A minimal port of what ``tests/servers.py`` (the test-suite's server library) does, because the
+package must not import ``tests/``:
+
+* binaries from ``$REPLICATOR_PG_BINDIR``, else ``pg_config --bindir``, else the newest
+  ``/usr/lib/postgresql/*/bin``, else ``$PATH``;
+* as root the server runs as the OS user ``postgres`` (PostgreSQL refuses to run as root);
+* it listens on 127.0.0.1 only, its unix socket lives in its data directory, so the machine's own
+  servers are never touched; authentication is ``trust`` for the superuser ``postgres``;
+* a small watchdog process stops the server and deletes its directory should this process die
+  without cleaning up (SIGKILL, a closed terminal).
+"""
+from __future__ import annotations
+
+import atexit
+import glob
+import json
+import os
+import random
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+from urllib.parse import quote
+
+from .errors import ReplicatorError
+
+SETTINGS: dict[str, Any] = {
+    "wal_level": "logical",
+    "max_replication_slots": 10,
+    "max_wal_senders": 10,
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": "128MB",
+}
+_PORT_IN_USE = re.compile(r"address already in use|could not bind|could not create any tcp/ip sockets",
+                          re.IGNORECASE)
+
+
+class DevServerError(ReplicatorError):
+    """The throwaway PostgreSQL could not be created, started or used."""
+
+
+def find_pg_bindir() -> Path:
+    """Directory holding initdb, pg_ctl, postgres (and pgbench)."""
+    def ok(d) -> bool:
+        return bool(d) and all(os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres"))
+
+    env = os.environ.get("REPLICATOR_PG_BINDIR")
+    if env:
+        if not ok(env):
+            raise DevServerError(f"REPLICATOR_PG_BINDIR={env} has no initdb/pg_ctl/postgres")
+        return Path(env)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            d = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            d = ""
+        if ok(d):
+            return Path(d)
+
+    def version(p: str) -> tuple:
+        return tuple(int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split("."))
+
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"), key=version,
+                    reverse=True):
+        if ok(d):
+            return Path(d)
+    initdb = shutil.which("initdb")
+    if initdb and ok(os.path.dirname(initdb)):
+        return Path(os.path.dirname(initdb))
+    raise DevServerError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install the "
+                         "'postgresql' package (Debian/Ubuntu), set REPLICATOR_PG_BINDIR, or give "
+                         "--source to use an existing server")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port, preferably below the kernel's ephemeral range (no clash with client ports)."""
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for port in random.sample(range(10000, lo), min(100, max(0, lo - 10000))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _as_user(user: Optional[str], argv: Sequence[Any]) -> list[str]:
+    argv = [str(a) for a in argv]
+    if user is None:
+        return argv
+    runuser = shutil.which("runuser") or ("/usr/sbin/runuser" if os.path.exists("/usr/sbin/runuser") else None)
+    if runuser:
+        return [runuser, "-u", user, "--", *argv]
+    return ["su", "-s", "/bin/sh", user, "-c", shlex.join(argv)]
+
+
+def _server_env() -> dict[str, str]:
+    """The environment without PG* client variables (they would redirect initdb/pg_ctl)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def _run(argv: Sequence[Any], what: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout, env=_server_env(), **kw)
+    except subprocess.TimeoutExpired:
+        raise DevServerError(f"{what} timed out after {timeout:.0f}s") from None
+    except FileNotFoundError as e:
+        raise DevServerError(f"{what}: executable not found: {e}") from None
+
+
+def _quote(value: Any) -> str:
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+_WATCHDOG = r"""
+import json, os, shutil, signal, subprocess, sys, time
+spec = json.loads(sys.argv[1])
+for s in (signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+while os.getppid() == spec["owner"]:
+    time.sleep(0.5)
+try:
+    subprocess.run(spec["stop"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60, cwd="/")
+except Exception:
+    pass
+try:
+    with open(spec["pidfile"]) as f:
+        os.kill(int(f.readline().strip()), signal.SIGKILL)
+except Exception:
+    pass
+time.sleep(0.5)
+shutil.rmtree(spec["rmtree"], ignore_errors=True)
+"""
+
+
+class DevServer:
+    """A private PostgreSQL cluster: ``with DevServer() as pg: dsn = pg.create_database("demo")``."""
+
+    superuser = "postgres"
+
+    def __init__(self, settings: Optional[Mapping[str, Any]] = None, name: str = "demo",
+                 start_timeout: float = 60.0):
+        self.settings = {**SETTINGS, **(settings or {})}
+        self.start_timeout = start_timeout
+        self.bindir = find_pg_bindir()
+        self.host, self.port = "127.0.0.1", free_port()
+        self.os_user = self.superuser if _is_root() else None
+        self.basedir = self._make_basedir(name)
+        self.datadir = self.basedir / "data"
+        self.logfile = self.basedir / "server.log"
+        self._watchdog: Optional[subprocess.Popen] = None
+        self._cleaned = False
+        atexit.register(self.cleanup)
+        try:
+            self._initdb()
+            self._start_watchdog()
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    # -------------------------------------------------------------- setup
+    def _make_basedir(self, name: str) -> Path:
+        parent = Path(tempfile.gettempdir())
+        if self.os_user and not all(p.stat().st_mode & 0o001 for p in [parent, *parent.parents]):
+            parent = Path("/tmp")  # the server's OS user must be able to reach its directory
+        base = Path(tempfile.mkdtemp(prefix=f"replicator-{name}-", dir=parent)).resolve()
+        if self.os_user:
+            import pwd
+            try:
+                pw = pwd.getpwnam(self.os_user)
+            except KeyError:
+                shutil.rmtree(base, ignore_errors=True)
+                raise DevServerError(f"running as root, but the OS user {self.os_user!r} that must run "
+                                     f"PostgreSQL does not exist: install the postgresql package") from None
+            os.chown(base, pw.pw_uid, pw.pw_gid)
+        os.chmod(base, 0o755)
+        return base
+
+    def _initdb(self) -> None:
+        base = [self.bindir / "initdb", "-D", self.datadir, "-U", self.superuser, "-A", "trust",
+                "-E", "UTF8", "--no-sync"]
+        for locale in (["--locale=C.UTF-8"], ["--no-locale"]):
+            cp = _run(_as_user(self.os_user, base + locale), "initdb", cwd=self.basedir)
+            if cp.returncode == 0:
+                break
+            shutil.rmtree(self.datadir, ignore_errors=True)
+        else:
+            raise DevServerError(f"initdb failed (exit {cp.returncode}):\n{cp.stdout[-3000:]}")
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.write("\ninclude 'replicator_demo.conf'\n")
+        self._write_conf()
+
+    def _write_conf(self) -> None:
+        conf = {**self.settings, "port": self.port, "listen_addresses": "127.0.0.1",
+                "unix_socket_directories": str(self.datadir)}
+        path = self.datadir / "replicator_demo.conf"
+        path.write_text("".join(f"{k} = {_quote(v)}\n" for k, v in conf.items()))
+        if self.os_user:
+            st = self.datadir.stat()
+            os.chown(path, st.st_uid, st.st_gid)
+
+    def _pg_ctl(self, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
+        return _run(_as_user(self.os_user, [self.bindir / "pg_ctl", "-D", self.datadir, *args]), "pg_ctl",
+                    timeout=timeout, cwd=self.basedir)
+
+    def _start_watchdog(self) -> None:
+        spec = {"owner": os.getpid(), "pidfile": str(self.datadir / "postmaster.pid"),
+                "rmtree": str(self.basedir),
+                "stop": _as_user(self.os_user, [self.bindir / "pg_ctl", "-D", self.datadir, "-m", "immediate",
+                                                "-w", "-t", "30", "stop"])}
+        try:
+            self._watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, json.dumps(spec)],
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+        except OSError:
+            self._watchdog = None
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        for _attempt in range(5):
+            offset = self.logfile.stat().st_size if self.logfile.exists() else 0
+            remaining = max(5, int(deadline - time.monotonic()))
+            cp = self._pg_ctl("-l", self.logfile, "-w", "-t", str(remaining), "-s", "start",
+                              timeout=remaining + 30)
+            if cp.returncode == 0:
+                return
+            try:
+                new_log = self.logfile.read_text(errors="replace")[offset:]
+            except OSError:
+                new_log = ""
+            if not _PORT_IN_USE.search(new_log) or time.monotonic() > deadline:
+                break
+            self.port = free_port()  # lost a port race: try another one
+            self._write_conf()
+        raise DevServerError(f"PostgreSQL ({self.datadir}) failed to start on port {self.port}:\n"
+                             f"{cp.stdout.strip()}\n{_tail(self.logfile)}")
+
+    def cleanup(self) -> None:
+        """Stop the server at once and delete its directory.  Idempotent."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        try:
+            if (self.datadir / "postmaster.pid").exists():
+                self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
+        except DevServerError:
+            pass
+        finally:
+            if self._watchdog is not None and self._watchdog.poll() is None:
+                self._watchdog.kill()
+                self._watchdog.wait(5)
+            shutil.rmtree(self.basedir, ignore_errors=True)
+
+    def __enter__(self) -> "DevServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # -------------------------------------------------------------- use
+    @property
+    def version(self) -> str:
+        cp = _run([self.bindir / "postgres", "--version"], "postgres --version")
+        m = re.search(r"\(PostgreSQL\) (\S+)", cp.stdout)
+        return m.group(1) if m else "?"
+
+    def dsn_for(self, dbname: str) -> str:
+        return f"postgresql://{self.superuser}@{self.host}:{self.port}/{quote(dbname, safe='')}"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name``; returns its libpq URL."""
+        import psycopg
+        from psycopg import sql
+        with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                sql.Identifier(name)))
+        return self.dsn_for(name)
+
+
+# ------------------------------------------------------------------ pgbench
+
+
+def pgbench(dsn: str, args: Iterable[str], bindir: Optional[Path] = None, timeout: float = 600,
+            background: bool = False):
+    """Run ``pgbench ARGS DSN`` (the binary next to the server's, else on $PATH)."""
+    exe = None
+    try:
+        d = bindir or find_pg_bindir()
+        exe = str(d / "pgbench") if os.access(d / "pgbench", os.X_OK) else None
+    except DevServerError:
+        pass
+    exe = exe or shutil.which("pgbench")
+    if exe is None:
+        raise DevServerError("pgbench not found: install the postgresql-contrib (or postgresql-client) "
+                             "package, or set REPLICATOR_PG_BINDIR")
+    argv = [exe, *args, dsn]
+    if background:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True, timeout=timeout)
+    if cp.returncode != 0:
+        raise DevServerError(f"pgbench {' '.join(args)} failed (exit {cp.returncode}):\n{cp.stdout[-3000:]}")
+    return cp
