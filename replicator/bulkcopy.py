@@ -42,6 +42,7 @@ def _counted(data: Iterable, fig, bytes_mode: bool) -> Iterator:
     """Pass chunks through, keeping the table's copy progress figures current."""
     rows = nbytes = 0
     for chunk in data:
+        failpoint("copy.chunk", fig.source)
         if bytes_mode:
             nbytes += len(chunk)
             rows += chunk.count(b"\n")
@@ -57,6 +58,7 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
     fig = telemetry.table(m.label)
     fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
     fig.rows_estimate = snapshot.row_estimate(sc, m.source_table)
+    snapshot.label_session(sc, f"replicator {telemetry.name} copy {m.label}")  # for status
     with target.connect() as conn:
         store.set_table(conn, m.label, target.display(m), TableState.DATASYNC)
     q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)

@@ -1,60 +1,113 @@
 """Status: where each table and the stream are, read from the target state and the source slot.
 
-Works whether or not a mirror is running (the embedded target is opened only between batches).
-The JSON form is stable: see README.md.
+Works whether or not a mirror is running: the embedded target is opened only between batches, and
+if it stays busy (a long copy holds a DuckDB file) the source-side figures are still reported.
+Copy progress of tables in state ``d`` comes from the source's pg_stat_progress_copy.  The JSON
+form is stable (README.md, "status --json").
 """
 from __future__ import annotations
 
 import datetime as dt
 from typing import Optional
 
-from .model import Lsn
+from .dsn import redact
+from .errors import ReplicatorError
+from .model import Lsn, TableProgress
 from .source import slot as slots, snapshot
 from .state import StateStore
 from .target import open_target
 
+WARN_RETAINED_BYTES = 1 << 30
+STATUS_LOCK_WAIT_S = 5.0
 
-def collect(source: Optional[str], target_url: Optional[str], name: str) -> dict:
-    """The status document (see README 'status --json')."""
+
+def _read_target(target_url: Optional[str], name: str):
+    """(stream progress, table progress, error text): a busy or absent target is not fatal."""
     target = open_target(target_url)
+    if hasattr(target, "lock_wait_s"):
+        target.lock_wait_s = STATUS_LOCK_WAIT_S
     store = StateStore(name)
     try:
-        with target.connect() as c:
+        with target.connect(readonly=True) as c:
             if not store.exists(c):
-                stream, tables = None, {}
-            else:
-                stream, tables = store.load_stream(c), store.load_tables(c)
+                return None, {}, None
+            return store.load_stream(c), store.load_tables(c), None
+    except (ReplicatorError, Exception) as e:  # noqa: BLE001  (any driver error: report, go on)
+        return None, {}, f"cannot read the target state: {redact(str(e).splitlines()[0])}"
     finally:
         target.dispose()
-    doc = {
-        "name": name,
-        "tables": [{"source": p.source, "target": p.target, "state": p.state.value,
-                    "sync_lsn": str(p.sync_lsn), "rows_copied": p.rows_copied}
-                   for p in sorted(tables.values(), key=lambda p: p.source)],
-        "applied_lsn": str(stream.applied_lsn) if stream else None,
-        "slot": None,
-        "lag": {"bytes": None, "seconds": None},
-    }
-    if source and stream is not None and stream.slot:
-        with snapshot.connect(source) as src:
-            info = slots.slot_info(src, stream.slot)
-            current = slots.current_lsn(src)
-        doc["slot"] = _slot_doc(stream.slot, info)
-        confirmed = Lsn.parse(info["confirmed_flush_lsn"]) if info else Lsn(0)
-        lag_bytes = max(0, int(current) - max(int(stream.applied_lsn), int(confirmed)))
-        doc["lag"]["bytes"] = lag_bytes
-        doc["lag"]["seconds"] = _lag_seconds(stream.commit_time, lag_bytes)
+
+
+def collect(source: Optional[str], target_url: Optional[str], name: str,
+            warn_retained_bytes: int = WARN_RETAINED_BYTES) -> dict:
+    """The status document (see README 'status --json')."""
+    stream, tables, error = _read_target(target_url, name)
+    doc = {"name": name, "tables": [_table_doc(p) for p in sorted(tables.values(), key=lambda p: p.source)],
+           "applied_lsn": str(stream.applied_lsn) if stream else None,
+           "last_commit_time": stream.commit_time.isoformat() + "Z" if stream and stream.commit_time else None,
+           "slot": None, "lag": {"bytes": None, "seconds": None}, "warnings": [error] if error else []}
+    if source and (stream is None or stream.slot):
+        _source_side(doc, source, stream.slot if stream else name, stream, warn_retained_bytes)
     return doc
+
+
+def _table_doc(p: TableProgress) -> dict:
+    return {"source": p.source, "target": p.target, "state": p.state.value,
+            "sync_lsn": str(p.sync_lsn), "rows_copied": p.rows_copied, "copy_percent": None}
+
+
+def _source_side(doc: dict, source: str, slot: str, stream, warn_retained: int) -> None:
+    with snapshot.connect(source) as src:
+        info = slots.slot_info(src, slot)
+        current = slots.current_lsn(src)
+        progress = snapshot.copy_progress(src, doc["name"])
+        for t in doc["tables"]:
+            if t["state"] == "d" and t["source"] in progress:
+                t["rows_copied"] = progress[t["source"]]
+                est = _estimate(src, t["source"])
+                t["copy_percent"] = round(min(100.0, 100.0 * t["rows_copied"] / est), 1) if est else None
+    if info is None and stream is None:
+        return
+    doc["slot"] = _slot_doc(slot, info)
+    applied = int(stream.applied_lsn) if stream else 0
+    confirmed = int(Lsn.parse(info["confirmed_flush_lsn"])) if info and info["confirmed_flush_lsn"] else 0
+    lag = max(0, int(current) - max(applied, confirmed))
+    doc["lag"] = {"bytes": lag, "seconds": _lag_seconds(stream.commit_time if stream else None, lag)}
+    doc["warnings"] += _slot_warnings(slot, info, warn_retained)
+
+
+def _estimate(conn, label: str) -> int:
+    schema, _, name = label.partition(".")
+    from psycopg import sql
+    row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                       (sql.Identifier(schema, name).as_string(conn),)).fetchone()
+    return int(row[0]) if row and row[0] else 0
 
 
 def _slot_doc(name: str, info: Optional[dict]) -> dict:
     if info is None:
         return {"name": name, "exists": False}
+    retained = (int(Lsn.parse(info["current_lsn"])) - int(Lsn.parse(info["restart_lsn"]))
+                if info["restart_lsn"] else None)
     return {"name": name, "exists": True, "active": info["active"],
             "confirmed_flush_lsn": info["confirmed_flush_lsn"], "restart_lsn": info["restart_lsn"],
-            "wal_status": info["wal_status"],
-            "retained_bytes": int(Lsn.parse(info["current_lsn"])) - int(Lsn.parse(info["restart_lsn"]))
-            if info["restart_lsn"] else None}
+            "wal_status": info["wal_status"], "retained_bytes": retained,
+            "safe_wal_size": info["safe_wal_size"]}
+
+
+def _slot_warnings(slot: str, info: Optional[dict], warn_retained: int) -> list[str]:
+    if info is None:
+        return [f"replication slot {slot} does not exist: the stream cannot continue; "
+                f"run 'replicator drop' and start again"]
+    out = []
+    if info["wal_status"] in ("unreserved", "lost"):
+        out.append(f"slot {slot} wal_status is {info['wal_status']}: WAL it needs "
+                   f"{'was removed: re-sync required' if info['wal_status'] == 'lost' else 'is about to be removed'}")
+    retained = _slot_doc(slot, info)["retained_bytes"]
+    if retained is not None and retained > warn_retained:
+        out.append(f"slot {slot} retains {retained / (1 << 20):.0f} MiB of WAL on the source "
+                   f"(threshold {warn_retained / (1 << 20):.0f} MiB): is the mirror running?")
+    return out
 
 
 def _lag_seconds(commit_time: Optional[dt.datetime], lag_bytes: int) -> Optional[float]:
@@ -67,20 +120,23 @@ def _lag_seconds(commit_time: Optional[dt.datetime], lag_bytes: int) -> Optional
 
 
 def render(doc: dict) -> str:
-    """The human form: one line per table, then the stream."""
-    lines = [f"{'SOURCE':40} {'TARGET':30} STATE {'SYNC LSN':>14} {'ROWS COPIED':>12}"]
+    """The human form: a table per replicated table, then the stream, then warnings."""
+    lines = [f"{'SOURCE':36} {'TARGET':28} STATE {'SYNC LSN':>12} {'ROWS COPIED':>12} {'COPY':>6}"]
     for t in doc["tables"]:
-        lines.append(f"{t['source']:40} {t['target']:30} {t['state']:5} {t['sync_lsn']:>14} "
-                     f"{t['rows_copied']:>12}")
+        pct = f"{t['copy_percent']:.0f}%" if t["copy_percent"] is not None else ""
+        lines.append(f"{t['source']:36} {t['target']:28} {t['state']:5} {t['sync_lsn']:>12} "
+                     f"{t['rows_copied']:>12} {pct:>6}")
     if not doc["tables"]:
         lines.append(f"(no state for stream {doc['name']} on this target)")
-    lines.append(f"applied LSN: {doc['applied_lsn']}")
+    lines.append(f"applied LSN: {doc['applied_lsn']}  (last source commit {doc['last_commit_time']})")
     s = doc["slot"]
     if s:
         lines.append(f"slot {s['name']}: " + ("missing!" if not s["exists"] else
                      f"confirmed {s['confirmed_flush_lsn']}, wal_status {s['wal_status']}, "
-                     f"active {s['active']}, retained {s['retained_bytes']} bytes"))
+                     f"active {s['active']}, retained {s['retained_bytes']} bytes, "
+                     f"safe_wal_size {s['safe_wal_size']}"))
     lag = doc["lag"]
     if lag["bytes"] is not None:
         lines.append(f"lag: {lag['bytes']} bytes, {lag['seconds']} s")
+    lines += [f"warning: {w}" for w in doc["warnings"]]
     return "\n".join(lines)

@@ -42,6 +42,21 @@ def snapshot_connection(dsn: str, snapshot: Optional[str]) -> psycopg.Connection
     return conn
 
 
+def label_session(conn: psycopg.Connection, name: str) -> None:
+    """Set application_name so that pg_stat_activity / pg_stat_progress_copy show what runs."""
+    conn.execute("SELECT set_config('application_name', %s, false)", (name[:63],))
+
+
+def copy_progress(conn: psycopg.Connection, stream: str) -> dict[str, int]:
+    """Rows copied so far per table, for the copies of ``stream`` running right now."""
+    prefix = f"replicator {stream} copy "
+    rows = conn.execute(
+        "SELECT a.application_name, p.tuples_processed FROM pg_stat_progress_copy p "
+        "JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE %s",
+        (prefix.replace("_", "\\_") + "%",)).fetchall()
+    return {name[len(prefix):]: int(n) for name, n in rows}
+
+
 def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
     """The planner's row estimate (pg_class.reltuples, summed over partitions); 0 when unknown."""
     row = conn.execute(

@@ -81,10 +81,14 @@ class Target:
         return self._engine
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """One target transaction: commits when the block ends normally, rolls back otherwise."""
-        with self.engine.begin() as conn:
-            yield conn
+    def connect(self, readonly: bool = False) -> Iterator[Connection]:
+        """One target transaction: commits when the block ends normally, rolls back otherwise.
+        ``readonly`` tells databases that lock for writing (SQLite) that this one only reads."""
+        with self.engine.connect() as conn:
+            if readonly:
+                conn = conn.execution_options(replicator_readonly=True)
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         if self._engine is not None:

@@ -213,8 +213,9 @@ class DuckDBTarget(Target):
         return self.url.database or ":memory:"
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
-        """Open the file, one transaction (commit on success, rollback on error), close the file."""
+    def connect(self, readonly: bool = False) -> Iterator[sa.Connection]:
+        """Open the file, one transaction (commit on success, rollback on error), close the file.
+        (One process holds a DuckDB file at a time, so ``readonly`` changes nothing here.)"""
         with self._open() as conn, conn.begin():
             yield conn
 

@@ -66,7 +66,9 @@ class SQLiteTarget(Target):
 
         @sa.event.listens_for(eng, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers take the write lock up front (no deadlock on upgrade); readers never wait
+            readonly = conn.get_execution_options().get("replicator_readonly")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return eng
 
