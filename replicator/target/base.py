@@ -60,6 +60,8 @@ class Target:
     applier_class = GenericApplier
     #: (precision, scale) of a bare DECIMAL target type here; None: unbounded
     decimal_default: tuple[int, int] | None = None
+    #: whether a DECIMAL target type here holds NaN (PostgreSQL's numeric does)
+    decimal_holds_nan = False
 
     def __init__(self, url: str):
         self.url = sa.make_url(url)
@@ -113,15 +115,16 @@ class Target:
         return types.DDL(expr)
 
     def column_conv(self, col: Column) -> Conv:
-        """:meth:`conv` with the mapping's ``target_type`` and ``text`` policy applied (cached)."""
+        """:meth:`conv` with the mapping's ``target_type`` and ``text`` policy applied (cached); the
+        ``text`` policy makes the column this database's text type even with a ``target_type``."""
         if col not in self._convs:
-            if col.policy == "text":
+            if col.policy == "text":  # the text type, whatever target_type says
                 c = self.text_conv(col)
             else:
                 c = self.conv(types.target_type_column(col, self.decimal_default))
-            if col.target_type:
-                rule = types.target_type_rule(col, self.name) if col.policy != "text" else None
-                c = dataclasses.replace(c, ddl=self.target_type(col.target_type), rule=rule or c.rule)
+                if col.target_type:
+                    rule = types.target_type_rule(col, self.name, self.decimal_holds_nan)
+                    c = dataclasses.replace(c, ddl=self.target_type(col.target_type), rule=rule or c.rule)
             self._convs[col] = c
         return self._convs[col]
 

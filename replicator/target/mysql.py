@@ -59,6 +59,7 @@ ROW_BYTES = 60000         # inline VARCHAR budget, below MySQL's 65,535-byte row
 MIN_KEY_CHARS = 32
 PREFETCH = 2              # COPY chunks read ahead of LOAD DATA (each ≤ ~8 MB)
 DATA_WARNINGS = {1264, 1265, 1292, 1366, 1406, 1048, 1101, 4025, 3819}
+MARK_BYTES = rules.MARK.encode()
 
 
 UNBOUNDED = (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)  # need a bound to be indexed
@@ -206,6 +207,8 @@ class MySQLTarget(Target):
         return n
 
     def _load_chunk(self, conn: Connection, m: TableMapping, chunk: bytes) -> int:
+        if MARK_BYTES in chunk:  # a value the copy query refused (``rules.MARK``)
+            raise self._marked_error(m, chunk)
         fd, path = tempfile.mkstemp(prefix="replicator-", suffix=".csv")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -234,6 +237,22 @@ class MySQLTarget(Target):
                 raise TargetError(f"{m.label}: LOAD DATA LOCAL INFILE into {self.display(m)} "
                                   f"failed: {e}{hint}") from None
 
+    def _marked_error(self, m: TableMapping, chunk: bytes) -> ValueRangeError:
+        """ValueRangeError for the first value of ``chunk`` the copy query marked as refused."""
+        cols = m.source.column_names
+        for rec in csv.reader(io.StringIO(chunk.decode("utf-8", "replace"), newline="")):
+            i = next((i for i, v in enumerate(rec) if rules.MARK in v), None)
+            if i is not None:
+                key = ", ".join(f"{k}={rec[cols.index(k)]!r}" for k in m.source.key or cols)
+                rule = self.column_conv(m.source.columns[i]).rule
+                return ValueRangeError(
+                    f"{m.label}.{cols[i]}: value {rules.unmark(rec[i])[:60]!r} cannot be stored in the "
+                    f"mysql target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot "
+                    f"copy, key {key}); choose a value policy (error | null | clamp | text) or a column "
+                    f"type in the mapping")
+        return ValueRangeError(f"{m.label}: a value cannot be stored in the mysql target table "
+                               f"{self.display(m)} (snapshot copy)")
+
     def _warning_error(self, m: TableMapping, chunk: bytes, code: int, msg: str) -> TargetError:
         where = re.search(r"for column (.+) at row (\d+)", msg)
         if code not in DATA_WARNINGS or not where:
@@ -245,14 +264,10 @@ class MySQLTarget(Target):
         cols = m.source.column_names
         value = row[cols.index(column[0])] if row and column[0] in cols else "?"
         key = ", ".join(f"{k}={row[cols.index(k)]!r}" for k in m.source.key) if row else "?"
-        why = msg
-        if rules.MARK in value:
-            rule = self.column_conv(m.source.column(column[0])).rule
-            why = rule.what if rule else msg
         return ValueRangeError(
-            f"{m.label}.{column[0]}: value {rules.unmark(value)[:60]!r} cannot be stored in the mysql "
-            f"target table {self.display(m)}: {why} (snapshot copy, key {key or '?'}); choose a value "
-            f"policy (error | null | clamp | text) or a column type in the mapping")
+            f"{m.label}.{column[0]}: value {value[:60]!r} cannot be stored in the mysql target table "
+            f"{self.display(m)}: {msg} (snapshot copy, key {key or '?'}); choose a value policy "
+            f"(error | null | clamp | text) or a column type in the mapping")
 
     # ---------------------------------------------------------------- changes
     def apply(self, conn: Connection, m: TableMapping, changes) -> None:

@@ -160,6 +160,7 @@ class PostgresTarget(Target):
     copy_options = "FORMAT text"
     row_id = "ctid"
     applier_class = PgApplier
+    decimal_holds_nan = True
 
     def __init__(self, url: str):
         super().__init__(url)

@@ -85,9 +85,11 @@ def copy_sql(rule: Optional[Rule], policy: str, copy: str, ident: str, pg_type: 
     t = f"({ident})::text"
     if policy == "null":
         other = "NULL"
-    elif policy == "clamp":
+    elif policy == "clamp" and rule.clamp_sql != "NULL":
         near = rule.clamp_sql.format(t=t, v=ident, type=pg_type)
         other = f"({copy.format(v=f'({near})')})::text"
+    elif policy == "clamp":
+        other = "NULL"  # nothing is near
     else:
         other = f"{MARK_SQL} || {t}"
     return f"CASE WHEN {ident} IS NULL OR {rule.fits_sql(t)} THEN ({plain})::text ELSE {other} END"
@@ -99,8 +101,9 @@ def unmark(s: str) -> str:
 
 
 # ---------------------------------------------------------------- the rules
-def decimal_rule(p: int, s: int, where: str) -> Rule:
-    """DECIMAL(p,s): at most p-s integer digits and s decimals (trailing zeros aside); no NaN/±Inf."""
+def decimal_rule(p: int, s: int, where: str, nan: bool = False) -> Rule:
+    """DECIMAL(p,s): at most p-s integer digits and s decimals (trailing zeros aside); no ±Inf;
+    NaN only with ``nan`` (PostgreSQL's numeric(p,s) holds it, DECIMAL elsewhere does not)."""
     ip = "0*" if p - s <= 0 else f"0*[0-9]{{0,{p - s}}}"
     fp = r"(\.0*)?" if s <= 0 else rf"(\.[0-9]{{0,{s}}}0*)?"
     top = Decimal(10) ** (p - s) - Decimal(10) ** -s
@@ -112,7 +115,8 @@ def decimal_rule(p: int, s: int, where: str) -> Rule:
         d = top if v == "Infinity" else -top if v == "-Infinity" else Decimal(v).quantize(q, ROUND_HALF_UP)
         return f"{max(-top, min(top, d)):f}"
 
-    return Rule(f"{where} DECIMAL({p},{s}) holds no NaN, ±Infinity or more digits", f"-?{ip}{fp}",
+    return Rule(f"{where} DECIMAL({p},{s}) holds no {'' if nan else 'NaN, '}±Infinity or more digits",
+                f"-?{ip}{fp}" + ("|NaN" if nan else ""),
                 clamp, f"CASE WHEN {{t}} = 'NaN' THEN NULL ELSE greatest(least(round(({{v}})::numeric, {s}), "
                        f"{top:f}), -{top:f}) END")
 
