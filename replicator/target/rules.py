@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, localcontext
 from typing import Any, Callable, Optional
 
 POLICIES = ("error", "null", "clamp", "text")
@@ -112,7 +112,7 @@ def decimal_rule(p: int, s: int, where: str, nan: bool = False) -> Rule:
     def clamp(v: str) -> Optional[str]:
         if v == "NaN":
             return None
-        d = top if v == "Infinity" else -top if v == "-Infinity" else Decimal(v).quantize(q, ROUND_HALF_UP)
+        d = top if v == "Infinity" else -top if v == "-Infinity" else _round(v, q)
         return f"{max(-top, min(top, d)):f}"
 
     return Rule(f"{where} DECIMAL({p},{s}) holds no {'' if nan else 'NaN, '}±Infinity or more digits",
@@ -121,15 +121,20 @@ def decimal_rule(p: int, s: int, where: str, nan: bool = False) -> Rule:
                        f"{top:f}), -{top:f}) END")
 
 
+def _round(v: str, q: Decimal) -> Decimal:
+    """``v`` rounded half away from zero to the exponent of ``q``, as PostgreSQL's round();
+    exact for any length, and without a negative zero (PostgreSQL's numeric has none)."""
+    with localcontext(Context(prec=len(v) + 40, Emax=MAX_EMAX, Emin=MIN_EMIN)):
+        d = Decimal(v).quantize(q, ROUND_HALF_UP)
+    return d.copy_abs() if d.is_zero() else d
+
+
 def integer_rule(lo: int, hi: int, where: str) -> Rule:
     """Integers in [lo, hi] (a numeric source may carry '.000')."""
     def clamp(v: str) -> Optional[str]:
         if v == "NaN":
             return None
-        try:
-            d = Decimal(v).quantize(Decimal(1), ROUND_HALF_UP)
-        except InvalidOperation:
-            d = Decimal(hi if v == "Infinity" else lo)
+        d = Decimal(hi if v == "Infinity" else lo) if "Infinity" in v else _round(v, Decimal(1))
         return str(max(lo, min(hi, int(d))))
 
     return Rule(f"{where} holds integers from {lo} to {hi}", r"-?[0-9]+(\.0*)?", clamp,
