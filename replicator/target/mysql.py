@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects.mysql import reflection as mysql_reflection
 from sqlalchemy.engine import Connection
 
 from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
@@ -63,6 +64,30 @@ MARK_BYTES = rules.MARK.encode()
 
 
 UNBOUNDED = (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)  # need a bound to be indexed
+
+
+# SQLAlchemy's MySQL reflection keeps a backtick inside a column name doubled (``a``b`` for
+# ``a`b``), in columns and in keys: unescape it, process-wide (the pipeline and tests reflect too).
+def _unescaping(parse):
+    def wrapper(self, line, state):
+        n = len(state.columns)
+        parse(self, line, state)
+        for col in state.columns[n:]:
+            col["name"] = self.preparer._unescape_identifier(col["name"])
+    return wrapper
+
+
+def _unescaped_keys(parse):
+    def wrapper(self, identifiers):
+        return [(self.preparer._unescape_identifier(c), n, mod) for c, n, mod in parse(self, identifiers)]
+    return wrapper
+
+
+if not getattr(mysql_reflection.MySQLTableDefinitionParser, "_replicator_unescapes", False):
+    _P = mysql_reflection.MySQLTableDefinitionParser
+    _P._parse_column = _unescaping(_P._parse_column)
+    _P._parse_keyexprs = _unescaped_keys(_P._parse_keyexprs)
+    _P._replicator_unescapes = True
 
 
 def mysql_url(url: str) -> sa.URL:
