@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import TargetError
 from ..model import Column, TableMapping
-from . import rules, types
+from . import pgarray, rules, types
 from .apply import GenericApplier
 from .types import Conv
 
@@ -103,8 +103,19 @@ class Target:
 
     # ---------------------------------------------------------------- types
     def conv(self, col: Column) -> Conv:
-        """How this database stores a source column by its type (override per database)."""
-        return Conv(self.family_types.get(types.family(col), sa.Text()), types.python_loader(col))
+        """How this database stores a source column by its type (override per database).
+
+        Generic dialects: the SQLAlchemy type of the family (text for the rest), arrays as JSON
+        text, and the range of Python's datetime and time for the values bound through them."""
+        fam = types.family(col)
+        if fam == "array":
+            return Conv(sa.Text(), pgarray.array_json(col), rule=rules.array_rule("JSON text"))
+        rule = None
+        if fam in ("date", "timestamp", "timestamptz"):
+            rule = rules.year_rule(fam, "Python's datetime")
+        elif fam == "time":
+            rule = rules.time_rule("Python's time")
+        return Conv(self.family_types.get(fam, sa.Text()), types.python_loader(col), rule=rule)
 
     def text_conv(self, col: Column) -> Conv:
         """PostgreSQL's exact text in this database's text type (the ``text`` policy)."""
@@ -123,7 +134,7 @@ class Target:
             else:
                 c = self.conv(types.target_type_column(col, self.decimal_default))
                 if col.target_type:
-                    rule = types.target_type_rule(col, self.name, self.decimal_holds_nan)
+                    rule = types.target_type_rule(col, self.name, self.decimal_holds_nan, self.decimal_default)
                     c = dataclasses.replace(c, ddl=self.target_type(col.target_type), rule=rule or c.rule)
             self._convs[col] = c
         return self._convs[col]
@@ -173,6 +184,27 @@ class Target:
                 f"target table {self.display(m)} exists but lacks column(s) {', '.join(missing)} "
                 f"replicated from {m.label}: add them, or drop the target table so it is created")
         return False
+
+    # ---------------------------------------------------------------- schema changes
+    def forget(self, m: TableMapping) -> None:
+        """Drop cached table objects of ``m`` (its columns changed)."""
+        t = self._tables.pop(self.table_key(m), None)
+        if t is not None:
+            self.metadata.remove(t)
+
+    def add_columns(self, conn: Connection, m: TableMapping, names: Sequence[str]) -> None:
+        """ALTER TABLE … ADD COLUMN for each of ``names`` (target names in ``m``) not yet there."""
+        self.forget(m)
+        t, q = self.table(m), conn.dialect.identifier_preparer
+        have = {c["name"] for c in sa.inspect(conn).get_columns(t.name, schema=t.schema)}
+        for n in [n for n in names if n not in have]:  # idempotent: a replayed Relation re-adds
+            typ = t.c[n].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ADD COLUMN {q.quote(n)} {typ}")
+
+    def fill_column(self, conn: Connection, m: TableMapping, name: str, text: str) -> None:
+        """Set column ``name`` of every existing row to the value PostgreSQL's ``text`` renders."""
+        col = m.source.column(name)
+        conn.execute(sa.update(self.table(m)).values({name: self.value_loader(col)(text)}))
 
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """Names this database cannot keep apart or hold (case-insensitive collisions, length

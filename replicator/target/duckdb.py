@@ -283,6 +283,13 @@ class DuckDBTarget(Target):
                 conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY "
                                      f"({', '.join(q.quote(c) for c in pk)})")
 
+    def fill_column(self, conn: sa.Connection, m: TableMapping, name: str, text: str) -> None:
+        """The change path's own conversion (the column's cast) applied to one bound value."""
+        cv, q = self.column_conv(m.source.column(name)), conn.dialect.identifier_preparer
+        value = text if cv.load is str else cv.load(text)
+        conn.exec_driver_sql(f"UPDATE {q.format_table(self.table(m))} SET {q.quote(name)} = "
+                             f"{cv.cast.format(v='$1')}", (value,))
+
     def plan(self, m: TableMapping) -> Plan:
         """SQL of this exact mapping (its options, e.g. on_missing_row, are part of it)."""
         if m not in self._plans:

@@ -60,7 +60,7 @@ def scalar(col: Column) -> tuple[str, str, rules.Rule | None]:
         args = types.type_args(col)
         p, s = (args + (0, 0))[:2]
         if args and 0 <= s <= p <= MAX_DECIMAL:
-            return f"DECIMAL({p},{s})", f"CAST({{v}} AS DECIMAL({p},{s}))", rules.decimal_rule(p, s, WHERE)
+            return f"DECIMAL({p},{s})", f"CAST({{v}} AS DECIMAL({p},{s}))", rules.numeric_nan_rule(f"{WHERE} DECIMAL({p},{s})")
         return "VARCHAR", "{v}", None
     if fam not in SCALARS:
         return "VARCHAR", "{v}", None

@@ -54,7 +54,7 @@ def _decimal(col: Column) -> Conv:
     args = decimal_args(col)
     if args is None:
         return Conv(mysql.LONGTEXT())  # PostgreSQL's exact text, NaN and ±Infinity included
-    return Conv(mysql.DECIMAL(*args), Decimal, rule=rules.decimal_rule(*args, WHERE))
+    return Conv(mysql.DECIMAL(*args), Decimal, rule=rules.numeric_nan_rule(f"{WHERE} DECIMAL{args}"))
 
 
 def _varchar(col: Column) -> Conv:

@@ -43,6 +43,8 @@ class Rule:
     clamp_sql: str = "NULL"
     check: Optional[Callable[[str], bool]] = None
     check_sql: str = ""
+    #: the same test as SQL on the typed value ``{v}`` (cheaper than the regular expression)
+    typed_sql: str = ""
     regex: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -51,8 +53,11 @@ class Rule:
     def fits(self, s: str) -> bool:
         return self.regex.fullmatch(s) is not None and (self.check is None or self.check(s))
 
-    def fits_sql(self, t: str) -> str:
-        """SQL: true when the text ``t`` fits (PostgreSQL's ``~`` is the same regular expression)."""
+    def fits_sql(self, t: str, v: str) -> str:
+        """SQL: true when the value ``v`` (its text: ``t``) fits: ``typed_sql``, else PostgreSQL's
+        ``~`` with the same regular expression and ``check_sql``."""
+        if self.typed_sql:
+            return f"({self.typed_sql.format(v=v)})"
         match = f"{t} ~ '^(?:{self.pattern})$'"
         return f"(CASE WHEN {match} THEN {self.check_sql.format(t=t)} ELSE false END)" if self.check_sql else match
 
@@ -92,7 +97,7 @@ def copy_sql(rule: Optional[Rule], policy: str, copy: str, ident: str, pg_type: 
         other = "NULL"  # nothing is near
     else:
         other = f"{MARK_SQL} || {t}"
-    return f"CASE WHEN {ident} IS NULL OR {rule.fits_sql(t)} THEN ({plain})::text ELSE {other} END"
+    return f"CASE WHEN {ident} IS NULL OR {rule.fits_sql(t, ident)} THEN ({plain})::text ELSE {other} END"
 
 
 def unmark(s: str) -> str:
@@ -151,11 +156,17 @@ def finite_float_rule(where: str) -> Rule:
     top = "1.7976931348623157e+308"
     return Rule(f"{where} holds no NaN or ±Infinity", r"-?[0-9][0-9.e+-]*",
                 lambda v: {"Infinity": top, "-Infinity": f"-{top}"}.get(v),
-                f"CASE {{t}} WHEN 'Infinity' THEN '{top}'::float8 WHEN '-Infinity' THEN '-{top}'::float8 END")
+                f"CASE {{t}} WHEN 'Infinity' THEN '{top}'::float8 WHEN '-Infinity' THEN '-{top}'::float8 END",
+                typed_sql=f"{{v}} BETWEEN '-{top}'::float8 AND '{top}'::float8")  # NaN sorts above all
 
 
 def not_nan_rule(where: str) -> Rule:
-    return Rule(f"{where} holds no NaN", r"-?[0-9I].*")
+    return Rule(f"{where} holds no NaN", r"-?[0-9I].*", typed_sql="{v} <> 'NaN'")
+
+
+def numeric_nan_rule(where: str) -> Rule:
+    """A DECIMAL as wide as the source's numeric(p,s): only NaN does not fit."""
+    return Rule(f"{where} holds no NaN", r"-?[0-9].*", typed_sql="{v} <> 'NaN'")
 
 
 def year_rule(kind: str, where: str) -> Rule:
@@ -165,20 +176,23 @@ def year_rule(kind: str, where: str) -> Rule:
               "timestamptz": ("0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00")}[kind]
     return Rule(f"{where} holds years 1 to 9999 (no infinity, no BC)", "[0-9]{4}-[-0-9 :.+]*",
                 lambda v: lo if v == "-infinity" or v.endswith(" BC") else hi,
-                f"CASE WHEN {{t}} = '-infinity' OR {{t}} LIKE '% BC' THEN '{lo}'::{{type}} ELSE '{hi}'::{{type}} END")
+                f"CASE WHEN {{t}} = '-infinity' OR {{t}} LIKE '% BC' THEN '{lo}'::{{type}} ELSE '{hi}'::{{type}} END",
+                typed_sql=f"{{v}} BETWEEN '{lo}' AND '{hi}'")
 
 
 def duckdb_year_rule(kind: str) -> Rule:
     """DuckDB timestamps end in January 294247; PostgreSQL's in December 294276."""
-    hi = "294246-12-31 23:59:59.999999" + ("+00" if kind == "timestamptz" else "")
+    tz = "+00" if kind == "timestamptz" else ""
+    hi = f"294246-12-31 23:59:59.999999{tz}"
     return Rule("DuckDB TIMESTAMP holds years up to 294246",
                 "-?infinity|[0-9]{4,5}-.*|(1[0-9]{5}|2[0-8][0-9]{4}|29[0-3][0-9]{3}|294[01][0-9]{2}"
-                "|2942[0-3][0-9]|29424[0-6])-.*", lambda v: hi, f"'{hi}'::{{type}}")
+                "|2942[0-3][0-9]|29424[0-6])-.*", lambda v: hi, f"'{hi}'::{{type}}",
+                typed_sql=f"{{v}} < '294247-01-01 00:00:00{tz}' OR {{v}} = 'infinity'")
 
 
 def time_rule(where: str) -> Rule:
     return Rule(f"{where} holds times before 24:00:00", "([01][0-9]|2[0-3]):.*",
-                lambda v: "23:59:59.999999", "'23:59:59.999999'::{type}")
+                lambda v: "23:59:59.999999", "'23:59:59.999999'::{type}", typed_sql="{v} < '24:00:00'")
 
 
 def array_rule(where: str, dims: int | None = None, nan: bool = False) -> Rule:

@@ -157,13 +157,17 @@ def target_type_column(col: Column, decimal_default: tuple[int, int] | None) -> 
     return with_type(col, _TT_OID[kind], name)
 
 
-def target_type_rule(col: Column, where: str, nan: bool = False) -> Rule | None:
+def target_type_rule(col: Column, where: str, nan: bool = False,
+                     decimal_default: tuple[int, int] | None = None) -> Rule | None:
     """The rule of a checked target type kind (decimal digits, integer range, text length);
-    ``nan``: the target's decimal type holds NaN (PostgreSQL's numeric)."""
+    ``nan``: the target's decimal type holds NaN (PostgreSQL's numeric); ``decimal_default``:
+    the precision and scale of a bare DECIMAL there."""
     parsed = parse_target_type(col.target_type) if col.target_type else None
     if parsed is None:
         return None
     kind, args = parsed
+    if kind == "numeric()":
+        kind, args = "numeric", decimal_default or ()
     what = f"{where} {col.target_type}"
     if kind == "numeric" and len(args) in (1, 2):
         return rules.decimal_rule(args[0], (args + (0,))[1], what, nan)

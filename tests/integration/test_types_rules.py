@@ -32,6 +32,8 @@ CASES = [  # (rule, PostgreSQL type of the values, values)
     (rules.length_rule(3, "t"), "text", ["", "abc", "abcd", "😀😀😀", "😀😀😀😀", "a\nb"]),
     (rules.finite_float_rule("t"), "float8", ["1.5", "-0", "1e+300", "5e-324", "NaN", "Infinity", "-Infinity"]),
     (rules.not_nan_rule("t"), "float4", ["1.5", "-0", "3.4e38", "NaN", "Infinity", "-Infinity"]),
+    (rules.finite_float_rule("t"), "float4", ["1.5", "-0", "3.4e38", "NaN", "Infinity", "-Infinity"]),
+    (rules.numeric_nan_rule("t"), "numeric(5,2)", ["1.50", "-999.99", "0.00", "NaN"]),
     (rules.year_rule("date", "t"), "date", DATES),
     (rules.year_rule("timestamp", "t"), "timestamp", TIMESTAMPS),
     (rules.year_rule("timestamptz", "t"), "timestamptz", [t + "+00" for t in TIMESTAMPS if "inf" not in t]),
@@ -61,7 +63,7 @@ def pg(pg_server):
 def test_python_and_sql_halves_of_a_rule_agree(pg, rule, typ, values):
     t, v = "(x)::text", "x"
     clamp = rule.clamp_sql.format(t=t, v=v, type=typ).replace("%", "%%")
-    fits = rule.fits_sql(t).replace("%", "%%")
+    fits = rule.fits_sql(t, v).replace("%", "%%")
     rows = pg.execute(f"SELECT x::text, {fits}, ({clamp})::text "
                       f"FROM (SELECT unnest(%s::text[])::{typ} x) s", (values,)).fetchall()
     assert len(rows) == len(values)
