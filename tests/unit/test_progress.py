@@ -126,7 +126,7 @@ def test_lines_mode_logs_plain_progress(caplog, capsys):
         time.sleep(1.3)
         tel.batch_committed(5, 1, 0.01, 0x100, time.time(), {"public.branches": 5})
         tel.server_wal_end = 0x200
-        time.sleep(1.2)
+        time.sleep(1.8)
     msgs = [r for r in caplog.records if r.name == "replicator.progress"]
     copy = [r for r in msgs if r.getMessage().startswith("copying public.accounts: 45,000 of ~100,000")]
     assert copy and copy[0].table == "public.accounts" and copy[0].rows_estimate == 100_000
