@@ -4,7 +4,8 @@ Contracts:
 * ``drop`` removes the slot, both publications and this stream's target-side state (target data
   stays unless ``drop_tables``); it is safe to run twice and refuses while a mirror holds the slot
   unless ``force``.
-* ``resync`` puts the chosen tables back to ``i``.  A running mirror notices within
+* ``resync`` puts the chosen tables back to ``i`` and drops their target tables (they are created
+  again from the source's current columns: a re-sync is how a renamed or retyped column goes on).  A running mirror notices within
   ``pipeline.RESYNC_POLL_SECONDS`` between batches and re-copies them from a fresh snapshot; with no mirror
   running the copy happens here and now.  Other tables are not copied again, and nothing
   confirmed to the source is lost either way.
@@ -69,6 +70,11 @@ def resync(opts: Options, patterns: list[str]) -> str:
         for m in ms:
             if m.label in chosen:
                 p.store.set_table(c, m.label, p.target.display(m), TableState.INIT, sync_lsn=0, rows_copied=0)
+    with p.target.connect() as c:  # created again from the source's current columns
+        for m in ms:
+            if m.label in chosen:
+                p.target.table(m).drop(c, checkfirst=True)
+                p.target.forget(m)
     with snapshot.connect(opts.source, autocommit=True) as src:
         info = slots.slot_info(src, p.slot)
         if info and info["active"]:

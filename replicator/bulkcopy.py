@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+from . import schema_change
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableState
 from .source import snapshot
@@ -68,7 +69,8 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
         data = snapshot.copy_bytes(sc, q) if bytes_mode else snapshot.copy_rows(sc, q)
         n = target.load_copy(conn, m, _counted(data, fig, bytes_mode))
         failpoint("copy.loaded", m.label)
-        store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n)
+        store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n,
+                        layout=schema_change.layout_of(m))
     stats.rows[m.label] = n
     stats.seconds[m.label] = time.monotonic() - t0
     fig.state, fig.rows_copied = "s", n

@@ -214,6 +214,16 @@ class Truncate:
 
 
 @dataclass(frozen=True)
+class RelationInfo:
+    """The source's current column list of a table, as a Relation message announced it (names
+    and type OIDs in tuple order).  Sent before the first change after any schema change."""
+
+    table: str
+    columns: tuple[tuple[str, int], ...]
+    lsn: Lsn = Lsn(0)
+
+
+@dataclass(frozen=True)
 class TxBegin:
     """Start of a source transaction; ``final_lsn`` is the LSN of its commit record."""
 
@@ -250,6 +260,8 @@ class TableProgress:
     sync_lsn: Lsn = Lsn(0)
     rows_copied: int = 0
     updated_at: Optional[datetime] = None
+    #: the column layout the target has applied (JSON, see schema_change.layout_of)
+    layout: Optional[str] = None
 
 
 @dataclass

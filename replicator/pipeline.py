@@ -22,7 +22,7 @@ import psycopg
 
 import sqlalchemy.exc
 
-from . import bulkcopy, mapping
+from . import bulkcopy, mapping, schema_change
 from .dsn import redact
 from .config import MappingConfig
 from .errors import CheckError, ConfigError, SourceError, TargetError, TransientError
@@ -156,10 +156,15 @@ class Pipeline:
             seen[k] = m.label
 
     def _check_existing_target_tables(self) -> None:
+        """A table we did not create must have every column; ours follow the source's schema
+        changes through the stream, so they may lag behind the catalog until it gets there."""
         import sqlalchemy as sa
-        with self.target.connect() as conn:
+        with self.target.connect(readonly=True) as conn:
+            ours = self.store.load_tables(conn) if self.store.exists(conn) else {}
             insp = sa.inspect(conn)
             for m in self.mappings:
+                if m.label in ours:
+                    continue
                 if insp.has_table(m.target_name, schema=m.target_schema):
                     have = {c["name"] for c in insp.get_columns(m.target_name, schema=m.target_schema)}
                     missing = [c for c in m.source.column_names if c not in have]
@@ -197,6 +202,7 @@ class Pipeline:
                     raise TransientError(f"replication slot {self.slot} is in use by pid "
                                          f"{info['active_pid']} (another mirror of {self.opts.name}?)")
                 summary = self._resume(src, repl, progress)
+                self._restore_layouts(progress)
                 return stream.applied_lsn, progress, summary
             summary = self._fresh(src, repl, info, system_id, progress)
             with self.target.connect() as c:
@@ -255,6 +261,12 @@ class Pipeline:
             progress.update(self.store.load_tables(c))
         return summary
 
+    def _restore_layouts(self, progress: dict[str, TableProgress]) -> None:
+        """Tables the target already has follow the layout it applied, not today's catalog: the
+        stream resumes before any later schema change and brings it in order."""
+        self.mappings = [schema_change.with_layout(m, progress[m.label].layout)
+                         if m.label in progress else m for m in self.mappings]
+
     def _copy(self, mappings, snap: str, lsn: Lsn) -> Summary:
         t0 = time.monotonic()
         stats = bulkcopy.copy_tables(self.opts.source, self.target, self.store, mappings, snap, lsn,
@@ -270,6 +282,7 @@ class Pipeline:
         rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
                        applied, self.opts.batch_rows, self.opts.batch_seconds,
                        telemetry=self.telemetry)
+        rep.evolve = self.evolve
         self.telemetry.applied_lsn = int(applied)
         for label, p in progress.items():
             self.telemetry.table(label).state = p.state.value
@@ -330,6 +343,30 @@ class Pipeline:
             poke = frame is None and idle and (until is not None or since > IDLE_POKE_SECONDS)
             if reply or poke or since > self.opts.status_interval:
                 stream.send_status(position, reply=poke)
+
+    # ------------------------------------------------------------ schema changes
+    def evolve(self, target, conn, m: TableMapping, ev, d) -> TableMapping:
+        """Apply a source schema change to the target (schema_change.evolve with catalog access)."""
+        new_m = schema_change.evolve(target, conn, m, ev, d, self._describe, self._missing_value)
+        self.store.set_layout(conn, m.label, schema_change.layout_of(new_m))
+        self.mappings = [new_m if x.label == m.label else x for x in self.mappings]
+        return new_m
+
+    def _describe(self, label: str):
+        with snapshot.connect(self.opts.source) as c:
+            rows = [t for t in catalog.list_tables(c) if f"{t[1]}.{t[2]}" == label]
+            return catalog.load_schemas(c, rows)[0]
+
+    def _missing_value(self, label: str, column: str) -> tuple[bool, Optional[str]]:
+        """(column has a default, the value existing rows got, None when unknown/volatile)."""
+        from psycopg import sql
+        with snapshot.connect(self.opts.source) as c:
+            schema, _, name = label.partition(".")
+            row = c.execute(
+                "SELECT atthasdef, CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END "
+                "FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
+                (sql.Identifier(schema, name).as_string(c), column)).fetchone()
+        return (bool(row[0]), row[1]) if row else (False, None)
 
     def resync_requested(self) -> bool:
         """A table of this stream was set back to i/d (``replicator resync``) while streaming."""

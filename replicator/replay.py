@@ -19,7 +19,9 @@ import time
 from collections import Counter
 from typing import Optional
 
+from . import schema_change
 from .failpoints import failpoint
+from .model import RelationInfo
 from .model import (Lsn, RowChange, TableMapping, TableProgress, TableState, Truncate, TxBegin,
                     TxCommit)
 from .state import StateStore
@@ -69,6 +71,8 @@ class Replayer:
             self.on_commit(ev)
         elif kind is Truncate:
             self.on_truncate(ev)
+        elif kind is RelationInfo:
+            self.on_relation(ev)
 
     def wanted(self, table: str) -> Optional[TableMapping]:
         """The mapping when this table's change at the current transaction must be applied."""
@@ -96,6 +100,22 @@ class Replayer:
             self.flush()
             self.target.truncate(self.open(), ms)
             self.tx_rows += 1
+
+    def on_relation(self, ev: RelationInfo) -> None:
+        """A table's columns as the source now has them: adapt the target (schema_change.py)."""
+        m = self.wanted(ev.table)
+        if m is None:
+            return  # skipped transaction or table: what the target has is not touched
+        d = schema_change.diff(m.source_table, ev)
+        if not d:
+            return
+        self.flush()  # pending changes of this batch use the old column layout
+        self.mappings[ev.table] = self.evolve(self.target, self.open(), m, ev, d)
+
+    def evolve(self, target, conn, m, ev, d):
+        """Overridden by the pipeline with access to the source catalog; alone: refuse."""
+        schema_change.refuse(m, ev, d)
+        raise schema_change.SchemaChanged(f"{m.label}: columns changed at LSN {ev.lsn}; re-sync it")
 
     def on_commit(self, ev: TxCommit) -> None:
         self.in_tx = False

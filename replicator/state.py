@@ -3,7 +3,9 @@
 Two tables, created on first run in the target's default schema:
 
 ``replicator_state_tables`` (stream, source_table, target_table, state, sync_lsn, rows_copied,
-updated_at): one row per replicated table, state ``i``/``d``/``s``/``r`` as in pg_subscription_rel.
+updated_at, layout): one row per replicated table, state ``i``/``d``/``s``/``r`` as in
+pg_subscription_rel; ``layout`` is the column list the target has applied (JSON), so a restart
+reads a replayed Relation against what the target has, not against today's catalog.
 
 ``replicator_state_streams`` (stream, slot, system_id, applied_lsn, commit_time, applied_at): one row
 per stream (``--name``); ``applied_lsn`` is the end LSN of the last source transaction committed on
@@ -46,6 +48,7 @@ class StateStore:
             sa.Column("sync_lsn", sa.BigInteger, nullable=False, default=0),
             sa.Column("rows_copied", sa.BigInteger, nullable=False, default=0),
             sa.Column("updated_at", sa.DateTime),
+            sa.Column("layout", sa.Text),
         )
         self.streams = sa.Table(
             STREAMS, md,
@@ -69,13 +72,16 @@ class StateStore:
     def load_tables(self, conn: Connection) -> dict[str, TableProgress]:
         q = sa.select(self.tables).where(self.tables.c.stream == self.stream)
         return {r.source_table: TableProgress(r.source_table, r.target_table, TableState(r.state),
-                                              Lsn(r.sync_lsn), r.rows_copied, r.updated_at)
+                                              Lsn(r.sync_lsn), r.rows_copied, r.updated_at, r.layout)
                 for r in conn.execute(q)}
 
     def set_table(self, conn: Connection, source: str, target: str, state: TableState,
-                  sync_lsn: Optional[int] = None, rows_copied: Optional[int] = None) -> None:
+                  sync_lsn: Optional[int] = None, rows_copied: Optional[int] = None,
+                  layout: Optional[str] = None) -> None:
         """Upsert one table's row (UPDATE, then INSERT when absent: portable to every dialect)."""
         values = {"target_table": target, "state": state.value, "updated_at": _now()}
+        if layout is not None:
+            values["layout"] = layout
         if sync_lsn is not None:
             values["sync_lsn"] = int(sync_lsn)
         if rows_copied is not None:
@@ -86,6 +92,12 @@ class StateStore:
             values.setdefault("sync_lsn", 0)
             values.setdefault("rows_copied", 0)
             conn.execute(sa.insert(t).values(stream=self.stream, source_table=source, **values))
+
+    def set_layout(self, conn: Connection, source: str, layout: str) -> None:
+        """Record the column layout the target has from now on (same transaction as the DDL)."""
+        t = self.tables
+        conn.execute(sa.update(t).where(t.c.stream == self.stream, t.c.source_table == source)
+                     .values(layout=layout, updated_at=_now()))
 
     def mark_ready(self, conn: Connection, sources: list[str]) -> None:
         if sources:

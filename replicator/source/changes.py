@@ -1,28 +1,19 @@
 """Decode phase: pgoutput messages → the neutral model (TxBegin, RowChange, Truncate, TxCommit).
 
 Holds the Relation cache (relid → table) and checks every tuple against it, so a tuple whose column
-count disagrees never reaches a target.  Contract: a Relation whose columns differ from the
-catalog's view of the table raises :class:`SchemaChanged` before any change of that table is
-returned, naming what changed.
+count disagrees never reaches a target.  Contract: every Relation of a mapped table is passed on as
+a :class:`RelationInfo` before any change that uses it; comparing it with the target's columns is
+the replay phase's job (only it knows whether the transaction is applied or skipped).
 """
 from __future__ import annotations
 
 from typing import Optional, Union
 
-from ..errors import SourceError
-from ..model import ChangeKind, Lsn, RowChange, TableSchema, Truncate, TxBegin, TxCommit
+from ..model import (ChangeKind, Lsn, RelationInfo, RowChange, TableSchema, Truncate, TxBegin,
+                     TxCommit)
 from . import pgoutput as po
 
-Event = Union[TxBegin, TxCommit, RowChange, Truncate]
-
-
-class SchemaChanged(SourceError):
-    """The source table's columns changed while streaming (``table`` is its qualified name)."""
-
-    def __init__(self, table: str, message: str, relation: po.Relation):
-        self.table = table
-        self.relation = relation
-        super().__init__(message)
+Event = Union[TxBegin, TxCommit, RowChange, Truncate, RelationInfo]
 
 
 class ChangeDecoder:
@@ -70,8 +61,7 @@ class ChangeDecoder:
         if kind is po.Commit:
             return TxCommit(msg.commit_lsn, msg.end_lsn, msg.commit_time)
         if kind is po.Relation:
-            self._relation(msg)
-            return None
+            return self._relation(msg)
         if kind is po.Truncate:
             names = tuple(n for n in (self._name(r) for r in msg.relids) if n)
             return Truncate(names, msg.cascade, msg.restart_identity, self.lsn) if names else None
@@ -83,24 +73,14 @@ class ChangeDecoder:
         except KeyError:
             raise po.DecodeError(f"change for relation {relid} arrived before its Relation message") from None
 
-    def _relation(self, rel: po.Relation) -> None:
+    def _relation(self, rel: po.Relation) -> Optional[RelationInfo]:
+        """Remember the relation; for a mapped table, announce its columns (the replay phase
+        decides whether they differ from what the target has, and what to do)."""
         ns = rel.namespace or "pg_catalog"
         name = f"{ns}.{rel.name}"
         self.relations[rel.relid] = rel
-        schema = self.tables.get(name)
-        self.names[rel.relid] = name if schema is not None else None
-        if schema is None:
-            return
-        got = tuple(c.name for c in rel.columns)
-        want = schema.column_names
-        if got != want:
-            added = [c for c in got if c not in want]
-            gone = [c for c in want if c not in got]
-            raise SchemaChanged(name, f"columns of {name} changed on the source at LSN {self.lsn}: "
-                                f"added {added or 'none'}, missing {gone or 'none'}; re-sync the table "
-                                f"(replicator resync --tables {name})", rel)
-        for c, rc in zip(schema.columns, rel.columns):
-            if c.type_oid != rc.type_oid:
-                raise SchemaChanged(name, f"type of {name}.{c.name} changed on the source at LSN "
-                                    f"{self.lsn} (type oid {c.type_oid} → {rc.type_oid}); re-sync the "
-                                    f"table (replicator resync --tables {name})", rel)
+        mapped = name in self.tables
+        self.names[rel.relid] = name if mapped else None
+        if not mapped:
+            return None
+        return RelationInfo(name, tuple((c.name, c.type_oid) for c in rel.columns), self.lsn)

@@ -115,7 +115,7 @@ def _equal(dsn, table, url):
     try:
         assert_same(dsn, "public", table, url)
         return True
-    except (AssertionError, sa.exc.DBAPIError):
+    except (AssertionError, sa.exc.DBAPIError, sa.exc.NoSuchTableError):
         return False
 
 
