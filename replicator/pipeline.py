@@ -326,6 +326,7 @@ class Pipeline:
             position = max(rep.applied, wal_end) if idle else rep.applied
             if idle:
                 rep.advance_idle(position)
+                self.telemetry.applied_lsn = max(self.telemetry.applied_lsn, int(position))
             if until is not None and idle and slots.reached(position, until):
                 return
             if self.stop_requested and idle:

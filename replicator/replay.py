@@ -206,7 +206,9 @@ class Replayer:
             self.close(commit=True)
             for t in ready:
                 self.progress[t].state = TableState.READY
+                self.telemetry.table(t).state = "r"
             self.applied = Lsn(position)
+            self.telemetry.applied_lsn = int(position)
 
     def _ready(self, position: Lsn) -> list[str]:
         return [t for t, p in self.progress.items()

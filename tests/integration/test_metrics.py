@@ -114,7 +114,6 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
         assert value(m, "replicator_batches_total") >= 1
         assert value(m, "replicator_last_batch_changes") > 0
         assert value(m, "replicator_last_batch_seconds") >= 0
-        # 'r' itself: see the xfail test below (the idle path does not tell Telemetry yet)
         assert copied(m)
         assert value(m, "replicator_applied_lsn") > 0
         assert value(m, "replicator_server_wal_end_lsn") >= value(m, "replicator_applied_lsn")
@@ -146,8 +145,6 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
     assert "mirror stopped at" in out
 
 
-@pytest.mark.xfail(strict=True, reason="Replayer.advance_idle marks tables ready and moves the applied "
-                   "LSN without telling Telemetry (pipeline side; remove this mark once it does)")
 def test_idle_mirror_reports_ready_tables_and_applied_lsn(source_db, sqlite_target_url):
     """No changes at all: the tables still become 'r' and the applied LSN moves (idle confirm)."""
     make_tables(source_db)
