@@ -22,12 +22,12 @@ import psycopg
 
 import sqlalchemy.exc
 
-from . import bulkcopy, mapping, schema_change
+from . import bulkcopy, fence, mapping, schema_change
 from .dsn import redact
 from .config import MappingConfig
 from .errors import CheckError, ConfigError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
-from .model import Lsn, TableMapping, TableProgress, TableState
+from .model import Lsn, TableMapping, TableProgress, TableState, TxBegin
 from .source import catalog, slot as slots, snapshot
 from .source.changes import ChangeDecoder
 from .source.frames import Keepalive
@@ -277,8 +277,9 @@ class Pipeline:
 
     # ------------------------------------------------------------ stream
     def stream(self, applied: Lsn, progress: dict[str, TableProgress],
-               until: Optional[Lsn] = None) -> Replayer:
-        """Apply changes until ``until`` is reached (None: until stop is requested)."""
+               until: Optional[Lsn] = None, exact: bool = False) -> Replayer:
+        """Apply changes until ``until`` is reached (None: until stop is requested); ``exact``
+        stops before the first transaction that commits at or after ``until``."""
         rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
                        applied, self.opts.batch_rows, self.opts.batch_seconds,
                        telemetry=self.telemetry)
@@ -290,7 +291,7 @@ class Pipeline:
         stream = ReplicationStream(self.opts.source, self.slot, self.publication_names())
         stream.start()
         try:
-            self._loop(stream, decoder, rep, until)
+            self._loop(stream, decoder, rep, until, exact)
         except BaseException:
             rep.close(commit=False)
             raise
@@ -298,7 +299,7 @@ class Pipeline:
             stream.close()
         return rep
 
-    def _loop(self, stream, decoder, rep: Replayer, until: Optional[Lsn]) -> None:
+    def _loop(self, stream, decoder, rep: Replayer, until: Optional[Lsn], exact: bool = False) -> None:
         wal_end = Lsn(0)
         last_poll = time.monotonic()
         while True:
@@ -308,6 +309,10 @@ class Pipeline:
                                                     int(getattr(frame, "wal_end", 0) or getattr(frame, "end", 0)))
             if frame is not None and not isinstance(frame, Keepalive):
                 ev = decoder.feed(frame.payload)
+                if exact and type(ev) is TxBegin and ev.final_lsn >= until:
+                    if rep.batch_txs:  # everything before the fence is applied: stop here
+                        stream.send_status(rep.commit())
+                    return
                 if ev is not None:
                     rep.handle(ev)
                 if rep.due():
@@ -388,15 +393,15 @@ class Pipeline:
             applied, progress, summary = self.start(src)
             rep = None
             for attempt in range(3):
-                end = slots.catchup_lsn(src)
-                rep = self.stream(rep.applied if rep else applied, progress, until=end)
-                mismatched = self.count_mismatches(src)
+                end, counts = fence.take(self.opts.source, self.slot, self.mappings, self.opts.slot_timeout)
+                rep = self.stream(rep.applied if rep else applied, progress, until=end, exact=True)
+                mismatched = fence.mismatches(self.target, self.mappings, counts)
                 if not mismatched:
                     break
-                log.info("row counts differ (%s): source still changing, catching up again",
-                         ", ".join(mismatched))
+                log.warning("row counts differ at %s (%s): catching up again", end, ", ".join(mismatched))
             else:
-                raise TargetError(f"row counts still differ after catch-up: {', '.join(mismatched)}")
+                raise TargetError(f"row counts differ after catch-up: {', '.join(mismatched)}; the "
+                                  f"target diverged: run 'replicator verify' to find the rows")
             self.finish(src)
         summary.changes_applied = rep.total_changes
         summary.applied_lsn = rep.applied
@@ -431,22 +436,6 @@ class Pipeline:
                 self.target.dispose()
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-    def count_mismatches(self, src) -> list[str]:
-        import sqlalchemy as sa
-        from psycopg import sql
-        out = []
-        with self.target.connect() as conn:
-            for m in self.mappings:
-                t = m.source_table
-                q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.schema, t.name))
-                if m.where:
-                    q = sql.SQL("{} WHERE {}").format(q, sql.SQL(m.where))
-                s = src.execute(q).fetchone()[0]
-                t = conn.execute(sa.select(sa.func.count()).select_from(self.target.table(m))).scalar()
-                if s != t:
-                    out.append(f"{m.label}: source {s}, target {t}")
-        return out
 
     def finish(self, src) -> None:
         """After a migration: drop slot and publication unless --keep-slot."""

@@ -1,0 +1,51 @@
+"""The end point of a migration: an exact source snapshot at a WAL position, and the row counts
+there.
+
+Contract: :func:`take` creates a temporary slot with an exported snapshot, so the counts it returns
+are exactly those of the transactions that commit before the returned consistent point C.  A
+stream run with ``until=C, exact=True`` applies exactly those transactions (it stops before the
+first one whose commit lies at or after C), so source and target counts compare exactly even
+while the source keeps being written.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import sqlalchemy as sa
+from psycopg import sql
+
+from .model import Lsn, TableMapping
+from .source import slot as slots, snapshot
+
+
+def take(dsn: str, slot: str, mappings: Sequence[TableMapping], timeout: float) -> tuple[Lsn, dict[str, int]]:
+    """(consistent point C, {table: source row count at C}) from a temporary slot's snapshot."""
+    repl = slots.replication_connection(dsn)
+    try:
+        lsn, snap = slots.create_slot(repl, f"{slot[:40]}_fence_{os.getpid()}", temporary=True,
+                                      timeout=timeout, dsn=dsn)
+        sc = snapshot.snapshot_connection(dsn, snap)
+    finally:
+        repl.close()  # the snapshot is imported: the temporary slot may go
+    with sc:
+        return lsn, {m.label: _count(sc, m) for m in mappings}
+
+
+def _count(conn, m: TableMapping) -> int:
+    t = m.source_table
+    q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.schema, t.name))
+    if m.where:
+        q = sql.SQL("{} WHERE {}").format(q, sql.SQL(m.where))
+    return conn.execute(q).fetchone()[0]
+
+
+def mismatches(target, mappings: Sequence[TableMapping], counts: dict[str, int]) -> list[str]:
+    """One line per table whose target row count differs from the source count at the fence."""
+    out = []
+    with target.connect(readonly=True) as conn:
+        for m in mappings:
+            n = conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
+            if n != counts[m.label]:
+                out.append(f"{m.label}: source {counts[m.label]}, target {n}")
+    return out
