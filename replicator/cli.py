@@ -191,19 +191,25 @@ def demo(source, target, seconds, scale, progress):
 @main.command()
 @run_options
 @click.option("--keep-slot", is_flag=True, help="Keep slot and publication after the migration.")
+@click.option("--cutover", is_flag=True, help="After catch-up, carry sequences / identity / "
+              "AUTO_INCREMENT past the source's values and verify: the moment to switch over.")
 @watch_options
 @handle_errors
-def migrate(keep_slot, metrics_port, metrics_host, progress, **kw):
+def migrate(keep_slot, cutover, metrics_port, metrics_host, progress, **kw):
     """One-shot migration: snapshot copy, catch-up, row-count check, clean-up."""
     from .pipeline import Pipeline
     from .watch import watching
-    p = Pipeline(_options(keep_slot=keep_slot, **kw))
+    opts = _options(keep_slot=keep_slot, **kw)
+    opts.cutover = cutover
+    p = Pipeline(opts)
     with watching(p, metrics_port, metrics_host, progress):
         s = p.migrate()
     copy_rate = s.rows_copied / s.copy_seconds if s.copy_seconds else 0
     click.echo(f"migrated {s.tables} table(s): {s.rows_copied} rows copied in {s.copy_seconds:.1f}s "
                f"({copy_rate:.0f} rows/s), {s.changes_applied} changes applied, {s.seconds:.1f}s in "
                f"all (applied up to {s.applied_lsn})")
+    for line in s.cutover:
+        click.echo(f"cutover: {line}")
 
 
 @main.command()
@@ -279,3 +285,31 @@ def status(source, target, name, mapping, as_json):
     name = name or (cfg.name if cfg else None) or "replicator"
     doc = collect(source, target, name)
     click.echo(json.dumps(doc, indent=2, default=str) if as_json else render(doc))
+
+
+@main.command()
+@source_option(required=False)
+@target_option
+@tables_option
+@name_option
+@mapping_option
+@click.option("--chunk-rows", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="Source keys per checksummed range.")
+@click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Differing keys listed per table.")
+@click.option("--wait", "wait_seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds the re-checks of one table may wait for a running mirror to reach "
+                   "the source's position.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")
+@handle_errors
+def verify(source, target, tables, name, mapping, chunk_rows, max_keys, wait_seconds, as_json):
+    """Compare source and target per table: row counts, then checksums over key ranges; exit 1
+    naming each differing table, key range and keys."""
+    from .pipeline import Options
+    from .verify import Settings, render, verify as verify_tables
+    source, target, name, cfg = resolve_settings(source, target, name, mapping)
+    doc = verify_tables(Options(source=source, target=target, tables=_tables(tables), name=name,
+                                mapping=cfg),
+                        Settings(chunk_rows=chunk_rows, max_keys=max_keys, wait_seconds=wait_seconds))
+    click.echo(json.dumps(doc, indent=2, default=str) if as_json else render(doc))
+    sys.exit(0 if doc["equal"] else 1)

@@ -57,6 +57,7 @@ class Options:
     batch_seconds: float = 1.0
     status_interval: float = 10.0
     slot_timeout: float = 300.0
+    cutover: bool = False
     mapping: Optional["MappingConfig"] = None
 
 
@@ -67,6 +68,7 @@ class Summary:
     changes_applied: int = 0
     seconds: float = 0.0
     copy_seconds: float = 0.0
+    cutover: list = field(default_factory=list)
     applied_lsn: Lsn = Lsn(0)
     counts: dict = field(default_factory=dict)
 
@@ -402,6 +404,10 @@ class Pipeline:
             else:
                 raise TargetError(f"row counts differ after catch-up: {', '.join(mismatched)}; the "
                                   f"target diverged: run 'replicator verify' to find the rows")
+            if self.opts.cutover:
+                from . import cutover
+                summary.cutover = cutover.carry(self.target, self.mappings,
+                                                cutover.sequences(src, self.mappings))
             self.finish(src)
         summary.changes_applied = rep.total_changes
         summary.applied_lsn = rep.applied

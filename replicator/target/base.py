@@ -206,6 +206,12 @@ class Target:
         col = m.source.column(name)
         conn.execute(sa.update(self.table(m)).values({name: self.value_loader(col)(text)}))
 
+    # ---------------------------------------------------------------- cutover
+    def set_next_value(self, conn: Connection, m: TableMapping, column: str, next_value: int,
+                       sequence: str) -> str:
+        """Make new rows of ``column`` start at ``next_value`` (cutover); returns what was done."""
+        return f"{self.display(m)}.{column}: not supported on {self.name}; set it by hand to {next_value}"
+
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """Names this database cannot keep apart or hold (case-insensitive collisions, length
         limits), one line each naming both names; checked before anything is created."""

@@ -494,3 +494,14 @@ class DuckDBTarget(Target):
             params = [ch.new[i] for i in set_idx] + params
         if raw.execute(sql, params).fetchall()[0][0] < 1:
             self.applier(p.m).missing([ch], 1)
+
+    def set_next_value(self, conn: sa.Connection, m: TableMapping, column: str, next_value: int,
+                       sequence: str) -> str:
+        """A sequence starting at ``next_value`` as the column's default."""
+        q, t = conn.dialect.identifier_preparer, self.table(m)
+        seq = q.quote(sequence)
+        conn.exec_driver_sql(f"DROP SEQUENCE IF EXISTS {seq} CASCADE")
+        conn.exec_driver_sql(f"CREATE SEQUENCE {seq} START WITH {int(next_value)}")
+        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ALTER COLUMN {q.quote(column)} "
+                             f"SET DEFAULT nextval('{sequence.replace(chr(39), chr(39) * 2)}')")
+        return f"{self.display(m)}.{column}: sequence {sequence} starts at {next_value}"

@@ -314,6 +314,17 @@ class MySQLTarget(Target):
         return conn.execute(stmt).rowcount
 
 
+    def set_next_value(self, conn: Connection, m: TableMapping, column: str, next_value: int,
+                       sequence: str) -> str:
+        """The key column becomes AUTO_INCREMENT, starting at ``next_value``."""
+        q, t = conn.dialect.identifier_preparer, self.table(m)
+        typ = t.c[column].type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} MODIFY {q.quote(column)} {typ} NOT NULL "
+                             f"AUTO_INCREMENT")
+        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} AUTO_INCREMENT = {int(next_value)}")
+        return f"{self.display(m)}.{column}: AUTO_INCREMENT set to {next_value}"
+
+
 def _bytes(t: Any) -> int:
     """Inline bytes a column type takes in a row / an index (strings: 4 bytes per character)."""
     if isinstance(t, mysql.VARBINARY):

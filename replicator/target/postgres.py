@@ -278,3 +278,15 @@ class PostgresTarget(Target):
         """One ``TRUNCATE`` of all given tables (atomic, transactional)."""
         if ms:
             conn.exec_driver_sql("TRUNCATE " + ", ".join(self.quoted(conn, m) for m in ms))
+
+    def set_next_value(self, conn: Connection, m: TableMapping, column: str, next_value: int,
+                       sequence: str) -> str:
+        """A sequence owned by the column, as its default, positioned at ``next_value``."""
+        q, t = conn.dialect.identifier_preparer, self.table(m)
+        seq = q.format_table(sa.Table(sequence, sa.MetaData(), schema=t.schema))
+        conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {seq} OWNED BY {q.format_table(t)}.{q.quote(column)}")
+        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ALTER COLUMN {q.quote(column)} "
+                             f"SET DEFAULT nextval('{seq.replace(chr(39), chr(39) * 2)}'::regclass)")
+        conn.execute(sa.text(f"SELECT setval('{seq.replace(chr(39), chr(39) * 2)}'::regclass, :v, false)"),
+                     {"v": next_value})
+        return f"{self.display(m)}.{column}: sequence {sequence} set to {next_value}"

@@ -82,3 +82,11 @@ class SQLiteTarget(Target):
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """SQLite column names are case-insensitive."""
         return names.case_collisions(m, "SQLite", self.display(m))
+
+    def set_next_value(self, conn, m, column: str, next_value: int, sequence: str) -> str:
+        """An INTEGER PRIMARY KEY takes max(rowid)+1 by itself; other columns have no sequences."""
+        pk = m.source.primary_key
+        if pk == (column,):
+            return (f"{self.display(m)}.{column}: SQLite assigns max({column})+1 to new rows by itself "
+                    f"(the source's next value is {next_value})")
+        return f"{self.display(m)}.{column}: SQLite has no sequences; new rows must set it (next {next_value})"
