@@ -137,7 +137,16 @@ def _options(source, target, tables, name, mapping, jobs, batch_rows, batch_seco
 def main(verbose, log_format):
     """Replicate PostgreSQL tables into DuckDB, SQLite, MySQL/MariaDB or PostgreSQL."""
     from .logs import setup
+    hide_secrets_in_process_title()
     setup(verbose, log_format)
+
+
+def hide_secrets_in_process_title() -> None:
+    """ps and /proc/PID/cmdline show the command line: rewrite it without passwords."""
+    import setproctitle
+    title = " ".join(sys.argv)
+    if redact(title) != title:
+        setproctitle.setproctitle("replicator " + redact(" ".join(sys.argv[1:])))
 
 
 @main.command()

@@ -94,3 +94,30 @@ def test_existing_target_table_missing_a_column_is_refused_first(keyless_db, sql
                     check=False)
     assert cp.returncode == 1 and "good" in cp.stderr and "v" in cp.stderr and "lacks" in cp.stderr
     assert slots_and_publications(keyless_db) == ([], [])
+
+
+def test_password_not_in_process_title(keyless_db, sqlite_target_url):
+    import os
+    import subprocess
+    import sys
+    import time
+    dsn = keyless_db.replace("postgres@", f"postgres:{CANARY}@")
+    p = subprocess.Popen([sys.executable, "-m", "replicator", "mirror", "--source", dsn,
+                          "--target", sqlite_target_url, "--tables", "good"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        cmdline = ""
+        while time.monotonic() < deadline and "mirror" not in cmdline:
+            with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode()
+            time.sleep(0.2)
+        time.sleep(1)
+        with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode()
+        assert "mirror" in cmdline and "***" in cmdline, cmdline
+        assert CANARY not in cmdline
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=60)
+    assert CANARY not in out + err
