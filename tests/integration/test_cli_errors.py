@@ -121,3 +121,19 @@ def test_password_not_in_process_title(keyless_db, sqlite_target_url):
         p.terminate()
         out, err = p.communicate(timeout=60)
     assert CANARY not in out + err
+
+
+def test_password_not_in_logs_or_state_tables(keyless_db, sqlite_target_url):
+    import sqlalchemy as sa
+    dsn = keyless_db.replace("postgres@", f"postgres:{CANARY}@")
+    target = sqlite_target_url
+    for args in (["-vv", "migrate", "--source", dsn, "--target", target, "--tables", "good", "--keep-slot"],
+                 ["-vv", "--log-format", "json", "status", "--source", dsn, "--target", target]):
+        cp = replicator(*args)
+        assert CANARY not in cp.stdout + cp.stderr
+    eng = sa.create_engine(target)
+    with eng.connect() as c:
+        for t in ("replicator_state_tables", "replicator_state_streams"):
+            dump = repr(c.execute(sa.text(f"SELECT * FROM {t}")).fetchall())
+            assert CANARY not in dump and "127.0.0.1" not in dump, dump
+    eng.dispose()
