@@ -1,0 +1,386 @@
+"""Verify: prove the target holds what the source holds, table by table, in bounded memory.
+
+Per mapped table (``Pipeline.plan``: the same mappings replication uses, with row filters, excluded
+columns and renames):
+
+1. **Scan.**  One REPEATABLE READ snapshot of the source, read by key order beside the target
+   (``verify_sql``); both sides cut into ranges of ``chunk_rows`` source keys with per-side row
+   counts and digests of the canonical rows (``verify_ranges.scan``, ``verify_values``).  This gives
+   the row counts and the differing ranges; nothing else is kept.
+2. **Drill-down** of each differing range, from a fresh snapshot: key by key, grouped into
+   sub-ranges of ``sub_rows`` keys, listing keys missing on the target, extra on it, or changed.
+3. **A live mirror** (the stream's slot is active) moves while we read, so a difference is only
+   reported when it holds at a consistent point: each round takes a snapshot S at WAL position L,
+   waits until the mirror has confirmed L (slot ``confirmed_flush_lsn``: it confirms only what the
+   target committed, and an idle mirror confirms the WAL end), reads the range on the target, then
+   reads it again on the source in a later snapshot S2.  The target was read between S and S2, so a
+   key whose source row version (``xmin``) is the same in S and S2 must be equal on the target: a
+   difference there is confirmed.  A key that changed in between is fine when the target equals S2
+   and else retried in the next round (``rounds``, ``wait_seconds`` in all); keys still moving after
+   the last round are counted as ``unsettled`` (hot rows) and not reported as differences.
+
+The result is one document (``--json``, stable) and one line per table for humans; see
+:func:`render` and README.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import ConfigError
+from .model import Lsn, TableMapping
+from .source import slot as slots, snapshot
+from .state import StateStore
+from .verify_ranges import KEY, SK, VALUES, VERSION, OrderError, classify, drill, scan
+from .verify_sql import TablePlan, TargetReader, source_snapshot
+from .verify_values import display
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    chunk_rows: int = 10_000      # source keys per checksummed range
+    sub_rows: int = 100           # source keys per reported sub-range of a differing range
+    max_keys: int = 20            # differing keys listed per table
+    max_ranges: int = 20          # differing sub-ranges listed per table
+    rounds: int = 3               # consistent re-checks on a live mirror
+    wait_seconds: float = 60.0    # time a live re-check may wait for the mirror, per table
+    slice_seconds: float = 0.5    # how long a live DuckDB file is held per read
+
+
+@dataclass
+class _Range:
+    """A range still differing: its bounds (source raw keys) and latest counts."""
+
+    lo: Optional[tuple]
+    hi: Optional[tuple]
+    source_rows: int
+    target_rows: int
+    unsettled: int = 0
+    lagging: bool = False
+
+
+@dataclass
+class _Found:
+    """Confirmed differences of one range, as sub-ranges of (first row, last row, diffs)."""
+
+    subranges: list = field(default_factory=list)
+
+
+def verify(opts, settings: Optional[Settings] = None) -> dict:
+    """Verify every mapped table; ``opts`` is a :class:`replicator.pipeline.Options`."""
+    from .pipeline import Pipeline
+    settings = settings or Settings()
+    _check_file(opts.target)
+    pipeline = Pipeline(opts)
+    mappings = pipeline.plan(check_target=True)
+    target = pipeline.target
+    target.dispose()
+    reader = TargetReader(target)
+    try:
+        mirror = Mirror(opts.source, _live_slot(opts, reader), settings.wait_seconds)
+        if mirror.slot:
+            log.info("a mirror is applying into %s (slot %s active): differing ranges are "
+                     "re-checked at consistent points", target.describe(), mirror.slot)
+            if target.name == "duckdb":
+                reader.slice_seconds = settings.slice_seconds
+        checks = [TableCheck(opts.source, reader, m, settings, mirror) for m in mappings]
+        with _no_gc():
+            for c in checks:
+                c.scan()
+            _rounds(opts.source, checks, mirror, settings)
+        tables = [c.finish() for c in checks]
+    finally:
+        reader.close()
+    return {"tables": tables, "equal": all(t["equal"] for t in tables)}
+
+
+def _rounds(dsn: str, checks: list["TableCheck"], mirror: "Mirror", s: Settings) -> None:
+    """Drill into every differing range until each is confirmed, equal, or out of rounds: one
+    source snapshot (and one wait for the mirror) per round, shared by all tables."""
+    for _ in range(s.rounds if mirror.slot else 1):
+        if not any(c.pending for c in checks):
+            return
+        with source_snapshot(dsn) as (sc, lsn):
+            t0 = time.monotonic()
+            caught = mirror.wait(lsn)
+            log.debug("re-checking %d range(s) at %s (waited %.2fs for the mirror)",
+                      sum(len(c.pending) for c in checks), lsn, time.monotonic() - t0)
+            for c in checks:
+                c.recheck(sc, caught)
+
+
+def _check_file(url: Optional[str]) -> None:
+    """An embedded target must exist: opening it would create an empty one."""
+    import sqlalchemy as sa
+    from .target import DEFAULT_URL
+    u = sa.make_url(url or DEFAULT_URL)
+    if u.get_backend_name() in ("duckdb", "sqlite") and u.database and u.database != ":memory:" \
+            and not os.path.exists(u.database):
+        raise ConfigError(f"target file {u.database} does not exist: nothing to verify "
+                          f"(check --target)")
+
+
+def _live_slot(opts, reader: TargetReader) -> Optional[str]:
+    """The stream's slot when a mirror is applying into this target right now (slot active)."""
+    store = StateStore(opts.name)
+    with reader.connect() as c:
+        stream = store.load_stream(c) if store.exists(c) else None
+    if stream is None or not stream.slot:
+        return None
+    with contextlib.closing(snapshot.connect(opts.source, autocommit=True)) as src:
+        info = slots.slot_info(src, stream.slot)
+    return stream.slot if info and info["active"] else None
+
+
+class Mirror:
+    """The running mirror, if any: waits until it confirmed a source position."""
+
+    def __init__(self, dsn: str, slot: Optional[str], wait_seconds: float):
+        self.dsn, self.slot = dsn, slot
+        self.deadline = time.monotonic() + wait_seconds
+
+    def wait(self, lsn: Lsn) -> bool:
+        """True once the mirror confirmed ``lsn`` (it confirms only what the target committed;
+        an idle mirror confirms the WAL end), or when there is no mirror; False after the
+        deadline.  A mirror that stopped meanwhile leaves a target that no longer moves."""
+        if self.slot is None:
+            return True
+        with contextlib.closing(snapshot.connect(self.dsn, autocommit=True)) as c:
+            while True:
+                info = slots.slot_info(c, self.slot)
+                if info is None or not info["active"]:
+                    log.info("the mirror stopped: the target no longer moves")
+                    self.slot = None
+                    return True
+                if Lsn.parse(info["confirmed_flush_lsn"]) >= lsn:
+                    return True
+                if time.monotonic() > self.deadline:
+                    return False
+                time.sleep(0.05)
+
+
+class TableCheck:
+    """Scan, drill-down and (on a live mirror) consistent re-checks of one table."""
+
+    def __init__(self, dsn: str, reader: TargetReader, m: TableMapping, s: Settings, mirror: Mirror):
+        self.dsn, self.reader, self.m, self.s, self.mirror = dsn, reader, m, s, mirror
+        self.plan: Optional[TablePlan] = None
+        self.doc = {"source": m.label, "target": reader.target.display(m), "equal": False,
+                    "source_rows": 0, "target_rows": 0, "ranges": [], "differing_ranges": 0,
+                    "unsettled": 0, "error": None}
+        self.found: list[_Found] = []
+        self.pending: list[_Range] = []
+        self.unchecked: list[_Range] = []
+        self.lagging = False
+
+    # ------------------------------------------------------------------ scan
+    def scan(self) -> None:
+        """Counts and range digests of the whole table (one source snapshot)."""
+        types = self.reader.reflect(self.m)
+        if types is None:
+            self.doc["error"] = f"target table {self.doc['target']} does not exist"
+            return
+        self.plan = TablePlan(self.m, self.reader.target, types)
+        t0 = time.monotonic()
+        try:
+            with source_snapshot(self.dsn) as (sc, _lsn):
+                src = self.plan.source_rows(sc)
+                with contextlib.closing(self.reader.rows(self.plan)) as tgt:
+                    for r in scan(src, tgt, self.s.chunk_rows):
+                        self.doc["source_rows"] += r.source_rows
+                        self.doc["target_rows"] += r.target_rows
+                        if not r.equal:
+                            self.pending.append(_Range(_bound(r.lo), _bound(r.hi), r.source_rows,
+                                                       r.target_rows))
+        except OrderError as e:
+            self._order_error(e)
+        log.debug("%s: scanned %d/%d rows in %.2fs, %d range(s) differ", self.m.label,
+                  self.doc["source_rows"], self.doc["target_rows"], time.monotonic() - t0,
+                  len(self.pending))
+
+    def _order_error(self, e: OrderError) -> None:
+        self.doc["error"] = (f"cannot compare in key order ({e}): the key's type orders "
+                             f"differently on the target")
+        self.pending = []
+
+    # ------------------------------------------------------------------ rounds
+    def recheck(self, sc, caught: bool) -> None:
+        """Drill into the pending ranges at snapshot ``sc``; keep those to look at again."""
+        nxt = []
+        try:
+            for rng in self.pending:
+                if self._full():
+                    self.unchecked.append(rng)
+                elif self._drill(sc, rng, caught):
+                    nxt.append(rng)
+        except OrderError as e:
+            self._order_error(e)
+            return
+        self.pending = nxt
+
+    def _drill(self, sc, rng: _Range, caught: bool) -> bool:
+        """One range at snapshot ``sc``; True when it must be looked at again next round."""
+        live = self.mirror.slot is not None
+        with contextlib.closing(self.reader.rows(self.plan, rng.lo, rng.hi)) as tgt:
+            d = drill(self.plan.source_rows(sc, rng.lo, rng.hi, version=live), tgt,
+                      self.s.sub_rows, self.plan.keyed, max(2 * self.s.chunk_rows, self.s.max_keys))
+        self.doc["source_rows"] += d.source_rows - rng.source_rows
+        self.doc["target_rows"] += d.target_rows - rng.target_rows
+        rng.source_rows, rng.target_rows = d.source_rows, d.target_rows
+        rng.lagging = False
+        if not d.diff_count:
+            return False
+        if not live:
+            self.found.append(_Found([(s.first, s.last, s.diffs) for s in d.subranges]))
+            return False
+        if not caught:
+            rng.lagging = True
+            return True
+        confirmed, unsettled = classify(d.diffs, self._later(rng, {x.sk for x in d.diffs}))
+        if len(d.diffs) < d.diff_count and not confirmed:
+            unsettled = unsettled or d.diffs  # not every difference was kept: look again
+        if confirmed:
+            keep = {id(x) for x in confirmed}
+            self.found.append(_Found([(s.first, s.last, [x for x in s.diffs if id(x) in keep])
+                                      for s in d.subranges if any(id(x) in keep for x in s.diffs)]))
+            return False
+        rng.unsettled = len(unsettled)
+        return bool(unsettled)
+
+    def _later(self, rng: _Range, wanted: set) -> dict:
+        """Versions and canonical rows of ``wanted`` keys in a snapshot taken now (S2)."""
+        later: dict = {}
+        with source_snapshot(self.dsn) as (sc2, _lsn):
+            for row in self.plan.source_rows(sc2, rng.lo, rng.hi, version=True):
+                if row[SK] in wanted:
+                    vs, rows = later.setdefault(row[SK], ([], []))
+                    vs.append(str(row[VERSION]))
+                    rows.append(row[VALUES])
+        return later
+
+    def _full(self) -> bool:
+        keys = sum(len(d) for f in self.found for _a, _b, d in f.subranges)
+        subs = sum(len(f.subranges) for f in self.found)
+        return keys >= self.s.max_keys and subs >= self.s.max_ranges
+
+    # ------------------------------------------------------------------ report
+    def finish(self) -> dict:
+        """The table's document, once the rounds are over."""
+        lagging = [r for r in self.pending if r.lagging]
+        if lagging:
+            self.doc["error"] = (f"the mirror did not confirm the source's position within "
+                                 f"{self.s.wait_seconds:.0f}s (lagging?): {len(lagging)} differing "
+                                 f"range(s) could not be checked at a consistent point")
+            self.unchecked += lagging
+        self.doc["unsettled"] = sum(r.unsettled for r in self.pending if not r.lagging)
+        self._report(self.unchecked)
+        return self.doc
+
+    def _report(self, unchecked: list[_Range]) -> None:
+        self.doc["differing_ranges"] = len(self.found) + len(unchecked)
+        self.doc["equal"] = not self.found and not unchecked and self.doc["error"] is None
+        budget = self.s.max_keys
+        for f in self.found:
+            for first, last, diffs in f.subranges:
+                if len(self.doc["ranges"]) >= self.s.max_ranges:
+                    return
+                entry = {"from": self._key(first), "to": self._key(last),
+                         "missing": [], "extra": [], "changed": [], "columns": []}
+                cols = set()
+                for d in diffs:
+                    if budget > 0:
+                        entry[d.kind].append(self._key(d.row))
+                        budget -= 1
+                    cols.update(d.columns)
+                entry["columns"] = [self.plan.source_names[i] for i in sorted(cols)]
+                self.doc["ranges"].append(entry)
+        for rng in unchecked[:max(0, self.s.max_ranges - len(self.doc["ranges"]))]:
+            self.doc["ranges"].append({"from": self._raw_key(rng.lo), "to": self._raw_key(rng.hi),
+                                       "missing": [], "extra": [], "changed": [], "columns": []})
+
+    def _key(self, row: tuple) -> dict:
+        names, idx = self.plan.source_names, self.plan.key_idx
+        return {names[i]: display(row[VALUES][i]) for i in idx}
+
+    def _raw_key(self, raw: Optional[tuple]) -> Optional[dict]:
+        if raw is None:
+            return None
+        return {self.plan.source_names[i]: v for i, v in zip(self.plan.key_idx, raw)}
+
+@contextlib.contextmanager
+def _no_gc():
+    """The cycle collector paused while rows stream: they are tuples freed by reference counting,
+    and a collection every few hundred rows halves the throughput.  One collection afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+        gc.collect()
+
+
+def _bound(row: Optional[tuple]) -> Optional[tuple]:
+    """A range bound as the source raw key (what the next queries bind)."""
+    return None if row is None else row[KEY]
+
+
+# ----------------------------------------------------------------------------- human form
+def render(doc: dict) -> str:
+    """One line per table: ``public.t: OK 123 rows`` or ``public.t: DIFFERS rows source 10
+    target 9; keys 5..9: missing on target id=7``."""
+    return "\n".join(_line(t) for t in doc["tables"])
+
+
+def _line(t: dict) -> str:
+    if t["error"]:
+        return f"{t['source']}: ERROR {t['error']}"
+    if t["equal"]:
+        note = (f" ({t['unsettled']} row(s) changing during every re-check were not compared)"
+                if t["unsettled"] else "")
+        return f"{t['source']}: OK {t['source_rows']} rows{note}"
+    parts = [f"{t['source']}: DIFFERS rows source {t['source_rows']} target {t['target_rows']}"]
+    for r in t["ranges"]:
+        parts.append(f"keys {_span(r['from'], r['to'])}: " + _kinds(r))
+    more = t["differing_ranges"] - len({(str(r["from"]), str(r["to"])) for r in t["ranges"]})
+    if more > 0 and len(t["ranges"]) < t["differing_ranges"]:
+        parts.append(f"{more} more differing range(s)")
+    return "; ".join(parts)
+
+
+def _kinds(r: dict) -> str:
+    out = []
+    for kind, label in (("missing", "missing on target"), ("extra", "extra on target"),
+                        ("changed", "changed")):
+        if r[kind]:
+            cols = f" ({', '.join(r['columns'])})" if kind == "changed" and r["columns"] else ""
+            out.append(f"{label} " + ", ".join(_key_text(k) for k in r[kind]) + cols)
+    return ", ".join(out) or "differs (keys beyond the listing limit)"
+
+
+def _span(a: Optional[dict], b: Optional[dict]) -> str:
+    def one(k, edge):
+        if k is None:
+            return edge
+        vals = [_value_text(v) for v in k.values()]
+        return vals[0] if len(vals) == 1 else "(" + ",".join(vals) + ")"
+    return f"{one(a, 'start')}..{one(b, 'end')}"
+
+
+def _key_text(k: dict) -> str:
+    return ",".join(f"{c}={_value_text(v)}" for c, v in k.items())
+
+
+def _value_text(v) -> str:
+    if v is None:
+        return "NULL"
+    s = str(v)
+    return repr(s) if isinstance(v, str) and (not s or any(ch in s for ch in " ,;=()'")) else s

@@ -1,0 +1,453 @@
+"""Verify, values: one canonical form per value, whichever side it was read from.
+
+The source is read as PostgreSQL's text rendering (COPY, pinned session: UTC, ISO dates, hex bytea,
+shortest-exact floats); a target returns what it stores: a driver value (int, Decimal, datetime,
+UUID, bytes, bool, timedelta ...) or a text form (SQLite numeric/uuid, DuckDB VARCHAR, MySQL
+LONGTEXT).  :func:`canonical` maps both to one comparable value per type family of the type map
+(``target/types.py``), by value semantics rather than by one target's storage quirks:
+
+* integers → int; bool (``t``/``f``, 0/1, True/False) → bool;
+* numeric → exact decimal text without trailing zeros (``1.50`` = ``1.5``; ``NaN``, ``±Infinity``);
+* float8 → float, float4 → float rounded to single precision (a DOUBLE holding the float4 text and a
+  REAL compare equal); NaN → ``'NaN'``, -0 → 0;
+* date / time / timestamp → fixed-width ISO text, timestamptz → naive UTC ISO text (an aware value
+  is converted, a naive one is UTC as the type map stores it); ``infinity`` kept (DuckDB's
+  infinity, returned as the maximum datetime, maps to it as well);
+* uuid → lowercase text; bytea → bytes; json/jsonb → compact text with sorted keys and exact numbers;
+* everything else (text, char(n) with its padding, arrays, intervals, ranges ...) → its PostgreSQL text,
+  a driver value rendered back to that text where possible.
+
+Canonical values are plain (None, bool, int, float, str, bytes) so ``repr`` is stable: row digests
+hash that ``repr``.  :func:`sort_key` gives the ordering value of a key column: the canonical value
+where both databases order natively, or the raw text where the target stores text (it is then
+ordered by bytes on both sides).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import struct
+import uuid
+from decimal import Decimal
+from typing import Any, Callable
+
+from .model import Column
+from .target import types
+
+#: families whose values both sides can order natively (else: ordered as text, byte-wise)
+NATIVE_ORDER = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric", "bool", "bytes",
+                          "date", "time", "timestamp", "timestamptz", "uuid", "interval"})
+_F32 = struct.Struct("<f")
+_MAX_TS, _MIN_TS = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00.000000"
+
+
+def canonical(col: Column) -> Callable[[Any], Any]:
+    """The function turning a value of ``col`` (source text or target value) into its canonical form."""
+    fam = family(col)
+    if fam == "array":
+        oid = getattr(col, "elem_base_oid", 0) or col.elem_oid
+        return _array(_CANON.get(types.FAMILY_BY_OID.get(oid, "text"), _text),
+                      getattr(col, "elem_delim", ",") or ",")
+    return _CANON.get(fam, _text)
+
+
+def family(col: Column) -> str:
+    """The column's family in the type map; a mapping's target type (``DOUBLE`` for a numeric)
+    compares as the PostgreSQL type it stands for, when the type map knows that one."""
+    as_type = getattr(types, "target_type_column", None)
+    if col.target_type and as_type is not None:
+        try:
+            col = as_type(col, None)
+        except (TypeError, ValueError):
+            pass
+    return types.family(col)
+
+
+# ----------------------------------------------------------------------------- numbers
+def _int(v):
+    return v if v is None or v.__class__ is int else int(v)
+
+
+def _bool(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v.strip().lower() in ("t", "true", "1", "y", "yes", "on")
+    return bool(v)
+
+
+def _float8(v):
+    if v is None:
+        return None
+    f = float(v)
+    if f != f:
+        return "NaN"
+    return f + 0.0  # -0.0 → 0.0: equal in PostgreSQL
+
+
+def _float4(v):
+    if v is None:
+        return None
+    f = float(v)
+    if f != f:
+        return "NaN"
+    if not math.isinf(f):
+        try:
+            f = _F32.unpack(_F32.pack(f))[0]
+        except OverflowError:
+            pass
+    return f + 0.0
+
+
+def _numeric(v):
+    """Exact decimal text: no exponent, no trailing fractional zeros, no negative zero."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        s = v.strip()
+        if not s[-1:].isdigit() or "e" in s or "E" in s:  # NaN, Infinity, exponent forms
+            return _decimal_text(Decimal(s))
+    elif isinstance(v, Decimal):
+        return _decimal_text(v)
+    elif isinstance(v, float):
+        return _decimal_text(Decimal(repr(v))) if math.isfinite(v) else _decimal_text(Decimal(v))
+    else:
+        s = str(v)
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    if s in ("-0", "", "-"):
+        return "0"
+    return s
+
+
+def _decimal_text(d: Decimal) -> str:
+    if d.is_nan():
+        return "NaN"
+    if d.is_infinite():
+        return "-Infinity" if d < 0 else "Infinity"
+    return _numeric(format(d, "f"))
+
+
+# ----------------------------------------------------------------------------- date and time
+def _date(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        s = v.strip()
+        return {"9999-12-31": "infinity", "0001-01-01": "-infinity"}.get(s, s)
+    if isinstance(v, dt.datetime):
+        v = v.date()
+    if v == dt.date.max:
+        return "infinity"
+    if v == dt.date.min:
+        return "-infinity"
+    return v.isoformat()
+
+
+def _time(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return _fraction6(v.strip())
+    if isinstance(v, dt.timedelta):  # MySQL TIME
+        us = round(v / dt.timedelta(microseconds=1))
+        sec, us = divmod(us, 1_000_000)
+        return f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{us:06d}"
+    if isinstance(v, dt.time):
+        return v.replace(tzinfo=None).isoformat("microseconds")
+    return _fraction6(str(v))
+
+
+def _fraction6(s: str) -> str:
+    """``HH:MM:SS[.f]`` / ``… HH:MM:SS[.f]`` with exactly six fractional digits."""
+    head, dot, frac = s.partition(".")
+    return f"{head}.{frac[:6].ljust(6, '0')}" if dot else f"{head}.000000"
+
+
+def _timestamp(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return _timestamp_text(v.strip())
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return _edge(v.isoformat(" ", "microseconds"))
+    if isinstance(v, dt.date):
+        return _edge(f"{v.isoformat()} 00:00:00.000000")
+    return _timestamp_text(str(v))
+
+
+_UTC_SUFFIXES = ("", "+00", "+00:00", "+0000", "Z")
+
+
+def _timestamp_text(s: str) -> str:
+    """``YYYY-MM-DD HH:MM:SS[.f][offset]`` → naive UTC with six fractional digits; other forms
+    (infinity, BC, years past 9999) are kept as PostgreSQL renders them."""
+    if len(s) < 19 or s[4] != "-" or s[10] not in " T" or s.endswith(" BC"):
+        return s
+    rest = s[19:]
+    frac = ""
+    if rest.startswith("."):
+        n = 1
+        while n < len(rest) and rest[n].isdigit():
+            n += 1
+        frac, rest = rest[1:n], rest[n:]
+    if rest not in _UTC_SUFFIXES:
+        d = dt.datetime.fromisoformat(s).astimezone(dt.timezone.utc)
+        return _edge(d.replace(tzinfo=None).isoformat(" ", "microseconds"))
+    return _edge(f"{s[:10]} {s[11:19]}.{frac[:6].ljust(6, '0')}")
+
+
+def _edge(s: str) -> str:
+    return "infinity" if s == _MAX_TS else "-infinity" if s == _MIN_TS else s
+
+
+def _timetz(v):
+    """``HH:MM:SS.ffffff+HH:MM:SS``: time of day and UTC offset (both count in PostgreSQL)."""
+    if v is None:
+        return None
+    if isinstance(v, dt.time):
+        off = v.utcoffset() or dt.timedelta(0)
+        return _time(v.replace(tzinfo=None)) + _offset(int(off.total_seconds()))
+    s = str(v).strip()
+    cut = max(s.rfind("+"), s.rfind("-"))
+    if cut < 8:
+        return _time(s)
+    parts = [int(p) for p in s[cut + 1:].split(":")] + [0, 0]
+    secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    return _time(s[:cut]) + _offset(-secs if s[cut] == "-" else secs)
+
+
+def _offset(secs: int) -> str:
+    sign, secs = ("-", -secs) if secs < 0 else ("+", secs)
+    return f"{sign}{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+
+
+_ISO_INTERVAL = re.compile(r"^P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?"
+                           r"(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?[\d.]+)S)?)?$")
+
+
+def _interval(v):
+    """Microseconds, months counted as 30 days and days as 24 hours: PostgreSQL's own interval
+    equality (``'1 mon' = '30 days'``), and what a timedelta (DuckDB INTERVAL) holds."""
+    if v is None:
+        return None
+    if isinstance(v, dt.timedelta):
+        return (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds
+    s = str(v).strip()
+    m = _ISO_INTERVAL.match(s)
+    if not m or s == "P":
+        return s  # not iso_8601 text: compare it as it is
+    y, mo, d, h, mi = (int(g or 0) for g in m.groups()[:5])
+    days = (y * 12 + mo) * 30 + d
+    return ((days * 24 + h) * 60 + mi) * 60_000_000 + int(Decimal(m.group(6) or 0) * 1_000_000)
+
+
+# ----------------------------------------------------------------------------- the rest
+def _uuid(v):
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray)) and len(v) == 16:
+        return str(uuid.UUID(bytes=bytes(v)))
+    return str(v).strip().lower()
+
+
+def _bytes(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return bytes.fromhex(v[2:]) if v.startswith("\\x") else v.encode()
+    return bytes(v)
+
+
+def _json(v):
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        v = bytes(v).decode()
+    if isinstance(v, str):
+        try:
+            v = json.loads(v, parse_float=Decimal)
+        except ValueError:
+            return v  # not JSON: compare the text
+    return _json_text(v)
+
+
+def _json_text(o) -> str:
+    if isinstance(o, dict):
+        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(x)}"
+                              for k, x in sorted(o.items())) + "}"
+    if isinstance(o, (list, tuple)):
+        return "[" + ",".join(_json_text(x) for x in o) + "]"
+    if isinstance(o, bool) or o is None:
+        return json.dumps(o)
+    if isinstance(o, (int, float, Decimal)):
+        return _numeric(o)
+    return json.dumps(o, ensure_ascii=False)
+
+
+def _text(v):
+    if v is None or v.__class__ is str:
+        return v
+    return pg_text(v)
+
+
+def pg_text(v) -> str:
+    """A driver value rendered as PostgreSQL's text form (best effort, for text-family columns)."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "replace")
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    if isinstance(v, (list, tuple)):
+        return "{" + ",".join(_array_item(x) for x in v) + "}"
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, dt.timedelta):
+        return _iso_interval(v)
+    if isinstance(v, dt.datetime):
+        return v.isoformat(" ")
+    return str(v)
+
+
+def _array_item(x) -> str:
+    if x is None:
+        return "NULL"
+    s = pg_text(x)
+    if s == "" or s.upper() == "NULL" or any(c in s for c in ' ,{}"\\\t\n'):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return s
+
+
+def _iso_interval(v: dt.timedelta) -> str:
+    """A timedelta in PostgreSQL's iso_8601 interval style (``P1DT2H3M4.5S``)."""
+    days, sec, us = v.days, v.seconds, v.microseconds
+    h, m, s = sec // 3600, sec // 60 % 60, sec % 60
+    out = "P" + (f"{days}D" if days else "")
+    t = (f"{h}H" if h else "") + (f"{m}M" if m else "")
+    if s or us:
+        t += f"{s}.{us:06d}".rstrip("0").rstrip(".") + "S"
+    return out + ("T" + t if t else "") if (days or t) else "PT0S"
+
+
+def _array(leaf: Callable[[Any], Any], delim: str) -> Callable[[Any], Any]:
+    """Arrays as nested tuples of canonical elements, read from PostgreSQL's array text, the JSON
+    form (``pgarray.py``: numbers, booleans, else the element's text) or a driver list."""
+    def canon(v):
+        if v is None:
+            return None
+        if isinstance(v, str):
+            s = v.strip()
+            if s.startswith("{"):
+                v = parse_array(s, delim)
+            elif s.startswith("[") and not _BOUNDS.match(s):
+                try:
+                    v = json.loads(s)
+                except ValueError:
+                    return s
+            else:
+                return s  # explicit lower bounds: the text
+        if not isinstance(v, (list, tuple)):
+            return pg_text(v)
+        return _tree(v, leaf)
+    return canon
+
+
+def _tree(v, leaf):
+    return tuple(None if x is None else _tree(x, leaf) if isinstance(x, (list, tuple)) else leaf(x)
+                 for x in v)
+
+
+_BOUNDS = re.compile(r"^\[-?\d+:-?\d+\]")
+_ARRAY_TOKEN: dict[str, re.Pattern] = {}
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def parse_array(text: str, delim: str = ",") -> list:
+    """PostgreSQL array text → nested lists of element text (None for NULL)."""
+    if delim not in _ARRAY_TOKEN:
+        d = re.escape(delim)
+        _ARRAY_TOKEN[delim] = re.compile(rf'[{{}}]|{d}|"((?:[^"\\]|\\.)*)"|([^{{}}"{d}]+)', re.S)
+    stack: list[list] = []
+    top: list = []
+    for m in _ARRAY_TOKEN[delim].finditer(text):
+        tok = m.group(0)
+        if tok == "{":
+            stack.append([])
+        elif tok == "}":
+            top = stack.pop()
+            if stack:
+                stack[-1].append(top)
+        elif tok == delim:
+            continue
+        elif m.group(1) is not None:
+            stack[-1].append(_UNESCAPE.sub(r"\1", m.group(1)))
+        else:
+            tok = tok.strip()
+            stack[-1].append(None if tok == "NULL" else tok)
+    return top
+
+
+_CANON: dict[str, Callable[[Any], Any]] = {
+    "bool": _bool, "bytes": _bytes, "int2": _int, "int4": _int, "int8": _int,
+    "float4": _float4, "float8": _float8, "numeric": _numeric, "date": _date, "time": _time,
+    "timestamp": _timestamp, "timestamptz": _timestamp, "uuid": _uuid, "json": _json,
+    "interval": _interval, "timetz": _timetz,
+}
+
+
+# ----------------------------------------------------------------------------- ordering, display
+def sort_key(col: Column, text_order: bool) -> Callable[[Any, Any], Any]:
+    """``f(raw, canonical) → ordering value`` of a key column, consistent with the ORDER BY both
+    databases run: byte-wise text (``text_order``), else the canonical value; NULL sorts last."""
+    fam = family(col)
+    if text_order or fam not in NATIVE_ORDER:
+        base = _raw_text
+    elif fam == "numeric":
+        base = _numeric_order
+    elif fam in ("float4", "float8", "interval"):
+        base = _float_order
+    elif fam in ("date", "timestamp", "timestamptz"):
+        base = _temporal_order
+    else:
+        base = plain_order
+    if col.not_null:
+        return base
+    return lambda raw, canon: (True, 0) if canon is None else (False, base(raw, canon))
+
+
+def _raw_text(raw, canon):
+    return raw if raw.__class__ is str else _text(raw)
+
+
+def plain_order(raw, canon):
+    return canon
+
+
+def _numeric_order(raw, canon):
+    return (1, Decimal(0)) if canon == "NaN" else (0, Decimal(canon))  # NaN sorts last
+
+
+def _float_order(raw, canon):
+    return (1, 0) if canon.__class__ is str else (0, canon)  # NaN (or unparsed text) last
+
+
+_RANK = {"-infinity": -2, "infinity": 2}
+
+
+def _temporal_order(raw, canon):
+    r = _RANK.get(canon)
+    if r is not None:
+        return (r, "")
+    return (-1, canon) if canon.endswith(" BC") else (0, canon)
+
+
+def display(v) -> Any:
+    """A canonical value as JSON: numbers and booleans stay so, bytes become ``\\x…`` hex."""
+    if isinstance(v, (bytes, bytearray)):
+        return "\\x" + bytes(v).hex()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
