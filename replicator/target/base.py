@@ -223,7 +223,10 @@ class Target:
     # ---------------------------------------------------------------- copy
     def copy_expressions(self, m: TableMapping) -> list[str]:
         """Per column, the source SELECT expression (``{col}``: the quoted column name): the
-        column's copy form, with its policy applied to the values its rule refuses."""
+        column's copy form, with its policy applied to the values its rule refuses.  Row copies
+        (``copy_mode = 'rows'``) read plain COPY text and convert it like changes."""
+        if self.copy_mode == "rows":
+            return ["{col}" for _ in m.source.columns]
         out = []
         for vc, oc in zip(m.source.columns, m.source_table.columns):
             c = self.column_conv(vc)

@@ -14,7 +14,7 @@ Contracts
 * **Copy path** (``copy_mode = 'bytes'``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
   is an unquoted ``\\N`` and a value spelled ``\\N`` or ``""`` is quoted (``allow_quoted_nulls``
   off).  Chunks are re-cut at real row ends (a quoted value may hold newlines), spooled to a temp
-  file of about ``load_file_bytes`` and loaded with ``INSERT INTO t SELECT <value_sql> FROM
+  file of about ``load_file_bytes`` and loaded with ``INSERT INTO t SELECT <casts> FROM
   read_csv(<file>, all VARCHAR, ...)``, deleting the file after each load.  DuckDB loads one file
   (helper thread) while the next fills: RAM holds one chunk plus a partial row, disk two files.
 * **Change path**: runs of one kind, in source order.  INSERT runs: one ``INSERT ... SELECT`` from
@@ -66,6 +66,11 @@ REFUSED = "replicator-refused:"  # prefix of the error() a marked copy value rai
 def is_lock_error(e: BaseException) -> bool:
     orig = getattr(e, "orig", e)
     return isinstance(orig, duckdb.IOException) and "lock" in str(orig).lower()
+
+
+def is_handle_race(e: BaseException) -> bool:
+    """Another thread of this process is closing the file's last connection while we open it."""
+    return "Unique file handle conflict" in str(getattr(e, "orig", e))
 
 
 def whole_rows(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -226,6 +231,9 @@ class DuckDBTarget(Target):
             try:
                 return self.engine.connect()
             except sa.exc.DBAPIError as e:
+                if is_handle_race(e) and time.monotonic() - start < self.lock_wait_s:
+                    time.sleep(0.01)
+                    continue
                 if not is_lock_error(e):
                     raise TargetError(f"cannot open DuckDB file {self.path}: {e.orig}") from None
                 waited = time.monotonic() - start

@@ -35,7 +35,7 @@ import queue
 import re
 import tempfile
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pymysql
 import sqlalchemy as sa
@@ -47,7 +47,7 @@ from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
 from ..model import Column, TableMapping
 from . import names, rules
 from .base import Target
-from .mysql_types import HEX, MAX_VARCHAR, RawJSON, mysql_conv
+from .mysql_types import HEX, RawJSON, mysql_conv
 from .types import Conv
 
 log = logging.getLogger(__name__)

@@ -75,10 +75,6 @@ class SQLiteTarget(Target):
     def conv(self, col: Column) -> Conv:
         return sqlite_conv(col)
 
-    def copy_expressions(self, m: TableMapping) -> list[str]:
-        """Rows arrive as COPY text and go through :meth:`value_loader`, as changes do."""
-        return ["{col}" for _ in m.source.columns]
-
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """SQLite column names are case-insensitive."""
         return names.case_collisions(m, "SQLite", self.display(m))
