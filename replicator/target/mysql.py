@@ -114,6 +114,8 @@ class MySQLTarget(Target):
         super().__init__(url)
         self.url = mysql_url(url)
         self._collation: str | None = None
+        self._lower_case_names: int | None = None
+        self._table_names: dict[tuple, tuple[str, str]] = {}
 
     # ---------------------------------------------------------------- connections
     def create_engine(self):
@@ -148,9 +150,28 @@ class MySQLTarget(Target):
         return Conv(mysql.LONGTEXT())
 
     def identifier_problems(self, m: TableMapping) -> list[str]:
-        """Column names are case-insensitive (every letter); names hold 64 BMP characters."""
-        return (names.case_collisions(m, "MySQL", self.display(m), str.lower)
-                + names.bad_names(m, "MySQL", self.display(m), names.mysql_name_problem))
+        """Column names are case-insensitive (every letter); names hold 64 BMP characters; with
+        ``lower_case_table_names`` ≠ 0, table names are case-insensitive too (checked against the
+        tables seen by earlier calls)."""
+        out = (names.case_collisions(m, "MySQL", self.display(m), str.lower)
+               + names.bad_names(m, "MySQL", self.display(m), names.mysql_name_problem))
+        key = (m.target_schema, m.target_name.lower())
+        label, name = self._table_names.setdefault(key, (m.label, m.target_name))
+        if label != m.label and name != m.target_name and self.lower_case_table_names():
+            out.append(f"{label} and {m.label}: target tables {name!r} and {m.target_name!r} would be "
+                       f"the same MySQL table (lower_case_table_names={self.lower_case_table_names()}): "
+                       f"map one of them to another name in the mapping (target:)")
+        return out
+
+    def lower_case_table_names(self) -> int:
+        """The server's lower_case_table_names (0 when it cannot be asked)."""
+        if self._lower_case_names is None:
+            try:
+                with self.engine.connect() as c:
+                    self._lower_case_names = int(c.exec_driver_sql("SELECT @@lower_case_table_names").scalar())
+            except sa.exc.SQLAlchemyError:
+                return 0
+        return self._lower_case_names
 
     def column_type(self, col: Column, key_chars: int | None = None) -> Any:
         """The MySQL type; ``key_chars`` bounds an unbounded type that a key must index."""

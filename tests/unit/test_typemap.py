@@ -160,3 +160,16 @@ def test_identifier_length_limits():
     assert len(lines) == 2 and "63 bytes" in lines[0] and "target:" in lines[0] and repr(long_pg) in lines[1]
     lines = open_target(URLS["mysql"]).identifier_problems(dataclasses.replace(mapping(col("c" * 65)), target_name="t"))
     assert len(lines) == 1 and "64 characters" in lines[0]
+
+
+def test_mysql_table_names_collide_when_the_server_folds_their_case():
+    t = open_target(URLS["mysql"])
+    t._lower_case_names = 1
+    assert t.identifier_problems(mapping(name="Orders")) == []
+    other = dataclasses.replace(mapping(name="orders"), source=dataclasses.replace(mapping().source, name="orders2"))
+    (line,) = t.identifier_problems(other)
+    assert "'Orders' and 'orders'" in line and "lower_case_table_names=1" in line and "target:" in line
+    assert t.identifier_problems(mapping(name="Orders")) == []  # the same table asked again
+    strict = open_target(URLS["mysql"])
+    strict._lower_case_names = 0
+    assert strict.identifier_problems(mapping(name="Orders")) == strict.identifier_problems(other) == []
