@@ -44,6 +44,15 @@ FAMILY_TYPES: dict[str, Any] = {
 }
 
 
+def quote_braceless(name: str) -> str:
+    """A quoted PostgreSQL identifier without ``{`` or ``}`` (so a name like ``a{col}`` cannot
+    read as the copy query's ``{col}`` placeholder): braces become ``U&"..."`` escapes."""
+    if "{" not in name and "}" not in name:
+        return '"' + name.replace('"', '""') + '"'
+    body = name.replace("\\", "\\\\").replace('"', '""').replace("{", "\\007B").replace("}", "\\007D")
+    return 'U&"' + body + '"'
+
+
 class Target:
     """Generic SQLAlchemy target.  Subclasses: duckdb, sqlite, mysql, postgres (one file each)."""
 
@@ -233,8 +242,7 @@ class Target:
             if c.copy == "{v}" and (c.rule is None or vc.policy == "text"):
                 out.append("{col}")
             else:  # complex: the identifier is quoted here (the template may hold braces)
-                ident = '"' + oc.name.replace('"', '""') + '"'
-                out.append(rules.copy_sql(c.rule, vc.policy, c.copy, ident, oc.type_name))
+                out.append(rules.copy_sql(c.rule, vc.policy, c.copy, quote_braceless(oc.name), oc.type_name))
         return out
 
     def clear(self, conn: Connection, m: TableMapping) -> None:

@@ -20,14 +20,17 @@ CREATE TABLE canary (id int PRIMARY KEY);
 INSERT INTO canary VALUES (1);
 CREATE TABLE "x"";DROP TABLE canary;--" (
   id int PRIMARY KEY, "a`b" text, "Mixed Case" int, "select" text, "ümlaut_é" text, "semi;colon" text,
-  "quote'single" text, "space name" int, "back\\slash" text, "x"")--" text);
+  "quote'single" text, "space name" int, "back\\slash" text, "x"")--" text, "ts""{col}" timestamptz,
+  "f;{x}" float8);
 INSERT INTO "x"";DROP TABLE canary;--" VALUES
-  (1, 'a', 1, 's', 'ü', ';', '''', 1, '\\', '"'), (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+  (1, 'a', 1, 's', 'ü', ';', '''', 1, '\\', '"', '2024-01-01 00:00:00+00', 1.5),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 CREATE TABLE "Order" ("group" int PRIMARY KEY, "from" text, "Ünïcødé Straße" text, "where" int);
 INSERT INTO "Order" VALUES (1, 'a', 'b', 1), (2, 'c', 'd', 2);
 """
 CHANGES = [
-    """INSERT INTO "x"";DROP TABLE canary;--" VALUES (3, 'c', 3, 'x', 'é', ';;', '''''', 3, '\\\\', '""')""",
+    """INSERT INTO "x"";DROP TABLE canary;--" VALUES (3, 'c', 3, 'x', 'é', ';;', '''''', 3, '\\\\', '""',
+       '1999-12-31 23:59:59+00', 2.5)""",
     """UPDATE "x"";DROP TABLE canary;--" SET "a`b" = 'changed', "Mixed Case" = 42 WHERE id = 1""",
     """UPDATE "x"";DROP TABLE canary;--" SET id = 20 WHERE id = 2""",
     """DELETE FROM "Order" WHERE "group" = 1""",
