@@ -307,8 +307,8 @@ def status(source, target, name, mapping, as_json):
 @click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=0),
               help="Differing keys listed per table.")
 @click.option("--wait", "wait_seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds the re-checks of one table may wait for a running mirror to reach "
-                   "the source's position.")
+              help="Seconds the re-checks may wait, in all, for a running mirror to reach the "
+                   "source's position.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")
 @handle_errors
 def verify(source, target, tables, name, mapping, chunk_rows, max_keys, wait_seconds, as_json):

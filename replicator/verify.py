@@ -7,8 +7,9 @@ columns and renames):
    (``verify_sql``); both sides cut into ranges of ``chunk_rows`` source keys with per-side row
    counts and digests of the canonical rows (``verify_ranges.scan``, ``verify_values``).  This gives
    the row counts and the differing ranges; nothing else is kept.
-2. **Drill-down** of each differing range, from a fresh snapshot: key by key, grouped into
-   sub-ranges of ``sub_rows`` keys, listing keys missing on the target, extra on it, or changed.
+2. **Drill-down** of each differing range, from a fresh snapshot (one per round, shared by all
+   tables): key by key, grouped into sub-ranges of ``sub_rows`` keys, listing keys missing on the
+   target, extra on it, or changed.
 3. **A live mirror** (the stream's slot is active) moves while we read, so a difference is only
    reported when it holds at a consistent point: each round takes a snapshot S at WAL position L,
    waits until the mirror has confirmed L (slot ``confirmed_flush_lsn``: it confirms only what the
@@ -16,11 +17,12 @@ columns and renames):
    reads it again on the source in a later snapshot S2.  The target was read between S and S2, so a
    key whose source row version (``xmin``) is the same in S and S2 must be equal on the target: a
    difference there is confirmed.  A key that changed in between is fine when the target equals S2
-   and else retried in the next round (``rounds``, ``wait_seconds`` in all); keys still moving after
-   the last round are counted as ``unsettled`` (hot rows) and not reported as differences.
+   and else retried in the next round (``rounds``; ``wait_seconds`` of waiting in all); keys still
+   moving after the last round are counted as ``unsettled`` (hot rows) and not reported as
+   differences.  A mirror that never confirms in time leaves the table in error (not verified).
 
-The result is one document (``--json``, stable) and one line per table for humans; see
-:func:`render` and README.md.
+The result is one document (``--json``, stable) and one line per table for humans
+(``verify_report.render``); see README.md.
 """
 from __future__ import annotations
 
@@ -37,9 +39,12 @@ from .model import Lsn, TableMapping
 from .source import slot as slots, snapshot
 from .state import StateStore
 from .verify_ranges import KEY, SK, VALUES, VERSION, OrderError, classify, drill, scan
-from .verify_sql import TablePlan, TargetReader, source_snapshot
+from .verify_read import TargetReader, source_snapshot
+from .verify_report import render
+from .verify_sql import TablePlan
 from .verify_values import display
 
+__all__ = ["Settings", "verify", "render"]
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +55,7 @@ class Settings:
     max_keys: int = 20            # differing keys listed per table
     max_ranges: int = 20          # differing sub-ranges listed per table
     rounds: int = 3               # consistent re-checks on a live mirror
-    wait_seconds: float = 60.0    # time a live re-check may wait for the mirror, per table
+    wait_seconds: float = 60.0    # time the re-checks may wait for a live mirror, in all
     slice_seconds: float = 0.5    # how long a live DuckDB file is held per read
 
 
@@ -84,13 +89,15 @@ def verify(opts, settings: Optional[Settings] = None) -> dict:
     target.dispose()
     reader = TargetReader(target)
     try:
-        mirror = Mirror(opts.source, _live_slot(opts, reader), settings.wait_seconds)
+        slot, states = _stream_state(opts, reader)
+        mirror = Mirror(opts.source, slot, settings.wait_seconds)
         if mirror.slot:
             log.info("a mirror is applying into %s (slot %s active): differing ranges are "
                      "re-checked at consistent points", target.describe(), mirror.slot)
             if target.name == "duckdb":
                 reader.slice_seconds = settings.slice_seconds
-        checks = [TableCheck(opts.source, reader, m, settings, mirror) for m in mappings]
+        checks = [TableCheck(opts.source, reader, m, settings, mirror, states.get(m.label))
+                  for m in mappings]
         with _no_gc():
             for c in checks:
                 c.scan()
@@ -127,16 +134,20 @@ def _check_file(url: Optional[str]) -> None:
                           f"(check --target)")
 
 
-def _live_slot(opts, reader: TargetReader) -> Optional[str]:
-    """The stream's slot when a mirror is applying into this target right now (slot active)."""
+def _stream_state(opts, reader: TargetReader) -> tuple[Optional[str], dict]:
+    """(the stream's slot when a mirror is applying into this target right now, i.e. the slot
+    is active; the state of each table the stream has on the target)."""
     store = StateStore(opts.name)
     with reader.connect() as c:
-        stream = store.load_stream(c) if store.exists(c) else None
+        if not store.exists(c):
+            return None, {}
+        stream, tables = store.load_stream(c), store.load_tables(c)
+    states = {label: p.state.value for label, p in tables.items()}
     if stream is None or not stream.slot:
-        return None
+        return None, states
     with contextlib.closing(snapshot.connect(opts.source, autocommit=True)) as src:
         info = slots.slot_info(src, stream.slot)
-    return stream.slot if info and info["active"] else None
+    return (stream.slot if info and info["active"] else None), states
 
 
 class Mirror:
@@ -169,8 +180,10 @@ class Mirror:
 class TableCheck:
     """Scan, drill-down and (on a live mirror) consistent re-checks of one table."""
 
-    def __init__(self, dsn: str, reader: TargetReader, m: TableMapping, s: Settings, mirror: Mirror):
+    def __init__(self, dsn: str, reader: TargetReader, m: TableMapping, s: Settings, mirror: Mirror,
+                 state: Optional[str] = None):
         self.dsn, self.reader, self.m, self.s, self.mirror = dsn, reader, m, s, mirror
+        self.state = state
         self.plan: Optional[TablePlan] = None
         self.doc = {"source": m.label, "target": reader.target.display(m), "equal": False,
                     "source_rows": 0, "target_rows": 0, "ranges": [], "differing_ranges": 0,
@@ -183,9 +196,18 @@ class TableCheck:
     # ------------------------------------------------------------------ scan
     def scan(self) -> None:
         """Counts and range digests of the whole table (one source snapshot)."""
+        if self.state in ("i", "d"):
+            self.doc["error"] = (f"the copy of this table has not finished (state {self.state}): "
+                                 f"verify it once it is s or r (replicator status)")
+            return
         types = self.reader.reflect(self.m)
         if types is None:
             self.doc["error"] = f"target table {self.doc['target']} does not exist"
+            return
+        missing = [c for c in self.m.source.column_names if c not in types]
+        if missing:
+            self.doc["error"] = (f"target table {self.doc['target']} lacks column(s) "
+                                 f"{', '.join(missing)}")
             return
         self.plan = TablePlan(self.m, self.reader.target, types)
         t0 = time.monotonic()
@@ -331,56 +353,3 @@ def _no_gc():
 def _bound(row: Optional[tuple]) -> Optional[tuple]:
     """A range bound as the source raw key (what the next queries bind)."""
     return None if row is None else row[KEY]
-
-
-# ----------------------------------------------------------------------------- human form
-def render(doc: dict) -> str:
-    """One line per table: ``public.t: OK 123 rows`` or ``public.t: DIFFERS rows source 10
-    target 9; keys 5..9: missing on target id=7``."""
-    return "\n".join(_line(t) for t in doc["tables"])
-
-
-def _line(t: dict) -> str:
-    if t["error"]:
-        return f"{t['source']}: ERROR {t['error']}"
-    if t["equal"]:
-        note = (f" ({t['unsettled']} row(s) changing during every re-check were not compared)"
-                if t["unsettled"] else "")
-        return f"{t['source']}: OK {t['source_rows']} rows{note}"
-    parts = [f"{t['source']}: DIFFERS rows source {t['source_rows']} target {t['target_rows']}"]
-    for r in t["ranges"]:
-        parts.append(f"keys {_span(r['from'], r['to'])}: " + _kinds(r))
-    more = t["differing_ranges"] - len({(str(r["from"]), str(r["to"])) for r in t["ranges"]})
-    if more > 0 and len(t["ranges"]) < t["differing_ranges"]:
-        parts.append(f"{more} more differing range(s)")
-    return "; ".join(parts)
-
-
-def _kinds(r: dict) -> str:
-    out = []
-    for kind, label in (("missing", "missing on target"), ("extra", "extra on target"),
-                        ("changed", "changed")):
-        if r[kind]:
-            cols = f" ({', '.join(r['columns'])})" if kind == "changed" and r["columns"] else ""
-            out.append(f"{label} " + ", ".join(_key_text(k) for k in r[kind]) + cols)
-    return ", ".join(out) or "differs (keys beyond the listing limit)"
-
-
-def _span(a: Optional[dict], b: Optional[dict]) -> str:
-    def one(k, edge):
-        if k is None:
-            return edge
-        vals = [_value_text(v) for v in k.values()]
-        return vals[0] if len(vals) == 1 else "(" + ",".join(vals) + ")"
-    return f"{one(a, 'start')}..{one(b, 'end')}"
-
-
-def _key_text(k: dict) -> str:
-    return ",".join(f"{c}={_value_text(v)}" for c, v in k.items())
-
-
-def _value_text(v) -> str:
-    if v is None:
-        return "NULL"
-    s = str(v)
-    return repr(s) if isinstance(v, str) and (not s or any(ch in s for ch in " ,;=()'")) else s

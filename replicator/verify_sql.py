@@ -1,4 +1,4 @@
-"""Verify, reading: the same table from both sides, in the same key order, as canonical rows.
+"""Verify, queries: the same table from both sides, in the same key order, as canonical rows.
 
 Contracts:
 
@@ -9,40 +9,26 @@ Contracts:
   text byte by byte: ``COLLATE "C"`` on PostgreSQL, binary collations elsewhere.  NULLs sort last.
   Python compares the same sort keys (``verify_values.sort_key``) to cut ranges and merge.
 * **Bounded memory.**  The source is read through a server-side cursor (``SELECT … ORDER BY …``,
-  fetched in batches) inside a REPEATABLE READ snapshot; server targets through server-side cursors (``stream_results``); DuckDB with a memory
-  limit and a spill directory for its sort.  Ranges are ``(lo, hi]`` predicates on the sort
-  expressions; source bounds are literals of the source's text, target bounds the value the change
-  path would bind (``Target.value_loader``).
-* **Embedded files are opened read-only and briefly.**  SQLite through a ``mode=ro`` URI (WAL: the
-  mirror keeps writing); DuckDB read-only, retried while the mirror holds the file, and on a live
-  mirror read in slices of about ``slice_seconds`` (keyset pagination on the key), the file closed
-  between slices so the mirror's batches get through.
-* Source rows optionally carry ``xmin`` (the row version) for the live-mirror settlement.
+  fetched in batches) inside a REPEATABLE READ snapshot; targets through streamed results
+  (``stream_results``: server-side cursors where the driver has them).  Ranges are ``(lo, hi]``
+  predicates on the sort expressions; source bounds are literals of the source's text, target
+  bounds the value the change path would bind (``Target.value_loader``).
+* Rows are ``(sort_key, canonical values, raw key, version)``; source rows optionally carry
+  ``xmin`` (the row version) for the live-mirror settlement.  Connections: ``verify_read``.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import logging
-import os
-import shutil
-import tempfile
-import time
 from typing import Any, Callable, Iterator, Optional, Sequence
-from urllib.parse import quote
 
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 from psycopg.types.string import TextLoader
-from sqlalchemy.pool import NullPool
 
-from .errors import TargetError
-from .model import Column, Lsn, TableMapping
-from .source import snapshot
+from .model import Column, TableMapping
 from .verify_values import NATIVE_ORDER, canonical, family, plain_order, sort_key
 
-log = logging.getLogger(__name__)
 YIELD_ROWS = 2000  # target rows per driver fetch
 FETCH_ROWS = 2000  # source rows per FETCH of the server-side cursor
 _CURSORS = itertools.count()
@@ -314,123 +300,3 @@ def compile_sort_key(fns: Sequence[Callable], idx: Sequence[int], plain: Sequenc
     parts = [f"values[{i}]" if p else f"f{j}(raw[{j}], values[{i}])"
              for j, (i, p) in enumerate(zip(idx, plain))]
     return eval(f"lambda raw, values: ({', '.join(parts)},)", env)  # noqa: S307
-
-
-# ----------------------------------------------------------------------------- target access
-class TargetReader:
-    """Read-only access to the target: server engines as the target builds them, embedded files
-    opened read-only per use (DuckDB retried while the mirror holds it)."""
-
-    memory_limit = "256MB"
-    busy_wait_s = 120.0
-
-    def __init__(self, target, slice_seconds: Optional[float] = None):
-        self.target = target
-        self.kind = target.name
-        self.slice_seconds = slice_seconds
-        self._tmp: Optional[str] = None
-        self._engine = self._make_engine()
-
-    def _make_engine(self) -> sa.Engine:
-        if self.kind == "duckdb":
-            self._tmp = tempfile.mkdtemp(prefix="replicator-verify-")
-            eng = sa.create_engine(self.target.url, poolclass=NullPool, connect_args={
-                "read_only": True,
-                "config": {"memory_limit": self.memory_limit, "temp_directory": self._tmp}})
-
-            @sa.event.listens_for(eng, "connect")
-            def _session(dbapi_conn, _record):
-                dbapi_conn.execute("SET TimeZone = 'UTC'")
-                dbapi_conn.execute("SET enable_progress_bar = false")
-            return eng
-        if self.kind == "sqlite":
-            path = quote(os.path.abspath(self.target.url.database))
-            return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool,
-                                    connect_args={"timeout": 60})
-        return self.target.engine
-
-    def close(self) -> None:
-        if self._engine is not self.target.engine:
-            self._engine.dispose()
-        self.target.dispose()
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
-        """A connection (a read-only file for embedded targets), waiting while the file is busy."""
-        start, delay = time.monotonic(), 0.02
-        while True:
-            try:
-                conn = self._engine.connect()
-                break
-            except sa.exc.DBAPIError as e:
-                if not _busy(e) or time.monotonic() - start > self.busy_wait_s:
-                    raise TargetError(f"cannot open the target for reading: "
-                                      f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        with conn:
-            yield conn
-
-    def reflect(self, m: TableMapping) -> Optional[dict[str, Any]]:
-        """Column name → reflected type of the target table; None when the table is missing."""
-        with self.connect() as conn:
-            insp = sa.inspect(conn)
-            if not insp.has_table(m.target_name, schema=m.target_schema):
-                return None
-            return {c["name"]: c["type"] for c in insp.get_columns(m.target_name, schema=m.target_schema)}
-
-    def rows(self, plan: TablePlan, lo=None, hi=None) -> Iterator[tuple]:
-        """Target rows in ``(lo, hi]``: one streamed statement, or slices on a live DuckDB."""
-        if self.slice_seconds is None:
-            with self.connect() as conn:
-                for r in plan.target_raw(conn, lo, hi):
-                    yield plan.target_row(r)
-            return
-        yield from self._sliced(plan, lo, hi)
-
-    def _sliced(self, plan: TablePlan, lo, hi) -> Iterator[tuple]:
-        """Keyset pagination: each slice is read with the file open, then converted with it closed.
-        A slice never ends inside a run of equal keys (the next one starts past that key)."""
-        after, limit = None, 20_000
-        kidx = plan.key_idx
-        while True:
-            t0 = time.monotonic()
-            with self.connect() as conn:
-                raw = list(plan.target_raw(conn, lo, hi, after, limit))
-            held = time.monotonic() - t0
-            full = len(raw) == limit
-            if full:
-                last = tuple(raw[-1][i] for i in kidx)
-                while raw and tuple(raw[-1][i] for i in kidx) == last:
-                    raw.pop()
-                if not raw:
-                    limit *= 2
-                    continue
-                after = tuple(raw[-1][i] for i in kidx)
-            for r in raw:
-                yield plan.target_row(r)
-            if not full:
-                return
-            limit = int(min(max(limit * self.slice_seconds / max(held, 1e-3), 2_000), 500_000))
-
-
-def _busy(e: BaseException) -> bool:
-    text = str(getattr(e, "orig", e)).lower()
-    return "lock" in text or "busy" in text
-
-
-# ----------------------------------------------------------------------------- source access
-@contextlib.contextmanager
-def source_snapshot(dsn: str) -> Iterator[tuple[psycopg.Connection, Lsn]]:
-    """A REPEATABLE READ, READ ONLY transaction and the WAL insert position read inside it: every
-    transaction the snapshot sees committed at or below that position."""
-    conn = snapshot.connect(dsn)
-    try:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
-        yield conn, Lsn.parse(lsn)
-    finally:
-        conn.close()
