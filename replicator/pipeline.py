@@ -25,7 +25,7 @@ import sqlalchemy.exc
 from . import bulkcopy, fence, mapping, schema_change
 from .dsn import redact
 from .config import MappingConfig
-from .errors import CheckError, ConfigError, SourceError, TargetError, TransientError
+from .errors import CheckError, ConfigError, TargetError, TransientError
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableProgress, TableState, TxBegin
 from .source import catalog, slot as slots, snapshot

@@ -39,7 +39,6 @@ Details
 from __future__ import annotations
 
 import atexit
-import glob
 import json
 import os
 import random
@@ -56,6 +55,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from replicator import devserver
 
 __all__ = [
     "ServerError",
@@ -111,8 +112,7 @@ class ServerError(RuntimeError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
+_is_root = devserver._is_root
 
 
 def _tail(path: Path | str | None, lines: int = 40) -> str:
@@ -241,14 +241,7 @@ def _make_base_dir(parent: str | os.PathLike | None, prefix: str, owner: str | N
     return base
 
 
-def _as_user(user: str | None, argv: Sequence[str]) -> list[str]:
-    argv = [str(a) for a in argv]
-    if user is None:
-        return argv
-    runuser = shutil.which("runuser") or ("/usr/sbin/runuser" if os.path.exists("/usr/sbin/runuser") else None)
-    if runuser:
-        return [runuser, "-u", user, "--", *argv]
-    return ["su", "-s", "/bin/sh", user, "-c", shlex.join(argv)]
+_as_user = devserver._as_user  # the same runuser/su wrapping as `replicator demo`
 
 
 def _server_env() -> dict[str, str]:
@@ -342,36 +335,11 @@ def _keep_dirs() -> bool:
 
 
 def find_pg_bindir() -> Path:
-    """Directory with initdb/pg_ctl/postgres/pgbench."""
-    def ok(d: str | Path | None) -> bool:
-        return bool(d) and all(os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres"))
-
-    env = os.environ.get("REPLICATOR_PG_BINDIR")
-    if env:
-        if not ok(env):
-            raise ServerError(f"REPLICATOR_PG_BINDIR={env} has no initdb/pg_ctl/postgres")
-        return Path(env)
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            d = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            d = ""
-        if ok(d):
-            return Path(d)
-
-    def version_key(p: str) -> tuple:
-        return tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[.]", Path(p).parent.name))
-
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"),
-                    key=version_key, reverse=True):
-        if ok(d):
-            return Path(d)
-    initdb = shutil.which("initdb")
-    if initdb and ok(os.path.dirname(initdb)):
-        return Path(os.path.dirname(initdb))
-    raise ServerError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; "
-                      "install the 'postgresql' package or set REPLICATOR_PG_BINDIR")
+    """Directory with initdb/pg_ctl/postgres/pgbench (the package's own lookup)."""
+    try:
+        return devserver.find_pg_bindir()
+    except devserver.DevServerError as e:
+        raise ServerError(str(e)) from None
 
 
 def _pg_quote(value: Any) -> str:

@@ -42,7 +42,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import duckdb
 import sqlalchemy as sa
@@ -55,6 +55,9 @@ from . import names, rules
 from .base import Target
 from .duckdb_types import duckdb_conv
 from .types import DDL, Conv
+
+if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
