@@ -34,6 +34,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import psycopg
+import sqlalchemy.exc
+
+from .dsn import redact
 from .errors import ConfigError
 from .model import Lsn, TableMapping
 from .source import slot as slots, snapshot
@@ -46,6 +50,9 @@ from .verify_values import display
 
 __all__ = ["Settings", "verify", "render"]
 log = logging.getLogger(__name__)
+#: what reading one table may raise without stopping the others (values no driver can convert,
+#: statements a database refuses)
+READ_ERRORS = (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, ValueError, OverflowError, TypeError)
 
 
 @dataclass
@@ -211,7 +218,7 @@ class TableCheck:
             return
         self.plan = TablePlan(self.m, self.reader.target, types)
         t0 = time.monotonic()
-        try:
+        with self._guarded():
             with source_snapshot(self.dsn) as (sc, _lsn):
                 src = self.plan.source_rows(sc)
                 with contextlib.closing(self.reader.rows(self.plan)) as tgt:
@@ -221,31 +228,40 @@ class TableCheck:
                         if not r.equal:
                             self.pending.append(_Range(_bound(r.lo), _bound(r.hi), r.source_rows,
                                                        r.target_rows))
-        except OrderError as e:
-            self._order_error(e)
         log.debug("%s: scanned %d/%d rows in %.2fs, %d range(s) differ", self.m.label,
                   self.doc["source_rows"], self.doc["target_rows"], time.monotonic() - t0,
                   len(self.pending))
 
-    def _order_error(self, e: OrderError) -> None:
-        self.doc["error"] = (f"cannot compare in key order ({e}): the key's type orders "
-                             f"differently on the target")
+    @contextlib.contextmanager
+    def _guarded(self):
+        """A table that cannot be read or ordered is reported as such; the others go on."""
+        try:
+            yield
+        except OrderError as e:
+            self.doc["error"] = (f"cannot compare in key order ({e}): the key's type orders "
+                                 f"differently on the target")
+        except READ_ERRORS as e:
+            log.debug("%s: verify failed", self.m.label, exc_info=True)
+            orig = getattr(e, "orig", None) or e
+            first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+            self.doc["error"] = f"could not be compared: {redact(first)}"
+        else:
+            return
         self.pending = []
 
     # ------------------------------------------------------------------ rounds
     def recheck(self, sc, caught: bool) -> None:
         """Drill into the pending ranges at snapshot ``sc``; keep those to look at again."""
+        if not self.pending:
+            return
         nxt = []
-        try:
+        with self._guarded(), sc.transaction():  # a savepoint: the round's snapshot survives errors
             for rng in self.pending:
                 if self._full():
                     self.unchecked.append(rng)
                 elif self._drill(sc, rng, caught):
                     nxt.append(rng)
-        except OrderError as e:
-            self._order_error(e)
-            return
-        self.pending = nxt
+            self.pending = nxt
 
     def _drill(self, sc, rng: _Range, caught: bool) -> bool:
         """One range at snapshot ``sc``; True when it must be looked at again next round."""

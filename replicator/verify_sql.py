@@ -27,6 +27,7 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from .model import Column, TableMapping
+from .target.types import FAMILY_BY_OID
 from .verify_values import NATIVE_ORDER, canonical, family, plain_order, sort_key
 
 YIELD_ROWS = 2000  # target rows per driver fetch
@@ -132,7 +133,20 @@ class TablePlan:
         self.nullable = [not c.not_null for c in kcols]
         self.pg_target = target.name == "postgresql"
         self.bpchar = [family(c) == "bpchar" for c in kcols]
-        self.target_text = [self.pg_target and f not in PSYCOPG_NATIVE and f != "bpchar" for f in fams]
+        self.target_cast = [self._target_cast(c, f) for c, f in zip(view.columns, fams)]
+
+    def _target_cast(self, col: Column, fam: str):
+        """The type a target column is read as when its driver value would not do: PostgreSQL's
+        own text (PostgreSQL target: identical to the source's rendering), DuckDB's VARCHAR for
+        dates, timestamps and intervals (Python holds neither BC, infinity nor 178M years)."""
+        if self.pg_target:
+            return sa.Text() if fam not in PSYCOPG_NATIVE and fam != "bpchar" else None
+        if self.target.name == "duckdb":
+            el = (getattr(col, "elem_base_oid", 0) or col.elem_oid) if fam == "array" else 0
+            if fam in DUCKDB_AS_TEXT or (el and FAMILY_BY_OID.get(el) in DUCKDB_AS_TEXT):
+                dims = str(self.target.column_type(col).compile()).count("[]")
+                return sa.types.DDL("VARCHAR" + "[]" * dims) if dims else sa.String()
+        return None
 
     def _source_canon(self, col: Column) -> Callable:
         """Source text → canonical; a column with a value policy first goes through the target's
@@ -209,7 +223,7 @@ class TablePlan:
 
     # ------------------------------------------------------------------------- target side
     def _tgt_table(self):
-        return sa.table(self.m.target_name, *[sa.column(n) for n in self.target_names],
+        return sa.table(self.m.target_name, *[sa.column(n, _RAW) for n in self.target_names],
                         schema=self.m.target_schema)
 
     def _tgt_sort_expr(self, t, i: int):
@@ -221,8 +235,8 @@ class TablePlan:
     def target_select(self, lo=None, hi=None, after=None, limit=None):
         """Rows in ``(lo, hi]`` (source raw keys) and past ``after`` (a target raw key)."""
         t = self._tgt_table()
-        cols = [sa.cast(t.c[n], sa.Text) if text else t.c[n]
-                for n, text in zip(self.target_names, self.target_text)]
+        cols = [t.c[n] if cast is None else sa.cast(t.c[n], cast)
+                for n, cast in zip(self.target_names, self.target_cast)]
         q = sa.select(*cols).select_from(t)
         for bound, op, from_source in ((lo, ">", True), (hi, "<=", True), (after, ">", False)):
             if bound is not None:
@@ -243,9 +257,11 @@ class TablePlan:
             v = bound[i]
             if v is None:
                 return None
-            if not from_source:
-                return sa.bindparam(None, v, type_=sa.types.NullType())
             col = self.columns[self.key_idx[i]]
+            if not from_source:  # a value read from the target (as text when cast so)
+                if self.target_cast[self.key_idx[i]] is not None and not self.text_order[i]:
+                    return sa.cast(sa.bindparam(None, v, type_=sa.String()), self.target.column_type(col))
+                return sa.bindparam(None, v, type_=sa.types.NullType())
             if self.text_order[i]:
                 return sa.bindparam(None, str(v), type_=sa.String())
             v = self.target.value_loader(col)(str(v))
@@ -270,12 +286,28 @@ class TablePlan:
             yield from part
 
 
+class _Raw(sa.types.UserDefinedType):
+    """Values exactly as the driver returns them: an untyped column would let the dialect pick a
+    conversion from the cursor's type code (duckdb-engine parses JSON, so JSON ``null`` became
+    SQL NULL)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw) -> str:
+        return "RAW"
+
+
+_RAW = _Raw()
+
+
 def _is_text(t) -> bool:
     return isinstance(t, (sa.String, sa.JSON))
 
 
 #: families psycopg loads as the canonical value itself (int, str); the rest is read as text
 PSYCOPG_NATIVE = frozenset({"int2", "int4", "int8", "text", "varchar"})
+#: DuckDB families read as VARCHAR (lossless where Python's date, datetime, timedelta are not)
+DUCKDB_AS_TEXT = frozenset({"date", "timestamp", "timestamptz", "interval"})
 #: per family, an inline expression on ``{x}`` skipping the call when the value is already canonical
 _INLINE = {"int2": "({x} if {x}.__class__ is int else {f}({x}))",
            "text": "({x} if {x}.__class__ is str else {f}({x}))"}

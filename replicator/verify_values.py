@@ -135,7 +135,7 @@ def _date(v):
     if v is None:
         return None
     if isinstance(v, str):
-        s = v.strip()
+        s = v.strip().replace(" (BC)", " BC")  # DuckDB spells BC so
         return {"9999-12-31": "infinity", "0001-01-01": "-infinity"}.get(s, s)
     if isinstance(v, dt.datetime):
         v = v.date()
@@ -184,10 +184,14 @@ _UTC_SUFFIXES = ("", "+00", "+00:00", "+0000", "Z")
 
 
 def _timestamp_text(s: str) -> str:
-    """``YYYY-MM-DD HH:MM:SS[.f][offset]`` → naive UTC with six fractional digits; other forms
-    (infinity, BC, years past 9999) are kept as PostgreSQL renders them."""
-    if len(s) < 19 or s[4] != "-" or s[10] not in " T" or s.endswith(" BC"):
-        return s
+    """``YYYY-MM-DD HH:MM:SS[.f][offset][ BC]`` → naive UTC with six fractional digits (DuckDB's
+    ``YYYY-MM-DD (BC) …`` spelling of BC as well); other forms (infinity, years past 9999) are
+    kept as PostgreSQL renders them."""
+    bc = s.endswith(" BC") or " (BC)" in s
+    if bc:
+        s = s.replace(" (BC)", "").removesuffix(" BC")
+    if len(s) < 19 or s[4] != "-" or s[10] not in " T":
+        return s + " BC" if bc else s
     rest = s[19:]
     frac = ""
     if rest.startswith("."):
@@ -198,7 +202,8 @@ def _timestamp_text(s: str) -> str:
     if rest not in _UTC_SUFFIXES:
         d = dt.datetime.fromisoformat(s).astimezone(dt.timezone.utc)
         return _edge(d.replace(tzinfo=None).isoformat(" ", "microseconds"))
-    return _edge(f"{s[:10]} {s[11:19]}.{frac[:6].ljust(6, '0')}")
+    out = f"{s[:10]} {s[11:19]}.{frac[:6].ljust(6, '0')}"
+    return out + " BC" if bc else _edge(out)
 
 
 def _edge(s: str) -> str:
@@ -239,11 +244,34 @@ def _interval(v):
         return (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds
     s = str(v).strip()
     m = _ISO_INTERVAL.match(s)
-    if not m or s == "P":
-        return s  # not iso_8601 text: compare it as it is
-    y, mo, d, h, mi = (int(g or 0) for g in m.groups()[:5])
-    days = (y * 12 + mo) * 30 + d
-    return ((days * 24 + h) * 60 + mi) * 60_000_000 + int(Decimal(m.group(6) or 0) * 1_000_000)
+    if m and s != "P":
+        y, mo, d, h, mi = (int(g or 0) for g in m.groups()[:5])
+        days = (y * 12 + mo) * 30 + d
+        return ((days * 24 + h) * 60 + mi) * 60_000_000 + int(Decimal(m.group(6) or 0) * 1_000_000)
+    return _verbose_interval(s)
+
+
+_UNIT = re.compile(r"(-?\d+) (years?|mons?|months?|days?)|(-?)(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_UNIT_DAYS = {"y": 360, "m": 30, "d": 1}
+
+
+def _verbose_interval(s: str):
+    """``1 year 2 months 3 days -04:05:06.5`` (DuckDB's VARCHAR, PostgreSQL's postgres style)."""
+    parts = s.split(" ")
+    total, i = 0, 0
+    while i < len(parts):
+        m = _UNIT.fullmatch(" ".join(parts[i:i + 2])) if i + 1 < len(parts) else None
+        if m and m.group(2):
+            total += int(m.group(1)) * _UNIT_DAYS[m.group(2)[0]] * 86_400_000_000
+            i += 2
+            continue
+        m = _UNIT.fullmatch(parts[i])
+        if not m or not m.group(4):
+            return s  # not an interval text we know: compare it as it is
+        us = (int(m.group(4)) * 3600 + int(m.group(5)) * 60) * 1_000_000 + int(Decimal(m.group(6)) * 1_000_000)
+        total += -us if m.group(3) else us
+        i += 1
+    return total
 
 
 # ----------------------------------------------------------------------------- the rest

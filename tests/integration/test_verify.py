@@ -38,6 +38,7 @@ SELECT g, 'name ' || g, lpad((g % 1000)::text, 4, '0'), g * 1.25, g::numeric / 7
        ARRAY['t' || g, NULL, 'a b'], ARRAY[g, -g], make_interval(days => g % 40, secs => g % 60)
 FROM generate_series(1, 3000) g;
 UPDATE items SET name = NULL, price = NULL, doc = NULL, tags = NULL WHERE id % 97 = 0;
+UPDATE items SET doc = 'null', js = '"text"' WHERE id % 89 = 0;  -- JSON null is not SQL NULL
 
 CREATE TABLE orders (order_no int PRIMARY KEY, cust_id int, status text, amount numeric(12,2), secret text);
 INSERT INTO orders SELECT g, g % 20, CASE WHEN g % 5 = 0 THEN 'draft' ELSE 'paid' END, g * 1.5, 's' || g
@@ -176,6 +177,35 @@ def test_verify_reports_a_missing_target_table_and_filters_tables(source_db, sql
     cp, doc = verify(env)
     assert cp.returncode == 1 and doc["public.b"]["error"] == "target table b does not exist"
     assert doc["public.a"]["equal"]
+
+
+EDGE = r"""
+CREATE TABLE edge (id int PRIMARY KEY, f float8, r real, n numeric, d date, ts timestamp, tz timestamptz,
+                   t time, txt text, b bytea, a int[], m text[][], j jsonb, i interval);
+INSERT INTO edge VALUES
+  (1, 'NaN', 'Infinity', 'NaN', 'infinity', '-infinity', 'infinity', '24:00:00', '', '\x', '{}',
+   '{{a,b},{c,d}}', '{"é": "😀", "n": 1e40}', '-1 mon 2 days -00:00:01.5'),
+  (2, '-Infinity', '-0', '-0.000', '0044-03-15 BC', '0044-03-15 12:00:00.25 BC', '0001-01-01 00:00:00+00',
+   '00:00:00', e'tab\tnew\nline \\ back', '\x00ff', '{NULL}', '{{"",NULL},{"x y",z}}', '[]', '0'),
+  (3, 1e308, 1.17549435e-38, 1e-30, '9999-12-31', '9999-12-31 23:59:59.999999',
+   '2024-02-29 12:00:00+05:30', '23:59:59.999999', 'NULL', '\x5c', '{-2147483648,2147483647}',
+   '{{"\"q\""}}', 'null', '178000000 years');
+"""
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "pg"])
+def test_special_values_verify_equal(source_db, kind, request):
+    """NaN, ±Infinity, infinite and BC dates, 24:00:00, empty and multi-dimensional arrays, escapes:
+    what DuckDB and PostgreSQL hold for them compares equal to the source."""
+    url = request.getfixturevalue(f"{kind}_target_url")
+    run_sql(source_db, EDGE)
+    env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": url}
+    replicator("migrate", env=env)
+    cp, doc = verify(env)
+    assert cp.returncode == 0, json.dumps(doc, indent=1) + cp.stderr[-2000:]
+    target_sql(url, "UPDATE edge SET txt = 'tab' WHERE id = 2")
+    cp, doc = verify(env)
+    assert [k for k, _ in kinds(doc["public.edge"])["changed"]] == [{"id": 2}]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "mysql"])

@@ -47,6 +47,8 @@ SAME = [  # (column, PostgreSQL text, target values that hold the same value)
       dt.datetime(2024, 1, 2, 4, 4, 5, 123000, tzinfo=dt.timezone(dt.timedelta(hours=1))),
       "2024-01-02 03:04:05.123000", "2024-01-02T03:04:05.123+00:00"]),
     (col("timestamptz"), "infinity", [dt.datetime.max]),
+    (col("timestamptz"), "0044-03-15 12:00:00.5+00 BC", ["0044-03-15 (BC) 12:00:00.5+00"]),  # DuckDB's BC
+    (col("date"), "0044-03-15 BC", ["0044-03-15 (BC)"]),
     (col("uuid"), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
      [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"]),
     (col("bytea"), "\\x00ff10", [b"\x00\xff\x10", memoryview(b"\x00\xff\x10"), bytearray(b"\x00\xff\x10")]),
