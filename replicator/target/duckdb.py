@@ -53,6 +53,7 @@ from ..model import UNCHANGED, ChangeKind, Column, RowChange, TableMapping
 from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
 from . import names, rules
 from .base import Target
+from .csvchunks import whole_rows
 from .duckdb_types import duckdb_conv
 from .types import DDL, Conv
 
@@ -74,32 +75,6 @@ def is_lock_error(e: BaseException) -> bool:
 def is_handle_race(e: BaseException) -> bool:
     """Another thread of this process is closing the file's last connection while we open it."""
     return "Unique file handle conflict" in str(getattr(e, "orig", e))
-
-
-def whole_rows(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Re-cut PostgreSQL CSV chunks at row ends: a ``\\n`` outside quotes (even ``"`` count before it)."""
-    carry = b""
-    for chunk in chunks:
-        buf = carry + chunk if carry else chunk
-        cut = _last_row_end(buf)
-        carry = buf[cut:]
-        if cut:
-            yield buf[:cut]
-    if carry:
-        yield carry
-
-
-def _last_row_end(buf: bytes) -> int:
-    """Offset just past the last row-ending newline of ``buf`` (0 when none)."""
-    total = buf.count(b'"')
-    after, end = 0, len(buf)
-    pos = buf.rfind(b"\n")
-    while pos >= 0:
-        after += buf.count(b'"', pos, end)
-        if (total - after) % 2 == 0:
-            return pos + 1
-        end, pos = pos, buf.rfind(b"\n", 0, pos)
-    return 0
 
 
 class Plan:

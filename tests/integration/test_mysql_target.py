@@ -275,7 +275,11 @@ def test_a_refused_chunk_stops_the_source_copy_and_rolls_back(source_db, mysql_t
             with target.connect() as conn:
                 target.ensure_table(conn, m)
                 target.load_copy(conn, m, snapshot.copy_bytes(sc, q, chunk=16 << 10))
-        assert sc.execute("SELECT count(*) FROM many").fetchone() == (20000,)  # COPY was ended cleanly
+        # the source COPY ended (cancelled at the refused chunk, not read to its end): the connection
+        # is out of COPY and usable again after the rollback the failed copy leaves to the caller
+        assert sc.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
+        sc.rollback()
+        assert sc.execute("SELECT count(*) FROM many").fetchone() == (20000,)
     assert threading.active_count() == threads
     assert mysql_rows(mysql_target_url, "SELECT count(*) FROM many") == [(0,)]
 
