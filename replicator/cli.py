@@ -219,6 +219,14 @@ def migrate(keep_slot, cutover, metrics_port, metrics_host, progress, **kw):
                f"all (applied up to {s.applied_lsn})")
     for line in s.cutover:
         click.echo(f"cutover: {line}")
+    if cutover:
+        from .verify import Settings, render, verify as verify_tables
+        doc = verify_tables(opts, Settings(wait_seconds=0))
+        click.echo(render(doc))
+        if not doc["equal"]:
+            click.echo("cutover: the target differs from the source (above): do not switch yet", err=True)
+            sys.exit(1)
+        click.echo("cutover: sequences carried and every table verified: switch the application over")
 
 
 @main.command()
