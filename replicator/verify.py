@@ -74,14 +74,18 @@ class _Range:
     hi: Optional[tuple]
     source_rows: int
     target_rows: int
+    first: Optional[tuple] = None  # lowest and highest row seen in it (either side), for reports
+    last: Optional[tuple] = None
     unsettled: int = 0
     lagging: bool = False
+    seq: int = 0  # position in the scan
 
 
 @dataclass
 class _Found:
     """Confirmed differences of one range, as sub-ranges of (first row, last row, diffs)."""
 
+    range: _Range
     subranges: list = field(default_factory=list)
 
 
@@ -161,8 +165,8 @@ class Mirror:
     """The running mirror, if any: waits until it confirmed a source position."""
 
     def __init__(self, dsn: str, slot: Optional[str], wait_seconds: float):
-        self.dsn, self.slot = dsn, slot
-        self.deadline = time.monotonic() + wait_seconds
+        self.dsn, self.slot, self.wait_seconds = dsn, slot, wait_seconds
+        self.deadline: Optional[float] = None  # from the first wait on (scans may take long)
 
     def wait(self, lsn: Lsn) -> bool:
         """True once the mirror confirmed ``lsn`` (it confirms only what the target committed;
@@ -170,6 +174,8 @@ class Mirror:
         deadline.  A mirror that stopped meanwhile leaves a target that no longer moves."""
         if self.slot is None:
             return True
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.wait_seconds
         with contextlib.closing(snapshot.connect(self.dsn, autocommit=True)) as c:
             while True:
                 info = slots.slot_info(c, self.slot)
@@ -194,7 +200,7 @@ class TableCheck:
         self.plan: Optional[TablePlan] = None
         self.doc = {"source": m.label, "target": reader.target.display(m), "equal": False,
                     "source_rows": 0, "target_rows": 0, "ranges": [], "differing_ranges": 0,
-                    "unsettled": 0, "error": None}
+                    "truncated": False, "unsettled": 0, "error": None}
         self.found: list[_Found] = []
         self.pending: list[_Range] = []
         self.unchecked: list[_Range] = []
@@ -227,7 +233,8 @@ class TableCheck:
                         self.doc["target_rows"] += r.target_rows
                         if not r.equal:
                             self.pending.append(_Range(_bound(r.lo), _bound(r.hi), r.source_rows,
-                                                       r.target_rows))
+                                                       r.target_rows, r.first, r.last,
+                                                       seq=len(self.pending)))
         log.debug("%s: scanned %d/%d rows in %.2fs, %d range(s) differ", self.m.label,
                   self.doc["source_rows"], self.doc["target_rows"], time.monotonic() - t0,
                   len(self.pending))
@@ -276,7 +283,7 @@ class TableCheck:
         if not d.diff_count:
             return False
         if not live:
-            self.found.append(_Found([(s.first, s.last, s.diffs) for s in d.subranges]))
+            self.found.append(_Found(rng, [(s.first, s.last, s.diffs) for s in d.subranges]))
             return False
         if not caught:
             rng.lagging = True
@@ -286,7 +293,7 @@ class TableCheck:
             unsettled = unsettled or d.diffs  # not every difference was kept: look again
         if confirmed:
             keep = {id(x) for x in confirmed}
-            self.found.append(_Found([(s.first, s.last, [x for x in s.diffs if id(x) in keep])
+            self.found.append(_Found(rng, [(s.first, s.last, [x for x in s.diffs if id(x) in keep])
                                       for s in d.subranges if any(id(x) in keep for x in s.diffs)]))
             return False
         rng.unsettled = len(unsettled)
@@ -322,35 +329,39 @@ class TableCheck:
         return self.doc
 
     def _report(self, unchecked: list[_Range]) -> None:
+        """``ranges``: the differing sub-ranges with their keys while ``max_keys`` lasts, then
+        the other differing ranges without keys; at most ``max_ranges`` entries."""
         self.doc["differing_ranges"] = len(self.found) + len(unchecked)
         self.doc["equal"] = not self.found and not unchecked and self.doc["error"] is None
-        budget = self.s.max_keys
+        budget, out, keyless, cut = self.s.max_keys, self.doc["ranges"], list(unchecked), False
         for f in self.found:
+            listed = 0
             for first, last, diffs in f.subranges:
-                if len(self.doc["ranges"]) >= self.s.max_ranges:
-                    return
+                if budget <= 0 or len(out) >= self.s.max_ranges:
+                    cut = True
+                    break
                 entry = {"from": self._key(first), "to": self._key(last),
                          "missing": [], "extra": [], "changed": [], "columns": []}
-                cols = set()
-                for d in diffs:
-                    if budget > 0:
-                        entry[d.kind].append(self._key(d.row))
-                        budget -= 1
-                    cols.update(d.columns)
-                entry["columns"] = [self.plan.source_names[i] for i in sorted(cols)]
-                self.doc["ranges"].append(entry)
-        for rng in unchecked[:max(0, self.s.max_ranges - len(self.doc["ranges"]))]:
-            self.doc["ranges"].append({"from": self._raw_key(rng.lo), "to": self._raw_key(rng.hi),
-                                       "missing": [], "extra": [], "changed": [], "columns": []})
+                for d in diffs[:budget]:
+                    entry[d.kind].append(self._key(d.row))
+                cut |= len(diffs) > budget
+                budget -= min(budget, len(diffs))
+                entry["columns"] = [self.plan.source_names[i]
+                                    for i in sorted({c for d in diffs for c in d.columns})]
+                out.append(entry)
+                listed += 1
+            if not listed:
+                keyless.append(f.range)
+        room = max(0, self.s.max_ranges - len(out))
+        keyless.sort(key=lambda r: r.seq)
+        for rng in keyless[:room]:
+            out.append({"from": rng.first and self._key(rng.first), "to": rng.last and self._key(rng.last),
+                        "missing": [], "extra": [], "changed": [], "columns": []})
+        self.doc["truncated"] = cut or len(keyless) > room
 
     def _key(self, row: tuple) -> dict:
         names, idx = self.plan.source_names, self.plan.key_idx
         return {names[i]: display(row[VALUES][i]) for i in idx}
-
-    def _raw_key(self, raw: Optional[tuple]) -> Optional[dict]:
-        if raw is None:
-            return None
-        return {self.plan.source_names[i]: v for i, v in zip(self.plan.key_idx, raw)}
 
 @contextlib.contextmanager
 def _no_gc():

@@ -27,6 +27,10 @@ SK, VALUES, KEY, VERSION = 0, 1, 2, 3
 MASK = (1 << 64) - 1
 
 
+def _sk(row: tuple):
+    return row[SK]
+
+
 class OrderError(RuntimeError):
     """Rows of one side are not in the order the merge expects."""
 
@@ -49,6 +53,8 @@ class RangeSum:
     target_rows: int
     source_digest: int
     target_digest: int
+    first: Optional[tuple] = None  # the range's lowest and highest row, either side (for reports)
+    last: Optional[tuple] = None
 
     @property
     def equal(self) -> bool:
@@ -84,6 +90,7 @@ def scan(source: Iterable[tuple], target: Iterable[tuple], chunk: int) -> Iterat
     while True:
         n = digest = 0
         last = None
+        s_first, t_first = s_head, t_head
         while s_head is not None and (n < chunk or s_head[SK] == last[SK]):
             if s_last is not None and s_head[SK] < s_last:
                 raise OrderError(f"source rows are not ordered by key: {s_head[SK]!r} after {s_last!r}")
@@ -94,14 +101,18 @@ def scan(source: Iterable[tuple], target: Iterable[tuple], chunk: int) -> Iterat
         hi = last if s_head is not None else None
         hi_sk = hi[SK] if hi is not None else None
         tn = tdigest = 0
+        t_row = None
         while t_head is not None and (hi is None or t_head[SK] <= hi_sk):
             if t_last is not None and t_head[SK] < t_last:
                 raise OrderError(f"target rows are not ordered by key: {t_head[SK]!r} after {t_last!r}")
-            t_last = t_head[SK]
+            t_last, t_row = t_head[SK], t_head
             tn += 1
             tdigest += hash(_dumps(t_head[VALUES], 2))
             t_head = next(tgt, None)
-        yield RangeSum(lo, hi, n, tn, digest & MASK, tdigest & MASK)
+        firsts = [r for r, k in ((s_first, n), (t_first, tn)) if k]
+        lasts = [r for r in (last, t_row) if r is not None]
+        yield RangeSum(lo, hi, n, tn, digest & MASK, tdigest & MASK,
+                       min(firsts, key=_sk) if firsts else None, max(lasts, key=_sk) if lasts else None)
         if hi is None:
             return
         lo = hi

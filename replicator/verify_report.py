@@ -24,10 +24,10 @@ def _line(t: dict) -> str:
         return f"{t['source']}: OK {t['source_rows']} rows{note}"
     parts = [f"{t['source']}: DIFFERS rows source {t['source_rows']} target {t['target_rows']}"]
     for r in t["ranges"]:
-        parts.append(f"keys {_span(r['from'], r['to'])}: " + _kinds(r))
-    more = t["differing_ranges"] - len({(str(r["from"]), str(r["to"])) for r in t["ranges"]})
-    if more > 0 and len(t["ranges"]) < t["differing_ranges"]:
-        parts.append(f"{more} more differing range(s)")
+        kinds = _kinds(r)
+        parts.append(f"keys {_span(r['from'], r['to'])}" + (f": {kinds}" if kinds else " differ"))
+    if t.get("truncated"):
+        parts.append(f"more not listed ({t['differing_ranges']} differing range(s) in all)")
     return "; ".join(parts)
 
 
@@ -38,7 +38,7 @@ def _kinds(r: dict) -> str:
         if r[kind]:
             cols = f" ({', '.join(r['columns'])})" if kind == "changed" and r["columns"] else ""
             out.append(f"{label} " + ", ".join(_key_text(k) for k in r[kind]) + cols)
-    return ", ".join(out) or "differs (keys beyond the listing limit)"
+    return ", ".join(out)
 
 
 def _span(a: Optional[dict], b: Optional[dict]) -> str:

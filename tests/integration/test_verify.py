@@ -109,7 +109,7 @@ def target_sql(url, *stmts, seconds=60):
 
 def verify(env, *args, json_out=True):
     cp = replicator("verify", *args, *(["--json"] if json_out else []), env=env, check=False)
-    assert cp.returncode in (0, 1), cp.stderr[-3000:]
+    assert cp.returncode in (0, 1) and (cp.stdout or not json_out), cp.stderr[-3000:]
     return cp, ({t["source"]: t for t in json.loads(cp.stdout)["tables"]} if json_out else None)
 
 
@@ -303,6 +303,32 @@ def test_verify_against_a_running_mirror_under_load(source_db, target_url):
         mirror.send_signal(signal.SIGTERM)
         _, err = mirror.communicate(timeout=60)
     assert mirror.returncode == 0, err[-3000:]
+
+
+def test_a_mirror_that_never_confirms_leaves_differences_unverified(source_db, sqlite_target_url):
+    """An active slot whose consumer never confirms: verify waits --wait seconds for it, then
+    says it could not check the differing range at a consistent point (exit 1), and does not
+    call it a difference; an equal table is OK."""
+    run_sql(source_db, "CREATE TABLE a (id int PRIMARY KEY, v text)", "CREATE TABLE b (id int PRIMARY KEY)",
+            "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g", "INSERT INTO b VALUES (1)")
+    env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": sqlite_target_url}
+    replicator("migrate", "--keep-slot", env=env)
+    target_sql(sqlite_target_url, "UPDATE a SET v = 'x' WHERE id = 50")
+    repl = psycopg.connect(source_db, replication="database", autocommit=True)
+    try:  # a consumer that never confirms: the slot is active, its position stays
+        repl.execute("START_REPLICATION SLOT replicator LOGICAL 0/0 "
+                     "(proto_version '1', publication_names 'replicator')")
+        run_sql(source_db, "CREATE TABLE unrelated (x int PRIMARY KEY)")  # WAL past the slot's position
+        t0 = time.monotonic()
+        cp, doc = verify(env, "--wait", "2", "--tables", "a,b")
+        assert time.monotonic() - t0 < 30
+    finally:
+        repl.close()
+    assert cp.returncode == 1 and "re-checked at consistent points" in cp.stderr
+    assert doc["public.b"]["equal"]
+    a = doc["public.a"]
+    assert not a["equal"] and "did not confirm the source's position within 2s" in a["error"]
+    assert a["differing_ranges"] == 1 and not any(r["changed"] for r in a["ranges"])
 
 
 # ----------------------------------------------------------------------------- size

@@ -33,6 +33,7 @@ def test_scan_points_at_the_range_of_a_changed_missing_or_extra_row():
     out = list(scan(table(30), tgt, 10))
     assert [r.equal for r in out] == [True, False, False]
     assert (out[1].lo[0], out[1].hi[0]) == (10, 20)
+    assert (out[1].first[0], out[1].last[0], out[2].first[0], out[2].last[0]) == (11, 20, 21, 40)
     assert (out[2].source_rows, out[2].target_rows) == (10, 10)  # 25 missing, 40 extra (last range)
 
 
@@ -194,8 +195,8 @@ def test_compiled_sort_key():
 
 # ----------------------------------------------------------------------------- report
 def doc(**t):
-    base = {"source": "public.t", "target": "t", "equal": True, "source_rows": 123,
-            "target_rows": 123, "ranges": [], "differing_ranges": 0, "unsettled": 0, "error": None}
+    base = {"source": "public.t", "target": "t", "equal": True, "source_rows": 123, "target_rows": 123,
+            "ranges": [], "differing_ranges": 0, "truncated": False, "unsettled": 0, "error": None}
     return {"tables": [{**base, **t}], "equal": t.get("equal", True)}
 
 
@@ -211,18 +212,35 @@ def test_render_lines():
     assert "2 row(s) changing" in render(doc(unsettled=2))
 
 
-def test_report_caps_keys_per_table():
+def _check(max_keys, max_ranges, found):
+    from replicator.verify import _Found, _Range
     check = TableCheck.__new__(TableCheck)
-    check.s = Settings(max_keys=3, max_ranges=2)
+    check.s = Settings(max_keys=max_keys, max_ranges=max_ranges)
     check.doc = {"ranges": [], "error": None}
 
     class Plan:
         source_names, key_idx = ("id", "v"), [0]
     check.plan = Plan()
-    d = drill(table(40), [], 10, True, 100)
-    from replicator.verify import _Found
-    check.found = [_Found([(s.first, s.last, s.diffs) for s in d.subranges])]
+    check.found = []
+    for lo, hi, d in found:
+        first, last = (lo + 1, (lo + 1, "")), (hi, (hi, ""))
+        check.found.append(_Found(_Range((lo,), (hi,), 0, 0, (first[0], first[1]), (last[0], last[1])),
+                                  [(s.first, s.last, s.diffs) for s in d.subranges]))
     check._report([])
-    assert len(check.doc["ranges"]) == 2
-    assert sum(len(r["missing"]) for r in check.doc["ranges"]) == 3
-    assert check.doc["ranges"][0]["from"] == {"id": 1} and check.doc["equal"] is False
+    return check.doc
+
+
+def test_report_caps_keys_then_lists_other_ranges_without_keys():
+    d = drill(table(40), [], 10, True, 100)  # 4 sub-ranges of 10 missing keys
+    doc = _check(3, 5, [(0, 40, d)])
+    assert [(r["from"], r["to"], len(r["missing"])) for r in doc["ranges"]] == [({"id": 1}, {"id": 10}, 3)]
+    assert doc["truncated"] and doc["differing_ranges"] == 1 and doc["equal"] is False
+    other = drill(rows([(50, "x")]), [], 10, True, 100)
+    doc = _check(3, 5, [(0, 40, d), (40, 60, other)])
+    assert doc["ranges"][1] == {"from": {"id": 41}, "to": {"id": 60}, "missing": [], "extra": [],
+                                "changed": [], "columns": []}
+    assert "keys 41..60 differ; more not listed (2 differing range(s) in all)" in render(
+        {"tables": [{**doc, "source": "public.t", "source_rows": 41, "target_rows": 0,
+                     "unsettled": 0}]})
+    doc = _check(100, 2, [(0, 40, d)])  # ranges capped before keys
+    assert len(doc["ranges"]) == 2 and sum(len(r["missing"]) for r in doc["ranges"]) == 20
