@@ -1,31 +1,32 @@
 """Verify, values: one canonical form per value, whichever side it was read from.
 
-The source is read as PostgreSQL's text rendering (COPY, pinned session: UTC, ISO dates, hex bytea,
+The source is read through psycopg with integers and text loaded natively and every other type as
+PostgreSQL's text rendering (pinned session: UTC, ISO dates, iso_8601 intervals, hex bytea,
 shortest-exact floats); a target returns what it stores: a driver value (int, Decimal, datetime,
-UUID, bytes, bool, timedelta ...) or a text form (SQLite numeric/uuid, DuckDB VARCHAR, MySQL
-LONGTEXT).  :func:`canonical` maps both to one comparable value per type family of the type map
-(``target/types.py``), by value semantics rather than by one target's storage quirks:
+UUID, bytes, bool, timedelta, list ...) or a text form (SQLite numeric/uuid, DuckDB VARCHAR, MySQL
+LONGTEXT, JSON arrays).  :func:`canonical` maps both to one comparable value per type family of
+the type map (``target/types.py``), by value semantics rather than by one target's storage quirks:
 
 * integers → int; bool (``t``/``f``, 0/1, True/False) → bool;
 * numeric → exact decimal text without trailing zeros (``1.50`` = ``1.5``; ``NaN``, ``±Infinity``);
 * float8 → float, float4 → float rounded to single precision (a DOUBLE holding the float4 text and a
   REAL compare equal); NaN → ``'NaN'``, -0 → 0;
 * date / time / timestamp → fixed-width ISO text, timestamptz → naive UTC ISO text (an aware value
-  is converted, a naive one is UTC as the type map stores it); ``infinity`` kept (DuckDB's
-  infinity, returned as the maximum datetime, maps to it as well);
-* uuid → lowercase text; bytea → bytes; json/jsonb → compact text with sorted keys and exact numbers;
-* everything else (text, char(n) with its padding, arrays, intervals, ranges ...) → its PostgreSQL text,
-  a driver value rendered back to that text where possible.
+  is converted, a naive one is UTC as the type map stores it); ``infinity`` and BC kept (the
+  maximum and minimum datetime, which is how DuckDB returns infinity, map to infinity too);
+* interval → microseconds with 30-day months (PostgreSQL's own interval equality); timetz → time
+  and UTC offset;
+* uuid → lowercase text; bytea → bytes; json/jsonb and arrays: ``verify_nested``;
+* everything else (text, char(n) with its padding, ranges, inet, enums ...) → its PostgreSQL text.
 
-Canonical values are plain (None, bool, int, float, str, bytes) so ``repr`` is stable: row digests
-hash that ``repr``.  :func:`sort_key` gives the ordering value of a key column: the canonical value
-where both databases order natively, or the raw text where the target stores text (it is then
-ordered by bytes on both sides).
+Canonical values are plain (None, bool, int, float, str, bytes, tuples of those): row digests
+hash their ``marshal`` bytes.  :func:`sort_key` gives the ordering value of a key column: the
+canonical value where both databases order natively, or the raw text where the target stores text
+(it is then ordered by bytes on both sides).
 """
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 import struct
@@ -35,6 +36,7 @@ from typing import Any, Callable
 
 from .model import Column
 from .target import types
+from .verify_nested import array_value, json_value, numeric_text, text_value
 
 #: families whose values both sides can order natively (else: ordered as text, byte-wise)
 NATIVE_ORDER = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric", "bool", "bytes",
@@ -48,9 +50,9 @@ def canonical(col: Column) -> Callable[[Any], Any]:
     fam = family(col)
     if fam == "array":
         oid = getattr(col, "elem_base_oid", 0) or col.elem_oid
-        return _array(_CANON.get(types.FAMILY_BY_OID.get(oid, "text"), _text),
-                      getattr(col, "elem_delim", ",") or ",")
-    return _CANON.get(fam, _text)
+        return array_value(_CANON.get(types.FAMILY_BY_OID.get(oid, "text"), text_value),
+                           getattr(col, "elem_delim", ",") or ",")
+    return _CANON.get(fam, text_value)
 
 
 def family(col: Column) -> str:
@@ -99,35 +101,6 @@ def _float4(v):
         except OverflowError:
             pass
     return f + 0.0
-
-
-def _numeric(v):
-    """Exact decimal text: no exponent, no trailing fractional zeros, no negative zero."""
-    if v is None:
-        return None
-    if isinstance(v, str):
-        s = v.strip()
-        if not s[-1:].isdigit() or "e" in s or "E" in s:  # NaN, Infinity, exponent forms
-            return _decimal_text(Decimal(s))
-    elif isinstance(v, Decimal):
-        return _decimal_text(v)
-    elif isinstance(v, float):
-        return _decimal_text(Decimal(repr(v))) if math.isfinite(v) else _decimal_text(Decimal(v))
-    else:
-        s = str(v)
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    if s in ("-0", "", "-"):
-        return "0"
-    return s
-
-
-def _decimal_text(d: Decimal) -> str:
-    if d.is_nan():
-        return "NaN"
-    if d.is_infinite():
-        return "-Infinity" if d < 0 else "Infinity"
-    return _numeric(format(d, "f"))
 
 
 # ----------------------------------------------------------------------------- date and time
@@ -291,137 +264,10 @@ def _bytes(v):
     return bytes(v)
 
 
-def _json(v):
-    if v is None:
-        return None
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        v = bytes(v).decode()
-    if isinstance(v, str):
-        try:
-            v = json.loads(v, parse_float=Decimal)
-        except ValueError:
-            return v  # not JSON: compare the text
-    return _json_text(v)
-
-
-def _json_text(o) -> str:
-    if isinstance(o, dict):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(x)}"
-                              for k, x in sorted(o.items())) + "}"
-    if isinstance(o, (list, tuple)):
-        return "[" + ",".join(_json_text(x) for x in o) + "]"
-    if isinstance(o, bool) or o is None:
-        return json.dumps(o)
-    if isinstance(o, (int, float, Decimal)):
-        return _numeric(o)
-    return json.dumps(o, ensure_ascii=False)
-
-
-def _text(v):
-    if v is None or v.__class__ is str:
-        return v
-    return pg_text(v)
-
-
-def pg_text(v) -> str:
-    """A driver value rendered as PostgreSQL's text form (best effort, for text-family columns)."""
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).decode("utf-8", "replace")
-    if isinstance(v, bool):
-        return "t" if v else "f"
-    if isinstance(v, (list, tuple)):
-        return "{" + ",".join(_array_item(x) for x in v) + "}"
-    if isinstance(v, dict):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, dt.timedelta):
-        return _iso_interval(v)
-    if isinstance(v, dt.datetime):
-        return v.isoformat(" ")
-    return str(v)
-
-
-def _array_item(x) -> str:
-    if x is None:
-        return "NULL"
-    s = pg_text(x)
-    if s == "" or s.upper() == "NULL" or any(c in s for c in ' ,{}"\\\t\n'):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return s
-
-
-def _iso_interval(v: dt.timedelta) -> str:
-    """A timedelta in PostgreSQL's iso_8601 interval style (``P1DT2H3M4.5S``)."""
-    days, sec, us = v.days, v.seconds, v.microseconds
-    h, m, s = sec // 3600, sec // 60 % 60, sec % 60
-    out = "P" + (f"{days}D" if days else "")
-    t = (f"{h}H" if h else "") + (f"{m}M" if m else "")
-    if s or us:
-        t += f"{s}.{us:06d}".rstrip("0").rstrip(".") + "S"
-    return out + ("T" + t if t else "") if (days or t) else "PT0S"
-
-
-def _array(leaf: Callable[[Any], Any], delim: str) -> Callable[[Any], Any]:
-    """Arrays as nested tuples of canonical elements, read from PostgreSQL's array text, the JSON
-    form (``pgarray.py``: numbers, booleans, else the element's text) or a driver list."""
-    def canon(v):
-        if v is None:
-            return None
-        if isinstance(v, str):
-            s = v.strip()
-            if s.startswith("{"):
-                v = parse_array(s, delim)
-            elif s.startswith("[") and not _BOUNDS.match(s):
-                try:
-                    v = json.loads(s)
-                except ValueError:
-                    return s
-            else:
-                return s  # explicit lower bounds: the text
-        if not isinstance(v, (list, tuple)):
-            return pg_text(v)
-        return _tree(v, leaf)
-    return canon
-
-
-def _tree(v, leaf):
-    return tuple(None if x is None else _tree(x, leaf) if isinstance(x, (list, tuple)) else leaf(x)
-                 for x in v)
-
-
-_BOUNDS = re.compile(r"^\[-?\d+:-?\d+\]")
-_ARRAY_TOKEN: dict[str, re.Pattern] = {}
-_UNESCAPE = re.compile(r"\\(.)", re.S)
-
-
-def parse_array(text: str, delim: str = ",") -> list:
-    """PostgreSQL array text → nested lists of element text (None for NULL)."""
-    if delim not in _ARRAY_TOKEN:
-        d = re.escape(delim)
-        _ARRAY_TOKEN[delim] = re.compile(rf'[{{}}]|{d}|"((?:[^"\\]|\\.)*)"|([^{{}}"{d}]+)', re.S)
-    stack: list[list] = []
-    top: list = []
-    for m in _ARRAY_TOKEN[delim].finditer(text):
-        tok = m.group(0)
-        if tok == "{":
-            stack.append([])
-        elif tok == "}":
-            top = stack.pop()
-            if stack:
-                stack[-1].append(top)
-        elif tok == delim:
-            continue
-        elif m.group(1) is not None:
-            stack[-1].append(_UNESCAPE.sub(r"\1", m.group(1)))
-        else:
-            tok = tok.strip()
-            stack[-1].append(None if tok == "NULL" else tok)
-    return top
-
-
 _CANON: dict[str, Callable[[Any], Any]] = {
     "bool": _bool, "bytes": _bytes, "int2": _int, "int4": _int, "int8": _int,
-    "float4": _float4, "float8": _float8, "numeric": _numeric, "date": _date, "time": _time,
-    "timestamp": _timestamp, "timestamptz": _timestamp, "uuid": _uuid, "json": _json,
+    "float4": _float4, "float8": _float8, "numeric": numeric_text, "date": _date, "time": _time,
+    "timestamp": _timestamp, "timestamptz": _timestamp, "uuid": _uuid, "json": json_value,
     "interval": _interval, "timetz": _timetz,
 }
 
@@ -447,7 +293,7 @@ def sort_key(col: Column, text_order: bool) -> Callable[[Any, Any], Any]:
 
 
 def _raw_text(raw, canon):
-    return raw if raw.__class__ is str else _text(raw)
+    return raw if raw.__class__ is str else text_value(raw)
 
 
 def plain_order(raw, canon):
