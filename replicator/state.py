@@ -62,8 +62,13 @@ class StateStore:
         self.metadata = md
 
     def ensure(self, conn: Connection) -> None:
-        """Create both tables when missing (idempotent)."""
+        """Create both tables when missing, and add columns newer versions need (idempotent)."""
         self.metadata.create_all(conn, checkfirst=True)
+        have = {c["name"] for c in sa.inspect(conn).get_columns(TABLES, schema=self.metadata.schema)}
+        if "layout" not in have:  # state tables written before the column layout was kept
+            q = conn.dialect.identifier_preparer
+            conn.exec_driver_sql(f"ALTER TABLE {q.format_table(self.tables)} ADD COLUMN layout "
+                                 f"{sa.Text().compile(dialect=conn.dialect)}")
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(STREAMS, schema=self.metadata.schema)

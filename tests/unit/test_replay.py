@@ -85,3 +85,16 @@ def test_rollback_leaves_neither_data_nor_progress(setup):
     assert rows(target) == []
     with target.connect() as c:
         assert store.load_stream(c).applied_lsn == 0
+
+
+def test_state_tables_from_an_older_version_get_the_layout_column(tmp_path):
+    eng = sa.create_engine(f"sqlite:///{tmp_path}/old.sqlite")
+    with eng.begin() as c:
+        c.execute(sa.text("CREATE TABLE replicator_state_tables (stream VARCHAR(200), source_table VARCHAR(400), "
+                          "target_table VARCHAR(400), state VARCHAR(1), sync_lsn BIGINT, rows_copied BIGINT, "
+                          "updated_at DATETIME, PRIMARY KEY (stream, source_table))"))
+        c.execute(sa.text("INSERT INTO replicator_state_tables VALUES ('s', 'public.t', 't', 'r', 5, 1, NULL)"))
+        store = StateStore("s")
+        store.ensure(c)
+        assert store.load_tables(c)["public.t"].layout is None
+    eng.dispose()
