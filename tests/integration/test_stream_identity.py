@@ -1,6 +1,7 @@
 """Changes that arrive through real pgoutput: unchanged TOAST ('u'), FULL identity duplicates,
 rolled-back work and savepoints, a partitioned table (published through its root; a cross-partition
-UPDATE arrives as DELETE + INSERT) and TRUNCATE.
+UPDATE arrives as DELETE + INSERT), TRUNCATE (with CASCADE over a foreign key), and REPLICA
+IDENTITY USING INDEX with a change of the identity column and an unchanged TOAST value.
 
 `migrate --keep-slot` copies; changes are made on the source; a second `migrate --keep-slot`
 resumes from the kept slot and applies them.  Each target must then equal the source row by row.
@@ -30,6 +31,14 @@ CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
 INSERT INTO parted VALUES (1, 'eu', 1), (2, 'us', 2), (3, 'eu', 3);
 CREATE TABLE emptied (id int PRIMARY KEY);
 INSERT INTO emptied SELECT generate_series(1, 10);
+CREATE TABLE by_index (id int PRIMARY KEY, code text NOT NULL, big text, n int);
+CREATE UNIQUE INDEX by_index_code ON by_index (code);
+ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_code;
+INSERT INTO by_index SELECT g, 'c' || g, (SELECT string_agg(md5(random()::text || g.g || i), '')
+  FROM generate_series(1, 2000) i), g FROM generate_series(1, 4) g(g);
+CREATE TABLE parent (id int PRIMARY KEY);
+CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent);
+INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (1, 1), (2, 2);
 """
 
 CHANGES = [s for s in """
@@ -49,6 +58,11 @@ UPDATE parted SET v = 30 WHERE id = 3
 INSERT INTO parted VALUES (4, 'us', 4)
 TRUNCATE emptied
 INSERT INTO emptied VALUES (42)
+UPDATE by_index SET code = 'changed' WHERE id = 1
+UPDATE by_index SET n = 100 WHERE id = 2
+DELETE FROM by_index WHERE code = 'c3'
+TRUNCATE parent RESTART IDENTITY CASCADE
+INSERT INTO parent VALUES (7)
 """.strip().splitlines()]  # one line = one simple query (a multi-statement string is one transaction)
 
 
@@ -65,11 +79,11 @@ def test_toast_and_full_identity_through_the_stream(source_db, target_url):
         assert toasted == 1, "the test values must be stored out of line (TOAST)"
     opts = Options(source=source_db, target=target_url, name="ident", keep_slot=True)
     first = Pipeline(opts).migrate()
-    assert first.rows_copied == 5 + 3 + 6 + 3 + 10
+    assert first.rows_copied == 5 + 3 + 6 + 3 + 10 + 4 + 2 + 2
     with psycopg.connect(source_db, autocommit=True) as c:
         for stmt in CHANGES:
             c.execute(stmt)
     second = Pipeline(opts).migrate()
     assert second.rows_copied == 0 and second.changes_applied >= 9
-    for t in ("toasty", "toast_full", "dups", "parted", "emptied"):
+    for t in ("toasty", "toast_full", "dups", "parted", "emptied", "by_index", "parent", "child"):
         assert_same(source_db, "public", t, target_url)
