@@ -1,0 +1,263 @@
+"""Shared machinery of the fault-injection suite: a mirror process, positions, waits, comparison
+and the report of faults injected and rows compared.
+
+The mirror always runs as the real CLI (``python -m replicator mirror``) in its own process, so a
+SIGKILL is a real crash; its stderr goes to a file (never a pipe a long run could fill).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import psycopg
+import sqlalchemy as sa
+
+from replicator.model import Lsn
+from replicator.source.slot import reached
+from tests.compare import assert_same
+
+PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
+
+
+# ------------------------------------------------------------------ report
+
+
+@dataclass
+class FaultReport:
+    """What the suite did: faults injected and rows compared, per test and in all."""
+
+    faults: int = 0
+    rows: int = 0
+    tests: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, test: str, faults: int, rows: int, note: str = "") -> None:
+        self.faults += faults
+        self.rows += rows
+        self.tests += 1
+        self.lines.append(f"{test}: {faults} fault(s) injected, {rows} rows compared")
+        if note:
+            self.lines.append(f"    {note}")
+
+    def summary(self) -> str:
+        return (f"fault-injection report: {self.faults} faults injected, {self.rows} rows compared "
+                f"row by row in {self.tests} passing test(s)")
+
+
+REPORT = FaultReport()
+
+
+class Tally:
+    """Per-test counter handed out by the ``tally`` fixture; recorded when the test ends."""
+
+    def __init__(self):
+        self.faults = 0
+        self.rows = 0
+        self.note = ""  # an extra line for the report
+
+    def fault(self, n: int = 1) -> None:
+        self.faults += n
+
+    def compared(self, n: int) -> None:
+        self.rows += n
+
+
+# ------------------------------------------------------------------ the mirror process
+
+
+class Mirror:
+    """``replicator mirror`` as a child process; stderr in a file.  Every instance is registered
+    so the suite's autouse fixture can end leftovers when a test fails midway."""
+
+    instances: list["Mirror"] = []
+
+    def __init__(self, source: str, target: str, *, name: str = "replicator", failpoints: str = "",
+                 args: Iterable[str] = (), env: Optional[dict] = None, batch_seconds: float = 0.2):
+        self.source, self.target, self.name = source, target, name
+        self._log = tempfile.NamedTemporaryFile(prefix="mirror-", suffix=".log", delete=False)
+        full_env = {**os.environ, "REPLICATOR_SOURCE": source, "REPLICATOR_TARGET": target,
+                    "REPLICATOR_FAILPOINTS": failpoints, **(env or {})}
+        argv = [sys.executable, "-m", "replicator", "mirror", "--name", name, "--no-progress",
+                "--batch-seconds", str(batch_seconds), *args]
+        self.proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
+        self.started = time.monotonic()
+        Mirror.instances.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        with open(self._log.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log()[-n:]
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"mirror did not exit within {timeout}s:\n{self.tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): no cleanup, no last feedback."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM: finish the batch, confirm, exit 0."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill()
+        try:
+            os.unlink(self._log.name)
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------ positions
+
+
+def source_position(dsn: str) -> Lsn:
+    """A position every transaction committed so far ends at or before (and flushed)."""
+    from replicator.source.slot import catchup_lsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return catchup_lsn(c)
+
+
+def slot_row(dsn: str, slot: str = "replicator") -> Optional[dict]:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
+        cur = c.execute("SELECT slot_name, active, active_pid, confirmed_flush_lsn, restart_lsn, "
+                        "wal_status FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+        return dict(zip([d.name for d in cur.description], row)) if row else None
+
+
+def slot_confirmed(dsn: str, slot: str = "replicator") -> Lsn:
+    row = slot_row(dsn, slot)
+    assert row is not None, f"slot {slot} does not exist"
+    return Lsn.parse(row["confirmed_flush_lsn"])
+
+
+def slots_of(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return sorted(r[0] for r in c.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"))
+
+
+def target_applied(url: str, name: str = "replicator") -> Optional[Lsn]:
+    """The applied LSN recorded on the target (None when the stream has no row yet)."""
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with eng.connect() as c:
+            v = c.execute(sa.text("SELECT applied_lsn FROM replicator_state_streams WHERE stream = :s"),
+                          {"s": name}).scalar()
+        return None if v is None else Lsn(int(v))
+    finally:
+        eng.dispose()
+
+
+# ------------------------------------------------------------------ waiting
+
+
+def wait_until(cond, timeout: float, what: str, mirror: Optional[Mirror] = None, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if mirror is not None and not mirror.alive():
+            raise AssertionError(f"mirror exited ({mirror.proc.returncode}) while waiting for {what}:\n"
+                                 f"{mirror.tail()}")
+        if time.monotonic() > deadline:
+            tail = f"\nmirror log:\n{mirror.tail()}" if mirror is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
+        time.sleep(every)
+
+
+def wait_streaming(dsn: str, mirror: Mirror, timeout: float = 60) -> None:
+    """Until the mirror's slot is active (the copy is done and the stream started)."""
+    def active():
+        row = slot_row(dsn, mirror.name)
+        return bool(row and row["active"])
+    wait_until(active, timeout, f"slot {mirror.name} to become active", mirror)
+
+
+def wait_caught_up(dsn: str, mirror: Mirror, timeout: float = 90) -> Lsn:
+    """Until the mirror confirmed everything committed on the source so far (it confirms only what
+    the target committed); returns that position."""
+    pos = source_position(dsn)
+
+    def done():
+        try:
+            row = slot_row(dsn, mirror.name)
+        except psycopg.OperationalError:
+            return False
+        return bool(row and row["confirmed_flush_lsn"]
+                    and reached(Lsn.parse(row["confirmed_flush_lsn"]), pos))
+    wait_until(done, timeout, f"the mirror to confirm {pos}", mirror, every=0.2)
+    return pos
+
+
+def history_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as c:
+        return c.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]
+
+
+# ------------------------------------------------------------------ comparison
+
+
+def compare(dsn: str, url: str, tables: Iterable[str], tally: Optional[Tally] = None) -> int:
+    """Every table equal row by row (multisets: an extra or a missing row fails); returns rows."""
+    n = 0
+    for t in tables:
+        n += assert_same(dsn, "public", t, url)
+    if tally is not None:
+        tally.compared(n)
+    return n
+
+
+def pgbench_source(dsn: str, scale: int = 1) -> None:
+    """pgbench tables; history gets REPLICA IDENTITY FULL (no key: its exact row count shows any
+    transaction lost or applied twice)."""
+    from tests.servers import pgbench_init
+    pgbench_init(dsn, scale=scale)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+
+
+class Load:
+    """pgbench tpcb-like in the background at a bounded rate until stopped."""
+
+    def __init__(self, dsn: str, seconds: float = 600, rate: float = 150, clients: int = 2):
+        from tests.servers import pgbench_run
+        self.proc = pgbench_run(dsn, seconds=seconds, clients=clients, builtin="tpcb-like", rate=rate,
+                                background=True)
+
+    def stop(self) -> str:
+        """End the load (SIGINT: pgbench stops its clients; open transactions roll back)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate(timeout=30)
+        return out or ""
