@@ -46,9 +46,41 @@ def server_problems(conn: psycopg.Connection) -> list[str]:
     return out
 
 
-def table_problems(conn: psycopg.Connection, schemas) -> list[str]:
-    """SELECT privilege and a usable replica identity for every selected table."""
+def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:
+    """What publishing ``tables`` needs from this role: CREATE on the database for a new
+    publication, ownership of every table (PostgreSQL lets only owners publish a table) and of an
+    existing publication that must change.  None of it when the publication already lists them."""
+    from .model import PublishedTable
+    from .source import slot as slots
+    wanted = [t if isinstance(t, PublishedTable) else PublishedTable(t.schema, t.name) for t in tables]
+    if not wanted or slots.publication_matches(conn, pub, wanted):
+        return []
+    user, db = conn.info.user, conn.info.dbname
+    owner_hint = (f"or have the tables' owner run CREATE PUBLICATION {pub} FOR TABLE … (an existing "
+                  f"publication listing exactly the replicated tables is used as it is)")
+    row = conn.execute("SELECT pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication "
+                       "WHERE pubname = %s", (pub,)).fetchone()
     out = []
+    if row is None and not conn.execute(
+            "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0]:
+        out.append(f"role {user} cannot create publication {pub}: GRANT CREATE ON DATABASE "
+                   f"{sql.Identifier(db).as_string(conn)} TO {sql.Identifier(user).as_string(conn)}, {owner_hint}")
+    if row is not None and not row[0]:
+        out.append(f"publication {pub} belongs to another role and must change: ALTER PUBLICATION "
+                   f"{pub} OWNER TO {sql.Identifier(user).as_string(conn)}, or drop it")
+    for t in wanted:
+        name = sql.Identifier(t.schema, t.name).as_string(conn)
+        if not conn.execute("SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
+                            "WHERE oid = %s::regclass", (name,)).fetchone()[0]:
+            out.append(f"{t.schema}.{t.name}: role {user} does not own it and PostgreSQL lets only the "
+                       f"owner publish a table: ALTER TABLE {name} OWNER TO "
+                       f"{sql.Identifier(user).as_string(conn)}, {owner_hint}")
+    return out
+
+
+def table_problems(conn: psycopg.Connection, schemas, pub: str = "replicator") -> list[str]:
+    """SELECT privilege, a usable replica identity and the right to publish, for every table."""
+    out = publish_problems(conn, pub, schemas)
     for t in schemas:
         name = sql.Identifier(t.schema, t.name).as_string(conn)
         if not conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (name,)).fetchone()[0]:

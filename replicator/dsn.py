@@ -16,6 +16,9 @@ SOURCE_SESSION_OPTIONS = (
     " -c bytea_output=hex"
 )
 
+TCP_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                  "keepalives_count": "3"}
+
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.\-]*://[^/:@]*:)(?P<pw>[^@/]*)(?P<at>@)", re.I)
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
@@ -33,6 +36,8 @@ def source_conninfo(dsn: str, **extra) -> str:
     opts = params.get("options") or ""
     params["options"] = f"{opts} {SOURCE_SESSION_OPTIONS}".strip()
     params.setdefault("application_name", "replicator")
+    for k, v in TCP_KEEPALIVES.items():  # notice a dead TCP path even when nothing is sent
+        params.setdefault(k, v)
     params.update(extra)
     return make_conninfo(**params)
 

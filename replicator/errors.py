@@ -56,3 +56,7 @@ class DivergenceError(TargetError):
     """An UPDATE or DELETE found no target row: the target no longer matches the source."""
 
     exit_code = 4
+
+
+class SourceUnavailable(SourceError, TransientError):
+    """The source could not be reached (down, restarting, network): retried with backoff."""

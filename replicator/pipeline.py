@@ -20,9 +20,8 @@ from typing import Optional
 
 import psycopg
 
-import sqlalchemy.exc
 
-from . import bulkcopy, fence, mapping, schema_change
+from . import bulkcopy, fence, mapping, retry, schema_change
 from .dsn import redact
 from .config import MappingConfig
 from .errors import CheckError, ConfigError, TargetError, TransientError
@@ -38,8 +37,6 @@ from .target import open_target
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-TRANSIENT = (TransientError, psycopg.OperationalError, sqlalchemy.exc.OperationalError,
-             sqlalchemy.exc.InterfaceError)
 IDLE_POKE_SECONDS = 1.0
 RESYNC_POLL_SECONDS = 5.0
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -95,6 +92,7 @@ class Pipeline:
         self.stop_requested = False
         self.telemetry = Telemetry(opts.name)
         self.restart_requested = False
+        self.backoff = retry.Backoff()
 
     # ------------------------------------------------------------ plan (read only)
     def plan(self, check_target: bool = True) -> list[TableMapping]:
@@ -111,6 +109,7 @@ class Pipeline:
                     raise CheckError(problems)
                 self.mappings = [TableMapping(s, s.name) for s in schemas]
             self._check_filters(c)
+            self._check_publish_rights(c)
         if not self.mappings:
             raise ConfigError("no tables to replicate: the source has no user tables "
                               "(or --tables / the mapping matched none)")
@@ -131,6 +130,15 @@ class Pipeline:
                                                          for m in ms], self.opts.tables)}
             ms = [m for m in ms if m.source.oid in keep]
         return ms
+
+    def _check_publish_rights(self, c) -> None:
+        """Creating or changing the publications needs privileges a replication role may lack."""
+        from .check import publish_problems
+        full, inserts = mapping.publications(self.mappings)
+        problems = (publish_problems(c, self.publication, full)
+                    + publish_problems(c, self.publication_inserts, inserts))
+        if problems:
+            raise CheckError(problems)
 
     def _check_filters(self, c) -> None:
         """Each row filter must be valid SQL over its table (tried with LIMIT 0, read only)."""
@@ -307,6 +315,7 @@ class Pipeline:
         while True:
             frame = stream.recv(0.2 if until is None else 0.02)
             if frame is not None:
+                self.backoff.healthy()
                 self.telemetry.server_wal_end = max(self.telemetry.server_wal_end,
                                                     int(getattr(frame, "wal_end", 0) or getattr(frame, "end", 0)))
             if frame is not None and not isinstance(frame, Keepalive):
@@ -421,7 +430,7 @@ class Pipeline:
         and resume from the state on the target after a backoff; nothing unapplied was confirmed.
         """
         self.plan()
-        delay, total = 1.0, Summary(tables=len(self.mappings))
+        total = Summary(tables=len(self.mappings))
         while True:
             try:
                 with snapshot.connect(self.opts.source, autocommit=True) as src:
@@ -434,14 +443,14 @@ class Pipeline:
                     self.restart_requested = False
                     continue
                 return total
-            except TRANSIENT as e:
-                self.telemetry.errors[type(e).__name__] += 1
-                if self.stop_requested:
+            except Exception as e:  # noqa: BLE001  (classified right below)
+                if not retry.is_transient(e) or self.stop_requested:
                     raise
-                log.warning("%s; retrying in %.0fs", redact(e), delay)
+                self.telemetry.errors[type(e).__name__] += 1
+                delay = self.backoff.next()
+                log.warning("%s; retrying in %.0fs", redact(str(e).splitlines()[0] if str(e) else e), delay)
                 self.target.dispose()
                 time.sleep(delay)
-                delay = min(delay * 2, 30.0)
 
     def finish(self, src) -> None:
         """After a migration: drop slot and publication unless --keep-slot."""

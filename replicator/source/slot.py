@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from ..dsn import redact, source_conninfo
-from ..errors import SlotLostError, SourceError
+from ..errors import SlotLostError, SourceError, SourceUnavailable
 from ..model import Lsn, PublishedTable
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def replication_connection(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(source_conninfo(dsn), replication="database", autocommit=True)
     except psycopg.OperationalError as e:
-        raise SourceError(f"cannot open a replication connection to the source: {redact(e)}; "
+        raise SourceUnavailable(f"cannot open a replication connection to the source: {redact(e)}; "
                           "the role needs the REPLICATION attribute and pg_hba.conf must allow it") from None
 
 
@@ -138,6 +138,8 @@ def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[Publ
     if not tables:
         drop_publication(conn, pub)
         return
+    if publication_matches(conn, pub, tables):
+        return  # as it is: no ALTER (which only the publication's owner may run)
     items = sql.SQL(", ").join(_published(t) for t in tables)
     if publication_exists(conn, pub):
         conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(pub), items))
@@ -147,6 +149,28 @@ def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[Publ
                              "publish_via_partition_root = true)")
                      .format(sql.Identifier(pub), items, sql.Literal(publish)))
     conn.commit()
+
+
+PUBLISHED_SQL = """
+SELECT p.schemaname, p.tablename, p.rowfilter IS NULL,
+       cardinality(p.attnames) = (SELECT count(*) FROM pg_attribute a
+                                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                    AND a.attgenerated = '')
+FROM pg_publication_tables p
+JOIN pg_namespace n ON n.nspname = p.schemaname
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+WHERE p.pubname = %s
+"""
+
+
+def publication_matches(conn: psycopg.Connection, pub: str, tables: Sequence[PublishedTable]) -> bool:
+    """The publication exists and lists exactly ``tables``, all columns, no row filters (only
+    then can it be used as it is; tables with column lists or filters are always set again)."""
+    if any(t.columns is not None or t.where for t in tables):
+        return False
+    rows = conn.execute(PUBLISHED_SQL, (pub,)).fetchall()
+    return bool(rows) and all(r[2] and r[3] for r in rows) and \
+        {(r[0], r[1]) for r in rows} == {(t.schema, t.name) for t in tables}
 
 
 def _published(t: PublishedTable) -> sql.Composable:

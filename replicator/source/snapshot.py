@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from ..dsn import redact, source_conninfo
-from ..errors import SourceError
+from ..errors import SourceError, SourceUnavailable
 from ..model import TableSchema
 
 CHUNK_BYTES = 8 << 20
@@ -25,7 +25,7 @@ def connect(dsn: str, **kw) -> psycopg.Connection:
     try:
         return psycopg.connect(source_conninfo(dsn), **kw)
     except psycopg.OperationalError as e:
-        raise SourceError(f"cannot connect to the source: {redact(e)}".strip()) from None
+        raise SourceUnavailable(f"cannot connect to the source: {redact(e)}".strip()) from None
 
 
 def snapshot_connection(dsn: str, snapshot: Optional[str]) -> psycopg.Connection:

@@ -23,6 +23,15 @@ from .slot import replication_connection
 log = logging.getLogger(__name__)
 
 
+def _seconds(setting: str) -> float:
+    """A PostgreSQL duration setting ('60s', '1min', '500ms', '0') in seconds; 0 → 60."""
+    units = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
+    num = "".join(ch for ch in setting if ch.isdigit() or ch == ".")
+    unit = setting[len(num):].strip() or "ms"
+    value = float(num or 0) * units.get(unit, 1)
+    return value or 60.0
+
+
 class ReplicationStream:
     """One START_REPLICATION session on ``slot`` for the given publications."""
 
@@ -31,10 +40,14 @@ class ReplicationStream:
         self.conn: Optional[psycopg.Connection] = None
         self.received = Lsn(0)
         self.last_status = 0.0
+        self.last_frame = time.monotonic()
+        #: silence after which the connection is taken for dead (2 × wal_sender_timeout, ≥ 10 s)
+        self.dead_after = 120.0
 
     def start(self, start_lsn: Lsn = Lsn(0)) -> None:
         """Begin streaming from ``start_lsn`` (0/0: the slot's confirmed position)."""
         self.conn = replication_connection(self.dsn)
+        self.dead_after = max(10.0, 2 * _seconds(self.conn.execute("SHOW wal_sender_timeout").fetchone()[0]))
         q = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})").format(
             sql.Identifier(self.slot), sql.SQL(str(Lsn(start_lsn))),
             sql.Literal(",".join(sql.Identifier(p).as_string(self.conn) for p in self.publications)))
@@ -46,6 +59,7 @@ class ReplicationStream:
             raise TransientError(f"replication slot {self.slot} is in use by another process: {e}") from None
         except psycopg.Error as e:
             raise SourceError(f"START_REPLICATION on slot {self.slot} failed: {redact(e)}") from None
+        self.last_frame = time.monotonic()
         log.info("streaming from slot %s at %s", self.slot, Lsn(start_lsn))
 
     def recv(self, timeout: float) -> Union[XLogData, Keepalive, None]:
@@ -55,6 +69,7 @@ class ReplicationStream:
         while True:
             n, data = pg.get_copy_data(1)
             if n > 0:
+                self.last_frame = time.monotonic()
                 frame = parse_frame(bytes(data))
                 if isinstance(frame, XLogData):
                     self.received = max(self.received, frame.start)
@@ -63,6 +78,7 @@ class ReplicationStream:
                 self._ended()
             left = deadline - time.monotonic()
             if left <= 0:
+                self._check_alive()
                 return None
             ready, _, _ = select.select([pg.socket], [], [], left)
             if ready:
@@ -70,6 +86,14 @@ class ReplicationStream:
                     pg.consume_input()
                 except psycopg.OperationalError as e:
                     raise TransientError(f"replication connection lost: {redact(e)}") from None
+
+    def _check_alive(self) -> None:
+        """We ask for keepalives every second while idle: long silence means a dead connection
+        (a half-open TCP path never errors by itself)."""
+        silent = time.monotonic() - self.last_frame
+        if silent > self.dead_after:
+            raise TransientError(f"no message from the source on slot {self.slot} for {silent:.0f}s "
+                                 f"(more than 2 × wal_sender_timeout): reconnecting")
 
     def _ended(self) -> None:
         res = self.conn.pgconn.get_result()

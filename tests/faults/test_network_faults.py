@@ -83,11 +83,6 @@ def test_stall_longer_than_wal_sender_timeout(proxied, duckdb_target_url, tally)
         m.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a half-open replication connection is never noticed: ReplicationStream.recv / Pipeline._loop "
-    "have no receive deadline (frame None just loops, status updates go into the dead socket "
-    "without error), so the mirror waits forever once the path to the source silently loses the "
-    "connection; libpq TCP keepalives are not set either"))
 def test_half_open_replication_connection(proxied, sqlite_target_url, tally):
     """The source side of every connection is closed while the mirror's side stays open and
     silent (a NAT or firewall forgot the connection).  The mirror asks for a keepalive every

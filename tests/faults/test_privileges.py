@@ -68,14 +68,6 @@ def target_tables(path) -> list[str]:
         return [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "check says 'ok: ready to replicate' for a role with only LOGIN REPLICATION and SELECT, and "
-    "migrate then fails at CREATE PUBLICATION with the bare driver message ('permission denied for "
-    "database …', then 'must be owner of table …') after creating the state tables on the target: "
-    "check.server_problems/table_problems do not test what slot.ensure_publication needs (CREATE "
-    "on the database, ownership of every published table — or of an existing publication, "
-    "which ensure_publication ALTERs on every start) and Pipeline.start creates the state tables "
-    "before publish()"))
 def test_replication_and_select_only_role(priv_pg, app_db, tmp_path):
     """check and migrate as a role with LOGIN REPLICATION and SELECT only: either both work, or
     both refuse naming the missing privilege with the statement that grants it, before anything

@@ -67,10 +67,6 @@ def test_source_crash_and_restart_resends_are_skipped(fault_pg, bench_db, sqlite
         m.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "mirror exits 1 instead of retrying when the source is still down at the retry: "
-    "snapshot.connect and source.slot.replication_connection turn psycopg.OperationalError into "
-    "SourceError (not transient), so Pipeline.mirror's retry loop does not catch it"))
 def test_source_crash_while_mirroring_is_ridden_out(fault_pg, bench_db, duckdb_target_url, tally):
     """The source crashes and stays down for 4 s: the mirror keeps retrying with backoff, catches
     up once the source is back and skips the transactions the slot sends again."""
@@ -115,10 +111,6 @@ def test_walsender_terminated(bench_db, mysql_target_url, tally):
         m.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the retry delay never returns to 1 s after a successful reconnect: Pipeline.mirror doubles "
-    "`delay` on every transient error (1, 2, 4, 8 … 30 s) and never resets it, so after a few "
-    "outages over the life of a mirror each later blip costs up to 30 s of lag"))
 def test_backoff_starts_over_after_a_successful_reconnect(bench_db, sqlite_target_url, tally):
     """Three walsender terminations, each after the mirror streamed again: the third reconnect is
     as quick as the first."""

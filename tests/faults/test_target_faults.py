@@ -209,11 +209,6 @@ def test_sqlite_target_disk_full(source_db, tiny_fs, tally):
         m.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "every sqlite3.OperationalError is retried forever, 'no such table' included: Pipeline.mirror "
-    "treats sqlalchemy.exc.OperationalError as TRANSIENT, and the sqlite3 driver raises "
-    "OperationalError for permanent errors too (no such table/column, SQLITE_ERROR); only "
-    "SQLITE_BUSY/LOCKED/FULL/IOERR are worth a retry"))
 def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_target_url, tmp_path):
     """Someone drops the replicated table on the SQLite target: the next batch fails the same way
     on every retry, so the mirror must stop (non-zero) naming the table instead of retrying
