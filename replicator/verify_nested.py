@@ -16,6 +16,8 @@ import re
 from decimal import Decimal
 from typing import Any, Callable
 
+from .target.pgarray import parse_array  # the one PostgreSQL array-text parser
+
 
 def numeric_text(v):
     """Exact decimal text: no exponent, no trailing fractional zeros, no negative zero."""
@@ -148,30 +150,3 @@ def _tree(v, leaf):
 
 
 _BOUNDS = re.compile(r"^\[-?\d+:-?\d+\]")
-_ARRAY_TOKEN: dict[str, re.Pattern] = {}
-_UNESCAPE = re.compile(r"\\(.)", re.S)
-
-
-def parse_array(text: str, delim: str = ",") -> list:
-    """PostgreSQL array text → nested lists of element text (None for NULL)."""
-    if delim not in _ARRAY_TOKEN:
-        d = re.escape(delim)
-        _ARRAY_TOKEN[delim] = re.compile(rf'[{{}}]|{d}|"((?:[^"\\]|\\.)*)"|([^{{}}"{d}]+)', re.S)
-    stack: list[list] = []
-    top: list = []
-    for m in _ARRAY_TOKEN[delim].finditer(text):
-        tok = m.group(0)
-        if tok == "{":
-            stack.append([])
-        elif tok == "}":
-            top = stack.pop()
-            if stack:
-                stack[-1].append(top)
-        elif tok == delim:
-            continue
-        elif m.group(1) is not None:
-            stack[-1].append(_UNESCAPE.sub(r"\1", m.group(1)))
-        else:
-            tok = tok.strip()
-            stack[-1].append(None if tok == "NULL" else tok)
-    return top
