@@ -24,17 +24,20 @@ FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = cu
 """
 
 
-def server_problems(conn: psycopg.Connection) -> list[str]:
-    """wal_level, slot and walsender headroom, REPLICATION attribute, encoding."""
+def server_problems(conn: psycopg.Connection, slot: str = "replicator") -> list[str]:
+    """wal_level, slot and walsender headroom, REPLICATION attribute, encoding.  Slots: the stream's
+    own (unless it exists) plus one temporary slot (a migrate's count fence, a re-sync) must fit."""
     (wal_level, max_slots, used_slots, max_senders, used_senders, can_repl, user, enc,
      version) = conn.execute(SETTINGS_SQL).fetchone()
+    ours = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[0]
     out = []
     if wal_level != "logical":
         out.append(f"wal_level is {wal_level!r}: set wal_level = logical in postgresql.conf "
                    f"(ALTER SYSTEM SET wal_level = logical) and restart the server")
-    if used_slots >= max_slots:
-        out.append(f"max_replication_slots = {max_slots} and {used_slots} are in use: raise "
-                   f"max_replication_slots (restart needed) or drop unused slots")
+    if used_slots - ours + 2 > max_slots:
+        out.append(f"max_replication_slots = {max_slots} and {used_slots} are in use: replicator needs "
+                   f"{2 - ours} more (its slot and a temporary one); raise max_replication_slots "
+                   f"(restart needed) or drop unused slots")
     if used_senders >= max_senders:
         out.append(f"max_wal_senders = {max_senders} and {used_senders} are in use: raise max_wal_senders")
     if not can_repl:
@@ -114,8 +117,9 @@ def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optio
 def _preflight_mapping(source, tables, target_url, cfg) -> list[str]:
     """With a mapping, the pipeline's own planning checks every entry (read only)."""
     with snapshot.connect(source) as conn:
-        problems = server_problems(conn)
-    return problems + target_problems(source, tables, target_url, cfg, privileges=True)
+        problems = server_problems(conn, cfg.name or "replicator")
+    found = problems + target_problems(source, tables, target_url, cfg, privileges=True)
+    return list(dict.fromkeys(found))  # planning repeats the server checks
 
 
 def target_problems(source: str, tables, target_url: str, cfg=None, privileges=False) -> list[str]:

@@ -110,6 +110,10 @@ class Pipeline:
                 self.mappings = [TableMapping(s, s.name) for s in schemas]
             self._check_filters(c)
             self._check_publish_rights(c)
+            from .check import server_problems
+            problems = server_problems(c, self.slot)
+            if problems:
+                raise CheckError(problems)
         if not self.mappings:
             raise ConfigError("no tables to replicate: the source has no user tables "
                               "(or --tables / the mapping matched none)")

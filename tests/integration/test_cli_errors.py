@@ -137,3 +137,18 @@ def test_password_not_in_logs_or_state_tables(keyless_db, sqlite_target_url):
             dump = repr(c.execute(sa.text(f"SELECT * FROM {t}")).fetchall())
             assert CANARY not in dump and "127.0.0.1" not in dump, dump
     eng.dispose()
+
+
+def test_exhausted_slots_are_reported_before_anything_is_created(tmp_path):
+    with PostgresServer(name="one-slot", settings={"max_replication_slots": 1}) as srv:
+        srv.create_database("app")
+        dsn = srv.dsn_for("app")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY)")
+            c.execute("SELECT pg_create_logical_replication_slot('someone_else', 'pgoutput')")
+        cp = replicator("check", "--source", dsn, check=False)
+        assert cp.returncode == 1 and "max_replication_slots = 1 and 1 are in use" in cp.stdout
+        cp = replicator("migrate", "--source", dsn, "--target", f"sqlite:///{tmp_path}/t.sqlite", check=False)
+        assert cp.returncode != 0
+        with psycopg.connect(dsn) as c:
+            assert c.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0
