@@ -6,6 +6,7 @@ SIGKILL is a real crash; its stderr goes to a file (never a pipe a long run coul
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -261,3 +262,22 @@ class Load:
             self.proc.kill()
             out, _ = self.proc.communicate(timeout=30)
         return out or ""
+
+
+@contextlib.contextmanager
+def under_load(dsn: str, url: str, tally, mirror_source: Optional[str] = None, rate: float = 200):
+    """A mirror of ``dsn`` (reached through ``mirror_source``, e.g. a proxy) streaming into ``url``
+    under pgbench load; the block injects faults.  Then: the load stops, the mirror catches up,
+    stops with exit 0, and every table is compared row by row with the source."""
+    m = Mirror(mirror_source or dsn, url)
+    load = Load(dsn, rate=rate)
+    try:
+        wait_streaming(dsn, m)
+        yield m
+        load.stop()
+        wait_caught_up(dsn, m)
+        assert m.stop() == 0, m.tail()
+        compare(dsn, url, PGBENCH, tally)
+    finally:
+        load.stop()
+        m.close()

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
+from tests.faults.harness import (PGBENCH, Load, Mirror, compare, under_load, pgbench_source, slot_confirmed,
                                   slot_row, target_applied, wait_caught_up, wait_streaming,
                                   wait_until)
 from tests.faults.proxy import Proxy
@@ -38,23 +38,13 @@ def new_walsender(dsn: str, old_pid: int):
 def test_all_connections_dropped(proxied, sqlite_target_url, tally):
     """Every connection of the mirror to the source is closed under load, twice."""
     dsn, via, px = proxied
-    m = Mirror(via, sqlite_target_url)
-    load = Load(dsn, rate=200)
-    try:
-        wait_streaming(dsn, m)
+    with under_load(dsn, sqlite_target_url, tally, mirror_source=via) as m:
         for _ in range(2):
             time.sleep(1)
             pid = slot_row(dsn)["active_pid"]
             assert px.drop() >= 1
             tally.fault()
             wait_until(new_walsender(dsn, pid), 30, "the mirror to reconnect", m)
-        load.stop()
-        wait_caught_up(dsn, m)
-        assert m.stop() == 0, m.tail()
-        compare(dsn, sqlite_target_url, PGBENCH, tally)
-    finally:
-        load.stop()
-        m.close()
 
 
 def test_stall_longer_than_wal_sender_timeout(proxied, duckdb_target_url, tally):
@@ -62,10 +52,7 @@ def test_stall_longer_than_wal_sender_timeout(proxied, duckdb_target_url, tally)
     silent walsender; when the network moves again the mirror sees its connection closed,
     reconnects and catches up."""
     dsn, via, px = proxied
-    m = Mirror(via, duckdb_target_url)
-    load = Load(dsn, rate=200)
-    try:
-        wait_streaming(dsn, m)
+    with under_load(dsn, duckdb_target_url, tally, mirror_source=via) as m:
         time.sleep(1)
         pid = slot_row(dsn)["active_pid"]
         px.stall()
@@ -74,13 +61,6 @@ def test_stall_longer_than_wal_sender_timeout(proxied, duckdb_target_url, tally)
         assert not slot_row(dsn)["active"], "the source should have dropped the stalled walsender"
         px.resume()
         wait_until(new_walsender(dsn, pid), 30, "the mirror to reconnect", m)
-        load.stop()
-        wait_caught_up(dsn, m)
-        assert m.stop() == 0, m.tail()
-        compare(dsn, duckdb_target_url, PGBENCH, tally)
-    finally:
-        load.stop()
-        m.close()
 
 
 def test_half_open_replication_connection(proxied, sqlite_target_url, tally):
@@ -89,22 +69,12 @@ def test_half_open_replication_connection(proxied, sqlite_target_url, tally):
     second when idle and the source answers at once, so after 2 × wal_sender_timeout (10 s) of
     silence it must give the connection up and reconnect; it has 20 s."""
     dsn, via, px = proxied
-    m = Mirror(via, sqlite_target_url)
-    load = Load(dsn, rate=200)
-    try:
-        wait_streaming(dsn, m)
+    with under_load(dsn, sqlite_target_url, tally, mirror_source=via) as m:
         time.sleep(1)
         pid = slot_row(dsn)["active_pid"]
         assert px.half_open() >= 1
         tally.fault()
         wait_until(new_walsender(dsn, pid), 20, "the mirror to notice and reconnect", m)
-        load.stop()
-        wait_caught_up(dsn, m)
-        assert m.stop() == 0, m.tail()
-        compare(dsn, sqlite_target_url, PGBENCH, tally)
-    finally:
-        load.stop()
-        m.close()
 
 
 @pytest.mark.parametrize("kind", ["mysql", "pg"])

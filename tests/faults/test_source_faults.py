@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from replicator.model import Lsn
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
+from tests.faults.harness import (under_load, PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
                                   slot_row, target_applied, wait_caught_up, wait_streaming, wait_until)
 
 
@@ -89,10 +89,7 @@ def test_source_crash_while_mirroring_is_ridden_out(fault_pg, bench_db, duckdb_t
 def test_walsender_terminated(bench_db, mysql_target_url, tally):
     """pg_terminate_backend on the mirror's walsender, twice, under load: it reconnects and
     catches up, nothing lost or doubled."""
-    m = Mirror(bench_db, mysql_target_url)
-    load = Load(bench_db, rate=200)
-    try:
-        wait_streaming(bench_db, m)
+    with under_load(bench_db, mysql_target_url, tally) as m:
         for _ in range(2):
             time.sleep(1)
             pid = slot_row(bench_db)["active_pid"]
@@ -101,14 +98,7 @@ def test_walsender_terminated(bench_db, mysql_target_url, tally):
             tally.fault()
             wait_until(lambda: (slot_row(bench_db)["active_pid"] or pid) != pid, 30,
                        "a new walsender", m)
-        load.stop()
-        wait_caught_up(bench_db, m)
-        assert m.stop() == 0, m.tail()
         assert "retrying in" in m.log()
-        compare(bench_db, mysql_target_url, PGBENCH, tally)
-    finally:
-        load.stop()
-        m.close()
 
 
 def test_backoff_starts_over_after_a_successful_reconnect(bench_db, sqlite_target_url, tally):
