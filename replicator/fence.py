@@ -33,8 +33,8 @@ def take(dsn: str, slot: str, mappings: Sequence[TableMapping], timeout: float) 
 
 
 def _count(conn, m: TableMapping) -> int:
-    t = m.source_table
-    q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.schema, t.name))
+    """Rows of the table itself (not of inheritance children), as the copy reads them."""
+    q = sql.SQL("SELECT count(*) FROM {}").format(snapshot.relation(conn, m.source_table))
     if m.where:
         q = sql.SQL("{} WHERE {}").format(q, sql.SQL(m.where))
     return conn.execute(q).fetchone()[0]

@@ -27,6 +27,7 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from .model import Column, TableMapping
+from .source import snapshot
 from .target.types import FAMILY_BY_OID
 from .verify_values import NATIVE_ORDER, canonical, family, plain_order, sort_key
 
@@ -134,6 +135,8 @@ class TablePlan:
         self.pg_target = target.name == "postgresql"
         self.bpchar = [family(c) == "bpchar" for c in kcols]
         self.target_cast = [self._target_cast(c, f) for c, f in zip(view.columns, fams)]
+        #: FROM item of the source side: the table's own rows (``snapshot.relation``), set on first read
+        self.source_relation: Optional[sql.Composable] = None
 
     def _target_cast(self, col: Column, fam: str):
         """The type a target column is read as when its driver value would not do: PostgreSQL's
@@ -190,7 +193,8 @@ class TablePlan:
             if self.nullable[i]:
                 order.append(sql.SQL("({} IS NULL)").format(sql.Identifier(self.source_names[self.key_idx[i]])))
             order.append(self._src_sort_expr(i))
-        q = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols), sql.Identifier(t.schema, t.name))
+        rel = self.source_relation or sql.SQL("ONLY {}").format(sql.Identifier(t.schema, t.name))
+        q = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols), rel)
         if where:
             q = sql.SQL("{} WHERE {}").format(q, sql.SQL(" AND ").join(where))
         return sql.SQL("{} ORDER BY {}").format(q, sql.SQL(", ").join(order))
@@ -208,6 +212,8 @@ class TablePlan:
         """Rows of a server-side cursor: integers and text as psycopg loads them, every other
         type as PostgreSQL's text (the form replication reads)."""
         n, convert, kidx, sk = len(self.columns), self.source_convert, self.key_idx, self.sk
+        if self.source_relation is None:
+            self.source_relation = snapshot.relation(conn, self.m.source_table)
         with conn.cursor(name=f"verify_{next(_CURSORS)}") as cur:
             for oid in self.text_oids:
                 cur.adapters.register_loader(oid, TextLoader)

@@ -66,14 +66,43 @@ def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
     return int(row[0])
 
 
+def _partitioned(t: TableSchema) -> sql.Composed:
+    """A condition, constant for the query: ``t`` is a partitioned table (relkind 'p')."""
+    return sql.SQL("(SELECT c.relkind = 'p' FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                   "ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {})").format(
+        sql.Literal(t.schema), sql.Literal(t.name))
+
+
+def own_rows_select(t: TableSchema, select: sql.Composable, where: str = "") -> sql.Composed:
+    """``SELECT <select>`` over the rows that belong to ``t`` itself, filtered by ``where``.
+
+    A plain table is read with ``ONLY``: the rows of inheritance children are not its rows
+    (pgoutput publishes a child's changes as the child's, and a replicated child is copied as its
+    own table).  A partitioned table is read whole: its rows live in its partitions and are
+    published through the root, and ``ONLY`` on a partitioned root reads nothing.  The choice is
+    made by the server while planning (a one-time filter on the second branch of a UNION ALL),
+    so a branch that does not apply reads no table."""
+    name = sql.Identifier(t.schema, t.name)
+    cond = sql.SQL(" AND ({})").format(sql.SQL(where)) if where else sql.SQL("")
+    return sql.SQL("SELECT {s} FROM ONLY {t} WHERE NOT {p}{w} UNION ALL SELECT {s} FROM {t} WHERE {p}{w}").format(
+        s=select, t=name, p=_partitioned(t), w=cond)
+
+
+def relation(conn: psycopg.Connection, t: TableSchema) -> sql.Composed:
+    """``t`` as a FROM item reading its own rows: ``ONLY t`` unless it is partitioned (see
+    :func:`own_rows_select`); for queries that need one FROM item (ORDER BY, system columns)."""
+    row = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE n.nspname = %s AND c.relname = %s", (t.schema, t.name)).fetchone()
+    name = sql.Identifier(t.schema, t.name)
+    return name if row and row[0] == "p" else sql.SQL("ONLY {}").format(name)
+
+
 def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
-    """``COPY (SELECT <exprs> FROM t [WHERE …]) TO STDOUT (<options>)``; ``{col}`` → quoted name."""
+    """``COPY (SELECT <exprs> FROM t [WHERE …]) TO STDOUT (<options>)``; ``{col}`` → quoted name.
+    Reads the rows of ``t`` itself, never those of inheritance children (:func:`own_rows_select`)."""
     cols = [sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e
             else sql.SQL(e) for e, c in zip(exprs, t.columns)]
-    q = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols),
-                                            sql.Identifier(t.schema, t.name))
-    if where:
-        q = sql.SQL("{} WHERE {}").format(q, sql.SQL(where))
+    q = own_rows_select(t, sql.SQL(", ").join(cols), where)
     return sql.SQL("COPY ({}) TO STDOUT ({})").format(q, sql.SQL(options))
 
 
