@@ -99,9 +99,12 @@ def relation(conn: psycopg.Connection, t: TableSchema) -> sql.Composed:
 
 def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
     """``COPY (SELECT <exprs> FROM t [WHERE …]) TO STDOUT (<options>)``; ``{col}`` → quoted name.
-    Reads the rows of ``t`` itself, never those of inheritance children (:func:`own_rows_select`)."""
+    One expression per column of ``t``; expressions beyond them are output as they are (a
+    target's own extra output columns).  Reads the rows of ``t`` itself, never those of
+    inheritance children (:func:`own_rows_select`)."""
     cols = [sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e
             else sql.SQL(e) for e, c in zip(exprs, t.columns)]
+    cols += [sql.SQL(e) for e in exprs[len(t.columns):]]
     q = own_rows_select(t, sql.SQL(", ").join(cols), where)
     return sql.SQL("COPY ({}) TO STDOUT ({})").format(q, sql.SQL(options))
 

@@ -311,10 +311,16 @@ class DuckDBTarget(Target):
                     spool.close()
                     os.unlink(spool.name)
 
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        """The columns' copy forms; a one-column table gets a constant NULL second column, so that
+        no CSV line is empty (``read_csv`` skips empty lines: an empty string would be lost)."""
+        out = super().copy_expressions(m)
+        return out + ["NULL"] if len(out) == 1 else out
+
     def _load_file(self, raw, p: Plan, spool) -> int:
         spool.close()
         try:
-            cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(p.cols)))
+            cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(max(len(p.cols), 2)))
             path = spool.name.replace("'", "''")
             size = os.path.getsize(spool.name)
             src = (f"read_csv('{path}', columns = {{{cols}}}, header = false, auto_detect = false, "
