@@ -96,7 +96,8 @@ def table_problems(conn: psycopg.Connection, schemas, pub: str = "replicator") -
 
 def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optional[str] = None,
               mapping_config=None) -> list[str]:
-    """All problems found on the source (and the target, when given)."""
+    """All problems found on the source (and the target, when given), each once.  Never creates
+    anything, not even a missing embedded target file."""
     if mapping_config is not None:
         return _preflight_mapping(source, tables, target_url, mapping_config)
     with snapshot.connect(source) as conn:
@@ -107,11 +108,12 @@ def preflight(source: str, tables: Optional[list[str]] = None, target_url: Optio
             return problems + [str(e)]
         schemas = catalog.load_schemas(conn, chosen)
         if not schemas:
-            problems.append("no tables selected: the source database has no user tables")
+            problems.append("no tables selected: the source has no user tables (or --tables matched none)")
         problems += table_problems(conn, schemas)
-    if target_url:
+    if target_url and schemas:
+        problems += name_problems(_pipeline(source, tables, target_url), schemas)
         problems += target_problems(source, tables, target_url)
-    return problems
+    return list(dict.fromkeys(problems))
 
 
 def _preflight_mapping(source, tables, target_url, cfg) -> list[str]:
@@ -122,16 +124,37 @@ def _preflight_mapping(source, tables, target_url, cfg) -> list[str]:
     return list(dict.fromkeys(found))  # planning repeats the server checks
 
 
-def target_problems(source: str, tables, target_url: str, cfg=None, privileges=False) -> list[str]:
+def _pipeline(source: str, tables, target_url: Optional[str], cfg=None):
     from .pipeline import Options, Pipeline
+    return Pipeline(Options(source=source, target=target_url, tables=tables, mapping=cfg))
+
+
+def name_problems(p, schemas) -> list[str]:
+    """Target names the target cannot keep apart or hold, found by the checks ``Pipeline.plan``
+    runs (``identifier_problems``, ``_check_target_names``) on the tables as they are, even when
+    other problems (a missing replica identity) would stop planning before it gets there."""
+    from .model import TableMapping
+    p.mappings = [TableMapping(s, s.name) for s in schemas]
+    out = [x for m in p.mappings for x in p.target.identifier_problems(m)]
     try:
-        p = Pipeline(Options(source=source, target=target_url, tables=tables, mapping=cfg))
-        ms = p.plan(check_target=target_url is not None)
+        p._check_target_names()
+    except ConfigError as e:
+        out.append(str(e))
+    return out
+
+
+def target_problems(source: str, tables, target_url: str, cfg=None, privileges=False) -> list[str]:
+    """What planning finds (mapping, names, existing target tables), read only; the existing
+    tables are looked at only when the target exists (an embedded file is never created)."""
+    from .target import target_exists
+    try:
+        p = _pipeline(source, tables, target_url, cfg)
+        ms = p.plan(check_target=target_url is not None and target_exists(p.target))
         if privileges:
             with snapshot.connect(source) as conn:
                 return table_problems(conn, [m.source_table for m in ms])
     except CheckError as e:
-        return e.problems if cfg is not None else []  # else reported by the source checks
+        return e.problems
     except ReplicatorError as e:
         return [str(e)]
     return []

@@ -8,15 +8,38 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import os
 import signal
 import sys
 
 import click
 
-from .dsn import redact
-from .errors import CheckError, ReplicatorError
+from .dsn import CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT, redact, remember_secrets
+from .errors import CheckError, ReplicatorError, SourceError, TargetError
 
 log = logging.getLogger("replicator")
+
+
+class PositiveNumber(click.ParamType):
+    """A finite number above zero (``nan``, ``inf``, ``0`` and negatives are usage errors, exit 2);
+    ``integer`` also refuses fractions."""
+
+    def __init__(self, integer: bool = False):
+        self.integer = integer
+        self.name = "positive integer" if integer else "positive number"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = int(value) if self.integer else float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a {self.name}", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{value!r}: give a {'whole' if self.integer else 'finite'} number above 0", param, ctx)
+        return number
+
+
+POSITIVE_INT, POSITIVE = PositiveNumber(integer=True), PositiveNumber()
 
 
 def source_option(required=True):
@@ -41,12 +64,13 @@ tables_option = click.option("--tables", default=None,
 def run_options(f):
     for opt in reversed([
         source_option(required=False), target_option, tables_option, name_option, mapping_option,
-        click.option("--jobs", default=2, show_default=True, help="Parallel copy workers."),
-        click.option("--batch-rows", default=50_000, show_default=True,
+        click.option("--jobs", default=2, show_default=True, type=POSITIVE_INT,
+                     help="Parallel copy workers."),
+        click.option("--batch-rows", default=50_000, show_default=True, type=POSITIVE_INT,
                      help="Changes per target transaction at most (whole source transactions)."),
-        click.option("--batch-seconds", default=1.0, show_default=True,
+        click.option("--batch-seconds", default=1.0, show_default=True, type=POSITIVE,
                      help="Seconds a target transaction collects changes at most."),
-        click.option("--slot-timeout", default=300.0, show_default=True,
+        click.option("--slot-timeout", default=300.0, show_default=True, type=POSITIVE,
                      help="Seconds slot creation may wait for open source transactions before it "
                           "gives up naming them."),
     ]):
@@ -69,17 +93,19 @@ def watch_options(f):
 
 
 def handle_errors(f):
-    """Turn ReplicatorError into its exit code with a redacted message."""
+    """Turn ReplicatorError (and a driver error no phase translated) into its exit code with one
+    redacted line per error or problem on stderr: text, or JSON objects with --log-format json."""
     @functools.wraps(f)
     def wrapper(*a, **kw):
         try:
             return f(*a, **kw)
         except CheckError as e:
             for p in e.problems:
-                click.echo(f"problem: {redact(p)}", err=True)
+                _say("problem", p, e.exit_code)
             sys.exit(e.exit_code)
         except ReplicatorError as e:
-            click.echo(f"error: {redact(e)}", err=True)
+            side = "source" if isinstance(e, SourceError) else "target" if isinstance(e, TargetError) else None
+            _say("error", f"{e}{_timeout_hint(e, side, kw)}", e.exit_code)
             sys.exit(e.exit_code)
         except Exception as e:  # a driver error that no phase translated: one line, no secrets
             side = _side_of(e)
@@ -87,34 +113,76 @@ def handle_errors(f):
                 raise
             orig = getattr(e, "orig", None) or e
             first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-            click.echo(f"error: {side} database: {redact(first)}", err=True)
+            _say("error", f"{side} database: {first}{_timeout_hint(orig, side, kw)}", 1)
             sys.exit(1)
     return wrapper
 
 
+def _say(kind: str, message: object, exit_code: int) -> None:
+    """One line: a driver's indented hint lines (libpq's) join the line they belong to."""
+    import re
+    from .logs import final_line
+    text = re.sub(r"\s*\n[ \t]+", " ", str(message).strip())
+    click.echo(final_line(kind, text, exit_code=exit_code), err=True)
+
+
+def _timeout_hint(e: BaseException, side, kw: dict) -> str:
+    """For a connection attempt that got no answer: where to, and the setting that limits it."""
+    text = str(e)
+    if side is None or not ("timeout expired" in text or "timed out" in text and "connect" in text):
+        return ""
+    from .dsn import connect_timeout, endpoint
+    where = endpoint(kw.get("source") if side == "source" else kw.get("target") or kw.get("target_url"))
+    return (f" (no answer from the {side} server{' ' + where if where else ''} within "
+            f"{connect_timeout():g}s: check its host, port and firewall, or allow longer with "
+            f"--connect-timeout / {CONNECT_TIMEOUT_ENV})")
+
+
 def _side_of(e: Exception):
+    """'target' for SQLAlchemy errors and psycopg errors raised in a target module (the
+    PostgreSQL target drives psycopg directly), 'source' for other psycopg errors, else None."""
     import psycopg
     import sqlalchemy.exc
     if isinstance(e, sqlalchemy.exc.SQLAlchemyError):
         return "target"
     if isinstance(e, psycopg.Error):
-        return "source"
+        return _origin(e) or "source"
     return None
+
+
+def _origin(e: BaseException):
+    """The side whose module holds the innermost replicator frame of ``e``'s traceback."""
+    side, tb = None, e.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith("replicator.target"):
+            side = "target"
+        elif module.startswith("replicator.source"):
+            side = "source"
+        tb = tb.tb_next
+    return side
 
 
 def _tables(value):
     return [t.strip() for t in value.split(",") if t.strip()] if value else None
 
 
-def resolve_settings(source, target, name, mapping_path):
-    """(source, target, name, MappingConfig | None): command line first, then the mapping file."""
+def resolve_settings(source, target, name, mapping_path, need_source=True):
+    """(source, target, name, MappingConfig | None): command line first, then the mapping file.
+    Both URLs are checked here, before anything connects (ConfigError, exit 2)."""
     from .config import load
+    from .dsn import parse_source
+    from .target import check_url
     cfg = load(mapping_path) if mapping_path else None
     source = source or (cfg.source if cfg else None)
-    if not source:
+    target = target or (cfg.target if cfg else None)
+    remember_secrets(source, target)
+    if not source and need_source:
         raise click.UsageError("no source: give --source, set REPLICATOR_SOURCE, or put source: "
                                "in the mapping file")
-    target = target or (cfg.target if cfg else None)
+    if source:
+        parse_source(source)
+    check_url(target)
     name = name or (cfg.name if cfg else None) or "replicator"
     return source, target, name, cfg
 
@@ -133,12 +201,17 @@ def _options(source, target, tables, name, mapping, jobs, batch_rows, batch_seco
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               envvar="REPLICATOR_LOG_FORMAT", help="Log lines on stderr: text, or one JSON object per "
                                                    "line [env REPLICATOR_LOG_FORMAT].")
+@click.option("--connect-timeout", type=POSITIVE, default=DEFAULT_CONNECT_TIMEOUT, show_default=True,
+              envvar=CONNECT_TIMEOUT_ENV, help="Seconds every connection attempt (source and target) "
+                                               f"may take [env {CONNECT_TIMEOUT_ENV}].")
 @click.version_option(package_name="replicator")
-def main(verbose, log_format):
+def main(verbose, log_format, connect_timeout):
     """Replicate PostgreSQL tables into DuckDB, SQLite, MySQL/MariaDB or PostgreSQL."""
     from .logs import setup
+    remember_secrets(*sys.argv[1:], os.environ.get("REPLICATOR_SOURCE"), os.environ.get("REPLICATOR_TARGET"))
     hide_secrets_in_process_title()
     setup(verbose, log_format)
+    os.environ[CONNECT_TIMEOUT_ENV] = repr(connect_timeout)  # read by dsn.connect_timeout()
 
 
 def hide_secrets_in_process_title() -> None:
@@ -186,8 +259,10 @@ def init(source, target_url, name):
                                              "(pgbench_* tables are created there when missing).")
 @click.option("--target", default=None, help="Target URL [default: duckdb:///demo.duckdb in the current "
                                              "directory, replaced on each run].")
-@click.option("--seconds", default=5.0, show_default=True, help="Seconds of pgbench workload while mirroring.")
-@click.option("--scale", default=1, show_default=True, help="pgbench scale (100,000 accounts each).")
+@click.option("--seconds", default=5.0, show_default=True, type=POSITIVE,
+              help="Seconds of pgbench workload while mirroring.")
+@click.option("--scale", default=1, show_default=True, type=POSITIVE_INT,
+              help="pgbench scale (100,000 accounts each).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress display on a terminal.")
 @handle_errors
@@ -274,7 +349,7 @@ def drop(source, target, name, mapping, drop_tables, force):
 @click.option("--tables", required=True, help="Comma-separated schema.table names or globs to re-copy.")
 @name_option
 @mapping_option
-@click.option("--jobs", default=2, show_default=True, help="Parallel copy workers.")
+@click.option("--jobs", default=2, show_default=True, type=POSITIVE_INT, help="Parallel copy workers.")
 @handle_errors
 def resync(source, target, tables, name, mapping, jobs):
     """Take chosen tables back through i → d → s → r from a fresh snapshot."""
@@ -293,15 +368,14 @@ def resync(source, target, tables, name, mapping, jobs):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")
 @handle_errors
 def status(source, target, name, mapping, as_json):
-    """Per-table state and sync LSN, the applied LSN, the slot and the lag."""
-    from .config import load
+    """Per-table state and sync LSN, the applied LSN, the slot and the lag; exit 1 when the
+    target holds no state for the stream (a missing target file is an error, never created)."""
     from .status import collect, render
-    cfg = load(mapping) if mapping else None
-    source = source or (cfg.source if cfg else None)
-    target = target or (cfg.target if cfg else None)
-    name = name or (cfg.name if cfg else None) or "replicator"
+    source, target, name, _cfg = resolve_settings(source, target, name, mapping, need_source=False)
     doc = collect(source, target, name)
     click.echo(json.dumps(doc, indent=2, default=str) if as_json else render(doc))
+    if doc["target_state"] == "none":
+        sys.exit(1)
 
 
 @main.command()
@@ -310,11 +384,11 @@ def status(source, target, name, mapping, as_json):
 @tables_option
 @name_option
 @mapping_option
-@click.option("--chunk-rows", default=10_000, show_default=True, type=click.IntRange(min=1),
+@click.option("--chunk-rows", default=10_000, show_default=True, type=POSITIVE_INT,
               help="Source keys per checksummed range.")
 @click.option("--max-keys", default=20, show_default=True, type=click.IntRange(min=0),
               help="Differing keys listed per table.")
-@click.option("--wait", "wait_seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--wait", "wait_seconds", default=60.0, show_default=True, type=POSITIVE,
               help="Seconds the re-checks may wait, in all, for a running mirror to reach the "
                    "source's position.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")

@@ -1,13 +1,30 @@
-"""Connection strings: redaction for messages, and the session settings every source connection pins.
+"""Connection strings: redaction for messages, parsing with safe errors, and the settings every
+connection carries (pinned session, keepalives, connect timeout).
 
-Contract: nothing outside this module formats a DSN or URL for humans; everything that prints one
-goes through :func:`redact`, which never returns a password.
+Contracts:
+
+* Nothing outside this module formats a DSN or URL for humans; everything that prints one goes
+  through :func:`redact`, which never returns a password: neither one written in a URL or keyword
+  DSN in the text, nor one :func:`remember_secrets` was told about (the CLI tells it every
+  password of its command line, environment and mapping, so even libpq's own messages that
+  quote a fragment of a malformed DSN are cleaned).
+* :func:`parse_source` and :func:`source_conninfo` raise :class:`ConfigError` (exit 2) for a DSN
+  that is not PostgreSQL's or that libpq cannot parse, without quoting any of it.
+* Every connection attempt gives up after :func:`connect_timeout` seconds (default 10; the CLI's
+  ``--connect-timeout`` sets ``REPLICATOR_CONNECT_TIMEOUT``).  A ``connect_timeout`` written in the
+  DSN or target URL itself wins.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
+from urllib.parse import unquote
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .errors import ConfigError
 
 # Copy path and change path must render values identically: pin the session on every source
 # connection (normal and replication) to UTC / ISO / iso_8601 intervals / extra_float_digits=3.
@@ -19,27 +36,136 @@ SOURCE_SESSION_OPTIONS = (
 TCP_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
                   "keepalives_count": "3"}
 
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.\-]*://[^/:@]*:)(?P<pw>[^@/]*)(?P<at>@)", re.I)
+CONNECT_TIMEOUT_ENV = "REPLICATOR_CONNECT_TIMEOUT"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+MIN_SECRET = 4  # shorter remembered passwords would blank out ordinary words
+
+# scheme://user:PASSWORD@ : the password runs to the last '@' of the token, so one holding '@',
+# '/' or '%' is hidden whole (at worst the host goes too)
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.\-]*://[^/:@\s'\"]*:)(?P<pw>[^\s'\"]*)(?P<at>@)", re.I)
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+_SCHEME = re.compile(r"^\s*([a-z][a-z0-9+.\-]*)://", re.I)
+_secrets: set[str] = set()
 
 
 def redact(text: object) -> str:
-    """Replace any password in a URL, keyword DSN, or free text containing either, by ``***``."""
+    """Replace any password in a URL, keyword DSN, or free text containing either, by ``***``;
+    and any remembered password wherever it appears."""
     s = str(text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        s = s.replace(secret, "***")
     s = _URL_PASSWORD.sub(lambda m: f"{m['pre']}***{m['at']}", s)
     return _KV_PASSWORD.sub(lambda m: f"{m[1]}***", s)
 
 
+def secrets_in(text: str | None) -> set[str]:
+    """The passwords written in ``text`` (a URL or keyword DSN, well-formed or not), as written
+    and percent-decoded."""
+    found: set[str] = set()
+    for m in _URL_PASSWORD.finditer(text or ""):
+        found |= {m["pw"], unquote(m["pw"])}
+    for m in _KV_PASSWORD.finditer(text or ""):
+        v = m[2]
+        found |= {v, v[1:-1].replace("\\'", "'").replace("\\\\", "\\")} if v.startswith("'") else {v}
+    return {s for s in found if len(s) >= MIN_SECRET and s != "***"}
+
+
+def remember_secrets(*texts: str | None) -> None:
+    """From now on :func:`redact` hides every password found in ``texts``."""
+    for t in texts:
+        _secrets.update(secrets_in(t))
+
+
+def connect_timeout() -> float:
+    """Seconds a connection attempt may take: ``REPLICATOR_CONNECT_TIMEOUT``, else 10."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CONNECT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{CONNECT_TIMEOUT_ENV}={raw!r}: give a positive number of seconds "
+                          f"(the --connect-timeout option sets it)")
+    return value
+
+
+def libpq_timeout(seconds: float) -> str:
+    """libpq's ``connect_timeout`` takes whole seconds, at least 2."""
+    return str(max(2, math.ceil(seconds)))
+
+
+_PARSE_REASONS = (
+    ("percent-encoded", "a %-escape in it is not % followed by two hex digits"),
+    ('missing "="', "it is neither a postgresql:// URL nor key=value pairs"),
+    ("unterminated quoted", "a quoted value is not closed"),
+    ("invalid connection option", "it names a parameter libpq does not know"),
+    ("invalid URI query parameter", "its URL query names a parameter libpq does not know"),
+)
+_PARSE_HINT = ("in a URL, percent-encode the password's special characters (% as %25, @ as %40, "
+               "/ as %2F, : as %3A), or write a keyword DSN (host, user, dbname and the password "
+               "as key=value pairs), or keep the password in PGPASSWORD or ~/.pgpass")
+
+
+MISPLACED = ("holds an unencoded special character, so part of it would be read as host, port or "
+             "database: percent-encode it (@ as %40, / as %2F, % as %25, : as %3A)")
+
+
+def password_misplaced(url: str, parsed: str | None) -> bool:
+    """Whether a URL's password, read up to the last '@', differs from what the URL parser took
+    (an unencoded '@' or '/' moves part of it into the host, port or database name)."""
+    m = _URL_PASSWORD.search(url or "")
+    return bool(m) and unquote(m["pw"]) != (parsed or "")
+
+
+def parse_source(dsn: str) -> dict:
+    """The libpq parameters of a source DSN; ConfigError naming what is wrong, never quoting it."""
+    m = _SCHEME.match(dsn or "")
+    scheme = m[1].lower() if m else None
+    if scheme and scheme.startswith(("postgresql+", "postgres+")):
+        raise ConfigError(f"the source is a {scheme}:// URL: write postgresql://user@host/db (a libpq "
+                          f"URL, no +driver) or a keyword DSN (host=… dbname=…)")
+    if scheme and scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"the source is a {scheme}:// URL: the source must be PostgreSQL, given as a "
+                          f"postgresql://user@host/db URL or a keyword DSN (host=… dbname=…)")
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error as e:
+        reason = next((r for k, r in _PARSE_REASONS if k in str(e)), "libpq cannot parse it")
+        raise ConfigError(f"the source DSN is malformed ({reason}): {_PARSE_HINT}") from None
+    if scheme and password_misplaced(dsn, params.get("password")):
+        raise ConfigError(f"the password in the source URL {MISPLACED}")
+    return params
+
+
 def source_conninfo(dsn: str, **extra) -> str:
-    """The libpq conninfo for a source connection, with the pinned session options appended."""
-    params = conninfo_to_dict(dsn)
+    """The libpq conninfo for a source connection: the pinned session options appended, TCP
+    keepalives and the connect timeout unless the DSN sets them; ``extra`` overrides all."""
+    params = parse_source(dsn)
     opts = params.get("options") or ""
     params["options"] = f"{opts} {SOURCE_SESSION_OPTIONS}".strip()
     params.setdefault("application_name", "replicator")
     for k, v in TCP_KEEPALIVES.items():  # notice a dead TCP path even when nothing is sent
         params.setdefault(k, v)
+    params.setdefault("connect_timeout", libpq_timeout(connect_timeout()))
     params.update(extra)
     return make_conninfo(**params)
+
+
+def endpoint(dsn: str | None) -> str | None:
+    """``host:port`` of a libpq DSN or SQLAlchemy URL, for messages; None when it cannot tell."""
+    if not dsn:
+        return None
+    try:
+        if _SCHEME.match(dsn) and not dsn.lower().startswith(("postgresql://", "postgres://")):
+            import sqlalchemy as sa
+            u = sa.make_url(dsn)
+            return f"{u.host or 'localhost'}" + (f":{u.port}" if u.port else "")
+        p = conninfo_to_dict(dsn)
+        return f"{p.get('host') or 'localhost'}:{p.get('port') or 5432}"
+    except Exception:  # noqa: BLE001  (a malformed DSN has no endpoint to name)
+        return None
 
 
 def password_of(dsn: str) -> str | None:

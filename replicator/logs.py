@@ -68,6 +68,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
+def final_line(kind: str, message: object, **fields: Any) -> str:
+    """A command's last word on stderr (``error: …``, ``problem: …``), redacted: the text line, or
+    with ``json`` one object shaped like the log lines (``level`` ERROR, ``kind``, ``fields``)."""
+    text = redact(message)
+    if _format != "json":
+        return f"{kind}: {text}"
+    doc: dict[str, Any] = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+                           "level": "ERROR", "logger": "replicator", "message": text, "kind": kind}
+    doc.update({k: _clean(v) for k, v in fields.items()})
+    return json.dumps(doc, ensure_ascii=False, default=str)
+
+
 class TextFormatter(logging.Formatter):
     """The classic line, redacted as a whole (message, arguments and traceback)."""
 

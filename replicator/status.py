@@ -22,8 +22,9 @@ STATUS_LOCK_WAIT_S = 5.0
 
 
 def _read_target(target_url: Optional[str], name: str):
-    """(stream progress, table progress, error text): a busy or absent target is not fatal."""
-    target = open_target(target_url)
+    """(stream progress, table progress, error text): a busy target is not fatal; a missing
+    embedded target file is a TargetError (never created by looking)."""
+    target = open_target(target_url, must_exist=True)
     if hasattr(target, "lock_wait_s"):
         target.lock_wait_s = STATUS_LOCK_WAIT_S
     store = StateStore(name)
@@ -40,12 +41,14 @@ def _read_target(target_url: Optional[str], name: str):
 
 def collect(source: Optional[str], target_url: Optional[str], name: str,
             warn_retained_bytes: int = WARN_RETAINED_BYTES) -> dict:
-    """The status document (see README 'status --json')."""
+    """The status document (see README 'status --json'); ``target_state`` is ``found``, ``none``
+    (the target holds no state for this stream) or ``unreadable`` (busy: see ``warnings``)."""
     stream, tables, error = _read_target(target_url, name)
     doc = {"name": name, "tables": [_table_doc(p) for p in sorted(tables.values(), key=lambda p: p.source)],
            "applied_lsn": str(stream.applied_lsn) if stream else None,
            "last_commit_time": stream.commit_time.isoformat() + "Z" if stream and stream.commit_time else None,
-           "slot": None, "lag": {"bytes": None, "seconds": None}, "warnings": [error] if error else []}
+           "slot": None, "lag": {"bytes": None, "seconds": None}, "warnings": [error] if error else [],
+           "target_state": "unreadable" if error else "found" if stream or tables else "none"}
     if source and (stream is None or stream.slot):
         _source_side(doc, source, stream.slot if stream else name, stream, warn_retained_bytes)
     return doc
@@ -126,8 +129,11 @@ def render(doc: dict) -> str:
         pct = f"{t['copy_percent']:.0f}%" if t["copy_percent"] is not None else ""
         lines.append(f"{t['source']:36} {t['target']:28} {t['state']:5} {t['sync_lsn']:>12} "
                      f"{t['rows_copied']:>12} {pct:>6}")
-    if not doc["tables"]:
-        lines.append(f"(no state for stream {doc['name']} on this target)")
+    if doc.get("target_state") == "none":
+        lines.append(f"(no state for stream {doc['name']} on this target: nothing replicated here "
+                     f"under this name yet; check --target and --name)")
+    elif not doc["tables"]:
+        lines.append(f"(no table state for stream {doc['name']} on this target)")
     lines.append(f"applied LSN: {doc['applied_lsn']}  (last source commit {doc['last_commit_time']})")
     s = doc["slot"]
     if s:

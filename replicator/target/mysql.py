@@ -43,6 +43,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import reflection as mysql_reflection
 from sqlalchemy.engine import Connection
 
+from ..dsn import connect_timeout
 from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
 from ..model import Column, TableMapping
 from . import names, rules
@@ -119,11 +120,18 @@ class MySQLTarget(Target):
 
     # ---------------------------------------------------------------- connections
     def create_engine(self):
-        eng = sa.create_engine(self.url, hide_parameters=True, pool_pre_ping=True,
-                               connect_args={"local_infile": True, "charset": "utf8mb4"})
+        args = {"local_infile": True, "charset": "utf8mb4"}
+        # nothing waits forever (DESIGN.md 12): pymysql's connect_timeout bounds only the TCP
+        # connect, so the server's greeting is read under a read_timeout lifted once connected
+        bounded = "read_timeout" not in self.url.query
+        args.update({k: connect_timeout() for k in ("connect_timeout", "read_timeout")
+                     if k not in self.url.query})
+        eng = sa.create_engine(self.url, hide_parameters=True, pool_pre_ping=True, connect_args=args)
 
         @sa.event.listens_for(eng, "connect")
         def _strict_session(dbapi_conn, _record):
+            if bounded:
+                dbapi_conn._read_timeout = None  # pymysql applies it before its next read
             with dbapi_conn.cursor() as cur:
                 cur.execute(SESSION_SQL)
 

@@ -38,6 +38,7 @@ from psycopg import sql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import UserDefinedType
 
+from ..dsn import connect_timeout, libpq_timeout
 from ..errors import TargetError, ValueRangeError
 from ..model import UNCHANGED, Column, TableMapping
 from . import names, rules
@@ -175,6 +176,8 @@ class PostgresTarget(Target):
         args = {"options": f"{opts} {SESSION_OPTIONS}".strip()}
         if "application_name" not in self.url.query:
             args["application_name"] = "replicator"
+        if "connect_timeout" not in self.url.query:  # nothing waits forever (DESIGN.md 12)
+            args["connect_timeout"] = libpq_timeout(connect_timeout())
         url = self.url.difference_update_query(["options"])
         return sa.create_engine(url, hide_parameters=True, connect_args=args)
 
