@@ -110,3 +110,115 @@ def test_a_target_that_never_answers_fails_within_the_connect_timeout(keyed_db, 
     assert "target" in r.err and f"127.0.0.1:{silent_port}" in r.err and "--connect-timeout" in r.err, r.err
     assert CANARY not in r.text and "Traceback" not in r.text
     assert slots_and_publications(keyed_db) == ([], [])
+
+
+# --------------------------------------------------------------------------- B. secrets
+@pytest.fixture(scope="module")
+def scram_pg():
+    """A private PostgreSQL where role ``app`` must give password ``right`` (scram-sha-256)."""
+    from tests.servers import PostgresServer
+    if os.environ.get("REPLICATOR_TEST_PG_DSN"):
+        pytest.skip("needs a private server to set pg_hba.conf")
+    srv = PostgresServer(name="scram", start=False)
+    try:
+        hba = srv.datadir / "pg_hba.conf"
+        hba.write_text("host all app 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        srv.start()
+        srv.execute("CREATE ROLE app LOGIN REPLICATION PASSWORD 'right'")
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+def _sources(source_db, scram_pg) -> dict[str, str]:
+    """Source DSNs, each carrying the canary password, each failing in its own way."""
+    good = with_password(source_db, CANARY)
+    return {
+        "bad URL syntax": with_password(source_db, f"{CANARY}%zz"),
+        "unencoded @": with_password(source_db, f"{CANARY}@x"),
+        "keyword DSN, unterminated": f"host=127.0.0.1 password='{CANARY} dbname=x",
+        "bad host": f"postgresql://postgres:{CANARY}@no-such-host.invalid/db",
+        "bad database": other_db(good, "no_such_db"),
+        "auth failure": f"postgresql://app:{CANARY}@127.0.0.1:{scram_pg.port}/postgres",
+        "TLS refused": f"{good}?sslmode=require",
+    }
+
+
+def _targets(sqlite_url, mysql_url, pg_url) -> dict[str, str]:
+    return {
+        "mysql wrong password": with_password(mysql_url, CANARY),
+        "mysql password with %": with_password(mysql_url, f"{CANARY}%zz"),
+        "mysql password with @": with_password(mysql_url, f"{CANARY}@x"),
+        "postgresql bad database": other_db(with_password(pg_url, CANARY), "no_such_db"),
+        "postgresql password with /": other_db(with_password(pg_url, f"{CANARY}/x"), "no_such_db"),
+    }
+
+
+LOG_MODES = ([], ["-vv"], ["--log-format", "json"], ["-vv", "--log-format", "json"])
+
+
+def _assert_clean(r: Result, what: str, json_mode: bool) -> None:
+    assert r.code in (1, 2), (what, r.code, r.err[-2000:])
+    assert CANARY not in r.text, (what, r.text[-3000:])
+    assert "Traceback" not in r.text, (what, r.err[-3000:])
+    last = r.err.strip().splitlines()[-1]
+    if json_mode:
+        doc = json.loads(last)
+        assert doc["kind"] in ("error", "problem") and doc["exit_code"] == r.code, last
+    else:
+        assert last.startswith(("error:", "problem:")), (what, last)
+
+
+def test_no_password_in_any_output(keyed_db, scram_pg, sqlite_target_url, mysql_target_url,
+                                   pg_target_url, tmp_path):
+    sqlite3.connect(tmp_path / "t.sqlite").close()  # an existing target: status reads the source
+    runs = []
+    for what, src in _sources(keyed_db, scram_pg).items():
+        for cmd in (["check"], ["migrate"], ["status", "--json"], ["drop"]):
+            runs.append((what, [*cmd, "--source", src, "--target", sqlite_target_url]))
+    for what, tgt in _targets(sqlite_target_url, mysql_target_url, pg_target_url).items():
+        for cmd in (["check"], ["migrate"], ["status"], ["drop"]):
+            runs.append((what, [*cmd, "--source", keyed_db, "--target", tgt]))
+    for i, (what, args) in enumerate(runs):
+        mode = LOG_MODES[i % len(LOG_MODES)]
+        r = run("--connect-timeout", "5", *mode, *args, timeout=60)
+        if args[0] == "status" and r.code == 0:  # a target it cannot read is a warning there
+            assert "cannot read the target state" in r.out and CANARY not in r.text, r.text
+            continue
+        _assert_clean(r, f"{what}: {args[0]} {mode}", "json" in mode)
+    assert slots_and_publications(keyed_db) == ([], [])
+
+
+# --------------------------------------------------------------------------- C. refused up front
+OPTIONS = {"--batch-rows": "migrate", "--batch-seconds": "mirror", "--slot-timeout": "migrate",
+           "--jobs": "migrate", "--chunk-rows": "verify", "--wait": "verify", "--connect-timeout": None}
+
+
+def test_numeric_options_must_be_positive_and_finite(keyed_db, tmp_path):
+    target = f"sqlite:///{tmp_path / 't.sqlite'}"
+    for option, command in OPTIONS.items():
+        for value in ("nan", "0", "-1", "inf"):
+            args = ([option, value, "migrate"] if command is None else [command, option, value])
+            r = run(*args, "--source", keyed_db, "--target", target, timeout=60)
+            assert r.code == 2 and f"Invalid value for '{option}'" in r.err, (option, value, r.err)
+    nothing_created(keyed_db, tmp_path)
+
+
+def test_urls_that_cannot_work_are_refused_before_anything_exists(keyed_db, mysql_target_url, tmp_path):
+    no_db = mysql_target_url.split("?")[0].rsplit("/", 1)[0]
+    for command in ("check", "migrate", "drop", "status", "verify"):
+        r = run(command, "--source", keyed_db, "--target", no_db)
+        assert r.code == 2 and "put the database name in the URL" in r.err, (command, r.err)
+        assert "Traceback" not in r.err
+    for command in ("check", "migrate", "mirror"):
+        r = run(command, "--source", keyed_db, "--target", "sqlite://")
+        assert r.code == 2 and "in-memory" in r.err and "file path" in r.err, (command, r.err)
+    r = run("migrate", "--source", keyed_db, "--target", f"nosuchdb://u:{CANARY}@h/x")
+    assert r.code == 2 and CANARY not in r.err, r.err
+    for scheme in ("duckdb", "sqlite", "mysql", "postgresql", "any installed SQLAlchemy dialect"):
+        assert scheme in r.err, r.err
+    for source in (f"mysql://root:{CANARY}@127.0.0.1/db", f"https://u:{CANARY}@example.com/x"):
+        for command in ("check", "migrate"):
+            r = run(command, "--source", source, "--target", f"sqlite:///{tmp_path / 't.sqlite'}")
+            assert r.code == 2 and "must be PostgreSQL" in r.err and CANARY not in r.text, r.err
+    nothing_created(keyed_db, tmp_path)
