@@ -6,7 +6,7 @@ Contracts:
   unless ``force``.
 * ``resync`` puts the chosen tables back to ``i`` and drops their target tables (they are created
   again from the source's current columns: a re-sync is how a renamed or retyped column goes on).  A running mirror notices within
-  ``pipeline.RESYNC_POLL_SECONDS`` between batches and re-copies them from a fresh snapshot; with no mirror
+  ``follow.RESYNC_POLL_SECONDS`` between batches and re-copies them from a fresh snapshot; with no mirror
   running the copy happens here and now.  Other tables are not copied again, and nothing
   confirmed to the source is lost either way.
 """

@@ -10,14 +10,19 @@ Contracts:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
-from . import schema_change
+import psycopg
+
+from . import retry, schema_change, stopping
+from .dsn import redact
+from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableState
 from .source import snapshot
@@ -39,11 +44,17 @@ class CopyStats:
         return sum(self.rows.values())
 
 
-def _counted(data: Iterable, fig, bytes_mode: bool) -> Iterator:
-    """Pass chunks through, keeping the table's copy progress figures current."""
+class CopyAborted(Exception):
+    """Another worker failed, or a stop was requested: this table's copy ends unfinished."""
+
+
+def _counted(data: Iterable, fig, bytes_mode: bool, abort: threading.Event) -> Iterator:
+    """Pass chunks through, keeping the table's copy progress figures current; end at an abort."""
     rows = nbytes = 0
     for chunk in data:
         failpoint("copy.chunk", fig.source)
+        if abort.is_set():
+            raise CopyAborted(fig.source)
         if bytes_mode:
             nbytes += len(chunk)
             rows += chunk.count(b"\n")
@@ -53,8 +64,34 @@ def _counted(data: Iterable, fig, bytes_mode: bool) -> Iterator:
         yield chunk
 
 
+def _cancel_on_close(sc, data: Iterator) -> Iterator:
+    """Chunks of ``data``; closed early (the target failed), the source COPY is cancelled first,
+    so closing does not read the rest of the table and the connection is free at once."""
+    finished = False
+    try:
+        for chunk in data:
+            yield chunk
+        finished = True
+    finally:
+        if not finished:
+            sc.cancel_safe()
+            with contextlib.suppress(Exception):
+                data.close()  # type: ignore[attr-defined]
+
+
+def _named(e: BaseException, m: TableMapping, where: str) -> BaseException:
+    """A driver error that names no table gets the table, keeping whether it is worth a retry."""
+    if isinstance(e, (ReplicatorError, CopyAborted)) or not isinstance(e, Exception):
+        return e
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = f"{where} {m.label}: {redact(first)}"
+    if retry.is_transient(e):
+        return TransientError(msg)
+    return (SourceError if isinstance(e, psycopg.Error) else TargetError)(msg)
+
+
 def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, stats: CopyStats,
-              telemetry: Telemetry) -> None:
+              telemetry: Telemetry, abort: threading.Event) -> None:
     t0 = time.monotonic()
     fig = telemetry.table(m.label)
     fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
@@ -67,7 +104,12 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
         target.clear(conn, m)
         bytes_mode = target.copy_mode == "bytes"
         data = snapshot.copy_bytes(sc, q) if bytes_mode else snapshot.copy_rows(sc, q)
-        n = target.load_copy(conn, m, _counted(data, fig, bytes_mode))
+        chunks = _cancel_on_close(sc, _counted(data, fig, bytes_mode, abort))
+        try:
+            n = target.load_copy(conn, m, chunks)
+        except BaseException as e:
+            chunks.close()  # type: ignore[attr-defined]
+            raise _named(e, m, f"copying {target.display(m)} from") from e
         failpoint("copy.loaded", m.label)
         store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n,
                         layout=schema_change.layout_of(m))
@@ -77,38 +119,97 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
     log.info("copied %s → %s: %d rows in %.1fs", m.label, target.display(m), n, stats.seconds[m.label])
 
 
+class _Workers:
+    """The copy workers' shared state: the work queue, the abort flag, the first error, and the
+    source connections a supervisor cancels when a worker fails or a stop is requested."""
+
+    def __init__(self, mappings: Sequence[TableMapping]):
+        self.work: "queue.Queue[TableMapping]" = queue.Queue()
+        for m in mappings:
+            self.work.put(m)
+        self.abort = threading.Event()
+        self.errors: list[BaseException] = []
+        self.active: dict[int, psycopg.Connection] = {}
+        self.lock = threading.Lock()
+
+    def failed(self, e: BaseException) -> None:
+        with self.lock:
+            if not isinstance(e, (CopyAborted, threading.BrokenBarrierError)) and not self.abort.is_set():
+                self.errors.append(e)
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        """Abort every worker: flag it, and cancel source COPYs that may be waiting for data."""
+        self.abort.set()
+        with self.lock:
+            conns = list(self.active.values())
+        for sc in conns:
+            with contextlib.suppress(Exception):
+                sc.cancel_safe()
+
+    def supervise(self, futures) -> None:
+        """Wait for the workers, aborting them all at the first error or stop request."""
+        pending = set(futures)
+        while pending:
+            _done, pending = wait(pending, timeout=0.5)
+            if stopping.requested() and not self.abort.is_set():
+                log.warning("stop requested: cancelling the copy")
+                self.stop_all()
+
+
 def copy_tables(dsn: str, target, store: StateStore, mappings: Sequence[TableMapping],
                 snapshot_name: Optional[str], sync_lsn: Lsn, jobs: int = 2,
                 imported: Optional[Callable[[], None]] = None,
                 telemetry: Optional[Telemetry] = None) -> CopyStats:
     """Copy ``mappings`` at ``snapshot_name`` with ``jobs`` workers; ``imported`` fires once every
-    worker holds the snapshot (the exporting connection may be used again after that)."""
+    worker holds the snapshot (the exporting connection may be used again after that).
+
+    The first failure of any worker (source, target, or a stop request) cancels every source COPY
+    and rolls back every open target load within seconds; it is raised naming its table."""
     stats = CopyStats()
     telemetry = telemetry or Telemetry()
-    work: "queue.Queue[TableMapping]" = queue.Queue()
-    for m in mappings:
-        work.put(m)
+    shared = _Workers(mappings)
     n = max(1, min(jobs, len(mappings)))
     barrier = threading.Barrier(n, action=imported)
 
     def worker() -> None:
-        sc = None
         try:
             sc = snapshot.snapshot_connection(dsn, snapshot_name)
+        except BaseException as e:
+            barrier.abort()
+            shared.failed(e)
+            raise
+        try:
+            barrier.wait()
+            with shared.lock:
+                shared.active[threading.get_ident()] = sc
+            _drain(shared, lambda m: _copy_one(sc, target, store, m, sync_lsn, stats, telemetry,
+                                               shared.abort))
         finally:
-            barrier.wait() if sc is not None else barrier.abort()
-        with sc:
-            while True:
-                try:
-                    m = work.get_nowait()
-                except queue.Empty:
-                    return
-                _copy_one(sc, target, store, m, sync_lsn, stats, telemetry)
+            with shared.lock:
+                shared.active.pop(threading.get_ident(), None)
+            with contextlib.suppress(Exception):
+                sc.close()
 
     with ThreadPoolExecutor(n, thread_name_prefix="copy") as pool:
-        futures = [pool.submit(worker) for _ in range(n)]
-        errors = [f.exception() for f in futures]
-    real = [e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)]
-    if real or any(errors):
-        raise (real or [e for e in errors if e])[0]
+        shared.supervise([pool.submit(worker) for _ in range(n)])
+    if shared.errors:
+        raise shared.errors[0]
+    stopping.check("copying tables")
+    if shared.abort.is_set():
+        raise TargetError("the copy was aborted")  # a worker failed without a reportable error
     return stats
+
+
+def _drain(shared: _Workers, copy: Callable[[TableMapping], None]) -> None:
+    """Copy tables from the queue until it is empty or the copy is aborted."""
+    while not shared.abort.is_set():
+        try:
+            m = shared.work.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            copy(m)
+        except BaseException as e:
+            shared.failed(e)
+            return

@@ -21,15 +21,15 @@ from typing import Optional
 import psycopg
 
 
-from . import bulkcopy, fence, mapping, retry, schema_change
+from . import bulkcopy, cleanup, fence, mapping, ownership, retry, schema_change, stopping
 from .dsn import redact
 from .config import MappingConfig
-from .errors import CheckError, ConfigError, TargetError, TransientError
+from .errors import CheckError, ConfigError, ReplicatorError, TargetError, TransientError
 from .failpoints import failpoint
-from .model import Lsn, TableMapping, TableProgress, TableState, TxBegin
+from .model import Lsn, TableMapping, TableProgress, TableState
 from .source import catalog, slot as slots, snapshot
+from .follow import RESYNC, STOP, Follow
 from .source.changes import ChangeDecoder
-from .source.frames import Keepalive
 from .source.stream import ReplicationStream
 from .replay import Replayer
 from .state import StateStore
@@ -37,8 +37,6 @@ from .target import open_target
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-IDLE_POKE_SECONDS = 1.0
-RESYNC_POLL_SECONDS = 5.0
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -89,10 +87,25 @@ class Pipeline:
         self.target = open_target(opts.target)
         self.store = StateStore(opts.name)
         self.mappings: list[TableMapping] = []
-        self.stop_requested = False
         self.telemetry = Telemetry(opts.name)
         self.restart_requested = False
         self.backoff = retry.Backoff()
+        self.client_name = slots.client_name(opts.name)
+        self.started = False  # this process has claimed or resumed the stream's slot
+        self.created_slot = False  # … and created it in this run
+        self.owned_publications: Optional[list[str]] = []
+        self.created_publications: list[str] = []  # … in this run
+        self.applied_at_start = Lsn(0)
+        self._stop = False
+
+    @property
+    def stop_requested(self) -> bool:
+        """Set by the caller (demo) or by SIGINT/SIGTERM (stopping.py)."""
+        return self._stop or stopping.requested()
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self._stop = value
 
     # ------------------------------------------------------------ plan (read only)
     def plan(self, check_target: bool = True) -> list[TableMapping]:
@@ -189,10 +202,27 @@ class Pipeline:
 
     # ------------------------------------------------------------ publications
     def publish(self, src) -> None:
-        """Create or update the publications (before the slot: decoding reads them historically)."""
+        """Create or update the publications (before the slot: decoding reads them historically).
+
+        A publication this stream creates is recorded on the target first, so that only what it
+        created is ever dropped (a pre-created one, the least-privilege path, is left alone)."""
         full, inserts = mapping.publications(self.mappings)
-        slots.ensure_publication(src, self.publication, full)
-        slots.ensure_publication(src, self.publication_inserts, inserts, insert_only=True)
+        for pub, tables in ((self.publication, full), (self.publication_inserts, inserts)):
+            exists = slots.publication_exists(src, pub)
+            if not tables:
+                if exists and self.owns_publication(pub):
+                    slots.drop_publication(src, pub)
+                continue
+            if not exists:
+                with self.target.connect() as c:
+                    self.owned_publications = self.store.add_publication(
+                        c, pub, self.owned_publications or [])
+                self.created_publications.append(pub)
+            slots.ensure_publication(src, pub, tables, insert_only=pub == self.publication_inserts)
+
+    def owns_publication(self, pub: str) -> bool:
+        """Created by this stream (state rows of older versions did not record it: assume so)."""
+        return self.owned_publications is None or pub in self.owned_publications
 
     def publication_names(self) -> list[str]:
         full, inserts = mapping.publications(self.mappings)
@@ -200,57 +230,85 @@ class Pipeline:
 
     # ------------------------------------------------------------ start / resume
     def start(self, src: psycopg.Connection) -> tuple[Lsn, dict[str, TableProgress], Summary]:
-        """Bring every table to ``s``/``r``; returns (applied LSN, table progress, copy summary)."""
-        with self.target.connect() as c:
-            self.store.ensure(c)
-            stream = self.store.load_stream(c)
-            progress = self.store.load_tables(c)
-        repl = slots.replication_connection(self.opts.source)
+        """Bring every table to ``s``/``r``; returns (applied LSN, table progress, copy summary).
+
+        Ownership first (DESIGN.md invariant 11, ownership.py): a slot is created, dropped or used
+        only when this target's state row proves it this stream's."""
+        row, progress = self._read_state()
+        repl = slots.replication_connection(self.opts.source, self.client_name)
         try:
             system_id, _tli, _pos = slots.identify_system(repl)
             info = slots.slot_info(src, self.slot)
-            if stream is not None and stream.slot:
-                slots.check_slot(info, self.slot, self.opts.name, system_id, stream.system_id)
-                info = self._wait_inactive(src, info)
-                if info["active"]:
-                    raise TransientError(f"replication slot {self.slot} is in use by pid "
-                                         f"{info['active_pid']} (another mirror of {self.opts.name}?)")
-                summary = self._resume(src, repl, progress)
-                self._restore_layouts(progress)
-                return stream.applied_lsn, progress, summary
-            summary = self._fresh(src, repl, info, system_id, progress)
+            way = ownership.decide(row, progress, info, self.started, self.opts.name,
+                                   lambda: slots.holder(src, info and info["active_pid"]))
+            if way == ownership.RESUME:
+                return self._resume(src, repl, row, progress, system_id, info)
+            if info is not None:  # ours (the state row says so), left by an interrupted start
+                self._wait_inactive(src, info)
+                log.warning("dropping slot %s left by an interrupted start of stream %s: no table "
+                            "was copied through it", self.slot, self.opts.name)
+                slots.drop_slot(src, self.slot)
+            summary = self._fresh(src, repl, system_id, progress)
             with self.target.connect() as c:
-                return Lsn(0), self.store.load_tables(c), summary
+                return self.applied_at_start, self.store.load_tables(c), summary
         finally:
             repl.close()
+
+    def _read_state(self):
+        """(stream row or None, table progress) without creating anything on the target."""
+        with self.target.connect() as c:
+            if not self.store.exists(c):
+                return None, {}
+            self.store.ensure(c)
+            return self.store.load_stream(c), self.store.load_tables(c)
 
     def _wait_inactive(self, src, info: dict, seconds: float = 5.0) -> dict:
         """A walsender of a connection we just closed may linger a moment: give it time."""
         deadline = time.monotonic() + seconds
         while info and info["active"] and time.monotonic() < deadline:
-            time.sleep(0.1)
+            if stopping.sleep(0.1):
+                break
             info = slots.slot_info(src, self.slot) or info
         return info
 
-    def _fresh(self, src, repl, info, system_id: str, old: dict) -> Summary:
-        if info is not None:
-            log.warning("dropping slot %s left by an interrupted start: no data was copied through it",
-                        self.slot)
-            slots.drop_slot(src, self.slot)
-        self.publish(src)
-        lsn, snap = slots.create_slot(repl, self.slot, timeout=self.opts.slot_timeout,
-                                      dsn=self.opts.source)
-        failpoint("slot.created")
+    def _fresh(self, src, repl, system_id: str, old: dict) -> Summary:
+        """Claim the slot on the target (committed first), publish, create the slot, copy."""
         with self.target.connect() as c:
+            self.store.ensure(c)
             for label in old:
                 self.store.forget_table(c, label)
             self.store.init_stream(c, self.slot, system_id, 0)
             for m in self.mappings:
-                self.target.ensure_table(c, m)
                 self.store.set_table(c, m.label, self.target.display(m), TableState.INIT)
+        self.owned_publications = []
+        self.publish(src)
+        lsn, snap = slots.create_slot(repl, self.slot, timeout=self.opts.slot_timeout,
+                                      dsn=self.opts.source)
+        self.created_slot = self.started = True
+        failpoint("slot.created")
+        with self.target.connect() as c:
+            self.store.set_applied(c, lsn, None)  # the slot confirms its consistent point already
+            for m in self.mappings:
+                self.target.ensure_table(c, m)
+        self.applied_at_start = lsn
         return self._copy(self.mappings, snap, lsn)
 
-    def _resume(self, src, repl, progress: dict[str, TableProgress]) -> Summary:
+    def _resume(self, src, repl, row, progress: dict[str, TableProgress], system_id: str,
+                info) -> tuple[Lsn, dict[str, TableProgress], Summary]:
+        """Continue a stream this target owns: the slot must be the one it confirmed to."""
+        slots.check_slot(info, self.slot, self.opts.name, system_id, row.system_id, row.applied_lsn)
+        info = self._wait_inactive(src, info)
+        if info["active"]:
+            raise TransientError(f"replication slot {self.slot} is in use by "
+                                 f"{slots.holder(src, info['active_pid'])} (another mirror of "
+                                 f"{self.opts.name} on this target?)")
+        self.started = True
+        self.owned_publications = row.extra.get("publications")
+        summary = self._copy_missing(src, repl, progress)
+        self._restore_layouts(progress)
+        return row.applied_lsn, progress, summary
+
+    def _copy_missing(self, src, repl, progress: dict[str, TableProgress]) -> Summary:
         labels = {m.label for m in self.mappings}
         with self.target.connect() as c:
             for gone in [t for t in progress if t not in labels]:
@@ -302,68 +360,28 @@ class Pipeline:
         for label, p in progress.items():
             self.telemetry.table(label).state = p.state.value
         decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
-        stream = ReplicationStream(self.opts.source, self.slot, self.publication_names())
+        stream = ReplicationStream(self.opts.source, self.slot, self.publication_names(),
+                                   app_name=self.client_name)
         stream.start()
+        follow = Follow(stream, decoder, rep, lambda: self.stop_requested, self._seen,
+                        self.opts.status_interval, self.resync_requested)
         try:
-            self._loop(stream, decoder, rep, until, exact)
+            outcome = follow.run(until, exact)
         except BaseException:
             rep.close(commit=False)
             raise
         finally:
             stream.close()
+        self.restart_requested = outcome == RESYNC
+        if until is not None and outcome == STOP:
+            stopping.check(f"catching up to {until}")
         return rep
 
-    def _loop(self, stream, decoder, rep: Replayer, until: Optional[Lsn], exact: bool = False) -> None:
-        wal_end = Lsn(0)
-        last_poll = time.monotonic()
-        while True:
-            frame = stream.recv(0.2 if until is None else 0.02)
-            if frame is not None:
-                self.backoff.healthy()
-                self.telemetry.server_wal_end = max(self.telemetry.server_wal_end,
-                                                    int(getattr(frame, "wal_end", 0) or getattr(frame, "end", 0)))
-            if frame is not None and not isinstance(frame, Keepalive):
-                ev = decoder.feed(frame.payload)
-                if exact and type(ev) is TxBegin and ev.final_lsn >= until:
-                    if rep.batch_txs:  # everything before the fence is applied: stop here
-                        stream.send_status(rep.commit())
-                    return
-                if ev is not None:
-                    rep.handle(ev)
-                if rep.due():
-                    stream.send_status(rep.commit())
-                elif time.monotonic() - stream.last_status > self.opts.status_interval:
-                    stream.send_status(rep.applied)
-                if not self.stop_requested:
-                    continue
-            reply = False
-            if isinstance(frame, Keepalive):
-                wal_end = max(wal_end, frame.wal_end)
-                reply = frame.reply_requested
-            if rep.batch_txs and (frame is None or rep.due() or self.stop_requested):
-                stream.send_status(rep.commit())
-            idle = not rep.in_tx and not rep.batch_txs
-            position = max(rep.applied, wal_end) if idle else rep.applied
-            if idle:
-                rep.advance_idle(position)
-                self.telemetry.applied_lsn = max(self.telemetry.applied_lsn, int(position))
-            if until is not None and idle and slots.reached(position, until):
-                return
-            if self.stop_requested and idle:
-                stream.send_status(position)
-                return
-            if until is None and idle and (rep.resync_pending or
-                                           time.monotonic() - last_poll > RESYNC_POLL_SECONDS):
-                last_poll = time.monotonic()
-                if rep.resync_pending or self.resync_requested():
-                    stream.send_status(position)
-                    self.restart_requested = True
-                    return
-            since = time.monotonic() - stream.last_status
-            # idle: ask for a keepalive now and then, so the slot follows the server's WAL end
-            poke = frame is None and idle and (until is not None or since > IDLE_POKE_SECONDS)
-            if reply or poke or since > self.opts.status_interval:
-                stream.send_status(position, reply=poke)
+    def _seen(self, frame) -> None:
+        """A frame arrived: the stream works (backoff starts again at 1 s), the server's WAL end."""
+        self.backoff.healthy()
+        end = getattr(frame, "wal_end", 0) or getattr(frame, "end", 0)
+        self.telemetry.server_wal_end = max(self.telemetry.server_wal_end, int(end))
 
     # ------------------------------------------------------------ schema changes
     def evolve(self, target, conn, m: TableMapping, ev, d) -> TableMapping:
@@ -401,68 +419,113 @@ class Pipeline:
 
     # ------------------------------------------------------------ commands
     def migrate(self) -> Summary:
-        """Copy, catch up to the source's WAL position after the copy, check counts, clean up."""
+        """Copy, catch up to the source's WAL position after the copy, check counts, clean up.
+        A failed run removes the slot and publications it created (unless --keep-slot)."""
         t0 = time.monotonic()
         self.plan()
-        with snapshot.connect(self.opts.source, autocommit=True) as src:
-            applied, progress, summary = self.start(src)
-            rep = None
-            for attempt in range(3):
-                end, counts = fence.take(self.opts.source, self.slot, self.mappings, self.opts.slot_timeout)
-                rep = self.stream(rep.applied if rep else applied, progress, until=end, exact=True)
-                mismatched = fence.mismatches(self.target, self.mappings, counts)
-                if not mismatched:
-                    break
-                log.warning("row counts differ at %s (%s): catching up again", end, ", ".join(mismatched))
-            else:
-                raise TargetError(f"row counts differ after catch-up: {', '.join(mismatched)}; the "
-                                  f"target diverged: run 'replicator verify' to find the rows")
-            if self.opts.cutover:
-                from . import cutover
-                summary.cutover = cutover.carry(self.target, self.mappings,
-                                                cutover.sequences(src, self.mappings))
-            self.finish(src)
+        try:
+            with snapshot.connect(self.opts.source, autocommit=True) as src:
+                summary, rep = self._migrate(src)
+        except BaseException as e:
+            self._after_failure(e, keep=self.opts.keep_slot)
+            raise
         summary.changes_applied = rep.total_changes
         summary.applied_lsn = rep.applied
         summary.seconds = time.monotonic() - t0
         return summary
+
+    def _migrate(self, src) -> tuple[Summary, Replayer]:
+        applied, progress, summary = self.start(src)
+        rep = None
+        for _attempt in range(3):
+            end, counts = fence.take(self.opts.source, self.slot, self.mappings, self.opts.slot_timeout)
+            rep = self.stream(rep.applied if rep else applied, progress, until=end, exact=True)
+            mismatched = fence.mismatches(self.target, self.mappings, counts)
+            if not mismatched:
+                break
+            log.warning("row counts differ at %s (%s): catching up again", end, ", ".join(mismatched))
+        else:
+            raise TargetError(f"row counts differ after catch-up: {', '.join(mismatched)}; the "
+                              f"target diverged: run 'replicator verify' to find the rows")
+        if self.opts.cutover:
+            from . import cutover
+            summary.cutover = cutover.carry(self.target, self.mappings,
+                                            cutover.sequences(src, self.mappings))
+        self.finish(src)
+        return summary, rep
 
     def mirror(self) -> Summary:
         """Copy what needs copying, then apply changes until stop is requested.
 
         Transient failures (a server restarting, a dropped connection) roll back the open batch
         and resume from the state on the target after a backoff; nothing unapplied was confirmed.
+        A first start that fails (or is stopped) before any table was copied removes the slot and
+        publications it created.
         """
         self.plan()
         total = Summary(tables=len(self.mappings))
         while True:
             try:
-                with snapshot.connect(self.opts.source, autocommit=True) as src:
-                    applied, progress, summary = self.start(src)
-                total.rows_copied += summary.rows_copied
-                rep = self.stream(applied, progress)
-                total.changes_applied += rep.total_changes
-                total.applied_lsn = rep.applied
-                if self.restart_requested and not self.stop_requested:
-                    self.restart_requested = False
-                    continue
-                return total
+                rep = self._mirror_round(total)
+                if rep is None or not self.restart_requested or self.stop_requested:
+                    return total
             except Exception as e:  # noqa: BLE001  (classified right below)
                 if not retry.is_transient(e) or self.stop_requested:
+                    self._after_failure(e, keep=self._copied_any())
+                    if isinstance(e, stopping.Interrupted):
+                        log.warning("%s: tables not yet copied are copied on the next start", e)
+                        return total
                     raise
-                self.telemetry.errors[type(e).__name__] += 1
-                delay = self.backoff.next()
-                log.warning("%s; retrying in %.0fs", redact(str(e).splitlines()[0] if str(e) else e), delay)
-                self.target.dispose()
-                time.sleep(delay)
+                self._backoff(e)
+
+    def _mirror_round(self, total: Summary) -> Optional[Replayer]:
+        with snapshot.connect(self.opts.source, autocommit=True) as src:
+            _applied, progress, summary = self.start(src)
+        total.rows_copied += summary.rows_copied
+        rep = self.stream(_applied, progress)
+        total.changes_applied += rep.total_changes
+        total.applied_lsn = rep.applied
+        return rep
+
+    def _backoff(self, e: Exception) -> None:
+        """Wait before the next try (ends early on a stop request)."""
+        self.telemetry.errors[type(e).__name__] += 1
+        delay = self.backoff.next()
+        log.warning("%s; retrying in %.0fs", redact(str(e).splitlines()[0] if str(e) else e), delay)
+        self.target.dispose()
+        stopping.sleep(delay)
+
+    def _copied_any(self) -> bool:
+        """Some table of this stream reached ``s`` (the slot is then needed to go on)."""
+        try:
+            with self.target.connect(readonly=True) as c:
+                states = self.store.load_tables(c) if self.store.exists(c) else {}
+        except Exception:  # noqa: BLE001  (unreadable target: keep the slot, the safe side)
+            return True
+        return any(p.state in ownership.COPIED for p in states.values())
+
+    def _after_failure(self, e: BaseException, keep: bool) -> None:
+        """Remove what this failed run created, or say what it leaves; the note goes into the
+        error's message (and the log)."""
+        note = cleanup.after_failure(self, keep)
+        if not note:
+            return
+        log.warning("%s", note)
+        if isinstance(e, ReplicatorError) and e.args and not isinstance(e, CheckError):
+            e.args = (f"{e.args[0]}; {note}",) + e.args[1:]
 
     def finish(self, src) -> None:
-        """After a migration: drop slot and publication unless --keep-slot."""
+        """After a migration: drop slot and the publications this stream created, unless
+        --keep-slot; a pre-created publication is left as it was."""
         if self.opts.keep_slot:
             log.info("keeping slot %s and publication %s (--keep-slot)", self.slot, self.publication)
             return
         slots.drop_slot(src, self.slot)
-        slots.drop_publication(src, self.publication)
-        slots.drop_publication(src, self.publication_inserts)
+        for pub in (self.publication, self.publication_inserts):
+            if self.owns_publication(pub):
+                slots.drop_publication(src, pub)
+            elif slots.publication_exists(src, pub):
+                log.info("publication %s was not created by stream %s: left as it is", pub,
+                         self.opts.name)
         with self.target.connect() as c:
             self.store.clear_slot(c)

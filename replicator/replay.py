@@ -195,20 +195,25 @@ class Replayer:
         return self.applied
 
     def advance_idle(self, position: Lsn) -> None:
-        """With nothing pending, tables whose sync LSN the stream passed become ready."""
+        """With nothing pending, record ``position`` (the server's WAL end) as applied, and make
+        tables whose sync LSN it passed ready, in one target transaction; only then may the
+        caller confirm it (follow.py)."""
         if self.in_tx or self.batch_txs or position <= self.applied:
             return
         ready = self._ready(position)
-        if ready:
-            conn = self.open()
-            self.store.mark_ready(conn, ready)
-            self.store.set_applied(conn, position, self.last_commit_time)
-            self.close(commit=True)
-            for t in ready:
-                self.progress[t].state = TableState.READY
-                self.telemetry.table(t).state = "r"
-            self.applied = Lsn(position)
-            self.telemetry.applied_lsn = int(position)
+        conn = self.open()
+        self.store.mark_ready(conn, ready)
+        self.store.set_applied(conn, position, self.last_commit_time)
+        self.close(commit=True)
+        for t in ready:
+            self.progress[t].state = TableState.READY
+            self.telemetry.table(t).state = "r"
+        self.applied = Lsn(position)
+        self.telemetry.applied_lsn = int(position)
+
+    def would_ready(self, position: Lsn) -> bool:
+        """Some table in ``s`` has its sync LSN at or below ``position``."""
+        return position > self.applied and bool(self._ready(position))
 
     def _ready(self, position: Lsn) -> list[str]:
         return [t for t, p in self.progress.items()

@@ -23,6 +23,7 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .errors import SlotLostError
 from .model import Lsn, StreamProgress, TableProgress, TableState
 
 TABLES = "replicator_state_tables"
@@ -58,17 +59,19 @@ class StateStore:
             sa.Column("applied_lsn", sa.BigInteger, nullable=False, default=0),
             sa.Column("commit_time", sa.DateTime),
             sa.Column("applied_at", sa.DateTime),
+            sa.Column("publications", sa.Text),
         )
         self.metadata = md
 
     def ensure(self, conn: Connection) -> None:
         """Create both tables when missing, and add columns newer versions need (idempotent)."""
         self.metadata.create_all(conn, checkfirst=True)
-        have = {c["name"] for c in sa.inspect(conn).get_columns(TABLES, schema=self.metadata.schema)}
-        if "layout" not in have:  # state tables written before the column layout was kept
-            q = conn.dialect.identifier_preparer
-            conn.exec_driver_sql(f"ALTER TABLE {q.format_table(self.tables)} ADD COLUMN layout "
-                                 f"{sa.Text().compile(dialect=conn.dialect)}")
+        for table, column in ((self.tables, "layout"), (self.streams, "publications")):
+            have = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+            if column not in have:  # state tables written by an older version
+                q = conn.dialect.identifier_preparer
+                conn.exec_driver_sql(f"ALTER TABLE {q.format_table(table)} ADD COLUMN {column} "
+                                     f"{sa.Text().compile(dialect=conn.dialect)}")
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(STREAMS, schema=self.metadata.schema)
@@ -119,14 +122,26 @@ class StateStore:
         r = conn.execute(sa.select(self.streams).where(self.streams.c.stream == self.stream)).first()
         if r is None:
             return None
+        pubs = getattr(r, "publications", None)
         return StreamProgress(r.stream, r.slot, r.system_id, Lsn(r.applied_lsn), r.applied_at,
-                              r.commit_time)
+                              r.commit_time,
+                              {"publications": None if pubs is None else [x for x in pubs.split(",") if x]})
 
     def init_stream(self, conn: Connection, slot: str, system_id: str, applied_lsn: int) -> None:
+        """Claim ``slot`` for this stream: committed BEFORE the slot is created, this row is what
+        proves the slot ours later (DESIGN.md invariant 11)."""
         s = self.streams
         conn.execute(sa.delete(s).where(s.c.stream == self.stream))
         conn.execute(sa.insert(s).values(stream=self.stream, slot=slot, system_id=system_id,
-                                         applied_lsn=int(applied_lsn), applied_at=_now()))
+                                         applied_lsn=int(applied_lsn), applied_at=_now(),
+                                         publications=""))
+
+    def add_publication(self, conn: Connection, pub: str, pubs: list[str]) -> list[str]:
+        """Record that this stream created publication ``pub`` (so only it is ever dropped)."""
+        pubs = sorted(set(pubs) | {pub})
+        s = self.streams
+        conn.execute(sa.update(s).where(s.c.stream == self.stream).values(publications=",".join(pubs)))
+        return pubs
 
     def clear_slot(self, conn: Connection) -> None:
         """Mark the stream finished (migration done, slot dropped); a later start begins afresh."""
@@ -137,8 +152,12 @@ class StateStore:
         """Record the end LSN of the last applied source transaction (same txn as its data)."""
         s = self.streams
         ct = commit_time.astimezone(dt.timezone.utc).replace(tzinfo=None) if commit_time else None
-        conn.execute(sa.update(s).where(s.c.stream == self.stream)
-                     .values(applied_lsn=int(lsn), commit_time=ct, applied_at=_now()))
+        done = conn.execute(sa.update(s).where(s.c.stream == self.stream, s.c.slot != "")
+                            .values(applied_lsn=int(lsn), commit_time=ct, applied_at=_now()))
+        if done.rowcount == 0:  # never apply data without its progress row
+            raise SlotLostError(f"the state of stream {self.stream} was removed from the target "
+                                f"(replicator drop?) while it ran: stopping; start it again to "
+                                f"copy every table afresh")
 
     def drop(self, conn: Connection) -> None:
         """Remove this stream's rows; drop the tables when no other stream uses them."""

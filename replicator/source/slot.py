@@ -10,12 +10,16 @@ Contracts:
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
+import time
 from typing import Optional, Sequence
 
 import psycopg
 from psycopg import sql
 
+from .. import stopping
 from ..dsn import redact, source_conninfo
 from ..errors import SlotLostError, SourceError, SourceUnavailable
 from ..model import Lsn, PublishedTable
@@ -23,10 +27,17 @@ from ..model import Lsn, PublishedTable
 log = logging.getLogger(__name__)
 
 
-def replication_connection(dsn: str) -> psycopg.Connection:
+def client_name(stream: str) -> str:
+    """The application_name of this process's replication connections: it names the stream and
+    this process's pid, so whoever finds the slot in use can tell which client holds it."""
+    return f"replicator {stream[:32]} pid {os.getpid()}"
+
+
+def replication_connection(dsn: str, app_name: Optional[str] = None) -> psycopg.Connection:
     """A logical replication connection (autocommit: slot creation fails inside BEGIN)."""
+    extra = {"application_name": app_name} if app_name else {}
     try:
-        return psycopg.connect(source_conninfo(dsn), replication="database", autocommit=True)
+        return psycopg.connect(source_conninfo(dsn, **extra), replication="database", autocommit=True)
     except psycopg.OperationalError as e:
         raise SourceUnavailable(f"cannot open a replication connection to the source: {redact(e)}; "
                           "the role needs the REPLICATION attribute and pg_hba.conf must allow it") from None
@@ -41,7 +52,7 @@ def identify_system(repl: psycopg.Connection) -> tuple[str, int, Lsn]:
 BLOCKERS_SQL = """
 SELECT pid, usename, state, extract(epoch FROM now() - xact_start)::int, left(query, 60)
 FROM pg_stat_activity
-WHERE pid <> %s AND xact_start IS NOT NULL AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+WHERE pid <> %s AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
   AND backend_type = 'client backend'
 ORDER BY xact_start
 """
@@ -72,38 +83,51 @@ def create_slot(repl: psycopg.Connection, slot: str, temporary: bool = False, ti
     q = sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT 'export')").format(
         sql.Identifier(slot), sql.SQL("TEMPORARY " if temporary else ""))
     found: list[str] = []
-    timer = threading.Timer(timeout, _give_up, (repl, dsn, found))
-    timer.daemon = True
-    timer.start()
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch_creation, args=(repl, dsn, found, timeout, done),
+                               name="slot-timeout", daemon=True)
+    watcher.start()
     try:
         _name, lsn, snapshot, _plugin = repl.execute(q).fetchone()
     except psycopg.errors.QueryCanceled:
+        stopping.check(f"creating replication slot {slot} (nothing was created)")
         raise SourceError(f"creating replication slot {slot} waited {timeout:.0f}s for open "
                           f"transactions to end: {'; '.join(found) or 'none found any more'}. End or "
                           f"commit them (or pg_terminate_backend(pid)) and run again") from None
     except psycopg.Error as e:
         raise SourceError(f"cannot create replication slot {slot}: {e}".strip()) from None
     finally:
-        timer.cancel()
+        done.set()
+        watcher.join()
     log.info("created %sslot %s at %s (snapshot %s)", "temporary " if temporary else "", slot, lsn, snapshot)
     return Lsn.parse(lsn), snapshot
 
 
-def _give_up(repl: psycopg.Connection, dsn: Optional[str], found: list[str]) -> None:
-    if dsn:
-        try:
-            with psycopg.connect(source_conninfo(dsn), autocommit=True) as c:
-                found.extend(blockers(c, repl.info.backend_pid))
-        except psycopg.Error:
-            pass
-    repl.cancel_safe()
+def _watch_creation(repl: psycopg.Connection, dsn: Optional[str], found: list[str], timeout: float,
+                    done: threading.Event) -> None:
+    """Cancel slot creation after ``timeout`` seconds (naming the blockers) or on a stop request."""
+    deadline = time.monotonic() + timeout
+    while not done.wait(0.2):
+        if stopping.requested():
+            repl.cancel_safe()
+            return
+        if time.monotonic() >= deadline:
+            if dsn:
+                try:
+                    with psycopg.connect(source_conninfo(dsn), autocommit=True) as c:
+                        found.extend(blockers(c, repl.info.backend_pid))
+                except psycopg.Error:
+                    pass
+            repl.cancel_safe()
+            return
 
 
 def slot_info(conn: psycopg.Connection, slot: str) -> Optional[dict]:
-    """The pg_replication_slots row of ``slot`` as a dict, or None."""
+    """The pg_replication_slots row of ``slot`` as a dict (plus ``this_database``), or None."""
     cur = conn.execute(
-        "SELECT slot_name, plugin, database, active, active_pid, restart_lsn, confirmed_flush_lsn,"
-        " wal_status, safe_wal_size, pg_current_wal_lsn() AS current_lsn"
+        "SELECT slot_name, slot_type, plugin, database, active, active_pid, restart_lsn,"
+        " confirmed_flush_lsn, wal_status, safe_wal_size, pg_current_wal_lsn() AS current_lsn,"
+        " current_database() AS this_database"
         " FROM pg_replication_slots WHERE slot_name = %s", (slot,))
     row = cur.fetchone()
     if row is None:
@@ -111,8 +135,29 @@ def slot_info(conn: psycopg.Connection, slot: str) -> Optional[dict]:
     return dict(zip([d.name for d in cur.description], row))
 
 
-def check_slot(info: Optional[dict], slot: str, name: str, system_id: str, expected_system: str) -> dict:
-    """Raise SlotLostError unless the slot exists, is usable and is on the recorded system."""
+_CLIENT_PID = re.compile(r"\bpid (\d+)")
+
+
+def holder(conn: psycopg.Connection, walsender_pid: Optional[int]) -> str:
+    """Who holds a slot, for people: the client's application name, address and (when it is one of
+    ours, which put it in its application name) the client's own pid, not the walsender's."""
+    if not walsender_pid:
+        return "no process (the slot is not in use right now)"
+    row = conn.execute("SELECT application_name, client_addr, client_port FROM pg_stat_activity "
+                       "WHERE pid = %s", (walsender_pid,)).fetchone()
+    if row is None:
+        return f"a process that just left (walsender pid {walsender_pid})"
+    app, addr, port = row
+    m = _CLIENT_PID.search(app or "")
+    who = f"client pid {m[1]}" if m else "client pid unknown"
+    where = f"{addr}:{port}" if addr else "a local socket"
+    return f"'{app or '?'}' ({who}) from {where}, walsender pid {walsender_pid}"
+
+
+def check_slot(info: Optional[dict], slot: str, name: str, system_id: str, expected_system: str,
+               applied: Optional[Lsn] = None) -> dict:
+    """Raise SlotLostError unless the slot exists, is usable, is a pgoutput slot of this database
+    on the recorded system, and has not confirmed more than the target applied (``applied``)."""
     resync = (f"run 'replicator drop --name {name}' and start again to re-copy every table "
               f"(data applied so far stays on the target)")
     if expected_system and system_id != expected_system:
@@ -124,6 +169,18 @@ def check_slot(info: Optional[dict], slot: str, name: str, system_id: str, expec
     if info.get("wal_status") == "lost":
         raise SlotLostError(f"replication slot {slot} was invalidated (wal_status = lost: WAL it "
                             f"needed was removed, see max_slot_wal_keep_size); {resync}")
+    if info.get("slot_type", "logical") != "logical" or info.get("plugin") != "pgoutput" \
+            or info.get("database") != info.get("this_database", info.get("database")):
+        raise SlotLostError(f"replication slot {slot} is not the pgoutput slot of database "
+                            f"{info.get('this_database')} this stream created (type "
+                            f"{info.get('slot_type')}, plugin {info.get('plugin')}, database "
+                            f"{info.get('database')}); {resync}")
+    confirmed = info.get("confirmed_flush_lsn")
+    if applied is not None and confirmed and Lsn.parse(confirmed) > applied:
+        raise SlotLostError(f"replication slot {slot} has confirmed {confirmed}, beyond {applied}, "
+                            f"the last position this target applied: another client consumed "
+                            f"changes this target never got (a second stream named {name}?), or "
+                            f"the target was restored from a backup; {resync}")
     return info
 
 
@@ -134,10 +191,7 @@ def publication_exists(conn: psycopg.Connection, pub: str) -> bool:
 def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[PublishedTable],
                        insert_only: bool = False) -> None:
     """Make publication ``pub`` list exactly ``tables`` (column lists and row filters included);
-    with no tables it is dropped.  ``insert_only`` publishes INSERT and TRUNCATE only."""
-    if not tables:
-        drop_publication(conn, pub)
-        return
+    ``insert_only`` publishes INSERT and TRUNCATE only.  ``tables`` must not be empty."""
     if publication_matches(conn, pub, tables):
         return  # as it is: no ALTER (which only the publication's owner may run)
     items = sql.SQL(", ").join(_published(t) for t in tables)
@@ -182,21 +236,25 @@ def _published(t: PublishedTable) -> sql.Composable:
     return q
 
 
-def drop_slot(conn: psycopg.Connection, slot: str) -> bool:
-    """Drop the slot if it exists (terminating a walsender still attached).  True when dropped."""
-    info = slot_info(conn, slot)
-    if info is None:
-        return False
-    if info["active_pid"]:
-        conn.execute("SELECT pg_terminate_backend(%s)", (info["active_pid"],))
+def drop_slot(conn: psycopg.Connection, slot: str, terminate: bool = False) -> bool:
+    """Drop the slot if it exists; True when dropped.  A walsender attached to it is terminated
+    only with ``terminate`` (again each time its client reconnects); otherwise a slot in use is
+    an error naming who holds it."""
     for _ in range(50):
+        info = slot_info(conn, slot)
+        if info is None:
+            return False
+        if info["active_pid"] and terminate:
+            conn.execute("SELECT pg_terminate_backend(%s)", (info["active_pid"],))
+        elif info["active_pid"]:
+            raise SourceError(f"replication slot {slot} is in use by "
+                              f"{holder(conn, info['active_pid'])}: stop that process first")
         try:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             conn.commit()
             return True
         except psycopg.errors.ObjectInUse:
             conn.rollback()
-            import time
             time.sleep(0.1)
     raise SourceError(f"replication slot {slot} is still in use; stop the process using it and retry")
 
@@ -217,7 +275,6 @@ def catchup_lsn(conn: psycopg.Connection, timeout: float = 30.0) -> Lsn:
     transactions may lie beyond it.  The insert position covers them; we wait until it is flushed
     so the walsender can read up to it.
     """
-    import time
     with conn.transaction():
         # a synchronous commit of our own flushes the WAL past the insert position at once
         conn.execute("SET LOCAL synchronous_commit = on")

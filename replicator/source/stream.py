@@ -35,8 +35,9 @@ def _seconds(setting: str) -> float:
 class ReplicationStream:
     """One START_REPLICATION session on ``slot`` for the given publications."""
 
-    def __init__(self, dsn: str, slot: str, publications: list[str]):
+    def __init__(self, dsn: str, slot: str, publications: list[str], app_name: Optional[str] = None):
         self.dsn, self.slot, self.publications = dsn, slot, list(publications)
+        self.app_name = app_name
         self.conn: Optional[psycopg.Connection] = None
         self.received = Lsn(0)
         self.last_status = 0.0
@@ -46,7 +47,7 @@ class ReplicationStream:
 
     def start(self, start_lsn: Lsn = Lsn(0)) -> None:
         """Begin streaming from ``start_lsn`` (0/0: the slot's confirmed position)."""
-        self.conn = replication_connection(self.dsn)
+        self.conn = replication_connection(self.dsn, self.app_name)
         self.dead_after = max(10.0, 2 * _seconds(self.conn.execute("SHOW wal_sender_timeout").fetchone()[0]))
         q = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})").format(
             sql.Identifier(self.slot), sql.SQL(str(Lsn(start_lsn))),
