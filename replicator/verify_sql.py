@@ -120,9 +120,10 @@ class TablePlan:
         self.keyed = bool(view.key)
         self.key_idx = [view.column_names.index(k) for k in view.key] or list(range(len(view.columns)))
         fams = [family(c) for c in view.columns]
+        self.signed_zero = target.name in SIGNED_ZERO
         self.source_convert = compile_row([self._source_canon(c) for c in view.columns],
                                           [f if c.policy in ("", "error") else "" for f, c in zip(fams, view.columns)])
-        self.target_convert = compile_row([canonical(c) for c in view.columns], fams)
+        self.target_convert = compile_row([canonical(c, self.signed_zero) for c in view.columns], fams)
         self.text_oids = {o for c, f in zip(src.columns, fams) if f not in PSYCOPG_NATIVE
                           for o in (c.type_oid, c.base_oid) if o}
         kcols = [view.columns[i] for i in self.key_idx]
@@ -154,7 +155,7 @@ class TablePlan:
     def _source_canon(self, col: Column) -> Callable:
         """Source text → canonical; a column with a value policy first goes through the target's
         conversion (the policy may store NULL, a clamped value or text)."""
-        canon = canonical(col)
+        canon = canonical(col, self.signed_zero)
         if col.policy in ("", "error"):
             return canon
         load = self.target.value_loader(col)
@@ -311,6 +312,8 @@ def _is_text(t) -> bool:
 
 
 #: families psycopg loads as the canonical value itself (int, str); the rest is read as text
+#: targets that keep -0 apart from 0 (MySQL and SQLite store -0 as 0: docs/types.md)
+SIGNED_ZERO = frozenset({"duckdb", "postgresql"})
 PSYCOPG_NATIVE = frozenset({"int2", "int4", "int8", "text", "varchar"})
 #: DuckDB families read as VARCHAR (lossless where Python's date, datetime, timedelta are not)
 DUCKDB_AS_TEXT = frozenset({"date", "timestamp", "timestamptz", "interval"})

@@ -10,12 +10,14 @@ the type map (``target/types.py``), by value semantics rather than by one target
 * integers → int; bool (``t``/``f``, 0/1, True/False) → bool;
 * numeric → exact decimal text without trailing zeros (``1.50`` = ``1.5``; ``NaN``, ``±Infinity``);
 * float8 → float, float4 → float rounded to single precision (a DOUBLE holding the float4 text and a
-  REAL compare equal); NaN → ``'NaN'``, -0 → 0;
+  REAL compare equal); NaN → ``'NaN'``; -0 → ``'-0'`` where the target keeps the sign of zero
+  (``signed_zero``: DuckDB, PostgreSQL), else 0 (MySQL and SQLite store -0 as 0, docs/types.md);
 * date / time / timestamp → fixed-width ISO text, timestamptz → naive UTC ISO text (an aware value
   is converted, a naive one is UTC as the type map stores it); ``infinity`` and BC kept (the
   maximum and minimum datetime, which is how DuckDB returns infinity, map to infinity too);
-* interval → microseconds with 30-day months (PostgreSQL's own interval equality); timetz → time
-  and UTC offset;
+* interval → (months, days, microseconds), the parts PostgreSQL keeps apart (``'1 mon'`` is not
+  ``'30 days'``, though ``=`` says so); ordered by their total with 30-day months, as both
+  databases order; timetz → time and UTC offset;
 * uuid → lowercase text; bytea → bytes; json/jsonb and arrays: ``verify_nested``;
 * everything else (text, char(n) with its padding, ranges, inet, enums ...) → its PostgreSQL text.
 
@@ -45,14 +47,17 @@ _F32 = struct.Struct("<f")
 _MAX_TS, _MIN_TS = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00.000000"
 
 
-def canonical(col: Column) -> Callable[[Any], Any]:
-    """The function turning a value of ``col`` (source text or target value) into its canonical form."""
-    fam = family(col)
+def canonical(col: Column, signed_zero: bool = False) -> Callable[[Any], Any]:
+    """The function turning a value of ``col`` (source text or target value) into its canonical
+    form; ``signed_zero``: the target keeps -0 apart from 0, so the comparison does too."""
+    fam, canon = family(col), dict(_CANON)
+    if signed_zero:
+        canon.update(float4=_signed(_float4), float8=_signed(_float8))
     if fam == "array":
         oid = getattr(col, "elem_base_oid", 0) or col.elem_oid
-        return array_value(_CANON.get(types.FAMILY_BY_OID.get(oid, "text"), text_value),
+        return array_value(canon.get(types.FAMILY_BY_OID.get(oid, "text"), text_value),
                            getattr(col, "elem_delim", ",") or ",")
-    return _CANON.get(fam, text_value)
+    return canon.get(fam, text_value)
 
 
 def family(col: Column) -> str:
@@ -101,6 +106,16 @@ def _float4(v):
         except OverflowError:
             pass
     return f + 0.0
+
+
+def _signed(canon: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``canon`` keeping negative zero apart: ``'-0'``."""
+    def signed(v):
+        out = canon(v)
+        if out == 0 and out.__class__ is float and math.copysign(1.0, float(v)) < 0:
+            return "-0"
+        return out
+    return signed
 
 
 # ----------------------------------------------------------------------------- date and time
@@ -209,42 +224,44 @@ _ISO_INTERVAL = re.compile(r"^P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?"
 
 
 def _interval(v):
-    """Microseconds, months counted as 30 days and days as 24 hours: PostgreSQL's own interval
-    equality (``'1 mon' = '30 days'``), and what a timedelta (DuckDB INTERVAL) holds."""
+    """(months, days, microseconds): the parts PostgreSQL and DuckDB keep apart.  A timedelta
+    (a driver's value; verify reads DuckDB's intervals as text) has lost them: its days are
+    read as 30-day months and days, the way PostgreSQL's ``justify_days`` would."""
     if v is None:
         return None
     if isinstance(v, dt.timedelta):
-        return (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds
+        months, days = divmod(v.days, 30) if v.days >= 0 else (-(-v.days // 30), -(-v.days % 30))
+        return (months, days, v.seconds * 1_000_000 + v.microseconds)
     s = str(v).strip()
     m = _ISO_INTERVAL.match(s)
     if m and s != "P":
         y, mo, d, h, mi = (int(g or 0) for g in m.groups()[:5])
-        days = (y * 12 + mo) * 30 + d
-        return ((days * 24 + h) * 60 + mi) * 60_000_000 + int(Decimal(m.group(6) or 0) * 1_000_000)
+        return (y * 12 + mo, d, (h * 60 + mi) * 60_000_000 + int(Decimal(m.group(6) or 0) * 1_000_000))
     return _verbose_interval(s)
 
 
-_UNIT = re.compile(r"(-?\d+) (years?|mons?|months?|days?)|(-?)(\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_UNIT_DAYS = {"y": 360, "m": 30, "d": 1}
+_UNIT = re.compile(r"([-+]?\d+) (years?|mons?|months?|days?)|([-+]?)(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_UNIT_PART = {"y": (0, 12), "m": (0, 1), "d": (1, 1)}  # unit → (part, multiplier)
 
 
 def _verbose_interval(s: str):
     """``1 year 2 months 3 days -04:05:06.5`` (DuckDB's VARCHAR, PostgreSQL's postgres style)."""
-    parts = s.split(" ")
-    total, i = 0, 0
-    while i < len(parts):
-        m = _UNIT.fullmatch(" ".join(parts[i:i + 2])) if i + 1 < len(parts) else None
+    words = s.split(" ")
+    parts, i = [0, 0, 0], 0
+    while i < len(words):
+        m = _UNIT.fullmatch(" ".join(words[i:i + 2])) if i + 1 < len(words) else None
         if m and m.group(2):
-            total += int(m.group(1)) * _UNIT_DAYS[m.group(2)[0]] * 86_400_000_000
+            part, mult = _UNIT_PART[m.group(2)[0]]
+            parts[part] += int(m.group(1)) * mult
             i += 2
             continue
-        m = _UNIT.fullmatch(parts[i])
+        m = _UNIT.fullmatch(words[i])
         if not m or not m.group(4):
             return s  # not an interval text we know: compare it as it is
         us = (int(m.group(4)) * 3600 + int(m.group(5)) * 60) * 1_000_000 + int(Decimal(m.group(6)) * 1_000_000)
-        total += -us if m.group(3) else us
+        parts[2] += -us if m.group(3) == "-" else us
         i += 1
-    return total
+    return tuple(parts)
 
 
 # ----------------------------------------------------------------------------- the rest
@@ -281,8 +298,10 @@ def sort_key(col: Column, text_order: bool) -> Callable[[Any, Any], Any]:
         base = _raw_text
     elif fam == "numeric":
         base = _numeric_order
-    elif fam in ("float4", "float8", "interval"):
+    elif fam in ("float4", "float8"):
         base = _float_order
+    elif fam == "interval":
+        base = _interval_order
     elif fam in ("date", "timestamp", "timestamptz"):
         base = _temporal_order
     else:
@@ -305,7 +324,16 @@ def _numeric_order(raw, canon):
 
 
 def _float_order(raw, canon):
-    return (1, 0) if canon.__class__ is str else (0, canon)  # NaN (or unparsed text) last
+    if canon.__class__ is str:
+        return (0, 0.0) if canon == "-0" else (1, 0)  # NaN (or unparsed text) last
+    return (0, canon)
+
+
+def _interval_order(raw, canon):
+    """Both databases order intervals by their total with 30-day months and 24-hour days."""
+    if canon.__class__ is not tuple:
+        return (1, 0)  # unparsed text last
+    return (0, (canon[0] * 30 + canon[1]) * 86_400_000_000 + canon[2])
 
 
 _RANK = {"-infinity": -2, "infinity": 2}

@@ -48,13 +48,14 @@ import duckdb
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from .. import stopping
 from ..errors import TargetError, ValueRangeError
 from ..model import UNCHANGED, ChangeKind, Column, RowChange, TableMapping
 from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
 from . import names, rules
 from .base import Target
 from .csvchunks import whole_rows
-from .duckdb_types import duckdb_conv
+from .duckdb_types import duckdb_conv, loose_equality
 from .types import DDL, Conv
 
 if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
@@ -93,6 +94,8 @@ class Plan:
                        if cv.load is not str or (cv.rule is not None and c.policy != "text")]
         self.marked = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
                        if cv.rule is not None and c.policy == "error"]
+        #: column → two unequal values of its type, where ``=`` holds between differing values
+        self.loose = {i: pair for i, cv in enumerate(convs) if (pair := loose_equality(cv.ddl))}
         self.insert_sql = (f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT "
                            + ", ".join(self.load_sql(i) for i in range(len(self.cols))))
         self.key_match = self.match("_rp_t")
@@ -121,6 +124,25 @@ class Plan:
         sets = ", ".join(f"{self.names[i]} = {self.conv[i](f's.c{i}')}" for i in set_idx)
         return f"UPDATE {self.table} AS _rp_t SET {sets} FROM {STAGE} AS s WHERE {self.key_match}"
 
+    def unsettle(self, set_idx: Sequence[int], value) -> str:
+        """SET list giving each loose-equality column of ``set_idx`` a value unequal to its new one
+        (``value(i)``: the new value's SQL); '' when there is none.
+
+        DuckDB's UPDATE leaves a stored value in place when the new one is equal to it by ``=``
+        (``-0.0`` over ``0.0``, ``'32 days'`` over ``'1 mon 2 days'``), but only while the rows
+        have no update of their own yet.  Running this SET first makes the real UPDATE write what
+        the source sent."""
+        sets = []
+        for i in (i for i in set_idx if i in self.loose):
+            a, b = self.loose[i]
+            sets.append(f"{self.names[i]} = CASE WHEN {value(i)} = {a} THEN {b} ELSE {a} END")
+        return ", ".join(sets)
+
+    def unsettle_sql(self, set_idx: Sequence[int]) -> str:
+        """The staged rows' :meth:`unsettle` UPDATE ('' when no column needs one)."""
+        sets = self.unsettle(set_idx, lambda i: self.conv[i](f"s.c{i}"))
+        return sets and f"UPDATE {self.table} AS _rp_t SET {sets} FROM {STAGE} AS s WHERE {self.key_match}"
+
     def delete_sql(self) -> str:
         keys = ", ".join(f"_rp_t.{self.names[i]}" for i in self.key_idx)
         return f"DELETE FROM {self.table} AS _rp_t USING {STAGE} AS s WHERE {self.key_match} RETURNING {keys}"
@@ -134,16 +156,28 @@ class Plan:
         src = f"{self.table} AS _rp_t" if done is None else f"{done} AS _rp_t"
         return f"SELECT {keys} FROM {STAGE} AS s WHERE NOT EXISTS (SELECT 1 FROM {src} WHERE {self.key_match})"
 
-    def one_row_sql(self, match_idx: Sequence[int], set_idx: Sequence[int] | None) -> str:
-        """Exactly one row by rowid; ``$1..`` are the SET values, then the NULL-safe match values."""
-        n = len(set_idx or ())
-        where = " AND ".join(f"{self.names[i]} IS NOT DISTINCT FROM {self.conv[i](f'${n + j + 1}')}"
-                             for j, i in enumerate(match_idx)) or "TRUE"
-        one = f"rowid = (SELECT rowid FROM {self.table} WHERE {where} LIMIT 1)"
+    def find_one_sql(self, match_idx: Sequence[int]) -> str:
+        """The rowid of one row whose columns ``match_idx`` hold ``$1..``, NULL-safe; a
+        loose-equality column must also have the same text (``-0.0`` is not ``0.0`` here)."""
+        conds = []
+        for j, i in enumerate(match_idx):
+            v = self.conv[i](f"${j + 1}")
+            conds.append(f"{self.names[i]} IS NOT DISTINCT FROM {v}")
+            if i in self.loose:
+                conds.append(f"CAST({self.names[i]} AS VARCHAR) IS NOT DISTINCT FROM CAST({v} AS VARCHAR)")
+        return f"SELECT rowid FROM {self.table} WHERE {' AND '.join(conds) or 'TRUE'} LIMIT 1"
+
+    def one_row_sql(self, set_idx: Sequence[int] | None, unsettle: bool = False) -> str:
+        """DELETE (``set_idx`` None) or UPDATE of the row whose rowid is the last parameter;
+        ``$1..`` are the SET values.  ``unsettle``: the :meth:`unsettle` UPDATE ('' if none)."""
+        one = f"rowid = ${len(set_idx or ()) + 1}"
         if set_idx is None:
             return f"DELETE FROM {self.table} WHERE {one}"
-        sets = ", ".join(f"{self.names[i]} = {self.conv[i](f'${j + 1}')}" for j, i in enumerate(set_idx))
-        return f"UPDATE {self.table} SET {sets} WHERE {one}"
+        if unsettle:
+            sets = self.unsettle(set_idx, lambda i: self.conv[i](f"${set_idx.index(i) + 1}"))
+        else:
+            sets = ", ".join(f"{self.names[i]} = {self.conv[i](f'${j + 1}')}" for j, i in enumerate(set_idx))
+        return sets and f"UPDATE {self.table} SET {sets} WHERE {one}"
 
 
 def _unregister(raw, *names: str) -> None:
@@ -225,7 +259,8 @@ class DuckDBTarget(Target):
                     log.warning("DuckDB file %s is held by another process; waiting for it "
                                 "(retrying for up to %.0fs)", self.path, self.lock_wait_s - waited)
                     warned = waited
-                time.sleep(min(delay, self.lock_wait_s - waited))
+                if stopping.sleep(min(delay, self.lock_wait_s - waited)):
+                    stopping.check(f"waiting for DuckDB file {self.path}, held by another process")
                 delay = min(delay * 2, self.lock_backoff_max_s)
 
     @staticmethod
@@ -446,7 +481,7 @@ class DuckDBTarget(Target):
             data = {f"k{j}": [k[j] for k in group] for j in range(len(p.key_idx))}
             data.update({f"c{i}": [rows[k][i] for k in group] for i in set_idx})
             sql = p.update_sql(set_idx) if set_idx else p.count_sql()
-            self._checked(raw, p, _stage(data), sql, len(group), run)
+            self._checked(raw, p, _stage(data), sql, len(group), run, p.unsettle_sql(set_idx))
 
     def _delete(self, raw, p: Plan, run: list[RowChange]) -> None:
         keys = list(dict.fromkeys(p.key_of(ch) for ch in run))
@@ -457,10 +492,13 @@ class DuckDBTarget(Target):
             dups = [ch for ch in run if (k := p.key_of(ch)) in seen or seen.add(k)]
             self.applier(p.m).missing(dups, len(dups))
 
-    def _checked(self, raw, p: Plan, stage: "pa.Table", sql: str, expected: int, run) -> None:
-        """Run ``sql`` against the staging rows; fewer matched rows than staged is divergence."""
+    def _checked(self, raw, p: Plan, stage: "pa.Table", sql: str, expected: int, run, before: str = "") -> None:
+        """Run ``before`` (if any), then ``sql`` against the staging rows; fewer rows matched by
+        ``sql`` than staged is divergence."""
         raw.register(STAGE, stage)
         try:
+            if before:
+                raw.execute(before)
             done = raw.sql(sql).to_arrow_table() if "RETURNING" in sql else None
             n = done.num_rows if done is not None else raw.execute(sql).fetchall()[0][0]
             if n >= expected:
@@ -477,15 +515,17 @@ class DuckDBTarget(Target):
         """Key-less FULL identity: UPDATE/DELETE exactly one row matching every sent old column."""
         old = ch.old if ch.old is not None else ch.new
         match_idx = tuple(i for i, v in enumerate(old) if v is not UNCHANGED)
-        params = [old[i] for i in match_idx]
-        if ch.kind is ChangeKind.DELETE:
-            sql = p.one_row_sql(match_idx, None)
-        else:
-            set_idx = tuple(i for i, v in enumerate(ch.new) if v is not UNCHANGED)
-            sql = p.one_row_sql(match_idx, set_idx)
-            params = [ch.new[i] for i in set_idx] + params
-        if raw.execute(sql, params).fetchall()[0][0] < 1:
+        found = raw.execute(p.find_one_sql(match_idx), [old[i] for i in match_idx]).fetchall()
+        if not found:
             self.applier(p.m).missing([ch], 1)
+            return
+        if ch.kind is ChangeKind.DELETE:
+            raw.execute(p.one_row_sql(None), [found[0][0]])
+            return
+        set_idx = tuple(i for i, v in enumerate(ch.new) if v is not UNCHANGED)
+        for cols, unsettle in ((tuple(i for i in set_idx if i in p.loose), True), (set_idx, False)):
+            if cols:
+                raw.execute(p.one_row_sql(cols, unsettle), [ch.new[i] for i in cols] + [found[0][0]])
 
     def set_next_value(self, conn: sa.Connection, m: TableMapping, column: str, next_value: int,
                        sequence: str) -> str:

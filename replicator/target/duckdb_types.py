@@ -51,6 +51,19 @@ SCALARS: dict[str, tuple[str, str]] = {
 }
 MAX_DECIMAL = 38
 WHERE = "DuckDB"
+#: types whose ``=`` holds between values that differ (``-0.0 = 0.0``, ``'1 mon' = '30 days'``) →
+#: two values of the type that are not equal.  DuckDB's UPDATE skips a value equal by ``=`` to the
+#: stored one, and ``=`` cannot tell such values apart when matching rows (see ``duckdb.Plan``).
+LOOSE_EQUALITY = {t: ("CAST(1 AS {t})", "CAST(2 AS {t})") for t in
+                  ("REAL", "FLOAT", "FLOAT4", "DOUBLE", "FLOAT8", "DOUBLE PRECISION")}
+LOOSE_EQUALITY["INTERVAL"] = ("INTERVAL 1 MICROSECOND", "INTERVAL 2 MICROSECONDS")
+
+
+def loose_equality(ddl) -> tuple[str, str] | None:
+    """Two unequal values of the column type ``ddl`` when its ``=`` is loose, else None."""
+    name = " ".join(str(getattr(ddl, "ddl", "")).upper().split())
+    pair = LOOSE_EQUALITY.get(name)
+    return (pair[0].format(t=name), pair[1].format(t=name)) if pair else None
 
 
 def scalar(col: Column) -> tuple[str, str, rules.Rule | None]:
