@@ -151,14 +151,13 @@ def _side_of(e: Exception):
 
 
 def _origin(e: BaseException):
-    """The side whose module holds the innermost replicator frame of ``e``'s traceback."""
+    """'target' when the innermost replicator frame of ``e``'s traceback is in a target module,
+    'source' when it is anywhere else (everything but the targets drives psycopg for the source)."""
     side, tb = None, e.__traceback__
     while tb is not None:
         module = tb.tb_frame.f_globals.get("__name__", "")
-        if module.startswith("replicator.target"):
-            side = "target"
-        elif module.startswith("replicator.source"):
-            side = "source"
+        if module.startswith("replicator."):
+            side = "target" if module.startswith("replicator.target") else "source"
         tb = tb.tb_next
     return side
 
@@ -283,9 +282,11 @@ def migrate(keep_slot, cutover, metrics_port, metrics_host, progress, **kw):
     """One-shot migration: snapshot copy, catch-up, row-count check, clean-up."""
     from .pipeline import Pipeline
     from .watch import watching
+    from . import stopping
     opts = _options(keep_slot=keep_slot, **kw)
     opts.cutover = cutover
     p = Pipeline(opts)
+    stopping.install()  # SIGINT/SIGTERM end every wait within seconds; the run cleans up (exit 130)
     with watching(p, metrics_port, metrics_host, progress):
         s = p.migrate()
     copy_rate = s.rows_copied / s.copy_seconds if s.copy_seconds else 0
@@ -312,14 +313,9 @@ def mirror(metrics_port, metrics_host, progress, **kw):
     """Continuous mirror; SIGINT/SIGTERM finish the batch, confirm and exit 0."""
     from .pipeline import Pipeline
     from .watch import watching
+    from . import stopping
     p = Pipeline(_options(**kw))
-
-    def stop(signum, _frame):
-        log.info("signal %d: finishing the current batch", signum)
-        p.stop_requested = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping.install()  # SIGINT/SIGTERM: finish the batch, confirm, exit 0
     with watching(p, metrics_port, metrics_host, progress):
         s = p.mirror()
     click.echo(f"mirror stopped at {s.applied_lsn}: {s.rows_copied} rows copied, "

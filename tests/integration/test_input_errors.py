@@ -222,3 +222,70 @@ def test_urls_that_cannot_work_are_refused_before_anything_exists(keyed_db, mysq
             r = run(command, "--source", source, "--target", f"sqlite:///{tmp_path / 't.sqlite'}")
             assert r.code == 2 and "must be PostgreSQL" in r.err and CANARY not in r.text, r.err
     nothing_created(keyed_db, tmp_path)
+
+
+# --------------------------------------------------------------------------- D. looking creates nothing
+@pytest.mark.parametrize("scheme", ["duckdb", "sqlite"])
+def test_status_and_check_never_create_a_target_file(keyed_db, tmp_path, scheme):
+    path = tmp_path / f"missing.{scheme}"
+    target = f"{scheme}:///{path}"
+    r = run("status", "--source", keyed_db, "--target", target)
+    assert r.code == 1 and f"target file {path} does not exist" in r.err, r.err
+    r = run("check", "--source", keyed_db, "--target", target)
+    assert r.code == 0 and "ok" in r.out, r.text
+    r = run("verify", "--source", keyed_db, "--target", target)
+    assert r.code != 0 and "does not exist" in r.err, r.err
+    assert not path.exists()
+    nothing_created(keyed_db, tmp_path)
+
+
+@pytest.mark.xfail(reason="needs the one-line must-exist check in replicator/admin.py drop()", strict=False)
+def test_drop_never_creates_a_target_file(keyed_db, tmp_path):
+    path = tmp_path / "missing.duckdb"
+    r = run("drop", "--source", keyed_db, "--target", f"duckdb:///{path}")
+    assert not path.exists(), r.text
+
+
+def test_status_of_a_target_without_state_says_so_and_exits_1(keyed_db, sqlite_target_url, tmp_path):
+    sqlite3.connect(tmp_path / "t.sqlite").close()
+    r = run("status", "--source", keyed_db, "--target", sqlite_target_url)
+    assert r.code == 1 and "no state for stream replicator on this target" in r.out, r.text
+    r = run("status", "--target", sqlite_target_url, "--json")
+    assert r.code == 1 and json.loads(r.out)["target_state"] == "none", r.text
+
+
+# --------------------------------------------------------------------------- E. true hints and messages
+def test_an_unknown_table_points_at_a_command_that_lists_tables(keyed_db, tmp_path):
+    r = run("migrate", "--source", keyed_db, "--tables", "public.missing",
+            "--target", f"sqlite:///{tmp_path / 't.sqlite'}")
+    assert r.code == 2 and "replicator init" in r.err and "replicator check" not in r.err, r.err
+    listing = run("init", "--source", keyed_db)
+    assert listing.code == 0 and "public.t:" in listing.out, listing.text
+    nothing_created(keyed_db, tmp_path)
+
+
+def test_json_log_format_makes_the_final_lines_json(keyed_db, tmp_path):
+    with psycopg.connect(keyed_db, autocommit=True) as c:
+        c.execute("CREATE TABLE nokey (v text)")
+    target = f"sqlite:///{tmp_path / 't.sqlite'}"
+    for args, kind, code in ((["migrate", "--source", keyed_db, "--target", target], "problem", 1),
+                             (["migrate", "--source", keyed_db, "--tables", "nope"], "error", 2)):
+        r = run("--log-format", "json", *args)
+        docs = [json.loads(line) for line in r.err.splitlines()]
+        assert r.code == code and docs and docs[-1]["kind"] == kind and docs[-1]["exit_code"] == code, r.err
+        assert ("public.nokey" if kind == "problem" else "public.nope") in docs[-1]["message"], r.err
+    nothing_created(keyed_db, tmp_path)
+
+
+def test_check_reports_target_name_collisions_like_migrate(keyed_db, tmp_path):
+    with psycopg.connect(keyed_db, autocommit=True) as c:
+        c.execute('CREATE TABLE cased (id int PRIMARY KEY, "A" int, a int); CREATE TABLE nokey (v text)')
+    target = f"sqlite:///{tmp_path / 't.sqlite'}"
+    r = run("check", "--source", keyed_db, "--target", target)
+    problems = [ln for ln in r.out.splitlines() if ln.startswith("problem:")]
+    assert r.code == 1 and any("public.cased" in p and "'A' and 'a'" in p for p in problems), r.out
+    assert any("public.nokey" in p for p in problems), r.out
+    m = run("migrate", "--source", keyed_db, "--target", target, "--tables", "t,cased")
+    assert m.code != 0 and "cased" in m.err, m.err
+    assert not (tmp_path / "t.sqlite").exists()
+    nothing_created(keyed_db, tmp_path)

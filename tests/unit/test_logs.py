@@ -99,6 +99,15 @@ def test_cli_log_format_json_for_a_failing_command():
     assert cp.returncode == 1, cp.stderr
     assert "cannot connect to the source" in cp.stderr
     assert "hunter2" not in cp.stdout + cp.stderr
-    for line in cp.stderr.splitlines():
-        if line.startswith("{"):
-            assert json.loads(line)["level"]
+    docs = [json.loads(line) for line in cp.stderr.splitlines()]  # the final error line too
+    assert docs[-1]["level"] == "ERROR" and docs[-1]["kind"] == "error" and docs[-1]["exit_code"] == 1
+    assert docs[-1]["message"].startswith("cannot connect to the source")
+
+
+def test_final_lines_follow_the_format(stderr):
+    logs.setup(0, "text")
+    assert logs.final_line("problem", f"fix {DSN}") == "problem: fix postgresql://repl:***@db.example:5432/app"
+    logs.setup(0, "json")
+    doc = json.loads(logs.final_line("error", f"no {KV}", exit_code=2))
+    assert doc["kind"] == "error" and doc["exit_code"] == 2 and doc["level"] == "ERROR"
+    assert "hunter2" not in json.dumps(doc) and doc["message"].startswith("no host=db.example")
