@@ -67,7 +67,7 @@ def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) ->
         hits = [t for t in all_tables if fnmatchcase(f"{t[1]}.{t[2]}", pat)]
         if not hits:
             raise ConfigError(f"table {pat!r} (from --tables) does not exist on the source; "
-                              f"check the name, or list tables with: replicator check --source …")
+                              f"check the name; replicator init --source … lists every table")
         for t in hits:
             if t[0] not in seen:
                 seen.add(t[0])
