@@ -390,7 +390,8 @@ class DuckDBTarget(Target):
         a = self.applier(m)
         c = a.cols[int(i)]
         rule = self.column_conv(m.source.columns[int(i)]).rule
-        row = dict(zip((a.cols[k].name for k in a.key_idx or range(len(a.cols))), keys.split("\x1f")))
+        row = dict(zip((a.cols[k].name for k in a.key_idx or range(len(a.cols))),
+                       map(rules.unmark, keys.split("\x1f"))))  # the source's values, unmarked
         key = ", ".join(f"{k}={v!r}" for k, v in row.items())
         return ValueRangeError(
             f"{m.label}.{c.name}: value {rules.unmark(value)[:60]!r} cannot be stored in the duckdb "
