@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sqlalchemy as sa
 
+from . import ownership
 from .errors import ConfigError, ReplicatorError
 from .model import TableState
 from .pipeline import Options, Pipeline
@@ -24,21 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def drop(opts: Options, drop_tables: bool = False, force: bool = False) -> list[str]:
-    """Drop slot, publications and state (and target tables with ``drop_tables``); lines done."""
+    """Drop slot, publications and state (and target tables with ``drop_tables``); lines done.
+
+    Only what this target's state proves the stream's own is dropped (DESIGN.md invariant 11);
+    ``force`` drops the slot and publications of that name anyway, terminating their walsender."""
     p = Pipeline(opts)
-    done: list[str] = []
+    with p.target.connect() as c:
+        row = p.store.load_stream(c) if p.store.exists(c) else None
+    ours = row is not None and bool(row.slot)
+    p.owned_publications = row.extra.get("publications") if row is not None else None
     with snapshot.connect(opts.source, autocommit=True) as src:
-        info = slots.slot_info(src, p.slot)
-        if info and info["active"] and not force:
-            raise ReplicatorError(f"replication slot {p.slot} is in use by pid {info['active_pid']} (a "
-                                  f"mirror is running): stop it first, or add --force")
-        if info:
-            slots.drop_slot(src, p.slot)
-            done.append(f"dropped replication slot {p.slot}")
-        for pub in (p.publication, p.publication_inserts):
-            if slots.publication_exists(src, pub):
-                slots.drop_publication(src, pub)
-                done.append(f"dropped publication {pub}")
+        done = _drop_source_side(p, src, ours, force)
     with p.target.connect() as c:
         if p.store.exists(c):
             tables = p.store.load_tables(c)
@@ -50,6 +47,31 @@ def drop(opts: Options, drop_tables: bool = False, force: bool = False) -> list[
             done.append(f"removed the state of stream {opts.name} from the target")
     p.target.dispose()
     return done or [f"nothing to drop for stream {opts.name}"]
+
+
+def _drop_source_side(p: Pipeline, src, ours: bool, force: bool) -> list[str]:
+    info = slots.slot_info(src, p.slot)
+    if info and not ours and not force:
+        who = slots.holder(src, info["active_pid"])
+        raise ReplicatorError(ownership.foreign_slot(
+            p.opts.name, info, who, "Nothing was dropped; to drop it anyway (its stream then stops "
+            "with exit 3), add --force"))
+    if info and info["active"] and not force:
+        raise ReplicatorError(f"replication slot {p.slot} is in use by "
+                              f"{slots.holder(src, info['active_pid'])} (a mirror is running): stop "
+                              f"it first, or add --force (the mirror then stops with exit 3)")
+    done = []
+    if info and slots.drop_slot(src, p.slot, terminate=force):
+        done.append(f"dropped replication slot {p.slot}")
+    for pub in (p.publication, p.publication_inserts):
+        if not slots.publication_exists(src, pub):
+            continue
+        if force or (ours and p.owns_publication(pub)):
+            slots.drop_publication(src, pub)
+            done.append(f"dropped publication {pub}")
+        else:
+            done.append(f"left publication {pub}: stream {p.opts.name} did not create it")
+    return done
 
 
 def _drop_table(conn, display: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import Counter
 from typing import Optional
 
@@ -45,5 +44,6 @@ def _fire(key: str, action: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "error":
         raise RuntimeError(f"failpoint {key}")
-    elif action.startswith("sleep:"):
-        time.sleep(float(action.split(":", 1)[1]))
+    elif action.startswith("sleep:"):  # a stalled step; a stop request ends it (stopping.py)
+        from . import stopping
+        stopping.sleep(float(action.split(":", 1)[1]))

@@ -42,11 +42,11 @@ def decide(row: Optional[StreamProgress], progress: dict[str, TableProgress], in
     return FRESH  # an interrupted first start of ours: nothing was copied through the slot
 
 
-def foreign_slot(name: str, info: dict, who: str) -> str:
+def foreign_slot(name: str, info: dict, who: str, advice: str = "") -> str:
     """The message for a slot of our name that this target's state does not claim."""
     use = f"in use by {who}" if info.get("active") else "not in use right now"
+    advice = advice or (f"Pick another --name for this target; if the slot is a leftover nobody "
+                        f"uses, remove it with 'replicator drop --name {name} --force'")
     return (f"replication slot {info['slot_name']} already exists on the source ({use}) and this "
             f"target holds no state of stream {name} that created it: it belongs to another stream "
-            f"(a mirror into another target?) and was left untouched. Pick another --name for this "
-            f"target; if the slot is a leftover nobody uses, remove it with 'replicator drop --name "
-            f"{name} --force'")
+            f"(a mirror into another target?) and was left untouched. {advice}")
