@@ -101,7 +101,7 @@ def _array(col: Column) -> Conv:
 
 def duckdb_conv(col: Column) -> Conv:
     """The DuckDB column type, copy form, cast and value rule of a source column."""
-    if col.elem_oid:
+    if types.family(col) == "array":
         return _array(col)
     t, cast, rule = scalar(col)
     return Conv(DDL(t), str, rule=rule, cast=cast)

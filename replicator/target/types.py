@@ -80,9 +80,14 @@ class Conv:
     cast: str = "{v}"
 
 
+#: types the catalog lists as arrays (an element type, category 'A') whose text is not an array's:
+#: ``int2vector`` and ``oidvector`` print ``1 2 3``.  They are the ``text`` family.
+VECTOR_OIDS = frozenset({22, 30})
+
+
 def family(col: Column) -> str:
     """The mapping family of a column: its base type's family, ``array`` or ``text``."""
-    if col.elem_oid:
+    if col.elem_oid and col.oid not in VECTOR_OIDS:
         return "array"
     return FAMILY_BY_OID.get(col.oid, "text")
 
