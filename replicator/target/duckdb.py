@@ -12,17 +12,21 @@ Contracts
   marked as refused makes the load raise ``error()`` with its column and key: ValueRangeError.
 * **Type map**: ``duckdb_types.py`` (docs/types.md).  Every connection runs with TimeZone=UTC.
 * **Copy path** (``copy_mode = 'bytes'``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
-  is an unquoted ``\\N`` and a value spelled ``\\N`` or ``""`` is quoted (``allow_quoted_nulls``
-  off).  Chunks are re-cut at real row ends (a quoted value may hold newlines), spooled to a temp
-  file of about ``load_file_bytes`` and loaded with ``INSERT INTO t SELECT <casts> FROM
-  read_csv(<file>, all VARCHAR, ...)``, deleting the file after each load.  DuckDB loads one file
+  is an unquoted ``\\N``, a value spelled ``\\N`` is quoted (``allow_quoted_nulls`` off) and an
+  empty string is an empty field; a one-column table gets a constant second column, as
+  ``read_csv`` skips empty lines.  Chunks are re-cut at real row ends (a quoted value may hold
+  newlines), spooled to a temp file of about ``load_file_bytes`` and loaded with ``INSERT INTO
+  t SELECT <casts> FROM read_csv(<file>, all VARCHAR, ...)``, deleting the file after each load.  DuckDB loads one file
   (helper thread) while the next fills: RAM holds one chunk plus a partial row, disk two files.
 * **Change path**: runs of one kind, in source order.  INSERT runs: one ``INSERT ... SELECT`` from
   Arrow.  UPDATE runs: coalesced by key (last value per column wins, ``UNCHANGED`` keeps an earlier
   value of the run or is left out of the SET), then ``UPDATE ... FROM`` staging.  A key change is
-  applied on its own.  DELETE runs: ``DELETE ... USING`` staging.  Matched-row counts are checked:
+  applied on its own.  DuckDB skips an UPDATE value equal by ``=`` to the stored one (``-0.0`` over
+  ``0.0``, ``'32 days'`` over ``'1 mon 2 days'``): REAL/DOUBLE/INTERVAL columns first get a value
+  unequal to the new one (``Plan.unsettle``).  DELETE runs: ``DELETE ... USING`` staging.  Matched-row counts are checked:
   a missing row raises :class:`DivergenceError` (or is logged under ``on_missing_row: skip``).
-  Key-less FULL identity: one row at a time by ``rowid`` (exactly one row among duplicates).
+  Key-less FULL identity: one row at a time by ``rowid`` (exactly one row among duplicates;
+  REAL/DOUBLE/INTERVAL columns matched by their text too).
 * **Files other processes read**: the file is opened per transaction (NullPool) and closed after.
   When another process holds it, :meth:`connect` waits with exponential backoff (≤ 5 s between
   tries, warning in the log) for ``lock_wait_s`` (URL query ``?lock_wait=<seconds>``, default 600),
