@@ -21,6 +21,10 @@ Function-scoped, each a fresh database that is dropped after the test:
 * ``sqlite_target_url`` -- ``sqlite:///<tmp_path>/t.sqlite``
 
 The server library itself is ``tests/servers.py``.
+
+Child processes (``replicator`` through ``tests/procs.py``, background pgbench runs) are ended at
+the end of every test, passed or failed: those the test body started as soon as the body ends
+(before its databases are dropped), any others by the autouse fixture ``_end_processes``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,29 @@ try:
 except ImportError:  # e.g. run with an unusual rootdir / import mode
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.servers import MariaDBServer, PostgresServer, unique_name
+from tests import procs
+
+
+# ------------------------------------------------------------------ child processes
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Processes the test body started and left running end with the body, pass or fail (a
+    failed assertion skips the test's own cleanup), before fixtures drop their databases."""
+    before = procs.running()
+    try:
+        return (yield)
+    finally:
+        procs.end_all(keep=before)
+
+
+@pytest.fixture(autouse=True)
+def _end_processes():
+    """Whatever is still running when the test's fixtures are torn down (started by a fixture,
+    or left by a failed setup) is ended too: no test leaves a process behind."""
+    yield
+    procs.end_all()
 
 
 # ------------------------------------------------------------------ servers

@@ -779,8 +779,13 @@ def pgbench_run(dsn: str, seconds: float | None = None, transactions: int | None
         argv += ["-R", str(rate)]
     argv += [*extra_args, dsn]
     if background:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
+        try:  # ended at the end of the test if the test does not end it (tests/conftest.py)
+            from tests.procs import track
+        except ImportError:  # used outside the test suite
+            return proc
+        return track(proc)
     try:
         cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=timeout)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.harness import REPORT, Mirror, Tally
+from tests.faults.harness import REPORT, Tally
+# leftover mirror and pgbench processes are ended after every test by tests/conftest.py
 from tests.servers import MariaDBServer, PostgresServer
 
 # committed work survives a crash (pg_ctl stop -m immediate); a stalled walsender is dropped in 5s
@@ -23,14 +24,6 @@ def tally(request):
     if rep is not None and rep.passed and (t.faults or t.rows):
         REPORT.add(request.node.nodeid, t.faults, t.rows, t.note)
         print(f"\n{request.node.name}: {t.faults} fault(s) injected, {t.rows} rows compared")
-
-
-@pytest.fixture(autouse=True)
-def _end_mirrors():
-    """Kill any mirror process a test left running (a failed assertion skips its own cleanup)."""
-    yield
-    while Mirror.instances:
-        Mirror.instances.pop().close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -2,16 +2,18 @@
 and the report of faults injected and rows compared.
 
 The mirror always runs as the real CLI (``python -m replicator mirror``) in its own process, so a
-SIGKILL is a real crash; its stderr goes to a file (never a pipe a long run could fill).
+SIGKILL is a real crash; its stderr goes to a file (never a pipe a long run could fill).  The
+class is tests/procs.py's :class:`~tests.procs.Mirror`, re-exported here.
+
+Nothing here waits for time to pass: load runs until the test stops it (bounded by a transaction
+count, never by a duration), tests wait for conditions (:func:`wait_until`, :meth:`Load.more`),
+and every wait has a generous deadline and says what it waited for.
 """
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 from replicator.model import Lsn
 from replicator.source.slot import reached
 from tests.compare import assert_same
+from tests.procs import Mirror  # noqa: F401  (re-exported: ``from tests.faults.harness import Mirror``)
 
 PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
 
@@ -71,66 +74,15 @@ class Tally:
 
 # ------------------------------------------------------------------ the mirror process
 
+# ``Mirror`` lives in tests/procs.py (shared by every suite) and is imported above, so that
+# ``from tests.faults.harness import Mirror`` goes on working.  Every instance is registered there
+# and killed at the end of each test (tests/conftest.py).
 
-class Mirror:
-    """``replicator mirror`` as a child process; stderr in a file.  Every instance is registered
-    so the suite's autouse fixture can end leftovers when a test fails midway."""
-
-    instances: list["Mirror"] = []
-
-    def __init__(self, source: str, target: str, *, name: str = "replicator", failpoints: str = "",
-                 args: Iterable[str] = (), env: Optional[dict] = None, batch_seconds: float = 0.2):
-        self.source, self.target, self.name = source, target, name
-        self._log = tempfile.NamedTemporaryFile(prefix="mirror-", suffix=".log", delete=False)
-        full_env = {**os.environ, "REPLICATOR_SOURCE": source, "REPLICATOR_TARGET": target,
-                    "REPLICATOR_FAILPOINTS": failpoints, **(env or {})}
-        argv = [sys.executable, "-m", "replicator", "mirror", "--name", name, "--no-progress",
-                "--batch-seconds", str(batch_seconds), *args]
-        self.proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._log)
-        self.started = time.monotonic()
-        Mirror.instances.append(self)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        with open(self._log.name, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log()[-n:]
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"mirror did not exit within {timeout}s:\n{self.tail()}") from None
-
-    def kill(self) -> None:
-        """SIGKILL (a crash): no cleanup, no last feedback."""
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM: finish the batch, confirm, exit 0."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def close(self) -> None:
-        if self.alive():
-            self.kill()
-        try:
-            os.unlink(self._log.name)
-        except OSError:
-            pass
+#: deadlines (seconds) for things the mirror makes happen: generous, so a machine whose cores are
+#: all busy is slow but never fails; a test that fails waits this long, once
+STREAMING_TIMEOUT = 240
+CATCH_UP_TIMEOUT = 240
+EXIT_TIMEOUT = 240
 
 
 # ------------------------------------------------------------------ positions
@@ -193,7 +145,7 @@ def wait_until(cond, timeout: float, what: str, mirror: Optional[Mirror] = None,
         time.sleep(every)
 
 
-def wait_streaming(dsn: str, mirror: Mirror, timeout: float = 60) -> None:
+def wait_streaming(dsn: str, mirror: Mirror, timeout: float = STREAMING_TIMEOUT) -> None:
     """Until the mirror's slot is active (the copy is done and the stream started)."""
     def active():
         row = slot_row(dsn, mirror.name)
@@ -201,7 +153,7 @@ def wait_streaming(dsn: str, mirror: Mirror, timeout: float = 60) -> None:
     wait_until(active, timeout, f"slot {mirror.name} to become active", mirror)
 
 
-def wait_caught_up(dsn: str, mirror: Mirror, timeout: float = 90) -> Lsn:
+def wait_caught_up(dsn: str, mirror: Mirror, timeout: float = CATCH_UP_TIMEOUT) -> Lsn:
     """Until the mirror confirmed everything committed on the source so far (it confirms only what
     the target committed); returns that position."""
     pos = source_position(dsn)
@@ -245,15 +197,38 @@ def pgbench_source(dsn: str, scale: int = 1) -> None:
 
 
 class Load:
-    """pgbench tpcb-like in the background at a bounded rate until stopped."""
+    """pgbench tpcb-like in the background at a bounded rate until stopped.
 
-    def __init__(self, dsn: str, seconds: float = 600, rate: float = 150, clients: int = 2):
+    It runs until the test stops it: no duration, only a bound of ``transactions`` per client (so
+    a test that fails to stop it does not write for ever; at the default rate the bound is many
+    minutes away).  Each transaction inserts one pgbench_history row, which :meth:`more` counts.
+    """
+
+    def __init__(self, dsn: str, transactions: int = 50_000, rate: float = 150, clients: int = 2):
         from tests.servers import pgbench_run
-        self.proc = pgbench_run(dsn, seconds=seconds, clients=clients, builtin="tpcb-like", rate=rate,
-                                background=True)
+        self.dsn = dsn
+        self.proc = pgbench_run(dsn, transactions=transactions, clients=clients, builtin="tpcb-like",
+                                rate=rate, background=True)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def more(self, n: int = 50, mirror: Optional[Mirror] = None, timeout: float = 180) -> int:
+        """Until ``n`` more load transactions have committed on the source (load happened while
+        the test watched, however slow the machine); returns the history row count then."""
+        want = history_count(self.dsn) + n
+
+        def enough():
+            got = history_count(self.dsn)
+            if got < want and not self.running():
+                raise AssertionError(f"the load ended (exit {self.proc.returncode}) before {n} more "
+                                     f"transactions: {got} of {want} history rows\n{self.stop()}")
+            return got >= want and got
+        return wait_until(enough, timeout, f"{n} more load transactions", mirror, every=0.1)
 
     def stop(self) -> str:
-        """End the load (SIGINT: pgbench stops its clients; open transactions roll back)."""
+        """End the load (SIGINT: pgbench stops its clients; open transactions roll back); its
+        output."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
@@ -261,6 +236,8 @@ class Load:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate(timeout=30)
+        except ValueError:  # stopped before: its output was read then
+            out = ""
         return out or ""
 
 
@@ -273,10 +250,11 @@ def under_load(dsn: str, url: str, tally, mirror_source: Optional[str] = None, r
     load = Load(dsn, rate=rate)
     try:
         wait_streaming(dsn, m)
+        load.more(20, m)
         yield m
         load.stop()
         wait_caught_up(dsn, m)
-        assert m.stop() == 0, m.tail()
+        assert m.stop(EXIT_TIMEOUT) == 0, m.tail()
         compare(dsn, url, PGBENCH, tally)
     finally:
         load.stop()

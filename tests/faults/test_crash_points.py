@@ -8,14 +8,14 @@ applied twice fails the test.  The targets alternate so every one crashes somewh
 from __future__ import annotations
 
 import signal
-import time
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
-                                  slots_of, target_applied, wait_caught_up, wait_streaming, wait_until)
+from tests.faults.harness import (EXIT_TIMEOUT, PGBENCH, Load, Mirror, compare, pgbench_source,
+                                  slot_confirmed, slots_of, target_applied, wait_caught_up,
+                                  wait_streaming, wait_until)
 
 KILLED = -signal.SIGKILL
 ORDERED = ["pgbench_branches", "pgbench_accounts", "pgbench_tellers", "pgbench_history"]
@@ -35,7 +35,7 @@ def finish(dsn: str, url: str, m: Mirror, load: Load, tally, tables=PGBENCH) -> 
     """Stop the load, let the mirror confirm everything, stop it cleanly and compare."""
     load.stop()
     wait_caught_up(dsn, m)
-    assert m.stop() == 0, m.tail()
+    assert m.stop(EXIT_TIMEOUT) == 0, m.tail()
     compare(dsn, url, tables, tally)
     assert set(states(url).values()) == {"r"}
 
@@ -52,13 +52,13 @@ def test_kill_right_after_slot_creation(bench_db, sqlite_target_url, tally):
     load = Load(bench_db)
     m = Mirror(bench_db, sqlite_target_url, failpoints="slot.created=kill")
     try:
-        assert m.wait(60) == KILLED, m.tail()
+        assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         assert slots_of(bench_db) == ["replicator"]
         m = Mirror(bench_db, sqlite_target_url)
         wait_streaming(bench_db, m)
         assert "dropping slot replicator left by an interrupted start" in m.log()
-        time.sleep(0.5)
+        load.more(20, m)  # the restarted mirror streams under load
         finish(bench_db, sqlite_target_url, m, load, tally)
         assert slots_of(bench_db) == ["replicator"]
     finally:
@@ -75,7 +75,7 @@ def test_kill_after_a_table_is_loaded_before_its_commit(bench_db, duckdb_target_
     load = Load(bench_db)
     m = Mirror(bench_db, duckdb_target_url, failpoints=f"copy.loaded:public.{table}=kill", args=args)
     try:
-        assert m.wait(60) == KILLED, m.tail()
+        assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         before = ORDERED[:ORDERED.index(table)]
         st = states(duckdb_target_url)
@@ -85,7 +85,7 @@ def test_kill_after_a_table_is_loaded_before_its_commit(bench_db, duckdb_target_
         redo = [t for t in ORDERED if t not in before]
         assert (f"copying {len(redo)} table(s) from a fresh snapshot: "
                 + ", ".join(f"public.{t}" for t in redo)) in m.log(), m.tail()
-        time.sleep(0.5)
+        load.more(20, m)  # the restarted mirror streams under load
         finish(bench_db, duckdb_target_url, m, load, tally)
     finally:
         load.stop()
@@ -101,14 +101,14 @@ def test_kill_mid_batch_before_commit(bench_db, request, tally, target):
     load = Load(bench_db)
     m = Mirror(bench_db, url, failpoints="apply.before_commit=kill@4")
     try:
-        assert m.wait(90) == KILLED, m.tail()
+        assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         applied = target_applied(url)
         assert applied is not None and slot_confirmed(bench_db) <= applied, \
             "the slot was confirmed past what the target committed"
         m = Mirror(bench_db, url)
         wait_streaming(bench_db, m)
-        time.sleep(0.5)
+        load.more(20, m)  # the restarted mirror streams under load
         finish(bench_db, url, m, load, tally)
     finally:
         load.stop()
@@ -123,14 +123,14 @@ def test_kill_between_target_commit_and_feedback(bench_db, request, tally, targe
     load = Load(bench_db)
     m = Mirror(bench_db, url, failpoints="apply.committed=kill@4")
     try:
-        assert m.wait(90) == KILLED, m.tail()
+        assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         applied = target_applied(url)
         assert applied is not None and slot_confirmed(bench_db) < applied, \
             "the failpoint sits between the target commit and the feedback"
         m = Mirror(bench_db, url)
         wait_streaming(bench_db, m)
-        time.sleep(0.5)
+        load.more(20, m)  # the restarted mirror streams under load
         finish(bench_db, url, m, load, tally)
     finally:
         load.stop()
@@ -166,14 +166,14 @@ def test_kill_before_committing_a_huge_transaction(big_db, duckdb_target_url, ta
         with psycopg.connect(big_db, autocommit=True) as c:
             c.execute("INSERT INTO small SELECT generate_series(1, 10)")  # a later transaction
         m = Mirror(big_db, duckdb_target_url, failpoints="apply.before_commit=kill")
-        assert m.wait(120) == KILLED, m.tail()
+        assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         eng = sa.create_engine(duckdb_target_url, poolclass=sa.pool.NullPool)
         with eng.connect() as c:
             assert c.execute(sa.text("SELECT count(*) FROM big")).scalar() == 0
         eng.dispose()
         m = Mirror(big_db, duckdb_target_url)
-        wait_caught_up(big_db, m, timeout=120)
+        wait_caught_up(big_db, m)
         assert m.stop() == 0, m.tail()
         compare(big_db, duckdb_target_url, ["big", "small"], tally)
     finally:
@@ -195,7 +195,7 @@ def test_sigkill_while_a_huge_transaction_is_half_applied(big_db, pg_target_serv
             return pg_target_server.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_xid IS NOT NULL "
                 "AND xact_start < now() - interval '200 milliseconds'", (db,))[0][0]
-        wait_until(writing, 60, "the target to hold an open transaction of the huge one", m, every=0.05)
+        wait_until(writing, 180, "the target to hold an open transaction of the huge one", m, every=0.05)
         m.kill()
         tally.fault()
         eng = sa.create_engine(pg_target_url, poolclass=sa.pool.NullPool)
@@ -203,7 +203,7 @@ def test_sigkill_while_a_huge_transaction_is_half_applied(big_db, pg_target_serv
             assert c.execute(sa.text("SELECT count(*) FROM big")).scalar() == 0
         eng.dispose()
         m = Mirror(big_db, pg_target_url, args=["--batch-rows", "1000"])
-        wait_caught_up(big_db, m, timeout=120)
+        wait_caught_up(big_db, m)
         assert m.stop() == 0, m.tail()
         compare(big_db, pg_target_url, ["big", "small"], tally)
     finally:

@@ -5,12 +5,10 @@ Roles are created on private servers of this module (no cluster-wide roles leak 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 
+from tests import procs
 from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slots_of,
                                   wait_caught_up, wait_streaming)
 from tests.servers import MariaDBServer, PostgresServer, unique_name
@@ -31,9 +29,9 @@ MYSQL_TARGET_GRANT = ("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER
                       "ON `{db}`.* TO '{user}'@'%'")
 
 
-def replicator(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "replicator", *args], capture_output=True,
-                          text=True, timeout=timeout)
+def replicator(*args, timeout=300):
+    """Run ``replicator *args`` to completion (bounded; tests/procs.py)."""
+    return procs.run(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +123,7 @@ def test_documented_least_privilege_roles(priv_pg, app_db, tally):
         load = Load(dsn, rate=200)
         try:
             wait_streaming(dsn, m)
-            time.sleep(1)
+            load.more(50, m)  # streamed under load
             load.stop()
             wait_caught_up(dsn, m)
             assert m.stop() == 0, m.tail()

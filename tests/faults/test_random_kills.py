@@ -55,8 +55,8 @@ def test_random_sigkills_under_load(source_db, duckdb_target_url, sqlite_target_
                                    args=["--batch-rows", str(rng.choice([200, 2000, 50000]))])
         load.stop()
         for name, m in mirrors.items():
-            wait_streaming(source_db, m, timeout=120)
-            wait_caught_up(source_db, m, timeout=120)
+            wait_streaming(source_db, m)
+            wait_caught_up(source_db, m)
         for m in mirrors.values():
             assert m.stop() == 0, m.tail()
         for url in targets.values():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.faults.harness import (Load, Mirror, compare, pgbench_source, slot_row, slots_of,
-                                  target_applied, wait_caught_up, wait_streaming)
+from tests.faults.harness import (EXIT_TIMEOUT, Load, Mirror, compare, pgbench_source, slot_row,
+                                  slots_of, target_applied, wait_caught_up, wait_streaming)
 from tests.servers import PostgresServer, unique_name
 
 SLOT_LOST = 3
@@ -31,6 +31,7 @@ def mirror_then_stop(dsn: str, url: str, tally) -> None:
     load = Load(dsn, rate=200)
     try:
         wait_streaming(dsn, m)
+        load.more(20, m)  # streamed under load
         load.stop()
         wait_caught_up(dsn, m)
         compare(dsn, url, ["pgbench_history"], tally)
@@ -45,7 +46,7 @@ def assert_refused(dsn: str, url: str, words: list[str]) -> None:
     before = slots_of(dsn)
     m = Mirror(dsn, url)
     try:
-        rc = m.wait(60)
+        rc = m.wait(EXIT_TIMEOUT)
         err = m.log()
     finally:
         m.close()
@@ -103,7 +104,7 @@ def test_slot_dropped_while_mirroring(source_db, sqlite_target_url, tally):
                 except psycopg.errors.ObjectInUse:
                     continue
         tally.fault()
-        rc = m.wait(60)
+        rc = m.wait(EXIT_TIMEOUT)
         err = m.log()
     finally:
         m.close()

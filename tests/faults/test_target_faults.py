@@ -23,6 +23,7 @@ from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source
                                   source_position, target_applied, wait_caught_up, wait_streaming,
                                   wait_until)
 from tests.faults.proxy import Proxy
+from tests.procs import track
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_target_crash_and_restart(bench_db, request, tally, kind):
     load = Load(bench_db, rate=200)
     try:
         wait_streaming(bench_db, m)
-        time.sleep(1.5)
+        load.more(50, m)
         srv.stop("immediate")
         tally.fault()
         confirmed = []
@@ -75,9 +76,9 @@ def test_target_crash_and_restart(bench_db, request, tally, kind):
                                            f"target held only {applied}")
         assert m.alive(), m.tail()
         proxy.refuse(False)
-        time.sleep(1)
+        load.more(30, m)
         load.stop()
-        wait_caught_up(bench_db, m, timeout=60)
+        wait_caught_up(bench_db, m)
         assert m.stop() == 0, m.tail()
         assert "retrying in" in m.log()
         compare(bench_db, direct, PGBENCH, tally)
@@ -90,7 +91,7 @@ def test_target_crash_and_restart(bench_db, request, tally, kind):
 HOLDER = r"""
 import sys, time, duckdb
 path, seconds = sys.argv[1], float(sys.argv[2])
-deadline = time.monotonic() + 30
+deadline = time.monotonic() + 120
 while True:
     try:
         db = duckdb.connect(path)
@@ -119,9 +120,9 @@ def test_duckdb_file_held_by_another_process(fault_db, tmp_path, tally):
     holder = None
     try:
         wait_streaming(fault_db, m)
-        time.sleep(1)
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "6"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        load.more(30, m)
+        holder = track(subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "6"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         first = holder.stdout.readline().split()
         assert first and first[0] == "held", holder.stderr.read()
         tally.fault()
@@ -129,14 +130,14 @@ def test_duckdb_file_held_by_another_process(fault_db, tmp_path, tally):
         while holder.poll() is None:
             confirmed.append(slot_confirmed(fault_db))
             time.sleep(0.1)
-        out, err = holder.communicate()
+        out, err = holder.communicate(timeout=60)
         assert holder.returncode == 0, err
         held_lsn = Lsn(int(out.split()[-1]))
         assert max(confirmed) <= held_lsn, (f"the slot was confirmed at {max(confirmed)} while the "
                                             f"locked file held {held_lsn}")
         assert m.alive(), m.tail()
         load.stop()
-        wait_caught_up(fault_db, m, timeout=60)
+        wait_caught_up(fault_db, m)
         assert m.stop() == 0, m.tail()
         compare(fault_db, url, PGBENCH, tally)
     finally:
@@ -190,7 +191,7 @@ def test_sqlite_target_disk_full(source_db, tiny_fs, tally):
             c.execute("INSERT INTO items SELECT g, repeat(md5(g::text), 40) FROM generate_series(201, 1700) g")
         end = source_position(source_db)
         tally.fault()
-        wait_until(lambda: "disk is full" in m.log(), 30, "the mirror to report the full disk", m)
+        wait_until(lambda: "disk is full" in m.log(), 120, "the mirror to report the full disk", m)
         confirmed = []
         for _ in range(20):
             confirmed.append(slot_confirmed(source_db))
@@ -202,7 +203,7 @@ def test_sqlite_target_disk_full(source_db, tiny_fs, tally):
         eng.dispose()
         assert m.alive(), m.tail()
         os.unlink(filler)
-        wait_caught_up(source_db, m, timeout=60)
+        wait_caught_up(source_db, m)
         assert m.stop() == 0, m.tail()
         compare(source_db, url, ["items"], tally)
     finally:
@@ -225,11 +226,11 @@ def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_targe
         before = source_position(source_db)
         with psycopg.connect(source_db, autocommit=True) as c:
             c.execute("INSERT INTO t VALUES (2, 'b')")
-        try:
-            rc = m.proc.wait(8)
+        try:  # it gives up after a few retries (seconds); the deadline is for a busy machine
+            rc = m.proc.wait(120)
         except subprocess.TimeoutExpired:
             rc = None
-        assert rc not in (None, 0), f"still retrying after 8 s:\n{m.tail(1500)}"
+        assert rc not in (None, 0), f"still retrying after 120 s:\n{m.tail(1500)}"
         assert "no such table" in m.log()
         assert slot_confirmed(source_db) <= before
     finally:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import psycopg
 import pytest
 
+from tests import procs
 from tests.faults.harness import Mirror, compare, slot_row, slots_of, wait_caught_up, wait_streaming
 from tests.servers import PostgresServer, unique_name
 
@@ -53,8 +53,8 @@ def with_tls(url: str, root: str) -> str:
 
 
 def replicator(*args):
-    return subprocess.run([sys.executable, "-m", "replicator", *args], capture_output=True, text=True,
-                          timeout=120)
+    """Run ``replicator *args`` to completion (bounded; tests/procs.py)."""
+    return procs.run(*args)
 
 
 def test_verified_tls_to_source_and_postgres_target(tls_pg):

@@ -50,7 +50,7 @@ def test_drop_is_complete_and_idempotent(db, sqlite_target_url):
 def test_drop_refuses_while_a_mirror_runs_unless_forced(db, duckdb_target_url):
     p = start_mirror(db, duckdb_target_url)
     try:
-        wait_slot_active(db, "replicator")
+        wait_slot_active(db, "replicator", proc=p)
         cp = replicator("drop", "--source", db, "--target", duckdb_target_url, check=False)
         assert cp.returncode == 1 and "--force" in cp.stderr, cp.stderr
         assert f"(client pid {p.pid})" in cp.stderr, cp.stderr  # the mirror's pid, not the walsender's
@@ -69,7 +69,7 @@ def test_drop_refuses_while_a_mirror_runs_unless_forced(db, duckdb_target_url):
 def test_resync_one_table_while_the_other_streams(db, duckdb_target_url):
     p = start_mirror(db, duckdb_target_url)
     try:
-        wait_slot_active(db, "replicator")
+        wait_slot_active(db, "replicator", proc=p)
         _wait(lambda: states(duckdb_target_url) == {"public.a": "r", "public.b": "r"})
         eng = sa.create_engine(duckdb_target_url, poolclass=sa.pool.NullPool)
         _retry(lambda: _exec(eng, "DELETE FROM a WHERE id <= 100"))     # the target diverged
@@ -105,7 +105,7 @@ def _exec(eng, stmt):
         c.execute(sa.text(stmt))
 
 
-def _retry(fn, seconds=30):
+def _retry(fn, seconds=120):
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -124,8 +124,8 @@ def _equal(dsn, table, url):
         return False
 
 
-def _wait(cond, seconds=60):
+def _wait(cond, seconds=180):
     deadline = time.monotonic() + seconds
     while not cond():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"{getattr(cond, '__name__', cond)} not reached in {seconds}s"
         time.sleep(0.5)

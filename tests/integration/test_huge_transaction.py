@@ -40,7 +40,7 @@ def test_one_million_row_transaction_bounded_memory(source_db, duckdb_target_url
         c.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
     p = start_mirror(source_db, duckdb_target_url)
     try:
-        wait_slot_active(source_db, "replicator")
+        wait_slot_active(source_db, "replicator", proc=p)
         with psycopg.connect(source_db, autocommit=True) as c:
             c.execute(f"INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g")
         deadline, peak = time.monotonic() + 240, 0.0

@@ -4,10 +4,7 @@ line is a JSON object without the password."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.devserver import free_port
+from tests.procs import Replicator
 
 CHANGES = 60  # row changes made while the mirror streams
 
@@ -36,16 +34,16 @@ def value(m, name, **labels):
     return m.get((name, frozenset(labels.items())))
 
 
-def wait_for(port, proc, what, ok, timeout=60):
+def wait_for(port, proc, what, ok, timeout=120):
     deadline = time.monotonic() + timeout
     m = None
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"mirror exited {proc.returncode}: {proc.communicate()[1][-3000:]}"
+        assert proc.alive(), f"mirror exited {proc.returncode}: {proc.tail(3000)}"
         m = scrape(port)
         if m is not None and ok(m):
             return m
         time.sleep(0.2)
-    raise AssertionError(f"metrics never showed {what}; last scrape: "
+    raise AssertionError(f"metrics did not show {what} within {timeout}s; last scrape: "
                          f"{ {k[0]: v for k, v in (m or {}).items() if k[0].startswith('replicator')} }")
 
 
@@ -63,11 +61,10 @@ def make_tables(dsn):
 
 
 def start_mirror(dsn, url, port, *args, failpoints=""):
-    env = {**os.environ, "REPLICATOR_SOURCE": dsn, "REPLICATOR_TARGET": url,
-           "REPLICATOR_FAILPOINTS": failpoints}
-    return subprocess.Popen([sys.executable, "-m", "replicator", *args, "mirror", "--batch-seconds", "0.2",
-                             "--metrics-port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """``replicator [args] mirror --metrics-port PORT`` (tests/procs.py: stdout and stderr in
+    files, killed at the end of the test if still running)."""
+    return Replicator("mirror", "--batch-seconds", "0.2", "--metrics-port", str(port), source=dsn,
+                      target=url, failpoints=failpoints, pre_args=args)
 
 
 def copied(m):
@@ -76,15 +73,18 @@ def copied(m):
                for t in ("public.items", "public.notes"))
 
 
-def wait_slot(dsn, proc, timeout=60):
+def wait_slot(dsn, proc, timeout=120):
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as c:
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replicator'").fetchone():
+            assert proc.alive(), f"mirror exited {proc.returncode}: {proc.tail(3000)}"
+            # created and consistent (confirmed_flush_lsn is set once its snapshot is): every
+            # change made from now on is streamed, none is in the copy's snapshot
+            if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replicator' "
+                         "AND confirmed_flush_lsn IS NOT NULL").fetchone():
                 return
             time.sleep(0.05)
-    raise AssertionError("no slot")
+    raise AssertionError(f"the mirror created no slot within {timeout}s:\n{proc.tail(3000)}")
 
 
 def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
@@ -121,9 +121,9 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
         assert value(m, "replicator_lag_seconds") is not None
         assert value(m, "replicator_last_commit_timestamp_seconds") > time.time() - 120
         assert value(m, "replicator_stream_info", stream="replicator") == 1
-        # the slot watcher has read the slot by now (1 s until it exists, then every 10 s)
+        # the slot watcher reads the slot every 1 s until it exists, then every 10 s
         m = wait_for(port, proc, "the slot's figures",
-                     lambda m: value(m, "replicator_slot_retained_wal_bytes") is not None, timeout=15)
+                     lambda m: value(m, "replicator_slot_retained_wal_bytes") is not None)
         assert value(m, "replicator_slot_exists") == 1  # (active: not while the copy sleeps)
         assert value(m, "replicator_slot_active") in (0, 1)
         assert value(m, "replicator_slot_retained_wal_bytes") > 0
@@ -154,8 +154,7 @@ def test_idle_mirror_reports_ready_tables_and_applied_lsn(source_db, sqlite_targ
         wait_for(port, proc, "both tables copied", copied)
         wait_for(port, proc, "ready tables and an applied LSN", lambda m: all(
             value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="r") == 1
-            for t in ("public.items", "public.notes")) and value(m, "replicator_applied_lsn") > 0,
-            timeout=8)
+            for t in ("public.items", "public.notes")) and value(m, "replicator_applied_lsn") > 0)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)

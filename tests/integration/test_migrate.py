@@ -5,13 +5,10 @@ migration every table equals the source row by row and no slot or publication is
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import psycopg
 import pytest
 
+from tests import procs
 from tests.compare import assert_same
 from tests.servers import pgbench_init, pgbench_run
 
@@ -20,12 +17,9 @@ TARGETS = ["sqlite", "duckdb", "mysql", "pg"]
 
 
 def replicator(*args, env=None, timeout=600, check=True):
-    """Run the real console entry point; returns the CompletedProcess."""
-    cp = subprocess.run([sys.executable, "-m", "replicator", *args], capture_output=True, text=True,
-                        timeout=timeout, env={**os.environ, **(env or {})})
-    if check and cp.returncode != 0:
-        raise AssertionError(f"replicator {args[0]} exited {cp.returncode}:\n{cp.stderr[-4000:]}")
-    return cp
+    """Run the real console entry point to completion (tests/procs.py: killed, and the test
+    failed with its log, past ``timeout``); returns the CompletedProcess."""
+    return procs.run(*args, env=env, timeout=timeout, check=check)
 
 
 def slots_and_publications(dsn):
@@ -72,27 +66,24 @@ def test_migrate_pgbench_into_every_target(pgbench_db, target_url):
 
 def test_changes_during_copy_are_applied_once(pgbench_db, sqlite_target_url):
     """pgbench runs while migrate copies and catches up: history counts must match exactly."""
-    bench = pgbench_run(pgbench_db, seconds=6, clients=2, builtin="tpcb-like", background=True)
+    from tests.faults.harness import Load
+    load = Load(pgbench_db, rate=300)  # for as long as migrate runs, however long that is
     try:
         replicator("migrate", "--source", pgbench_db, "--target", sqlite_target_url, "--keep-slot")
     finally:
-        bench.communicate(timeout=60)
+        load.stop()
     # migrate caught up to the position read after its copy; pgbench may have gone on: mirror on
-    env = {"REPLICATOR_SOURCE": pgbench_db, "REPLICATOR_TARGET": sqlite_target_url}
-    proc = subprocess.Popen([sys.executable, "-m", "replicator", "mirror"], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_slot_active(pgbench_db, "replicator")
-        _wait_caught_up(pgbench_db, sqlite_target_url)
-    finally:
-        proc.terminate()
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
+    proc = procs.Replicator("mirror", source=pgbench_db, target=sqlite_target_url)
+    wait_slot_active(pgbench_db, "replicator", proc=proc)
+    _wait_caught_up(pgbench_db, sqlite_target_url, proc=proc)
+    assert proc.stop() == 0, proc.tail()
     for t in PGBENCH:
         assert_same(pgbench_db, "public", t, sqlite_target_url)
 
 
-def wait_slot_active(dsn, slot, timeout=60):
+def wait_slot_active(dsn, slot, timeout=240, proc=None):
+    """Until ``slot`` is active (the copy is done and the stream started); fails at once when
+    ``proc`` (the mirror) exits meanwhile."""
     import time
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -100,23 +91,15 @@ def wait_slot_active(dsn, slot, timeout=60):
             row = c.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
             if row and row[0]:
                 return
+            if proc is not None and not proc.alive():
+                raise AssertionError(f"the mirror exited {proc.returncode} before slot {slot} became "
+                                     f"active:\n{proc.tail()}")
             time.sleep(0.1)
-    raise AssertionError(f"slot {slot} never became active")
+    raise AssertionError(f"slot {slot} did not become active within {timeout}s"
+                         + (f"; mirror log:\n{proc.tail()}" if proc is not None else ""))
 
 
-def _wait_caught_up(dsn, url, timeout=60):
+def _wait_caught_up(dsn, url, timeout=240, proc=None):
     """Until the target's history has the source's row count (pgbench has stopped)."""
-    import time
-    import sqlalchemy as sa
-    with psycopg.connect(dsn) as c:
-        want = c.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]
-    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with eng.connect() as c:
-            got = c.execute(sa.text("SELECT count(*) FROM pgbench_history")).scalar()
-        if got == want:
-            return
-        assert got < want, f"target has {got} history rows, source {want}: applied twice"
-        time.sleep(0.3)
-    raise AssertionError(f"mirror did not catch up in {timeout}s: {got} of {want} history rows")
+    from tests.integration.test_mirror import wait_equal_history
+    wait_equal_history(dsn, url, timeout=timeout, proc=proc)
