@@ -112,6 +112,21 @@ def test_a_target_that_never_answers_fails_within_the_connect_timeout(keyed_db, 
     assert slots_and_publications(keyed_db) == ([], [])
 
 
+
+def test_the_connect_timeout_bounds_connecting_only(mysql_target_url, pg_target_url, monkeypatch):
+    """MySQL's greeting is read under the timeout, which is lifted once connected: a statement
+    that takes longer than it still finishes (on both server targets)."""
+    import sqlalchemy as sa
+    from replicator.target import open_target
+    monkeypatch.setenv("REPLICATOR_CONNECT_TIMEOUT", "2")
+    for url, sleep in ((mysql_target_url, "SELECT SLEEP(3)"), (pg_target_url, "SELECT pg_sleep(3)")):
+        t = open_target(url)
+        try:
+            with t.connect() as c:
+                c.execute(sa.text(sleep))
+        finally:
+            t.dispose()
+
 # --------------------------------------------------------------------------- B. secrets
 @pytest.fixture(scope="module")
 def scram_pg():
