@@ -364,13 +364,16 @@ def resync(source, target, tables, name, mapping, jobs):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (stable fields).")
 @handle_errors
 def status(source, target, name, mapping, as_json):
-    """Per-table state and sync LSN, the applied LSN, the slot and the lag; exit 1 when the
-    target holds no state for the stream (a missing target file is an error, never created)."""
+    """Per-table state and sync LSN, the applied LSN, the slot and the lag.  Exit 1 when the
+    target holds no state for the stream or refuses to be read (a busy embedded file is not an
+    error); a missing target file is an error and is never created."""
     from .status import collect, render
     source, target, name, _cfg = resolve_settings(source, target, name, mapping, need_source=False)
     doc = collect(source, target, name)
     click.echo(json.dumps(doc, indent=2, default=str) if as_json else render(doc))
-    if doc["target_state"] == "none":
+    if doc["target_state"] == "error":
+        _say("error", doc["warnings"][0], 1)
+    if doc["target_state"] in ("none", "error"):
         sys.exit(1)
 
 

@@ -22,8 +22,10 @@ STATUS_LOCK_WAIT_S = 5.0
 
 
 def _read_target(target_url: Optional[str], name: str):
-    """(stream progress, table progress, error text): a busy target is not fatal; a missing
-    embedded target file is a TargetError (never created by looking)."""
+    """(stream progress, table progress, target_state, error text).  A missing embedded target
+    file is a TargetError (never created by looking); a target that cannot be read is reported
+    and the source side still collected: ``busy`` for an embedded file (a running copy holds it),
+    ``error`` for a server that refused."""
     target = open_target(target_url, must_exist=True)
     if hasattr(target, "lock_wait_s"):
         target.lock_wait_s = STATUS_LOCK_WAIT_S
@@ -31,24 +33,27 @@ def _read_target(target_url: Optional[str], name: str):
     try:
         with target.connect(readonly=True) as c:
             if not store.exists(c):
-                return None, {}, None
-            return store.load_stream(c), store.load_tables(c), None
+                return None, {}, "none", None
+            stream, tables = store.load_stream(c), store.load_tables(c)
+            return stream, tables, "found" if stream or tables else "none", None
     except (ReplicatorError, Exception) as e:  # noqa: BLE001  (any driver error: report, go on)
-        return None, {}, f"cannot read the target state: {redact(str(e).splitlines()[0])}"
+        return (None, {}, "busy" if target.embedded else "error",
+                f"cannot read the target state: {redact(str(e).splitlines()[0])}")
     finally:
         target.dispose()
 
 
 def collect(source: Optional[str], target_url: Optional[str], name: str,
             warn_retained_bytes: int = WARN_RETAINED_BYTES) -> dict:
-    """The status document (see README 'status --json'); ``target_state`` is ``found``, ``none``
-    (the target holds no state for this stream) or ``unreadable`` (busy: see ``warnings``)."""
-    stream, tables, error = _read_target(target_url, name)
+    """The status document (see README 'status --json').  ``target_state``: ``found``; ``none``
+    (the target holds no state for this stream); ``busy`` (an embedded file held by a running
+    copy) or ``error`` (a server target refused), both explained in ``warnings``."""
+    stream, tables, state, error = _read_target(target_url, name)
     doc = {"name": name, "tables": [_table_doc(p) for p in sorted(tables.values(), key=lambda p: p.source)],
            "applied_lsn": str(stream.applied_lsn) if stream else None,
            "last_commit_time": stream.commit_time.isoformat() + "Z" if stream and stream.commit_time else None,
            "slot": None, "lag": {"bytes": None, "seconds": None}, "warnings": [error] if error else [],
-           "target_state": "unreadable" if error else "found" if stream or tables else "none"}
+           "target_state": state}
     if source and (stream is None or stream.slot):
         _source_side(doc, source, stream.slot if stream else name, stream, warn_retained_bytes)
     return doc

@@ -197,9 +197,6 @@ def test_no_password_in_any_output(keyed_db, scram_pg, sqlite_target_url, mysql_
     for i, (what, args) in enumerate(runs):
         mode = LOG_MODES[i % len(LOG_MODES)]
         r = run("--connect-timeout", "5", *mode, *args, timeout=60)
-        if args[0] == "status" and r.code == 0:  # a target it cannot read is a warning there
-            assert "cannot read the target state" in r.out and CANARY not in r.text, r.text
-            continue
         _assert_clean(r, f"{what}: {args[0]} {mode}", "json" in mode)
     assert slots_and_publications(keyed_db) == ([], [])
 
