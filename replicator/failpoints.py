@@ -7,6 +7,7 @@ qualified by a table (``copy.loaded:public.t``), matched when the code passes th
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections import Counter
@@ -46,4 +47,5 @@ def _fire(key: str, action: str) -> None:
         raise RuntimeError(f"failpoint {key}")
     elif action.startswith("sleep:"):  # a stalled step; a stop request ends it (stopping.py)
         from . import stopping
+        logging.getLogger(__name__).warning("failpoint %s: sleeping %s", key, action[6:])
         stopping.sleep(float(action.split(":", 1)[1]))

@@ -466,26 +466,26 @@ class Pipeline:
         total = Summary(tables=len(self.mappings))
         while True:
             try:
-                rep = self._mirror_round(total)
-                if rep is None or not self.restart_requested or self.stop_requested:
+                self._mirror_round(total)
+                if not self.restart_requested or self.stop_requested:
                     return total
             except Exception as e:  # noqa: BLE001  (classified right below)
-                if not retry.is_transient(e) or self.stop_requested:
-                    self._after_failure(e, keep=self._copied_any())
-                    if isinstance(e, stopping.Interrupted):
-                        log.warning("%s: tables not yet copied are copied on the next start", e)
-                        return total
-                    raise
-                self._backoff(e)
+                if retry.is_transient(e) and not self.stop_requested:
+                    self._backoff(e)
+                    continue
+                self._after_failure(e, keep=self._copied_any(), say_kept=False)
+                if self.stop_requested and (retry.is_transient(e) or isinstance(e, stopping.Interrupted)):
+                    log.warning("stopped: %s", redact(str(e).splitlines()[0] if str(e) else e))
+                    return total  # a stop request is not a failure: exit 0
+                raise
 
-    def _mirror_round(self, total: Summary) -> Optional[Replayer]:
+    def _mirror_round(self, total: Summary) -> None:
         with snapshot.connect(self.opts.source, autocommit=True) as src:
-            _applied, progress, summary = self.start(src)
+            applied, progress, summary = self.start(src)
         total.rows_copied += summary.rows_copied
-        rep = self.stream(_applied, progress)
+        rep = self.stream(applied, progress)
         total.changes_applied += rep.total_changes
         total.applied_lsn = rep.applied
-        return rep
 
     def _backoff(self, e: Exception) -> None:
         """Wait before the next try (ends early on a stop request)."""
@@ -504,10 +504,10 @@ class Pipeline:
             return True
         return any(p.state in ownership.COPIED for p in states.values())
 
-    def _after_failure(self, e: BaseException, keep: bool) -> None:
+    def _after_failure(self, e: BaseException, keep: bool, say_kept: bool = True) -> None:
         """Remove what this failed run created, or say what it leaves; the note goes into the
         error's message (and the log)."""
-        note = cleanup.after_failure(self, keep)
+        note = cleanup.after_failure(self, keep) if (say_kept or not keep) else ""
         if not note:
             return
         log.warning("%s", note)
@@ -520,7 +520,7 @@ class Pipeline:
         if self.opts.keep_slot:
             log.info("keeping slot %s and publication %s (--keep-slot)", self.slot, self.publication)
             return
-        slots.drop_slot(src, self.slot)
+        slots.drop_slot(src, self.slot, terminate=True)  # ours: only our closed stream lingers
         for pub in (self.publication, self.publication_inserts):
             if self.owns_publication(pub):
                 slots.drop_publication(src, pub)

@@ -236,27 +236,32 @@ def _published(t: PublishedTable) -> sql.Composable:
     return q
 
 
-def drop_slot(conn: psycopg.Connection, slot: str, terminate: bool = False) -> bool:
+def drop_slot(conn: psycopg.Connection, slot: str, terminate: bool = False, wait: float = 5.0) -> bool:
     """Drop the slot if it exists; True when dropped.  A walsender attached to it is terminated
-    only with ``terminate`` (again each time its client reconnects); otherwise a slot in use is
-    an error naming who holds it."""
-    for _ in range(50):
+    only with ``terminate`` (again each time its client reconnects); otherwise it gets ``wait``
+    seconds to go (our own closed connection's walsender lingers a moment), then a slot still in
+    use is an error naming who holds it."""
+    deadline = time.monotonic() + wait
+    while True:
         info = slot_info(conn, slot)
         if info is None:
             return False
         if info["active_pid"] and terminate:
             conn.execute("SELECT pg_terminate_backend(%s)", (info["active_pid"],))
-        elif info["active_pid"]:
+        elif info["active_pid"] and time.monotonic() >= deadline:
             raise SourceError(f"replication slot {slot} is in use by "
                               f"{holder(conn, info['active_pid'])}: stop that process first")
-        try:
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            conn.commit()
-            return True
-        except psycopg.errors.ObjectInUse:
-            conn.rollback()
-            time.sleep(0.1)
-    raise SourceError(f"replication slot {slot} is still in use; stop the process using it and retry")
+        if not info["active_pid"] or terminate:
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                conn.commit()
+                return True
+            except psycopg.errors.ObjectInUse:
+                conn.rollback()
+        if time.monotonic() >= deadline + (10 if terminate else 0):
+            raise SourceError(f"replication slot {slot} is still in use; stop the process using it "
+                              f"and retry")
+        time.sleep(0.1)
 
 
 def drop_publication(conn: psycopg.Connection, pub: str) -> None:
