@@ -17,6 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from .errors import ConfigError
+from .sqltext import expression_problem
 
 TOP_KEYS = {"source", "target", "name", "defaults", "tables"}
 DEFAULT_KEYS = {"on_missing_row"}
@@ -200,6 +201,11 @@ def _entry(r: _Reader, node: yaml.Node, defaults: dict) -> Entry:
         at[(k,)] = r.pos(kn)
         if k in ("source", "include", "target", "where"):
             kw[k] = r.text(v, k)
+            problem = expression_problem(kw[k]) if k == "where" else None
+            if problem:
+                table = next(r.text(f[x][1], x) for x in ("source", "include") if x in f)
+                raise r.fail(v, f"{table}: where {kw[k]!r} is not one SQL expression: {problem}; "
+                                f"write a condition on the table's columns, e.g. status <> 'draft'")
         elif k == "exclude":
             if "include" not in f:
                 raise r.fail(kn, "'exclude' goes with 'include' (to exclude columns use columns.exclude)")

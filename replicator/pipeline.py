@@ -122,9 +122,8 @@ class Pipeline:
                     raise CheckError(problems)
                 self.mappings = [TableMapping(s, s.name) for s in schemas]
             self._check_filters(c)
-            self._check_publish_rights(c)
-            from .check import server_problems
-            problems = server_problems(c, self.slot)
+            from .check import server_problems  # the same problems in the same order as check
+            problems = server_problems(c, self.slot) + self._publish_problems(c)
             if problems:
                 raise CheckError(problems)
         if not self.mappings:
@@ -148,14 +147,12 @@ class Pipeline:
             ms = [m for m in ms if m.source.oid in keep]
         return ms
 
-    def _check_publish_rights(self, c) -> None:
+    def _publish_problems(self, c) -> list[str]:
         """Creating or changing the publications needs privileges a replication role may lack."""
         from .check import publish_problems
         full, inserts = mapping.publications(self.mappings)
-        problems = (publish_problems(c, self.publication, full)
-                    + publish_problems(c, self.publication_inserts, inserts))
-        if problems:
-            raise CheckError(problems)
+        return (publish_problems(c, self.publication, full)
+                + publish_problems(c, self.publication_inserts, inserts))
 
     def _check_filters(self, c) -> None:
         """Each row filter must be valid SQL over its table (tried with LIMIT 0, read only)."""

@@ -282,3 +282,42 @@ def test_a_pre_created_publication_of_another_role_is_used_and_left(source_db, s
         with psycopg.connect(source_db, autocommit=True) as c:
             c.execute(f"DROP OWNED BY {role}")
             c.execute(f"DROP ROLE {role}")
+
+
+# ---------------------------------------------------------------- 4. the same problem, the same answer
+
+
+def test_a_row_filter_that_is_not_one_expression_is_refused_by_check_and_migrate(source_db, tmp_path):
+    """'aid > 0) OR (1=1' passed check (its LIMIT 0 probe is valid SQL) and failed in migrate:
+    now both refuse it with exit 2, naming the table, and nothing is created."""
+    with psycopg.connect(source_db, autocommit=True) as c:
+        c.execute("CREATE TABLE acc (aid int PRIMARY KEY)")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("tables:\n  - source: public.acc\n    where: \"aid > 0) OR (1=1\"\n")
+    url = f"sqlite:///{tmp_path / 't.sqlite'}"
+    for command in ("check", "migrate"):
+        cp = run(command, "--source", source_db, "--target", url, "--mapping", str(mapping))
+        assert cp.returncode == 2, (command, cp.stdout, cp.stderr)
+        assert "public.acc: where" in cp.stderr and "not one SQL expression" in cp.stderr, cp.stderr
+    assert source_objects(source_db) == ([], [])
+    assert not (tmp_path / "t.sqlite").exists()
+
+
+def test_migrate_names_a_missing_replication_privilege_as_check_does(source_db, sqlite_target_url):
+    role = f"norepl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(source_db, autocommit=True) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        c.execute(f"CREATE ROLE {role} LOGIN")
+        c.execute(f"GRANT SELECT ON t TO {role}")
+    try:
+        dsn = source_db.replace("postgres@", f"{role}@", 1)
+        check = run("check", "--source", dsn, "--target", sqlite_target_url)
+        migrate = run("migrate", "--source", dsn, "--target", sqlite_target_url, "--no-progress")
+        assert check.returncode == migrate.returncode == 1, (check.stdout, migrate.stderr)
+        hint = f"lacks the REPLICATION attribute: ALTER ROLE {role} REPLICATION"
+        assert hint in check.stdout and hint in migrate.stderr, (check.stdout, migrate.stderr)
+        assert source_objects(source_db) == ([], [])
+    finally:
+        with psycopg.connect(source_db, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")
