@@ -23,8 +23,9 @@ Contracts:
   psycopg's *unknown* type, so the server parses each with the input function of the column it is
   compared with or assigned to: the real target column type, whatever created the table.  A change
   that matched no row is known from its own statement's row count (see :class:`PgApplier`).
-* **Exactly one row** for key-less FULL identity through ``ctid``, NULL-safe; types without a real
-  ``=`` (json, xml, geometric) are matched on their text.  ``truncate`` and ``clear`` are one
+* **Exactly one row** for key-less FULL identity through ``ctid``, NULL-safe; types whose ``=`` is
+  loose or missing (interval, floats, numeric, citext, json, geometric: all but
+  :data:`EXACT_EQUALITY`) are matched on their text form.  ``truncate`` and ``clear`` are one
   ``TRUNCATE`` (transactional in PostgreSQL).  Nothing here commits.
 """
 from __future__ import annotations
@@ -55,8 +56,11 @@ FIRST_USER_OID = 16384
 REG_TYPES = frozenset({
     "regproc", "regprocedure", "regoper", "regoperator", "regclass", "regtype", "regconfig",
     "regdictionary", "regnamespace", "regrole", "regcollation"})
-#: types without a usable ``=`` (none, or one that compares areas): FULL identity compares text.
-NO_EQUALITY = frozenset({"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"})
+#: types whose ``=`` holds exactly when the values are the same: FULL identity compares with ``=``.
+#: Every other type compares its text form (``=`` is loose for interval '1 mon' = '30 days',
+#: float 0 = -0, numeric 1.0 = 1.00, citext; json, xml and geometric types have no usable ``=``).
+EXACT_EQUALITY = frozenset({"smallint", "integer", "bigint", "text", "boolean", "uuid", "date",
+                            "bytea", "character varying"})
 
 
 class PgType(UserDefinedType):
@@ -137,9 +141,11 @@ class PgApplier(GenericApplier):
 
     @staticmethod
     def equal(c: sa.Column, v):
-        if c.type.spec.removesuffix("[]") in NO_EQUALITY:
-            return sa.cast(c, sa.Text).is_not_distinct_from(sa.literal(v, sa.Text))
-        return c.is_not_distinct_from(sa.literal(v, c.type))
+        """NULL-safe: ``=`` for :data:`EXACT_EQUALITY` types, else the target's text form of the
+        column against that of the value parsed as the column's type (one session renders both)."""
+        if re.sub(r"\(.*\)$", "", c.type.spec) in EXACT_EQUALITY:
+            return c.is_not_distinct_from(sa.literal(v, c.type))
+        return sa.cast(c, sa.Text).is_not_distinct_from(sa.cast(sa.cast(sa.literal(v, c.type), c.type), sa.Text))
 
     def execute_checked(self, conn, stmt, params: list[dict], run: list) -> None:
         raw: psycopg.Connection = conn.connection.driver_connection

@@ -177,12 +177,7 @@ def loose_rows(kind: str, dsn_or_url: str, table: str, cols: list[str]) -> list[
     return sorted((loose_values(r) for r in rows), key=repr)
 
 
-PG_FULL_MATCH = pytest.mark.xfail(strict=True, reason=(
-    "postgres.py PgApplier.equal locates key-less FULL rows with '=', which holds between "
-    "'1 mon' and '30 days': the UPDATE changes the other row"))
-
-
-@pytest.mark.parametrize("kind", ["duckdb", pytest.param("pg", marks=PG_FULL_MATCH)])
+@pytest.mark.parametrize("kind", ["duckdb", "pg"])
 def test_updates_between_equal_but_different_values_are_written(source_db, kind, request):
     """'32 days' over '1 mon 2 days', '24 hours' over '1 day', -0 over 0 and back: the target
     holds what the source sent (DuckDB's UPDATE skips values equal by '='), key-less FULL rows
