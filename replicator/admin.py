@@ -20,6 +20,7 @@ from .errors import ConfigError, ReplicatorError
 from .model import TableState
 from .pipeline import Options, Pipeline
 from .source import catalog, slot as slots, snapshot
+from .target import open_target
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def drop(opts: Options, drop_tables: bool = False, force: bool = False) -> list[
 
     Only what this target's state proves the stream's own is dropped (DESIGN.md invariant 11);
     ``force`` drops the slot and publications of that name anyway, terminating their walsender."""
+    open_target(opts.target, must_exist=True)  # a missing embedded file is an error, never created
     p = Pipeline(opts)
     with p.target.connect() as c:
         row = p.store.load_stream(c) if p.store.exists(c) else None

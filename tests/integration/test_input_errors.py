@@ -251,7 +251,6 @@ def test_status_and_check_never_create_a_target_file(keyed_db, tmp_path, scheme)
     nothing_created(keyed_db, tmp_path)
 
 
-@pytest.mark.xfail(reason="needs the one-line must-exist check in replicator/admin.py drop()", strict=False)
 def test_drop_never_creates_a_target_file(keyed_db, tmp_path):
     path = tmp_path / "missing.duckdb"
     r = run("drop", "--source", keyed_db, "--target", f"duckdb:///{path}")
