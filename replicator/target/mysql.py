@@ -297,7 +297,7 @@ class MySQLTarget(Target):
         for rec in csv.reader(io.StringIO(chunk.decode("utf-8", "replace"), newline="")):
             i = next((i for i, v in enumerate(rec) if rules.MARK in v), None)
             if i is not None:
-                key = ", ".join(f"{k}={rec[cols.index(k)]!r}" for k in m.source.key or cols)
+                key = ", ".join(f"{k}={rules.unmark(rec[cols.index(k)])!r}" for k in m.source.key or cols)
                 rule = self.column_conv(m.source.columns[i]).rule
                 return ValueRangeError(
                     f"{m.label}.{cols[i]}: value {rules.unmark(rec[i])[:60]!r} cannot be stored in the "

@@ -271,7 +271,7 @@ class PostgresTarget(Target):
         names_ = m.source.column_names
         col = where.group(2) if where and where.group(2) in names_ else "?"
         value = next((f for f in row or () if rules.MARK in f), "?")
-        key = ", ".join(f"{k}={row[names_.index(k)]!r}" for k in m.source.key) if row else "?"
+        key = ", ".join(f"{k}={rules.unmark(row[names_.index(k)])!r}" for k in m.source.key) if row else "?"
         return ValueRangeError(
             f"{m.label}.{col}: value {rules.unmark(value)[:60]!r} cannot be stored in the postgresql "
             f"target table {self.display(m)}: its column type refuses it (snapshot copy, key "

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from replicator.config import parse
 from replicator.errors import ValueRangeError
 from replicator.pipeline import Options, Pipeline
 from replicator.verify import verify
@@ -218,19 +219,20 @@ def tamper(kind: str, url: str, *statements: str) -> None:
     eng.dispose()
 
 
-MYSQL_MARK = pytest.mark.xfail(strict=True, reason="mysql.py _marked_error prints key values as loaded")
-REFUSED_KEYS = {"duckdb": ("int[]", "[4:4]={NULL}"), "mysql": ("timestamp", "infinity")}
+REFUSED_KEYS = {"duckdb": ("int[]", "[4:4]={NULL}"), "mysql": ("timestamp", "infinity"),
+                "pg": ("numeric", "123.5")}
 
 
-@pytest.mark.parametrize("kind", ["duckdb", pytest.param("mysql", marks=MYSQL_MARK)])
+@pytest.mark.parametrize("kind", ["duckdb", "mysql", "pg"])
 def test_refusals_name_the_source_key_value_not_the_copy_mark(source_db, kind, request):
-    """A refused key value (an array with explicit bounds, an infinite timestamp) is shown as
-    the source has it, without the copy stream's internal mark."""
+    """A refused key value (an array with explicit bounds, an infinite timestamp, a number too wide
+    for the mapping's target type) is shown as the source has it, without the copy stream's internal mark."""
     url = request.getfixturevalue(f"{kind}_target_url")
     typ, value = REFUSED_KEYS[kind]
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(f"CREATE TABLE refused (a {typ} PRIMARY KEY, v int); INSERT INTO refused VALUES ('{value}', 1)")
+    cfg = parse("tables:\n- source: public.refused\n  columns: {types: {a: 'numeric(3,1)'}}\n") if kind == "pg" else None
     with pytest.raises(ValueRangeError) as e:
-        Pipeline(Options(source=source_db, target=url, name="marked")).migrate()
+        Pipeline(Options(source=source_db, target=url, name="marked", mapping=cfg)).migrate()
     assert "\x1a" not in str(e.value) and "out-of-range" not in str(e.value), str(e.value)
     assert f"key a='{value}'" in str(e.value), str(e.value)
