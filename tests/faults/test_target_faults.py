@@ -23,6 +23,7 @@ from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source
                                   source_position, target_applied, wait_caught_up, wait_streaming,
                                   wait_until)
 from tests.faults.proxy import Proxy
+from tests.procs import Replicator
 from tests.procs import track
 
 
@@ -235,3 +236,26 @@ def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_targe
         assert slot_confirmed(source_db) <= before
     finally:
         m.close()
+
+
+def test_sqlite_disk_full_during_a_copy_ends_migrate_and_cleans_up(source_db, tiny_fs, tally):
+    """Issue 9: the target's disk fills up in the middle of a 100k-row copy; migrate used to hang
+    for ever (the worker rolled back while the source COPY was still open).  It ends now, naming
+    the table and the full disk, and removes the slot and publication it created."""
+    with psycopg.connect(source_db, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id int PRIMARY KEY, payload text);"
+                  "INSERT INTO items SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 100000) g")
+    url = f"sqlite:///{tiny_fs / 't.sqlite'}"
+    p = Replicator("migrate", "--no-progress", source=source_db, target=url)
+    try:
+        rc, log = p.wait(180), p.tail()
+    finally:
+        p.close()
+    tally.fault()
+    last = log.strip().splitlines()[-1]
+    assert rc == 1 and "public.items" in last and "full" in last, log
+    assert "removed replication slot replicator" in last, last
+    with psycopg.connect(source_db) as c:
+        assert c.execute("SELECT count(*) FROM pg_replication_slots WHERE database = "
+                         "current_database()").fetchone()[0] == 0
+        assert c.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0
