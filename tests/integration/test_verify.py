@@ -21,7 +21,8 @@ import sqlalchemy as sa
 
 from tests.integration.test_migrate import replicator
 from tests.integration.test_mirror import start_mirror, table_states
-from tests.servers import pgbench_init, pgbench_run
+from tests.faults.harness import Load
+from tests.servers import pgbench_init
 
 SCHEMA = """
 CREATE TABLE items (
@@ -278,9 +279,8 @@ def test_verify_against_a_running_mirror_under_load(source_db, target_url):
         t0 = time.monotonic()
         _wait_ready(source_db, target_url, 5, mirror)
         print(f"ready after {time.monotonic() - t0:.1f}s")
-        bench = pgbench_run(source_db, seconds=30, clients=2, builtin="tpcb-like", rate=20,
-                            background=True)
-        time.sleep(1.0)
+        bench = Load(source_db, rate=20)  # runs until stopped: verify sees writes in flight
+        bench.more(10, mirror)
         t0 = time.monotonic()
         cp, doc = verify(env, "--chunk-rows", "1000")
         print(f"verify {time.monotonic() - t0:.1f}s")
@@ -298,8 +298,7 @@ def test_verify_against_a_running_mirror_under_load(source_db, target_url):
         assert [k for k, _ in kinds(doc["public.cold"])["changed"]] == [{"id": 777}]
     finally:
         if bench is not None:
-            bench.kill()
-            bench.communicate(timeout=30)
+            bench.stop()
         mirror.send_signal(signal.SIGTERM)
         _, err = mirror.communicate(timeout=60)
     assert mirror.returncode == 0, err[-3000:]
