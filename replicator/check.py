@@ -56,14 +56,16 @@ def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:
     from .model import PublishedTable
     from .source import slot as slots
     wanted = [t if isinstance(t, PublishedTable) else PublishedTable(t.schema, t.name) for t in tables]
-    if not wanted or slots.publication_matches(conn, pub, wanted):
+    if not wanted:
         return []
+    out = unlogged_problems(conn, wanted)
+    if out or slots.publication_matches(conn, pub, wanted):
+        return out
     user, db = conn.info.user, conn.info.dbname
     owner_hint = (f"or have the tables' owner run CREATE PUBLICATION {pub} FOR TABLE … (an existing "
                   f"publication listing exactly the replicated tables is used as it is)")
     row = conn.execute("SELECT pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication "
                        "WHERE pubname = %s", (pub,)).fetchone()
-    out = []
     if row is None and not conn.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0]:
         out.append(f"role {user} cannot create publication {pub}: GRANT CREATE ON DATABASE "
@@ -79,6 +81,18 @@ def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:
                        f"owner publish a table: ALTER TABLE {name} OWNER TO "
                        f"{sql.Identifier(user).as_string(conn)}, {owner_hint}")
     return out
+
+
+UNLOGGED_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = ANY(%s::text[]::regclass[]) AND c.relpersistence = 'u' ORDER BY 1, 2
+"""
+
+
+def unlogged_problems(conn: psycopg.Connection, tables) -> list[str]:
+    """One line per UNLOGGED table among ``tables`` (schema/name pairs): never published."""
+    names = [sql.Identifier(t.schema, t.name).as_string(conn) for t in tables]
+    return [catalog.unlogged_problem(s, n) for s, n in conn.execute(UNLOGGED_SQL, (names,))]
 
 
 def table_problems(conn: psycopg.Connection, schemas, pub: str = "replicator") -> list[str]:
@@ -178,6 +192,9 @@ def warnings(source: str, long_transaction_s: int = 60) -> list[str]:
             if row[3] >= long_transaction_s:
                 out.append(f"long-running transaction would delay slot creation: {describe_blocker(row)}")
         out += _tls_warning(conn)
+        out += [f"{t[1]}.{t[2]} is UNLOGGED and is not replicated: its changes are not in WAL "
+                f"(ALTER TABLE … SET LOGGED to replicate it)"
+                for t in catalog.list_tables(conn) if catalog.unlogged(t)]
     return out
 
 

@@ -19,9 +19,9 @@ from ..model import Column, Identity, TableSchema
 log = logging.getLogger(__name__)
 
 TABLES_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relkind
+SELECT c.oid, n.nspname, c.relname, c.relreplident, c.relpersistence
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname !~ '^pg_(toast|temp)'
 ORDER BY n.nspname, c.relname
@@ -52,27 +52,70 @@ WHERE i.indrelid = ANY(%s) AND (i.indisprimary OR i.indisreplident)
 """
 
 
+class SourceTable(tuple):
+    """``(oid, schema, name, relreplident)`` of a source table, with its ``persistence`` ('p'
+    permanent, 'u' unlogged) as an attribute: it unpacks and compares as the 4-tuple."""
+
+    persistence: str
+
+    def __new__(cls, oid: int, schema: str, name: str, ident: str, persistence: str = "p"):
+        t = super().__new__(cls, (oid, schema, name, ident))
+        t.persistence = persistence
+        return t
+
+
 def list_tables(conn: psycopg.Connection) -> list[tuple[int, str, str, str]]:
-    """(oid, schema, name, relreplident) of every user table, partition roots only."""
-    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(TABLES_SQL)]
+    """(oid, schema, name, relreplident) of every user table, partition roots only, as
+    :class:`SourceTable`.  Temporary tables are never listed (no other session can read them);
+    unlogged ones are (so that naming one gets its own refusal) and :func:`select_tables` leaves
+    them out."""
+    return [SourceTable(*r) for r in conn.execute(TABLES_SQL)]
+
+
+def unlogged(t: tuple) -> bool:
+    return getattr(t, "persistence", "p") == "u"
+
+
+def unlogged_problem(schema: str, name: str) -> str:
+    """Why an UNLOGGED table cannot be replicated, with the fix."""
+    q = ".".join('"' + n.replace('"', '""') + '"' for n in (schema, name))
+    return (f"{schema}.{name} is UNLOGGED: its changes are not written to WAL, so logical "
+            f"replication cannot stream them (PostgreSQL refuses to publish it); run ALTER TABLE "
+            f"{q} SET LOGGED, or leave it out (--tables, or exclude it from the mapping)")
 
 
 def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) -> list[tuple]:
-    """Filter by ``schema.table`` names or globs; a name that matches nothing is a ConfigError."""
+    """Filter by ``schema.table`` names or globs; a name that matches nothing is a ConfigError.
+
+    Unlogged tables (:func:`unlogged`): left out of the default selection and of a glob's matches
+    with a logged note; named exactly (or the only match of a glob), a ConfigError with the fix."""
     if not patterns:
-        return all_tables
-    chosen, seen = [], set()
+        _note_unlogged([t for t in all_tables if unlogged(t)])
+        return [t for t in all_tables if not unlogged(t)]
+    chosen, seen, skipped = [], set(), []
     for pat in patterns:
         pat = pat if "." in pat else f"public.{pat}"
         hits = [t for t in all_tables if fnmatchcase(f"{t[1]}.{t[2]}", pat)]
         if not hits:
             raise ConfigError(f"table {pat!r} (from --tables) does not exist on the source; "
                               f"check the name; replicator init --source … lists every table")
+        if all(unlogged(t) for t in hits) or not any(ch in pat for ch in "*?["):
+            bad = [t for t in hits if unlogged(t)]
+            if bad:
+                raise ConfigError(f"{unlogged_problem(bad[0][1], bad[0][2])} (named by --tables {pat!r})")
+        skipped += [t for t in hits if unlogged(t) and t not in skipped]
         for t in hits:
-            if t[0] not in seen:
+            if t[0] not in seen and not unlogged(t):
                 seen.add(t[0])
                 chosen.append(t)
+    _note_unlogged(skipped)
     return chosen
+
+
+def _note_unlogged(tables: list[tuple]) -> None:
+    for t in tables:
+        log.warning("%s.%s is UNLOGGED and left out: its changes are not in WAL (ALTER TABLE … "
+                    "SET LOGGED to replicate it)", t[1], t[2])
 
 
 def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSchema]:
@@ -96,7 +139,7 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
         if is_ident:
             idents[relid] = tuple(names)
     out = []
-    for oid, schema, name, ident in tables:
+    for oid, schema, name, ident in (t[:4] for t in tables):
         if oid in generated:
             log.warning("%s.%s: generated column(s) %s are not replicated: PostgreSQL before 18 does "
                         "not publish them, so their target values would go stale (docs/types.md)",
