@@ -122,6 +122,9 @@ class TableSchema:
     oid: int = 0
     primary_key: tuple[str, ...] = ()
     insert_only: bool = False
+    #: (source column name, pg_attribute.attnum) where known: a column's identity in the catalog
+    #: (a renamed column keeps its attnum, an added one gets a new, greater one); may be partial
+    attnums: tuple[tuple[str, int], ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -216,11 +219,15 @@ class Truncate:
 @dataclass(frozen=True)
 class RelationInfo:
     """The source's current column list of a table, as a Relation message announced it (names
-    and type OIDs in tuple order).  Sent before the first change after any schema change."""
+    and type OIDs in tuple order).  Sent before the first change after any schema change.
+    ``type_mods`` are the columns' typmods (same order; empty when unknown) and ``relid`` the
+    table's OID, as the message carries them: what the changes after it were written with."""
 
     table: str
     columns: tuple[tuple[str, int], ...]
     lsn: Lsn = Lsn(0)
+    type_mods: tuple[int, ...] = ()
+    relid: int = 0
 
 
 @dataclass(frozen=True)

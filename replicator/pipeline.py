@@ -130,6 +130,7 @@ class Pipeline:
             raise ConfigError("no tables to replicate: the source has no user tables "
                               "(or --tables / the mapping matched none)")
         names = [p for m in self.mappings for p in self.target.identifier_problems(m)]
+        names += [p for m in self.mappings for p in self.target.limit_problems(m)]
         if names:
             raise CheckError(names)
         self._check_target_names()
@@ -382,27 +383,20 @@ class Pipeline:
 
     # ------------------------------------------------------------ schema changes
     def evolve(self, target, conn, m: TableMapping, ev, d) -> TableMapping:
-        """Apply a source schema change to the target (schema_change.evolve with catalog access)."""
-        new_m = schema_change.evolve(target, conn, m, ev, d, self._describe, self._missing_value)
+        """Apply a source schema change to the target (schema_change.evolve, reading today's
+        catalog only for what the Relation message lacks); anything it cannot follow stops with
+        the table, the LSN and the resync command (SchemaChanged), never a KeyError."""
+        today = catalog.Today(lambda: snapshot.connect(self.opts.source))
+        try:
+            new_m = schema_change.evolve(target, conn, m, ev, d, today)
+        except (LookupError, ValueError, TypeError) as e:
+            raise schema_change.SchemaChanged(schema_change.stop_message(
+                m, ev, f"the change could not be followed ({type(e).__name__}: {e})")) from e
+        finally:
+            today.close()
         self.store.set_layout(conn, m.label, schema_change.layout_of(new_m))
         self.mappings = [new_m if x.label == m.label else x for x in self.mappings]
         return new_m
-
-    def _describe(self, label: str):
-        with snapshot.connect(self.opts.source) as c:
-            rows = [t for t in catalog.list_tables(c) if f"{t[1]}.{t[2]}" == label]
-            return catalog.load_schemas(c, rows)[0]
-
-    def _missing_value(self, label: str, column: str) -> tuple[bool, Optional[str]]:
-        """(column has a default, the value existing rows got, None when unknown/volatile)."""
-        from psycopg import sql
-        with snapshot.connect(self.opts.source) as c:
-            schema, _, name = label.partition(".")
-            row = c.execute(
-                "SELECT atthasdef, CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END "
-                "FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
-                (sql.Identifier(schema, name).as_string(c), column)).fetchone()
-        return (bool(row[0]), row[1]) if row else (False, None)
 
     def resync_requested(self) -> bool:
         """A table of this stream was set back to i/d (``replicator resync``) while streaming."""

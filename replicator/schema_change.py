@@ -10,13 +10,18 @@ are applied, never for transactions the snapshot already holds):
   already present keep their values.
 * A renamed column, a changed type, or a dropped key column stop the stream with a
   :class:`SchemaChanged` error naming the table, what changed, the LSN and the re-sync command.
+* The Relation message says which columns the changes after it were written with; today's
+  catalog may be ahead of it (a lagging mirror: the column added and dropped since, the table
+  dropped).  Added columns are typed from the message (type OID and typmod); a column's identity
+  is its attnum, recorded in the applied layout, which tells a rename (attnum kept) from a DROP
+  and an ADD.  What the catalog no longer knows stops with the resync command, never a KeyError.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from .errors import SourceError
 from .model import Column, RelationInfo, TableMapping, TableSchema
@@ -26,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class SchemaChanged(SourceError):
     """A schema change that cannot be applied incrementally (rename, type change, rewrite)."""
+
+
+#: ``diff(now=NOT_READ)``: today's catalog was not consulted (the position decides renames)
+NOT_READ = object()
 
 
 @dataclass
@@ -39,20 +48,46 @@ class Diff:
         return bool(self.added or self.dropped or self.renamed or self.retyped)
 
 
-def diff(known: TableSchema, rel: RelationInfo) -> Diff:
-    """Compare the columns the target has (source names) with the Relation's, position-aware:
-    a name that changed at the same position with nothing else moving is a rename."""
+def diff(known: TableSchema, rel: RelationInfo, now=NOT_READ) -> Diff:
+    """Compare the columns the target has (``known``, source names) with the Relation's.
+
+    A column of ``known`` missing from the Relation was renamed when its attnum (``known.attnums``)
+    is still a live column of ``now``, today's table: an attribute keeps its attnum through a
+    rename and a dropped one never comes back, so it existed, under another name, when the
+    Relation was sent.  Otherwise it was dropped (maybe renamed first; the source has it no more
+    either way); ``now`` None (the table is gone) says the same.  Without attnums (a layout of
+    an older version) or with ``now`` NOT_READ, the position decides: the same number of columns
+    with names changed in place is a rename."""
     old = [(c.name, c.type_oid) for c in known.columns]
     new = list(rel.columns)
     old_names, new_names = [n for n, _ in old], [n for n, _ in new]
     d = Diff(added=[n for n in new_names if n not in old_names],
              dropped=[n for n in old_names if n not in new_names])
-    if d.added and d.dropped and len(old) == len(new):
-        d.renamed = [(o, n) for (o, _), (n, _) in zip(old, new) if o != n]
-        d.added, d.dropped = [], []
+    ids = dict(known.attnums)
+    if d.added and d.dropped and (now is NOT_READ or any(o not in ids for o in d.dropped)):
+        if len(old) == len(new):
+            d.renamed = [(o, n) for o, n in zip(old_names, new_names) if o != n]
+            d.added, d.dropped = [], []
+    elif d.added and d.dropped and now is not None:
+        live = {a: n for n, a in now.attnums}
+        d.renamed = [(o, _renamed_to(o, live[ids[o]], old_names, new_names, d.added))
+                     for o in d.dropped if ids[o] in live]
+        d.dropped = [o for o in d.dropped if ids[o] not in live]
+        d.added = [n for n in d.added if n not in {to for _, to in d.renamed}]
     types = dict(old)
     d.retyped = [(n, types[n], t) for n, t in new if n in types and types[n] != t]
     return d
+
+
+def _renamed_to(old: str, today: str, old_names: list[str], new_names: list[str],
+                added: list[str]) -> str:
+    """The Relation's name of renamed column ``old`` (called ``today`` in today's catalog)."""
+    if today in added:
+        return today
+    i = old_names.index(old)
+    if len(old_names) == len(new_names) and new_names[i] in added:
+        return new_names[i]
+    return f"another name (today {today})"
 
 
 def refuse(m: TableMapping, rel: RelationInfo, d: Diff) -> None:
@@ -68,7 +103,7 @@ def refuse(m: TableMapping, rel: RelationInfo, d: Diff) -> None:
     if d.added and new_order_conflict(m.source_table, rel):
         what.append("columns reordered")
     if what:
-        raise SchemaChanged(_stop(m, rel, "; ".join(what)))
+        raise SchemaChanged(stop_message(m, rel, "; ".join(what)))
 
 
 def new_order_conflict(known: TableSchema, rel: RelationInfo) -> bool:
@@ -77,45 +112,105 @@ def new_order_conflict(known: TableSchema, rel: RelationInfo) -> bool:
     return [n for n, _ in rel.columns][:len(kept)] != kept
 
 
-def _stop(m: TableMapping, rel: RelationInfo, what: str) -> str:
+def stop_message(m: TableMapping, rel: RelationInfo, what: str) -> str:
+    """The error text: table, change, LSN, and the resync command."""
     return (f"{m.label} changed on the source at LSN {rel.lsn}: {what}. The stream stops before "
             f"applying it (nothing after it is confirmed). Re-sync the table with: replicator resync "
             f"--tables {m.label}  (it is copied again with its new columns; other tables are "
             f"not touched), then start the mirror again")
 
 
-def evolve(target, conn, m: TableMapping, rel: RelationInfo, d: Diff,
-           describe: Callable[[str], TableSchema],
-           missing_value: Callable[[str, str], tuple[bool, Optional[str]]]) -> TableMapping:
-    """Apply ADD/DROP COLUMN to the target; returns the mapping to use from now on."""
+_stop = stop_message
+
+
+def evolve(target, conn, m: TableMapping, rel: RelationInfo, d: Diff, today) -> TableMapping:
+    """Apply ADD/DROP COLUMN to the target; returns the mapping to use from now on.
+
+    ``today`` is a :class:`replicator.source.catalog.Today`: the source's catalog now, which may
+    be ahead of ``rel``.  Added columns are typed from the Relation message (its type OID and
+    typmod); the catalog only adds what it still knows about them (attnum, NOT NULL, the value
+    existing rows got).  Raises SchemaChanged (table, change, LSN, resync command) for what
+    cannot be followed, before anything is changed on the target."""
+    now = today.table(rel.relid or m.source_table.oid) if d.added or d.renamed else NOT_READ
+    d = diff(m.source_table, rel, now)
     refuse(m, rel, d)
-    current = describe(m.label) if d.added else None
-    added: list[Column] = []
-    for name in d.added:
-        col = current.column(name)
-        has_default, value = missing_value(m.label, name)
-        if has_default and value is None and not target_empty(target, conn, m):
-            raise SchemaChanged(_stop(m, rel, f"added column {name} with a volatile default (the "
-                                      f"source rewrote the table, so existing rows' values are unknown)"))
-        added.append(col)
-    new_m = remap(m, [n for n, _ in rel.columns], added)
+    added, ids = _added_columns(m, rel, d, now, today)
+    fills = _fill_values(target, conn, m, rel, added, ids, today)
+    new_m = remap(m, [n for n, _ in rel.columns], added, ids)
     if added:
-        import sqlalchemy as sa
-        t = target.table(m)
-        had = {c["name"] for c in sa.inspect(conn).get_columns(t.name, schema=t.schema)}
-        added = [c for c in added if c.name not in had]  # a replayed Relation: already there
-        target.add_columns(conn, new_m, [c.name for c in added])
-        for c in added:
-            has_default, value = missing_value(m.label, c.name)
-            if has_default and value is not None:
-                target.fill_column(conn, new_m, c.name, value)
-        log.warning("%s: added column(s) %s on the target %s", m.label, ", ".join(c.name for c in added),
-                    target.display(new_m))
+        _add_on_target(target, conn, m, new_m, added, fills)
     if d.dropped:
         target.forget(new_m)
         log.warning("%s: column(s) %s dropped on the source at LSN %s: they stay on the target and "
                     "get NULL in rows inserted from now on", m.label, ", ".join(d.dropped), rel.lsn)
     return new_m
+
+
+def _added_columns(m: TableMapping, rel: RelationInfo, d: Diff, now, today
+                   ) -> tuple[list[Column], dict[str, int]]:
+    """The added columns as the Relation typed them, and the attnums the catalog still proves."""
+    types = {n: (t, rel.type_mods[i] if i < len(rel.type_mods) else -1)
+             for i, (n, t) in enumerate(rel.columns)}
+    known_ids = {a for _, a in m.source_table.attnums}
+    now_ids = dict(now.attnums) if now not in (None, NOT_READ) else {}
+    added, ids = [], {}
+    for name in d.added:
+        oid, mod = types[name]
+        cur = _column_of(now, name)
+        if cur is not None and cur.type_oid == oid and (mod == -1 or cur.type_mod == mod) \
+                and now_ids.get(name) not in known_ids:
+            added.append(cur)
+            ids[name] = now_ids[name]
+            continue
+        col = today.column(name, oid, mod)
+        if col is None:
+            raise SchemaChanged(stop_message(m, rel, f"added column {name} of type oid {oid}, a "
+                                             f"type the source no longer has"))
+        added.append(col)
+    return added, ids
+
+
+def _column_of(now, name: str) -> Optional[Column]:
+    if now in (None, NOT_READ):
+        return None
+    return next((c for c in now.columns if c.name == name), None)
+
+
+def _fill_values(target, conn, m: TableMapping, rel: RelationInfo, added: list[Column],
+                 ids: dict[str, int], today) -> dict[str, Optional[str]]:
+    """The value existing target rows get in each added column (None: NULL)."""
+    fills: dict[str, Optional[str]] = {}
+    unknown = []
+    for c in added:
+        if c.name not in ids:
+            unknown.append(c.name)
+            fills[c.name] = None
+            continue
+        has_default, value = today.missing_value(rel.relid or m.source_table.oid, ids[c.name])
+        if has_default and value is None and not target_empty(target, conn, m):
+            raise SchemaChanged(stop_message(m, rel, f"added column {c.name} with a volatile default "
+                                             f"(the source rewrote the table, so existing rows' "
+                                             f"values are unknown)"))
+        fills[c.name] = value if has_default else None
+    if unknown and not target_empty(target, conn, m):
+        log.warning("%s: column(s) %s added at LSN %s are no longer in the source's catalog (dropped "
+                    "since): the value rows already there had in them cannot be known, they get "
+                    "NULL on the target", m.label, ", ".join(unknown), rel.lsn)
+    return fills
+
+
+def _add_on_target(target, conn, m: TableMapping, new_m: TableMapping, added: list[Column],
+                   fills: dict[str, Optional[str]]) -> None:
+    import sqlalchemy as sa
+    t = target.table(m)
+    had = {c["name"] for c in sa.inspect(conn).get_columns(t.name, schema=t.schema)}
+    todo = [c for c in added if c.name not in had]  # a replayed Relation: already there
+    target.add_columns(conn, new_m, [c.name for c in todo])
+    for c in todo:
+        if fills.get(c.name) is not None:
+            target.fill_column(conn, new_m, c.name, fills[c.name])
+    log.warning("%s: added column(s) %s on the target %s", m.label, ", ".join(c.name for c in added),
+                target.display(new_m))
 
 
 def target_empty(target, conn, m: TableMapping) -> bool:
@@ -124,29 +219,38 @@ def target_empty(target, conn, m: TableMapping) -> bool:
     return conn.execute(sa.select(sa.literal(1)).select_from(t).limit(1)).first() is None
 
 
-def remap(m: TableMapping, names: list[str], added: list[Column]) -> TableMapping:
-    """The mapping for the Relation's column list: kept columns keep their target names."""
+def remap(m: TableMapping, names: list[str], added: list[Column],
+          attnums: Optional[dict[str, int]] = None) -> TableMapping:
+    """The mapping for the Relation's column list: kept columns keep their target names and
+    attnums; added ones take ``attnums`` where known."""
     pairs = {c.name: (c, v) for c, v in zip(m.source_table.columns, m.source.columns)}
     pairs.update({c.name: (c, c) for c in added})
     cols = [pairs[n] for n in names]
-    origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in cols))
+    ids = {**dict(m.source_table.attnums), **(attnums or {})}
+    origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in cols),
+                                 attnums=tuple((n, ids[n]) for n in names if n in ids))
     view = dataclasses.replace(m.source, columns=tuple(v for _, v in cols))
     return dataclasses.replace(m, source=view, origin=origin)
 
 
 def layout_of(m: TableMapping) -> str:
-    """The column layout of ``m`` (source column → target column), as JSON for the state table."""
+    """The column layout of ``m`` as JSON for the state table: one ``[source column, target
+    column, attnum]`` per column (attnum null when unknown; older layouts have pairs)."""
     import json
-    return json.dumps([[dataclasses.asdict(c), dataclasses.asdict(v)]
+    ids = dict(m.source_table.attnums)
+    return json.dumps([[dataclasses.asdict(c), dataclasses.asdict(v), ids.get(c.name)]
                        for c, v in zip(m.source_table.columns, m.source.columns)])
 
 
 def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
-    """``m`` with the column layout the target has applied (None: ``m`` as it is)."""
+    """``m`` with the column layout the target has applied (None: ``m`` as it is).  A layout
+    without attnums (an older version's) leaves them unknown: renames are then told by position."""
     if not layout:
         return m
     import json
-    pairs = [(Column(**c), Column(**v)) for c, v in json.loads(layout)]
-    origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in pairs))
+    items = json.loads(layout)
+    pairs = [(Column(**it[0]), Column(**it[1])) for it in items]
+    ids = tuple((it[0]["name"], it[2]) for it in items if len(it) > 2 and it[2] is not None)
+    origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in pairs), attnums=ids)
     view = dataclasses.replace(m.source, columns=tuple(v for _, v in pairs))
     return dataclasses.replace(m, source=view, origin=origin)

@@ -33,7 +33,8 @@ SELECT a.attrelid, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), 
        CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) ELSE '' END,
        CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE 0 END, bt.typtype,
-       a.attndims, CASE WHEN et.typtype = 'd' THEN et.typbasetype ELSE 0 END, coalesce(et.typdelim, ',')
+       a.attndims, CASE WHEN et.typtype = 'd' THEN et.typbasetype ELSE 0 END, coalesce(et.typdelim, ','),
+       a.attnum
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
@@ -122,11 +123,13 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
     """TableSchema for each (oid, schema, name, relreplident), in the given order."""
     oids = [t[0] for t in tables]
     cols: dict[int, list[Column]] = {o: [] for o in oids}
+    attnums: dict[int, list[tuple[str, int]]] = {o: [] for o in oids}
     generated: dict[int, list[str]] = {}
     for r in conn.execute(COLUMNS_SQL, (oids,)):
         if r[6]:  # generated: not published before PostgreSQL 18
             generated.setdefault(r[0], []).append(r[1])
             continue
+        attnums[r[0]].append((r[1], r[15]))
         cols[r[0]].append(Column(name=r[1], type_oid=r[2], type_name=r[3], type_mod=r[4],
                                  not_null=r[5], type_kind=r[11] if r[7] == "d" else r[7],
                                  base_oid=r[8], base_name=r[9], elem_oid=r[10], ndims=r[12],
@@ -149,7 +152,8 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
         if identity is Identity.NOTHING:
             key = ()
         out.append(TableSchema(schema=schema, name=name, columns=tuple(cols[oid]),
-                               identity=identity, key=key, oid=oid, primary_key=pks.get(oid, ())))
+                               identity=identity, key=key, oid=oid, primary_key=pks.get(oid, ()),
+                               attnums=tuple(attnums[oid])))
     return out
 
 
@@ -167,3 +171,69 @@ def identity_problem(t: TableSchema) -> Optional[str]:
                 f"cannot be replicated (and fail on the source once published); add a primary key, "
                 f"or run ALTER TABLE {q} REPLICA IDENTITY FULL")
     return None
+
+
+# ------------------------------------------------------------ today's catalog, for schema changes
+
+TABLE_BY_OID_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relreplident
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %s AND c.relkind IN ('r', 'p')
+"""
+
+TYPE_SQL = """
+SELECT format_type(t.oid, %s), t.typtype,
+       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE 0 END,
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) ELSE '' END,
+       CASE WHEN bt.typcategory = 'A' THEN bt.typelem ELSE 0 END, bt.typtype,
+       CASE WHEN bt.typcategory = 'A' AND t.typtype <> 'd' THEN 1 ELSE 0 END,
+       CASE WHEN et.typtype = 'd' THEN et.typbasetype ELSE 0 END, coalesce(et.typdelim, ',')
+FROM pg_type t
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
+WHERE t.oid = %s
+"""
+
+MISSING_SQL = """
+SELECT atthasdef, CASE WHEN atthasmissing THEN (attmissingval::text::text[])[1] END
+FROM pg_attribute WHERE attrelid = %s AND attnum = %s AND NOT attisdropped
+"""
+
+
+class Today:
+    """Today's catalog, read lazily through one connection (``connect()`` opens it on first use;
+    ``close()`` closes it).  Used to follow a schema change whose Relation message is older than
+    the catalog: every answer may be None when the catalog no longer knows it."""
+
+    def __init__(self, connect):
+        self._connect, self._conn = connect, None
+
+    def _c(self) -> psycopg.Connection:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def table(self, oid: int) -> Optional[TableSchema]:
+        """The table with this OID as it is now (None: dropped since)."""
+        rows = [(r[0], r[1], r[2], r[3]) for r in self._c().execute(TABLE_BY_OID_SQL, (oid,))]
+        return load_schemas(self._c(), rows)[0] if rows else None
+
+    def column(self, name: str, type_oid: int, type_mod: int) -> Optional[Column]:
+        """A column ``name`` of the type a Relation message gave (None: the type is gone)."""
+        r = self._c().execute(TYPE_SQL, (type_mod, type_oid)).fetchone()
+        if r is None:
+            return None
+        return Column(name=name, type_oid=type_oid, type_name=r[0], type_mod=type_mod,
+                      type_kind=r[5] if r[1] == "d" else r[1], base_oid=r[2], base_name=r[3],
+                      elem_oid=r[4], ndims=r[6], elem_base_oid=r[7], elem_delim=r[8])
+
+    def missing_value(self, table_oid: int, attnum: int) -> tuple[bool, Optional[str]]:
+        """(the column has a default, the text value rows that existed before it was added got;
+        None when there is none or it is not recorded); (False, None) when the column is gone."""
+        r = self._c().execute(MISSING_SQL, (table_oid, attnum)).fetchone()
+        return (bool(r[0]), r[1]) if r else (False, None)

@@ -83,4 +83,5 @@ class ChangeDecoder:
         self.names[rel.relid] = name if mapped else None
         if not mapped:
             return None
-        return RelationInfo(name, tuple((c.name, c.type_oid) for c in rel.columns), self.lsn)
+        return RelationInfo(name, tuple((c.name, c.type_oid) for c in rel.columns), self.lsn,
+                            tuple(c.type_mod for c in rel.columns), rel.relid)

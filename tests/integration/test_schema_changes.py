@@ -76,3 +76,80 @@ def test_diff_tells_add_drop_rename_and_type_change():
     assert d.renamed == [("a", "x")] and not d.added and not d.dropped
     d = diff(known, rel(("id", 23), ("a", 20), ("b", 25)))
     assert d.retyped == [("a", 23, 20)]
+
+
+# ---------------------------------------------------------------- issue 10, items 4 and 5
+
+def _mirror(source_db, target_url):
+    """A running mirror past its copy: it confirmed a WAL position written after it started."""
+    from tests.faults.harness import Mirror, wait_caught_up, wait_streaming
+    m = Mirror(source_db, target_url)
+    wait_streaming(source_db, m)  # the slot is active during the copy already
+    run(source_db, "SELECT pg_logical_emit_message(false, 'test', 'mark')")
+    wait_caught_up(source_db, m)
+    return m
+
+
+def test_column_added_and_dropped_before_it_is_applied_and_a_dropped_table(source_db, target_url):
+    """The Relation messages, not today's catalog, say which columns a change was written with:
+    a column added and dropped again before the mirror applies it, and a table dropped with its
+    changes still to apply, are followed (no KeyError/IndexError, no traceback)."""
+    from tests.faults.harness import wait_caught_up
+    run(source_db, "CREATE TABLE t2 (id int PRIMARY KEY, a int)", "INSERT INTO t2 VALUES (1, 1)",
+        "CREATE TABLE t3 (id int PRIMARY KEY, a int)", "INSERT INTO t3 VALUES (1, 1)")
+    m = _mirror(source_db, target_url)
+    # one call = one source transaction: the mirror decodes it once the catalog has lost d / t3
+    run(source_db, "ALTER TABLE t2 ADD COLUMN d int; INSERT INTO t2 VALUES (2,2,2); "
+                   "ALTER TABLE t2 DROP COLUMN d; INSERT INTO t2 VALUES (3,3)")
+    run(source_db, "INSERT INTO t3 VALUES (2, 2); ALTER TABLE t3 ADD COLUMN e numeric(8,2); "
+                   "INSERT INTO t3 VALUES (3, 3, 3.25); DROP TABLE t3")
+    wait_caught_up(source_db, m)
+    assert m.alive(), m.tail()
+    assert m.stop() == 0, m.tail()
+    assert "Traceback" not in m.log(), m.tail()
+    assert target_rows(target_url, "t2", ["id", "a", "d"]) == [(1, 1, None), (2, 2, 2), (3, 3, None)]
+    assert [r[:2] for r in target_rows(target_url, "t3", ["id", "a", "e"])] == [(1, 1), (2, 2), (3, 3)]
+    assert float(target_rows(target_url, "t3", ["id", "e"])[2][1]) == 3.25
+    # a restart reads the same stream again from what the target applied: no crash either
+    run(source_db, "INSERT INTO t2 VALUES (4, 4)")
+    m = _mirror(source_db, target_url)
+    wait_caught_up(source_db, m)
+    assert m.stop() == 0, m.tail()
+    assert target_rows(target_url, "t2", ["id", "a"]) == rows(source_db, "SELECT id, a FROM t2")
+
+
+def test_add_then_drop_column_is_not_a_rename(source_db, target_url):
+    """ADD COLUMN g then DROP COLUMN f1 (one Relation shows f1 gone and g new at its position):
+    followed as an ADD and a DROP; a real RENAME COLUMN still stops with the resync command."""
+    run(source_db, "CREATE TABLE varchar_tbl (id int PRIMARY KEY, f1 varchar(4))",
+        "INSERT INTO varchar_tbl VALUES (1, 'a'), (2, 'b')")
+    env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": target_url}
+    replicator("migrate", "--keep-slot", env=env)
+    run(source_db, "ALTER TABLE varchar_tbl ADD COLUMN g int DEFAULT 9",
+        "ALTER TABLE varchar_tbl DROP COLUMN f1", "INSERT INTO varchar_tbl VALUES (3, 3)")
+    cp = replicator("migrate", "--keep-slot", env=env, check=False)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert "renamed" not in cp.stderr
+    assert target_rows(target_url, "varchar_tbl", ["id", "f1", "g"]) == [(1, "a", 9), (2, "b", 9), (3, None, 3)]
+    run(source_db, "ALTER TABLE varchar_tbl RENAME COLUMN g TO h", "INSERT INTO varchar_tbl VALUES (4, 4)")
+    cp = replicator("migrate", "--keep-slot", env=env, check=False)
+    assert cp.returncode != 0 and "renamed g → h" in cp.stderr, cp.stderr[-3000:]
+    assert "replicator resync --tables public.varchar_tbl" in cp.stderr
+
+
+def test_added_column_of_a_type_dropped_since_stops_with_the_resync_command(source_db, sqlite_target_url):
+    """What the catalog no longer knows (the type of a column added and dropped since, with its
+    type) stops with the table, the LSN and the resync command; the resync goes on from there."""
+    url = sqlite_target_url
+    run(source_db, "CREATE TABLE t4 (id int PRIMARY KEY, a int)", "INSERT INTO t4 VALUES (1, 1)")
+    m = _mirror(source_db, url)
+    run(source_db, "CREATE TYPE mood AS ENUM ('ok', 'sad'); ALTER TABLE t4 ADD COLUMN m mood; "
+                   "INSERT INTO t4 VALUES (2, 2, 'ok'); ALTER TABLE t4 DROP COLUMN m; DROP TYPE mood")
+    assert m.wait(120) == 1
+    err = m.log()
+    assert "Traceback" not in err and "KeyError" not in err, err[-3000:]
+    assert "public.t4 changed on the source at LSN" in err and "added column m" in err, err[-3000:]
+    assert "replicator resync --tables public.t4" in err
+    env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": url}
+    replicator("resync", "--tables", "public.t4", env=env)
+    assert target_rows(url, "t4", ["id", "a"]) == [(1, 1), (2, 2)]
