@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlalchemy as sa
 
-from . import ownership
+from . import ownership, stream_tables
 from .errors import ConfigError, ReplicatorError
 from .model import TableState
 from .pipeline import Options, Pipeline
@@ -82,15 +82,15 @@ def _drop_table(conn, display: str) -> None:
 
 
 def resync(opts: Options, patterns: list[str]) -> str:
-    """Send the tables matching ``patterns`` back through i → d → s → r."""
+    """Send the tables matching ``patterns`` back through i → d → s → r.
+
+    Only the stream's own tables (its state on the target: stream_tables.py) are planned and can
+    be chosen; other tables of the source are neither checked nor published."""
     p = Pipeline(opts)
+    mine = stream_tables.narrow(p)
     ms = p.plan()
-    rows = [(m.source.oid, m.source.schema, m.source.name, "") for m in ms]
-    chosen = {t[1] + "." + t[2] for t in catalog.select_tables(rows, patterns)}
+    chosen = _chosen(opts.name, ms, patterns, mine)
     with p.target.connect() as c:
-        if p.store.load_stream(c) is None:
-            raise ConfigError(f"stream {opts.name} has no state on this target: nothing to re-sync "
-                              f"(start it with 'replicator mirror')")
         for m in ms:
             if m.label in chosen:
                 p.store.set_table(c, m.label, p.target.display(m), TableState.INIT, sync_lsn=0, rows_copied=0)
@@ -107,3 +107,19 @@ def resync(opts: Options, patterns: list[str]) -> str:
         _applied, _progress, summary = p.start(src)
     p.target.dispose()
     return f"re-copied {len(chosen)} table(s), {summary.rows_copied} rows: {', '.join(sorted(chosen))}"
+
+
+def _chosen(name: str, ms, patterns: list[str], mine: list[str]) -> set[str]:
+    """The labels of the planned tables ``patterns`` match; a pattern matching none of the
+    stream's tables is a ConfigError naming them."""
+    rows = [(m.source.oid, m.source.schema, m.source.name, "") for m in ms]
+    chosen: set[str] = set()
+    for pat in patterns:
+        try:
+            chosen |= {t[1] + "." + t[2] for t in catalog.select_tables(rows, [pat])}
+        except ConfigError:
+            full = pat if "." in pat else f"public.{pat}"
+            raise ConfigError(f"table {full!r} (from --tables) is not replicated by stream {name} "
+                              f"(its tables: {', '.join(mine) or 'none'}): nothing was re-synced; "
+                              f"check the name, or --name for another stream") from None
+    return chosen

@@ -100,6 +100,29 @@ def test_resync_without_a_running_mirror_copies_now(db, sqlite_target_url):
     assert cp.returncode == 2 and "public.nope" in cp.stderr
 
 
+
+def test_resync_acts_on_the_streams_own_tables_only(db, sqlite_target_url):
+    """A stream started with --tables public.a: an unrelated table without a key created since
+    neither stops resync nor gets published; a table the stream does not replicate is refused."""
+    url = sqlite_target_url
+    replicator("migrate", "--source", db, "--target", url, "--tables", "public.a", "--keep-slot")
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE TABLE unrelated (x int)")
+    eng = sa.create_engine(url)
+    _exec(eng, "UPDATE a SET v = 'wrong'")
+    eng.dispose()
+    cp = replicator("resync", "--source", db, "--target", url, "--tables", "public.a", check=False)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert "re-copied 1 table(s), 500 rows: public.a" in cp.stdout
+    assert_same(db, "public", "a", url)
+    assert target_tables(url) >= {"a"} and not target_tables(url) & {"b", "unrelated"}
+    with psycopg.connect(db) as c:
+        published = {r[0] for r in c.execute("SELECT tablename FROM pg_publication_tables")}
+    assert published == {"a"}
+    cp = replicator("resync", "--source", db, "--target", url, "--tables", "public.b", check=False)
+    assert cp.returncode == 2 and "public.b" in cp.stderr and "not replicated by stream" in cp.stderr
+
+
 def _exec(eng, stmt):
     with eng.begin() as c:
         c.execute(sa.text(stmt))
