@@ -144,12 +144,13 @@ def _pipeline(source: str, tables, target_url: Optional[str], cfg=None):
 
 
 def name_problems(p, schemas) -> list[str]:
-    """Target names the target cannot keep apart or hold, found by the checks ``Pipeline.plan``
-    runs (``identifier_problems``, ``_check_target_names``) on the tables as they are, even when
-    other problems (a missing replica identity) would stop planning before it gets there."""
+    """Target names the target cannot keep apart or hold, and tables beyond its limits, found by
+    the checks ``Pipeline.plan`` runs (``identifier_problems``, ``limit_problems``,
+    ``_check_target_names``) on the tables as they are, even when other problems (a missing
+    replica identity) would stop planning before it gets there."""
     from .model import TableMapping
     p.mappings = [TableMapping(s, s.name) for s in schemas]
-    out = [x for m in p.mappings for x in p.target.identifier_problems(m)]
+    out = [x for m in p.mappings for x in p.target.identifier_problems(m) + p.target.limit_problems(m)]
     try:
         p._check_target_names()
     except ConfigError as e:

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from .. import retry
 from ..errors import TargetError
 from ..model import Column, TableMapping
 from . import pgarray, rules, types
@@ -71,6 +72,11 @@ class Target:
     decimal_default: tuple[int, int] | None = None
     #: whether a DECIMAL target type here holds NaN (PostgreSQL's numeric does)
     decimal_holds_nan = False
+    #: whether a table here may have no columns (PostgreSQL's may, and still hold rows)
+    holds_no_columns = False
+    #: most columns a table here holds, and why (None: no limit a PostgreSQL table can reach)
+    max_columns: int | None = None
+    max_columns_why = ""
 
     def __init__(self, url: str):
         self.url = sa.make_url(url)
@@ -184,7 +190,13 @@ class Target:
         t = self.table(m)
         insp = sa.inspect(conn)
         if not insp.has_table(t.name, schema=t.schema):
-            t.create(conn)
+            try:
+                t.create(conn)
+            except sa.exc.DBAPIError as e:
+                if retry.is_transient(e):
+                    raise
+                raise TargetError(f"{m.label}: creating target table {self.display(m)} failed: "
+                                  f"{str(e.orig).strip().splitlines()[0]}") from e
             return True
         have = {c["name"] for c in insp.get_columns(t.name, schema=t.schema)}
         missing = [c.name for c in t.columns if c.name not in have]
@@ -224,6 +236,21 @@ class Target:
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """Names this database cannot keep apart or hold (case-insensitive collisions, length
         limits), one line each naming both names; checked before anything is created."""
+        return []
+
+    def limit_problems(self, m: TableMapping) -> list[str]:
+        """What this database cannot hold of the table at all (no columns, too many columns; a
+        subclass adds row size and key length), one line each naming the table, the limit and the
+        fix; checked while planning, before anything is created."""
+        n = len(m.source.columns)
+        leave_out = "leave the table out (--tables, or exclude it from the mapping)"
+        if n == 0 and not self.holds_no_columns:
+            return [f"{m.label}: has no columns, and a {self.name} table needs at least one (target "
+                    f"{self.display(m)}): add a column on the source, or {leave_out}"]
+        if self.max_columns is not None and n > self.max_columns:
+            return [f"{m.label}: {n} columns, more than the {self.max_columns} a {self.name} table "
+                    f"holds ({self.max_columns_why}): leave columns out in the mapping "
+                    f"(columns.exclude), or {leave_out}"]
         return []
 
     def display(self, m: TableMapping) -> str:

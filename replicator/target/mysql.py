@@ -48,7 +48,7 @@ from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
 from ..model import Column, TableMapping
 from . import names, rules
 from .base import Target
-from .mysql_types import HEX, RawJSON, mysql_conv
+from .mysql_types import HEX, MAX_COLUMNS, RawJSON, mysql_conv, row_problems
 from .types import Conv
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class MySQLTarget(Target):
     copy_mode = "bytes"
     copy_options = "FORMAT csv, NULL 'NULL', ENCODING 'UTF8'"
     decimal_default = (10, 0)
+    max_columns, max_columns_why = MAX_COLUMNS, "InnoDB's limit"
 
     def __init__(self, url: str):
         super().__init__(url)
@@ -170,6 +171,19 @@ class MySQLTarget(Target):
                        f"the same MySQL table (lower_case_table_names={self.lower_case_table_names()}): "
                        f"map one of them to another name in the mapping (target:)")
         return out
+
+    def limit_problems(self, m: TableMapping) -> list[str]:
+        """No columns, InnoDB's 1017 columns, a key over 3072 bytes, a row over InnoDB's record
+        (8126 bytes) or MySQL's row (65,535 bytes): see ``mysql_types.row_problems``."""
+        out = super().limit_problems(m)
+        if out:
+            return out
+        try:
+            col_types = self._column_types(m)
+        except TargetError as e:
+            return [str(e)]
+        nullable = sum(self.nullable(c, m) for c in m.source.columns)
+        return row_problems(m.label, self.display(m), col_types, nullable, bool(m.source.primary_key))
 
     def lower_case_table_names(self) -> int:
         """The server's lower_case_table_names (0 when it cannot be asked)."""

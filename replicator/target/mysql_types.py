@@ -97,3 +97,56 @@ def mysql_conv(col: Column) -> Conv:
     """The MySQL column type, copy form, conversion and value rule of a source column."""
     make = CONVS.get(types.family(col))
     return make(col) if make else Conv(mysql.LONGTEXT())
+
+
+# ---------------------------------------------------------------- limits (checked while planning)
+MAX_COLUMNS = 1017        # InnoDB's columns per table (MySQL's own limit, 4096, is higher)
+RECORD_BYTES = 8126       # InnoDB (16 KB pages): a record's worst case must stay below half a page
+ROW_BYTES = 65535         # MySQL's row size, not counting BLOB/TEXT contents
+EXTERNAL = 21             # a column InnoDB may store off the record: 20-byte pointer + length
+FIXED = {mysql.BOOLEAN: 1, mysql.SMALLINT: 2, mysql.INTEGER: 4, mysql.BIGINT: 8, mysql.DOUBLE: 8,
+         mysql.DATE: 3}
+_DIGIT_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+
+
+def _decimal_bytes(p: int, s: int) -> int:
+    return sum(n // 9 * 4 + _DIGIT_BYTES[n % 9] for n in (p - s, s))
+
+
+def column_bytes(t: Any) -> tuple[int, int]:
+    """(bytes in InnoDB's worst-case DYNAMIC record, bytes toward MySQL's 65,535-byte row) of a
+    column type: fixed-width types their width; strings of at most 255 bytes their length + 1,
+    longer ones and BLOBs an off-record pointer; unknown (mapping) types as BLOBs."""
+    for cls, n in FIXED.items():
+        if isinstance(t, cls):
+            return n, n
+    if isinstance(t, (mysql.DATETIME, mysql.TIME)):
+        n = (5 if isinstance(t, mysql.DATETIME) else 3) + ((t.fsp or 0) + 1) // 2
+        return n, n
+    if isinstance(t, mysql.DECIMAL):
+        n = _decimal_bytes(t.precision or 10, t.scale or 0)
+        return n, n
+    if isinstance(t, (mysql.VARCHAR, mysql.CHAR, mysql.VARBINARY)):
+        n = t.length * (1 if isinstance(t, mysql.VARBINARY) or getattr(t, "charset", None) == "ascii" else 4)
+        char = isinstance(t, mysql.CHAR)  # fixed width in a MySQL row; in InnoDB only when 1 byte a character
+        record = n if char and n == t.length else n + 1 if n <= 255 else EXTERNAL
+        return record, n if char else n + (1 if n <= 255 else 2)
+    return EXTERNAL, 12
+
+
+def row_problems(label: str, display: str, col_types: dict[str, Any], nullable: int, pk: bool) -> list[str]:
+    """The InnoDB record and MySQL row limits for a table of ``col_types`` (see :func:`column_bytes`)
+    with ``nullable`` nullable columns (``pk``: it has a primary key, else InnoDB adds a row id)."""
+    sizes = [column_bytes(t) for t in col_types.values()]
+    record = 5 + (nullable + 7) // 8 + 13 + (0 if pk else 6) + sum(s[0] for s in sizes)
+    row = (nullable + 7) // 8 + sum(s[1] for s in sizes)
+    fix = ("store some columns as text (columns.policy: text, a LONGTEXT kept off the record), or leave "
+           "columns out (columns.exclude) in the mapping")
+    out = []
+    if record >= RECORD_BYTES:
+        out.append(f"{label}: a row of MySQL table {display} ({len(sizes)} columns) takes up to {record} "
+                   f"bytes in InnoDB's record, which holds less than {RECORD_BYTES}: {fix}")
+    if row > ROW_BYTES:
+        out.append(f"{label}: a row of MySQL table {display} takes up to {row} bytes, more than "
+                   f"MySQL's row size limit of {ROW_BYTES}: {fix}")
+    return out

@@ -135,9 +135,17 @@ class PgApplier(GenericApplier):
         return self._sql[stmt]
 
     def match(self, ch):
-        """NULL-safe equality on every sent old column; text equality where ``=`` is unusable."""
+        """NULL-safe equality on every sent old column; text equality where ``=`` is unusable
+        (any row of a table without columns: they are all alike)."""
         old = ch.old if ch.old is not None else ch.new
-        return sa.and_(*[self.equal(c, v) for c, v in zip(self.cols, old) if v is not UNCHANGED])
+        return sa.and_(sa.true(), *[self.equal(c, v) for c, v in zip(self.cols, old) if v is not UNCHANGED])
+
+    def insert_rows(self, conn, run: list) -> None:
+        """A table without columns gets as many empty rows as were inserted."""
+        if self.cols:
+            return super().insert_rows(conn, run)
+        table = conn.dialect.identifier_preparer.format_table(self.t)
+        conn.exec_driver_sql(f"INSERT INTO {table} SELECT FROM generate_series(1, %(n)s)", {"n": len(run)})
 
     @staticmethod
     def equal(c: sa.Column, v):
@@ -168,6 +176,7 @@ class PostgresTarget(Target):
     row_id = "ctid"
     applier_class = PgApplier
     decimal_holds_nan = True
+    holds_no_columns = True  # and the copy and the apply keep their row count
 
     def __init__(self, url: str):
         super().__init__(url)
@@ -237,10 +246,13 @@ class PostgresTarget(Target):
 
     # ---------------------------------------------------------------- copy
     def copy_statement(self, m: TableMapping) -> sql.Composed:
+        """``COPY <table> (<columns>) FROM STDIN``; no column list for a table without columns
+        (its rows are empty lines, and their number is all there is to copy)."""
         t = self.table(m)
         name = sql.Identifier(t.schema, t.name) if t.schema else sql.Identifier(t.name)
         cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.source.columns)
-        return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
+        cols = sql.SQL(" ({})").format(cols) if m.source.columns else sql.SQL("")
+        return sql.SQL("COPY {}{} FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
 
     def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
         """Stream COPY chunks into the table, in the caller's transaction; returns rows loaded.

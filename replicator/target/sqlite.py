@@ -10,6 +10,9 @@ The copy path reads COPY text rows and converts them with the same Python functi
 """
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
@@ -23,6 +26,13 @@ SQLITE_TYPES = {"bool": sa.Boolean(), "bytes": sa.LargeBinary(), "int2": sa.Smal
                 "date": sa.Date(), "time": sa.Time(), "timestamp": sa.DateTime(),
                 "timestamptz": sa.DateTime()}
 WHERE = "SQLite"
+
+
+def _column_limit() -> int:
+    """SQLITE_MAX_COLUMN of the SQLite library this process uses (2000 unless compiled otherwise;
+    Python before 3.11 cannot ask: the default)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        return db.getlimit(sqlite3.SQLITE_LIMIT_COLUMN) if hasattr(db, "getlimit") else 2000
 
 
 def sqlite_conv(col: Column) -> Conv:
@@ -71,6 +81,9 @@ class SQLiteTarget(Target):
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return eng
+
+    max_columns = _column_limit()
+    max_columns_why = "SQLITE_MAX_COLUMN of this SQLite library"
 
     def conv(self, col: Column) -> Conv:
         return sqlite_conv(col)
