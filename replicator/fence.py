@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
+from . import retry
+from .dsn import redact
+from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .model import Lsn, TableMapping
 from .source import slot as slots, snapshot
 
@@ -33,19 +37,38 @@ def take(dsn: str, slot: str, mappings: Sequence[TableMapping], timeout: float) 
 
 
 def _count(conn, m: TableMapping) -> int:
-    """Rows of the table itself (not of inheritance children), as the copy reads them."""
+    """Rows of the table itself (not of inheritance children), as the copy reads them; an error
+    names the table (:func:`_named`)."""
     q = sql.SQL("SELECT count(*) FROM {}").format(snapshot.relation(conn, m.source_table))
     if m.where:
         q = sql.SQL("{} WHERE {}").format(q, sql.SQL(m.where))
-    return conn.execute(q).fetchone()[0]
+    try:
+        return conn.execute(q).fetchone()[0]
+    except psycopg.Error as e:
+        raise _named(e, f"counting the source rows of {m.label} at the end point") from e
 
 
 def mismatches(target, mappings: Sequence[TableMapping], counts: dict[str, int]) -> list[str]:
-    """One line per table whose target row count differs from the source count at the fence."""
+    """One line per table whose target row count differs from the source count at the fence;
+    an error names the table (:func:`_named`)."""
     out = []
     with target.connect(readonly=True) as conn:
         for m in mappings:
-            n = conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
+            try:
+                n = conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
+            except sa.exc.DBAPIError as e:
+                raise _named(e, f"counting the rows of target table {target.display(m)} "
+                                f"(from {m.label})") from e
             if n != counts[m.label]:
                 out.append(f"{m.label}: source {counts[m.label]}, target {n}")
     return out
+
+
+def _named(e: Exception, what: str) -> ReplicatorError:
+    """A driver error as ours, saying what was being done to which table; transient errors stay
+    transient (retried), the rest are SourceError (psycopg) or TargetError."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = f"{what}: {redact(first)}; fix the table (or leave it out) and run again"
+    if retry.is_transient(e):
+        return TransientError(msg)
+    return (SourceError if isinstance(e, psycopg.Error) else TargetError)(msg)

@@ -6,10 +6,14 @@
   selected.
 * Tables without columns: refused by ``check`` and planning on targets that cannot hold them
   (DuckDB, SQLite, MySQL), naming the table; replicated with their row count into PostgreSQL.
+* Target limits (columns, row size, key length) are checked while planning, naming table and limit.
+* A table this role cannot read (a row-level security policy that fails) is named by every phase
+  that reads it: the copy, the count fence, verify.
 """
 from __future__ import annotations
 
 import os
+import uuid
 
 import psycopg
 import pytest
@@ -193,3 +197,27 @@ def test_mysql_row_and_key_limits_are_checked_while_planning(source_db, mysql_ta
     p.target.dispose()
     run("migrate", "--tables", "v32", source=source_db, target=mysql_target_url, check=True)
     assert count(mysql_target_url, "v32") == 1
+
+
+# ---------------------------------------------------------------- item 10: errors name their table
+def test_a_table_the_role_cannot_read_at_the_count_fence_is_named(source_db, sqlite_target_url):
+    """A row-level security policy that fails on one row (a table PostgreSQL cannot read for this
+    role) stopped the count fence of a resumed migrate with a bare 'division by zero'."""
+    role = f"repl_{uuid.uuid4().hex[:8]}"
+    execute(source_db, "CREATE TABLE kept (id int PRIMARY KEY); CREATE TABLE odd (id int PRIMARY KEY);"
+                       "INSERT INTO odd SELECT generate_series(1, 5);"
+                       "CREATE PUBLICATION replicator FOR TABLE kept, odd;"
+                       f"CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON kept, odd TO {role}")
+    dsn = source_db.replace("postgres@", f"{role}@", 1)
+    try:
+        run("migrate", "--keep-slot", source=dsn, target=sqlite_target_url, check=True)
+        execute(source_db, "ALTER TABLE odd ENABLE ROW LEVEL SECURITY;"
+                           "CREATE POLICY p ON odd USING (10 / (id - 3) <> 0)")
+        cp = run("migrate", source=dsn, target=sqlite_target_url)
+        assert cp.returncode == 1, cp.stderr
+        assert "counting the source rows of public.odd at the end point: division by zero" in cp.stderr, cp.stderr
+        cp = run("verify", source=dsn, target=sqlite_target_url)  # verify named it already
+        assert cp.returncode == 1 and "public.odd: ERROR could not be compared: division by zero" in cp.stdout
+    finally:
+        execute(source_db, f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           f"WHERE database = current_database(); DROP OWNED BY {role}; DROP ROLE {role}")
