@@ -175,7 +175,9 @@ def test_verify_reports_a_missing_target_table_and_filters_tables(source_db, sql
     replicator("migrate", "--tables", "a", env=env)
     cp, _ = verify(env, "--tables", "a", json_out=False)
     assert (cp.returncode, cp.stdout) == (0, "public.a: OK 10 rows\n")
-    cp, doc = verify(env)
+    cp, doc = verify(env)  # without --tables: the stream's own tables (its state lists a only)
+    assert cp.returncode == 0 and list(doc) == ["public.a"], doc
+    cp, doc = verify(env, "--tables", "a,b")
     assert cp.returncode == 1 and doc["public.b"]["error"] == "target table b does not exist"
     assert doc["public.a"]["equal"]
 
