@@ -52,7 +52,8 @@ def server_problems(conn: psycopg.Connection, slot: str = "replicator") -> list[
 def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:
     """What publishing ``tables`` needs from this role: CREATE on the database for a new
     publication, ownership of every table (PostgreSQL lets only owners publish a table) and of an
-    existing publication that must change.  None of it when the publication already lists them."""
+    existing publication that must change (none of that when the publication already lists
+    them); and that no table is UNLOGGED (never publishable: :func:`unlogged_problems`)."""
     from .model import PublishedTable
     from .source import slot as slots
     wanted = [t if isinstance(t, PublishedTable) else PublishedTable(t.schema, t.name) for t in tables]
