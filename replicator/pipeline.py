@@ -352,8 +352,8 @@ class Pipeline:
         stops before the first transaction that commits at or after ``until``."""
         rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
                        applied, self.opts.batch_rows, self.opts.batch_seconds,
-                       telemetry=self.telemetry)
-        rep.evolve = self.evolve
+                       telemetry=self.telemetry,
+                       evolve=schema_change.Follower(self.opts.source, self.store))
         self.telemetry.applied_lsn = int(applied)
         for label, p in progress.items():
             self.telemetry.table(label).state = p.state.value
@@ -370,6 +370,7 @@ class Pipeline:
             raise
         finally:
             stream.close()
+            self.mappings = list(rep.mappings.values())  # schema changes followed while streaming
         self.restart_requested = outcome == RESYNC
         if until is not None and outcome == STOP:
             stopping.check(f"catching up to {until}")
@@ -380,23 +381,6 @@ class Pipeline:
         self.backoff.healthy()
         end = getattr(frame, "wal_end", 0) or getattr(frame, "end", 0)
         self.telemetry.server_wal_end = max(self.telemetry.server_wal_end, int(end))
-
-    # ------------------------------------------------------------ schema changes
-    def evolve(self, target, conn, m: TableMapping, ev, d) -> TableMapping:
-        """Apply a source schema change to the target (schema_change.evolve, reading today's
-        catalog only for what the Relation message lacks); anything it cannot follow stops with
-        the table, the LSN and the resync command (SchemaChanged), never a KeyError."""
-        today = catalog.Today(lambda: snapshot.connect(self.opts.source))
-        try:
-            new_m = schema_change.evolve(target, conn, m, ev, d, today)
-        except (LookupError, ValueError, TypeError) as e:
-            raise schema_change.SchemaChanged(schema_change.stop_message(
-                m, ev, f"the change could not be followed ({type(e).__name__}: {e})")) from e
-        finally:
-            today.close()
-        self.store.set_layout(conn, m.label, schema_change.layout_of(new_m))
-        self.mappings = [new_m if x.label == m.label else x for x in self.mappings]
-        return new_m
 
     def resync_requested(self) -> bool:
         """A table of this stream was set back to i/d (``replicator resync``) while streaming."""

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Optional
+from typing import Callable, Optional
 
 from . import schema_change
 from .failpoints import failpoint
@@ -36,9 +36,14 @@ class Replayer:
     def __init__(self, target, store: StateStore, mappings: dict[str, TableMapping],
                  progress: dict[str, TableProgress], applied: Lsn, batch_rows: int = 50_000,
                  batch_seconds: float = 1.0, chunk_rows: int = 10_000,
-                 telemetry: Optional[Telemetry] = None):
+                 telemetry: Optional[Telemetry] = None,
+                 evolve: Optional[Callable[..., TableMapping]] = None):
+        """``evolve(target, conn, mapping, relation, diff) -> mapping`` follows a schema change
+        inside the open batch (schema_change.Follower); by default any change stops the stream.
+        ``mappings`` is this stream's one copy while it runs: a schema change replaces entries."""
         self.target, self.store = target, store
         self.mappings, self.progress = mappings, progress
+        self.evolve = evolve or schema_change.refuse_all
         self.applied = Lsn(applied)
         self.batch_rows, self.batch_seconds, self.chunk_rows = batch_rows, batch_seconds, chunk_rows
         self.pending: dict[str, list[RowChange]] = {}
@@ -111,11 +116,6 @@ class Replayer:
             return
         self.flush()  # pending changes of this batch use the old column layout
         self.mappings[ev.table] = self.evolve(self.target, self.open(), m, ev, d)
-
-    def evolve(self, target, conn, m, ev, d):
-        """Overridden by the pipeline with access to the source catalog; alone: refuse."""
-        schema_change.refuse(m, ev, d)
-        raise schema_change.SchemaChanged(f"{m.label}: columns changed at LSN {ev.lsn}; re-sync it")
 
     def on_commit(self, ev: TxCommit) -> None:
         self.in_tx = False

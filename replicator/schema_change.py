@@ -254,3 +254,33 @@ def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
     origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in pairs), attnums=ids)
     view = dataclasses.replace(m.source, columns=tuple(v for _, v in pairs))
     return dataclasses.replace(m, source=view, origin=origin)
+
+
+def refuse_all(target, conn, m: TableMapping, ev: RelationInfo, d) -> TableMapping:
+    """The Replayer's default: no catalog at hand, so any change stops with the resync command."""
+    refuse(m, ev, d)
+    raise SchemaChanged(f"{m.label}: columns changed at LSN {ev.lsn}; re-sync it")
+
+
+class Follower:
+    """Follows a source schema change on the target: the Replayer's collaborator for a Relation
+    message that differs from the applied layout.  It evolves the target table, records the new
+    layout in the state table (the caller's transaction), and reads today's source catalog only
+    for what the message lacks; anything it cannot follow stops with the table, the LSN and the
+    resync command (SchemaChanged), never a KeyError."""
+
+    def __init__(self, dsn: str, store):
+        self.dsn, self.store = dsn, store
+
+    def __call__(self, target, conn, m: TableMapping, ev: RelationInfo, d) -> TableMapping:
+        from .source import catalog, snapshot
+        today = catalog.Today(lambda: snapshot.connect(self.dsn))
+        try:
+            new_m = evolve(target, conn, m, ev, d, today)
+        except (LookupError, ValueError, TypeError) as e:
+            raise SchemaChanged(stop_message(
+                m, ev, f"the change could not be followed ({type(e).__name__}: {e})")) from e
+        finally:
+            today.close()
+        self.store.set_layout(conn, m.label, layout_of(new_m))
+        return new_m
