@@ -329,11 +329,15 @@ def compile_row(fns: Sequence[Callable], families: Sequence[str]) -> Callable[[S
     where the value may need converting): this loop runs for every row of both sides."""
     env = {f"f{i}": f for i, f in enumerate(fns)}
     parts = [_INLINE.get(fam, "{f}({x})").format(x=f"r[{i}]", f=f"f{i}") for i, fam in enumerate(families)]
+    if not parts:  # a table without columns: every row is the empty tuple
+        return lambda r: ()
     return eval(f"lambda r: ({', '.join(parts)},)", env)  # noqa: S307 - built from fixed templates
 
 
 def compile_sort_key(fns: Sequence[Callable], idx: Sequence[int], plain: Sequence[bool]):
     """``(raw key, values) → sort key``: the canonical value itself where it orders as is."""
+    if not fns:  # a table without columns: all rows sort alike
+        return lambda raw, values: ()
     if len(fns) == 1:
         i, f = idx[0], fns[0]
         return (lambda raw, values: values[i]) if plain[0] else (lambda raw, values: f(raw[0], values[i]))
