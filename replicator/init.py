@@ -41,7 +41,9 @@ def _entry(t: TableSchema, rows: int) -> list[str]:
 
 def render_mapping(source: str, target: str, name: str) -> str:
     with snapshot.connect(source) as c:
-        tables = catalog.list_tables(c)
+        listed = catalog.list_tables(c)
+        tables = [t for t in listed if not catalog.unlogged(t)]  # not in WAL: cannot be streamed
+        skipped = [t for t in listed if catalog.unlogged(t)]
         schemas = catalog.load_schemas(c, tables)
         rows = dict(c.execute("SELECT oid, greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = ANY(%s)",
                               ([t[0] for t in tables],)).fetchall())
@@ -54,6 +56,8 @@ def render_mapping(source: str, target: str, name: str) -> str:
            "tables:"]
     for t in schemas:
         out += _entry(t, rows.get(t.oid, 0))
+    for t in skipped:
+        out.append(f"  # left out: {catalog.unlogged_problem(t[1], t[2])}")
     if not schemas:
         out.append("  # the source has no user tables yet; add entries such as:")
         out.append("  - include: \"public.*\"")

@@ -21,12 +21,14 @@ import datetime as dt
 from typing import Optional
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
 
 from .errors import SlotLostError
 from .model import Lsn, StreamProgress, TableProgress, TableState
 
 TABLES = "replicator_state_tables"
+LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 STREAMS = "replicator_state_streams"
 
 
@@ -49,7 +51,7 @@ class StateStore:
             sa.Column("sync_lsn", sa.BigInteger, nullable=False, default=0),
             sa.Column("rows_copied", sa.BigInteger, nullable=False, default=0),
             sa.Column("updated_at", sa.DateTime),
-            sa.Column("layout", sa.Text),
+            sa.Column("layout", LONG_TEXT),  # a wide table's layout outgrows MySQL's TEXT
         )
         self.streams = sa.Table(
             STREAMS, md,
@@ -66,12 +68,15 @@ class StateStore:
     def ensure(self, conn: Connection) -> None:
         """Create both tables when missing, and add columns newer versions need (idempotent)."""
         self.metadata.create_all(conn, checkfirst=True)
+        q = conn.dialect.identifier_preparer
         for table, column in ((self.tables, "layout"), (self.streams, "publications")):
-            have = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
-            if column not in have:  # state tables written by an older version
-                q = conn.dialect.identifier_preparer
+            cols = {c["name"]: c for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+            if column not in cols:  # state tables written by an older version
                 conn.exec_driver_sql(f"ALTER TABLE {q.format_table(table)} ADD COLUMN {column} "
-                                     f"{sa.Text().compile(dialect=conn.dialect)}")
+                                     f"{LONG_TEXT.compile(dialect=conn.dialect)}")
+            elif conn.dialect.name in ("mysql", "mariadb") and column == "layout" \
+                    and not isinstance(cols[column]["type"], mysql.LONGTEXT):
+                conn.exec_driver_sql(f"ALTER TABLE {q.format_table(table)} MODIFY {column} LONGTEXT")
 
     def exists(self, conn: Connection) -> bool:
         return sa.inspect(conn).has_table(STREAMS, schema=self.metadata.schema)
