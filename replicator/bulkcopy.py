@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import psycopg
 
@@ -48,44 +48,28 @@ class CopyAborted(Exception):
     """Another worker failed, or a stop was requested: this table's copy ends unfinished."""
 
 
-def _counted(data: Iterable, fig, bytes_mode: bool, abort: threading.Event) -> Iterator:
-    """Pass chunks through, keeping the table's copy progress figures current; end at an abort."""
-    rows = nbytes = 0
-    for chunk in data:
+def _watch(fig, abort: threading.Event) -> Callable[[object], None]:
+    """The copy's watcher: keeps the table's progress figures current, and ends the copy at an
+    abort (another worker failed, or a stop was requested)."""
+    def seen(item) -> None:
         failpoint("copy.chunk", fig.source)
         if abort.is_set():
             raise CopyAborted(fig.source)
-        if bytes_mode:
-            nbytes += len(chunk)
-            rows += chunk.count(b"\n")
+        if isinstance(item, (bytes, bytearray)):
+            fig.bytes_copied += len(item)
+            fig.rows_copied += item.count(b"\n")
         else:
-            rows += len(chunk)
-        fig.rows_copied, fig.bytes_copied = rows, nbytes
-        yield chunk
+            fig.rows_copied += len(item)  # type: ignore[arg-type]
+    return seen
 
 
-def _cancel_on_close(sc, data: Iterator) -> Iterator:
-    """Chunks of ``data``; closed early (the target failed), the source COPY is cancelled first,
-    so closing does not read the rest of the table and the connection is free at once."""
-    finished = False
-    try:
-        for chunk in data:
-            yield chunk
-        finished = True
-    finally:
-        if not finished:
-            sc.cancel_safe()
-            with contextlib.suppress(Exception):
-                data.close()  # type: ignore[attr-defined]
-
-
-def _named(e: BaseException, m: TableMapping, where: str) -> BaseException:
+def _named(e: BaseException, m: TableMapping, where: str, target) -> BaseException:
     """A driver error that names no table gets the table, keeping whether it is worth a retry."""
     if isinstance(e, (ReplicatorError, CopyAborted)) or not isinstance(e, Exception):
         return e
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     msg = f"{where} {m.label}: {redact(first)}"
-    if retry.is_transient(e):
+    if retry.is_transient(e, target):
         return TransientError(msg)
     return (SourceError if isinstance(e, psycopg.Error) else TargetError)(msg)
 
@@ -102,14 +86,13 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
     q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
     with target.connect() as conn:
         target.clear(conn, m)
-        bytes_mode = target.copy_mode == "bytes"
-        data = snapshot.copy_bytes(sc, q) if bytes_mode else snapshot.copy_rows(sc, q)
-        chunks = _cancel_on_close(sc, _counted(data, fig, bytes_mode, abort))
+        fig.rows_copied = fig.bytes_copied = 0
+        out = snapshot.CopyOut(sc, q, watch=_watch(fig, abort))
         try:
-            n = target.load_copy(conn, m, chunks)
+            n = target.load_copy(conn, m, out)
         except BaseException as e:
-            chunks.close()  # type: ignore[attr-defined]
-            raise _named(e, m, f"copying {target.display(m)} from") from e
+            out.close()  # cancels the source COPY: the worker's connection is free at once
+            raise _named(e, m, f"copying {target.display(m)} from", target) from e
         failpoint("copy.loaded", m.label)
         store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n,
                         layout=schema_change.layout_of(m))

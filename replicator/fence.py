@@ -45,7 +45,7 @@ def _count(conn, m: TableMapping) -> int:
     try:
         return conn.execute(q).fetchone()[0]
     except psycopg.Error as e:
-        raise _named(e, f"counting the source rows of {m.label} at the end point") from e
+        raise _named(e, None, f"counting the source rows of {m.label} at the end point") from e
 
 
 def mismatches(target, mappings: Sequence[TableMapping], counts: dict[str, int]) -> list[str]:
@@ -57,18 +57,18 @@ def mismatches(target, mappings: Sequence[TableMapping], counts: dict[str, int])
             try:
                 n = conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
             except sa.exc.DBAPIError as e:
-                raise _named(e, f"counting the rows of target table {target.display(m)} "
+                raise _named(e, target, f"counting the rows of target table {target.display(m)} "
                                 f"(from {m.label})") from e
             if n != counts[m.label]:
                 out.append(f"{m.label}: source {counts[m.label]}, target {n}")
     return out
 
 
-def _named(e: Exception, what: str) -> ReplicatorError:
+def _named(e: Exception, target, what: str) -> ReplicatorError:
     """A driver error as ours, saying what was being done to which table; transient errors stay
     transient (retried), the rest are SourceError (psycopg) or TargetError."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     msg = f"{what}: {redact(first)}; fix the table (or leave it out) and run again"
-    if retry.is_transient(e):
+    if retry.is_transient(e, target):
         return TransientError(msg)
     return (SourceError if isinstance(e, psycopg.Error) else TargetError)(msg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional, Union
+from typing import Iterator, Optional, Protocol, Union
 
 
 class Lsn(int):
@@ -171,6 +171,18 @@ class TableMapping:
     def source_table(self) -> TableSchema:
         """The table with its source column names (for SQL run on the source)."""
         return self.origin or self.source
+
+
+class CopyOutput(Protocol):
+    """One table's ``COPY … TO STDOUT`` from the snapshot, handed to ``Target.load_copy``, which
+    reads it once, in one of two forms (source/snapshot.py ``CopyOut`` is the implementation)."""
+
+    def chunks(self) -> Iterator[bytes]:
+        """The raw output in the target's ``copy_options`` format, in bounded chunks that end at
+        row boundaries."""
+
+    def rows(self) -> Iterator[list[tuple]]:
+        """Batches of PostgreSQL text tuples (None for NULL); only for ``FORMAT text``."""
 
 
 @dataclass(frozen=True)

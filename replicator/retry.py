@@ -12,32 +12,20 @@ import sqlalchemy.exc
 
 from .errors import TransientError
 
-# MySQL client/server codes that mean "try again": can't connect, gone away, lost connection,
-# lock wait timeout, deadlock, server shutting down, too many connections.
-MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
-SQLITE_TRANSIENT = ("locked", "busy", "disk is full", "unable to open", "disk i/o")
-
-
-def is_transient(e: BaseException) -> bool:
+def is_transient(e: BaseException, target=None) -> bool:
+    """Whether ``e`` goes away by itself.  Driver errors of the target are classified by the
+    target (``Target.transient``: only it knows its database's codes); without one, only a
+    dropped connection counts."""
     if isinstance(e, TransientError):
         return True
     if isinstance(e, psycopg.OperationalError):
         return True
     if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-        return _driver_transient(getattr(e, "orig", None), e)
+        if target is not None:
+            return target.transient(e)
+        return bool(getattr(e, "connection_invalidated", False)) or \
+            isinstance(e, sqlalchemy.exc.InterfaceError)
     return False
-
-
-def _driver_transient(orig, e) -> bool:
-    module = type(orig).__module__ if orig is not None else ""
-    if module.startswith("sqlite3"):
-        return any(w in str(orig).lower() for w in SQLITE_TRANSIENT)
-    if module.startswith("pymysql"):
-        code = orig.args[0] if getattr(orig, "args", None) else None
-        return code in MYSQL_TRANSIENT
-    if module.startswith("psycopg"):
-        return isinstance(orig, psycopg.OperationalError)
-    return bool(getattr(e, "connection_invalidated", False)) or isinstance(e, sqlalchemy.exc.InterfaceError)
 
 
 class Backoff:

@@ -27,8 +27,7 @@ def _read_target(target_url: Optional[str], name: str):
     and the source side still collected: ``busy`` for an embedded file (a running copy holds it),
     ``error`` for a server that refused."""
     target = open_target(target_url, must_exist=True)
-    if hasattr(target, "lock_wait_s"):
-        target.lock_wait_s = STATUS_LOCK_WAIT_S
+    target.limit_lock_wait(STATUS_LOCK_WAIT_S)
     store = StateStore(name)
     try:
         with target.connect(readonly=True) as c:

@@ -6,8 +6,9 @@ with the slot's consistent point.  Output is streamed in bounded chunks: memory 
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Generator, Iterator, Optional, Sequence
 
 import psycopg
 from psycopg import sql
@@ -165,3 +166,47 @@ def copy_rows(conn: psycopg.Connection, query: sql.Composed, batch: int = ROWS_P
         rows.append(parse_text_line(tail))
     if rows:
         yield rows
+
+
+class CopyOut:
+    """One ``COPY … TO STDOUT`` of the snapshot, read once, the way the target's loader wants it:
+    :meth:`chunks` (the raw output in chunks of about ``chunk`` bytes, each ending at a row
+    boundary, in the format the query asked for) or :meth:`rows` (batches of PostgreSQL text
+    tuples; text format only).  ``watch`` sees every chunk or batch before the loader does
+    (progress, abort checks: it may raise).  Closed before the end, the COPY is cancelled on the
+    server first, so the connection is free at once instead of reading the rest of the table."""
+
+    def __init__(self, conn: psycopg.Connection, query: sql.Composed, chunk: int = CHUNK_BYTES,
+                 watch: Optional[Callable[[object], None]] = None):
+        self.conn, self.query, self.chunk, self.watch = conn, query, chunk, watch
+        self._it: Optional[Generator] = None
+
+    def chunks(self) -> Iterator[bytes]:
+        return self._read(copy_bytes(self.conn, self.query, self.chunk))
+
+    def rows(self) -> Iterator[list[tuple]]:
+        return self._read(copy_rows(self.conn, self.query))
+
+    def close(self) -> None:
+        if self._it is not None:
+            self._it.close()
+
+    def _read(self, data: Generator) -> Generator:
+        if self._it is not None:
+            raise RuntimeError("a COPY output is read once")
+        self._it = self._guarded(data)
+        return self._it
+
+    def _guarded(self, data: Generator) -> Generator:
+        finished = False
+        try:
+            for item in data:
+                if self.watch is not None:
+                    self.watch(item)
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                self.conn.cancel_safe()
+                with contextlib.suppress(Exception):
+                    data.close()

@@ -3,8 +3,9 @@
 A target receives three kinds of work, always inside a transaction it opened with :meth:`connect`:
 
 * ``ensure_table`` – create the mapped table when missing, else check it has every column;
-* ``load_copy`` – bulk rows of one table from the snapshot copy (``copy_mode`` says whether they
-  arrive as COPY bytes in ``copy_options`` or as batches of PostgreSQL-text tuples);
+* ``load_copy`` – one table's snapshot copy, a :class:`~replicator.model.CopyOutput` the target
+  reads either as the raw COPY output in ``copy_options`` format (``chunks()``) or as batches of
+  PostgreSQL-text tuples (``rows()``);
 * ``apply`` / ``truncate`` – row changes of one table, in source order.
 
 Contract: nothing here commits except :meth:`connect`'s context exit, so the pipeline can write the
@@ -27,9 +28,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .. import retry
 from ..errors import TargetError
-from ..model import Column, TableMapping
+from ..model import Column, CopyOutput, TableMapping
 from . import pgarray, rules, types
 from .apply import GenericApplier
 from .types import Conv
@@ -58,9 +58,7 @@ class Target:
     """Generic SQLAlchemy target.  Subclasses: duckdb, sqlite, mysql, postgres (one file each)."""
 
     name = "generic"
-    #: 'rows': load_copy receives lists of tuples of PostgreSQL text (str | None);
-    #: 'bytes': it receives raw COPY output chunks produced with ``copy_options``.
-    copy_mode = "rows"
+    #: the options of the source's ``COPY … TO STDOUT`` whose output ``load_copy`` reads
     copy_options = "FORMAT text"
     #: an embedded file target is opened only while a batch is written (DESIGN.md).
     embedded = False
@@ -115,6 +113,17 @@ class Target:
     def describe(self) -> str:
         """The URL for humans: never shows the password."""
         return self.url.render_as_string(hide_password=True)
+
+    # ---------------------------------------------------------------- capabilities
+    def transient(self, e: BaseException) -> bool:
+        """Whether a (SQLAlchemy-wrapped) driver error of this database goes away by itself: a
+        dropped connection, a restarting server, a lock; the mirror retries those and stops on
+        the rest.  Each database knows its own codes."""
+        return bool(getattr(e, "connection_invalidated", False)) or isinstance(e, sa.exc.InterfaceError)
+
+    def limit_lock_wait(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for a lock another process holds on the target (an embedded
+        file held by a writer); databases that never wait for such locks ignore it."""
 
     # ---------------------------------------------------------------- types
     def conv(self, col: Column) -> Conv:
@@ -193,7 +202,7 @@ class Target:
             try:
                 t.create(conn)
             except sa.exc.DBAPIError as e:
-                if retry.is_transient(e):
+                if self.transient(e):
                     raise
                 raise TargetError(f"{m.label}: creating target table {self.display(m)} failed: "
                                   f"{str(e.orig).strip().splitlines()[0]}") from e
@@ -258,11 +267,15 @@ class Target:
 
     # ---------------------------------------------------------------- copy
     def copy_expressions(self, m: TableMapping) -> list[str]:
-        """Per column, the source SELECT expression (``{col}``: the quoted column name): the
-        column's copy form, with its policy applied to the values its rule refuses.  Row copies
-        (``copy_mode = 'rows'``) read plain COPY text and convert it like changes."""
-        if self.copy_mode == "rows":
-            return ["{col}" for _ in m.source.columns]
+        """Per column, the source SELECT expression of the snapshot copy (``{col}``: the quoted
+        column name).  Here: PostgreSQL's plain text, which ``load_copy`` converts like changes;
+        a database that loads the COPY output as it is asks for :meth:`sql_copy_expressions`."""
+        return ["{col}" for _ in m.source.columns]
+
+    def sql_copy_expressions(self, m: TableMapping) -> list[str]:
+        """The columns' copy forms computed by the source: each column's conversion, with its
+        policy applied to the values its rule refuses (for loaders that take the bytes as they
+        are: DuckDB, MySQL, PostgreSQL)."""
         out = []
         for vc, oc in zip(m.source.columns, m.source_table.columns):
             c = self.column_conv(vc)
@@ -276,12 +289,14 @@ class Target:
         """Remove the table's target rows before a (re-)copy."""
         conn.execute(sa.delete(self.table(m)))
 
-    def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[Sequence[tuple]]) -> int:
-        """Insert batches of PostgreSQL-text tuples through executemany; returns rows loaded."""
+    def load_copy(self, conn: Connection, m: TableMapping, out: CopyOutput) -> int:
+        """Bulk-load one table's snapshot copy (``out``: read its ``chunks()`` or its ``rows()``,
+        once) into the caller's transaction; returns rows loaded.  Here: batches of text tuples
+        through executemany."""
         applier = self.applier(m)
         ins = applier.insert_stmt
         n = 0
-        for batch in batches:
+        for batch in out.rows():
             rows = [applier.row_params(r, m) for r in batch]
             if rows:
                 conn.execute(ins, rows)

@@ -11,7 +11,7 @@ Contracts
   (``value_loader``) on the changes, only for the columns that have them.  A value the copy query
   marked as refused makes the load raise ``error()`` with its column and key: ValueRangeError.
 * **Type map**: ``duckdb_types.py`` (docs/types.md).  Every connection runs with TimeZone=UTC.
-* **Copy path** (``copy_mode = 'bytes'``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
+* **Copy path** (``load_copy`` reads ``out.chunks()``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
   is an unquoted ``\\N``, a value spelled ``\\N`` is quoted (``allow_quoted_nulls`` off) and an
   empty string is an empty field; a one-column table gets a constant second column, as
   ``read_csv`` skips empty lines.  Chunks are re-cut at real row ends (a quoted value may hold
@@ -54,7 +54,7 @@ from sqlalchemy.pool import NullPool
 
 from .. import stopping
 from ..errors import TargetError, ValueRangeError
-from ..model import UNCHANGED, ChangeKind, Column, RowChange, TableMapping
+from ..model import UNCHANGED, ChangeKind, Column, CopyOutput, RowChange, TableMapping
 from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
 from . import names, rules
 from .base import Target
@@ -202,12 +202,14 @@ class DuckDBTarget(Target):
     name = "duckdb"
     embedded = True
     row_id = "rowid"
-    copy_mode = "bytes"
     copy_options = "FORMAT csv, NULL '\\N'"
     lock_wait_s = 600.0
     lock_backoff_max_s = 5.0
     load_file_bytes = 16 << 20  # CSV spooled per read_csv (two source chunks)
     temp_dir: str | None = None  # where CSV spool files go (None: the system temp directory)
+
+    def limit_lock_wait(self, seconds: float) -> None:
+        self.lock_wait_s = min(self.lock_wait_s, seconds)
 
     def __init__(self, url: str, lock_wait_s: float | None = None):
         u = sa.make_url(url)
@@ -322,7 +324,7 @@ class DuckDBTarget(Target):
         return self._plans[m]
 
     # ---------------------------------------------------------------- copy
-    def load_copy(self, conn: sa.Connection, m: TableMapping, chunks: Iterable[bytes]) -> int:
+    def load_copy(self, conn: sa.Connection, m: TableMapping, out: CopyOutput) -> int:
         """Load PostgreSQL CSV chunks through spooled temp files and ``read_csv``; returns rows.
 
         While DuckDB loads one spool file (in a helper thread), the next one is filled from the
@@ -331,7 +333,7 @@ class DuckDBTarget(Target):
         spool, size, pending = None, 0, None
         with ThreadPoolExecutor(1, thread_name_prefix="duckdb-load") as loader:
             try:
-                for block in whole_rows(chunks):
+                for block in whole_rows(out.chunks()):
                     if spool is None:
                         spool = tempfile.NamedTemporaryFile("wb", suffix=".csv", dir=self.temp_dir, delete=False)
                     spool.write(block)
@@ -353,8 +355,8 @@ class DuckDBTarget(Target):
     def copy_expressions(self, m: TableMapping) -> list[str]:
         """The columns' copy forms; a one-column table gets a constant NULL second column, so that
         no CSV line is empty (``read_csv`` skips empty lines: an empty string would be lost)."""
-        out = super().copy_expressions(m)
-        return out + ["NULL"] if len(out) == 1 else out
+        exprs = self.sql_copy_expressions(m)
+        return exprs + ["NULL"] if len(exprs) == 1 else exprs
 
     def _load_file(self, raw, p: Plan, spool) -> int:
         spool.close()

@@ -11,7 +11,7 @@ Contracts
   only by case, accents or trailing spaces stay apart as in PostgreSQL.  Key columns of unbounded types become VARCHAR/VARBINARY sized to InnoDB's 3072-byte index limit;
   a key that cannot fit is a TargetError when the table is built.  Integer keys never get
   AUTO_INCREMENT (a 0 key must stay 0).
-* Copy path (``copy_mode='bytes'``): PostgreSQL CSV (``NULL 'NULL'``; PostgreSQL quotes a real
+* Copy path (``load_copy`` reads ``out.chunks()``): PostgreSQL CSV (``NULL 'NULL'``; PostgreSQL quotes a real
   string ``'NULL'``, MySQL reads only the unquoted word as NULL) is written chunk by chunk to a temp
   file and loaded with ``LOAD DATA LOCAL INFILE ... ESCAPED BY ''`` (the column's ``copy`` form:
   booleans as 0/1, timestamptz as UTC without offset, bytea as hex through ``UNHEX``, arrays as
@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 
 from ..dsn import connect_timeout
 from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
-from ..model import Column, TableMapping
+from ..model import Column, CopyOutput, TableMapping
 from . import names, rules
 from .base import Target
 from .mysql_types import HEX, MAX_COLUMNS, RawJSON, mysql_conv, row_problems
@@ -103,11 +103,20 @@ def _quote_literal(s: str) -> str:
     return "'" + pymysql.converters.escape_string(s) + "'"
 
 
+# client/server codes that mean "try again": can't connect, gone away, lost connection, lock wait
+# timeout, deadlock, server shutting down, too many connections
+MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+
 class MySQLTarget(Target):
     """MySQL 8 / MariaDB ≥ 10.3 through pymysql."""
 
     name = "mysql"
-    copy_mode = "bytes"
+
+    def transient(self, e: BaseException) -> bool:
+        orig = getattr(e, "orig", None)
+        code = orig.args[0] if getattr(orig, "args", None) else None
+        return code in MYSQL_TRANSIENT or super().transient(e)
     copy_options = "FORMAT csv, NULL 'NULL', ENCODING 'UTF8'"
     decimal_default = (10, 0)
     max_columns, max_columns_why = MAX_COLUMNS, "InnoDB's limit"
@@ -263,13 +272,16 @@ class MySQLTarget(Target):
                f"ESCAPED BY '' LINES TERMINATED BY '\\n' ({', '.join(targets)})")
         return sql + (f" SET {', '.join(sets)}" if sets else "")
 
-    def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        return self.sql_copy_expressions(m)
+
+    def load_copy(self, conn: Connection, m: TableMapping, out: CopyOutput) -> int:
         """LOAD DATA each COPY chunk through its own temp file; any warning fails the load.
 
         The source COPY runs one chunk ahead in a thread (``PREFETCH`` chunks queued at most), so
         reading PostgreSQL overlaps loading MySQL while memory stays bounded."""
         n = 0
-        with contextlib.closing(_prefetch(batches, PREFETCH)) as chunks:
+        with contextlib.closing(_prefetch(out.chunks(), PREFETCH)) as chunks:
             for chunk in chunks:
                 n += self._load_chunk(conn, m, chunk) if chunk else 0
         return n

@@ -16,7 +16,7 @@ Contracts:
   decimal, integer and varchar target types carry value rules (``rules.py``), applied on the
   source side of the COPY and in Python on the change path; a refused value is a
   :class:`ValueRangeError` naming table, column, key (and LSN).
-* **Copy path** (``copy_mode = 'bytes'``): the source's ``COPY … TO STDOUT (FORMAT text)`` chunks go
+* **Copy path** (``load_copy`` reads ``out.chunks()``): the source's ``COPY … TO STDOUT (FORMAT text)`` chunks go
   unchanged into ``COPY <table> (<columns>) FROM STDIN`` on the psycopg connection underneath the
   SQLAlchemy connection, inside the caller's transaction; one chunk in memory at a time.
 * **Change path.** Values stay PostgreSQL text (``value_loader`` is ``str``) and are bound with
@@ -41,7 +41,7 @@ from sqlalchemy.types import UserDefinedType
 
 from ..dsn import connect_timeout, libpq_timeout
 from ..errors import TargetError, ValueRangeError
-from ..model import UNCHANGED, Column, TableMapping
+from ..model import UNCHANGED, Column, CopyOutput, TableMapping
 from . import names, rules
 from .apply import GenericApplier
 from .base import Target
@@ -171,7 +171,9 @@ class PostgresTarget(Target):
     """PostgreSQL through psycopg 3: exact types, COPY pass-through, server-side value parsing."""
 
     name = "postgresql"
-    copy_mode = "bytes"
+
+    def transient(self, e: BaseException) -> bool:
+        return isinstance(getattr(e, "orig", None), psycopg.OperationalError) or super().transient(e)
     copy_options = "FORMAT text"
     row_id = "ctid"
     applier_class = PgApplier
@@ -254,14 +256,17 @@ class PostgresTarget(Target):
         cols = sql.SQL(" ({})").format(cols) if m.source.columns else sql.SQL("")
         return sql.SQL("COPY {}{} FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
 
-    def load_copy(self, conn: Connection, m: TableMapping, batches: Iterable[bytes]) -> int:
+    def copy_expressions(self, m: TableMapping) -> list[str]:
+        return self.sql_copy_expressions(m)
+
+    def load_copy(self, conn: Connection, m: TableMapping, out: CopyOutput) -> int:
         """Stream COPY chunks into the table, in the caller's transaction; returns rows loaded.
 
         Target refusals become :class:`TargetError`; source failures and dropped connections
         (transient: the pipeline retries) propagate unchanged.
         """
         raw: psycopg.Connection = conn.connection.driver_connection
-        src = _Chunks(batches)
+        src = _Chunks(out.chunks())
         try:
             with raw.cursor() as cur:
                 with cur.copy(self.copy_statement(m)) as cp:

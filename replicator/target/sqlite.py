@@ -53,11 +53,19 @@ def sqlite_conv(col: Column) -> Conv:
     return Conv(SQLITE_TYPES[fam], load, rule=rule)
 
 
+SQLITE_TRANSIENT = ("locked", "busy", "disk is full", "unable to open", "disk i/o")
+
+
 class SQLiteTarget(Target):
     """The file is opened per batch (NullPool) so other processes can read between batches."""
 
     name = "sqlite"
     embedded = True
+
+    def transient(self, e: BaseException) -> bool:
+        """A locked or busy file, a full disk, a file that cannot be opened right now."""
+        return any(w in str(getattr(e, "orig", e)).lower() for w in SQLITE_TRANSIENT) \
+            or super().transient(e)
     row_id = "rowid"
     busy_timeout_s = 60.0
 

@@ -78,7 +78,7 @@ def copy_table(dsn, target, m):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
         q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
-        return target.load_copy(conn, m, snapshot.copy_bytes(sc, q))
+        return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
 def text_rows(dsn, m, where=""):
@@ -274,7 +274,7 @@ def test_a_refused_chunk_stops_the_source_copy_and_rolls_back(source_db, mysql_t
         with pytest.raises(ValueRangeError, match=r"public\.many\.f: value 'NaN'.*id='30'"):
             with target.connect() as conn:
                 target.ensure_table(conn, m)
-                target.load_copy(conn, m, snapshot.copy_bytes(sc, q, chunk=16 << 10))
+                target.load_copy(conn, m, snapshot.CopyOut(sc, q, chunk=16 << 10))
         # the source COPY ended (cancelled at the refused chunk, not read to its end): the connection
         # is out of COPY and usable again after the rollback the failed copy leaves to the caller
         assert sc.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
@@ -294,7 +294,7 @@ def test_multiline_values_across_copy_chunk_boundaries(source_db, mysql_target_u
     with snapshot.snapshot_connection(source_db, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
         q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
-        assert target.load_copy(conn, m, snapshot.copy_bytes(sc, q, chunk=997)) == 3000
+        assert target.load_copy(conn, m, snapshot.CopyOut(sc, q, chunk=997)) == 3000
     assert assert_same(source_db, "public", "ml", mysql_target_url) == 3000
 
 

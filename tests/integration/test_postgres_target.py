@@ -101,7 +101,7 @@ def copy_table(dsn: str, target, m: TableMapping) -> int:
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
         q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
-        return target.load_copy(conn, m, snapshot.copy_bytes(sc, q))
+        return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
 def row_text(dsn: str, table, where: str) -> tuple:
