@@ -1,14 +1,16 @@
 """A throwaway PostgreSQL for ``replicator demo``: started from the installed binaries, in a temp
 directory, on a random free port, with ``wal_level=logical``; stopped and deleted afterwards.
 
-A minimal port of what ``tests/servers.py`` (the test-suite's server library) does, because the
-package must not import ``tests/``:
+The one PostgreSQL server lifecycle of the project: the test-suite's ``tests/servers.py`` builds
+its ``PostgresServer`` on :class:`DevServer` (the package never imports ``tests/``).
 
 * binaries from ``$REPLICATOR_PG_BINDIR``, else ``pg_config --bindir``, else the newest
   ``/usr/lib/postgresql/*/bin``, else ``$PATH``;
 * as root the server runs as the OS user ``postgres`` (PostgreSQL refuses to run as root);
 * it listens on 127.0.0.1 only, its unix socket lives in its data directory, so the machine's own
   servers are never touched; authentication is ``trust`` for the superuser ``postgres``;
+* a start that loses a port race moves to another free port until the server first ran; from
+  then on it keeps its port (clients know it) and waits for it to become free;
 * a small watchdog process stops the server and deletes its directory should this process die
   without cleaning up (SIGKILL, a closed terminal).
 """
@@ -22,6 +24,7 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,8 +87,12 @@ def find_pg_bindir() -> Path:
                          "--source to use an existing server")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A free TCP port, preferably below the kernel's ephemeral range (no clash with client ports)."""
+    """A free TCP port, preferably below the kernel's ephemeral range (no clash with client ports),
+    never one this process was given before."""
     try:
         lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -96,10 +103,14 @@ def free_port(host: str = "127.0.0.1") -> int:
                 s.bind((host, port))
             except OSError:
                 continue
-        return port
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _handed_out.add(port)
+    return port
 
 
 def _is_root() -> bool:
@@ -132,6 +143,8 @@ def _run(argv: Sequence[Any], what: str, timeout: float = 120, **kw) -> subproce
 
 
 def _quote(value: Any) -> str:
+    if isinstance(value, bool):
+        value = "on" if value else "off"
     return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
 
 
@@ -160,23 +173,69 @@ try:
 except Exception:
     pass
 time.sleep(0.5)
-shutil.rmtree(spec["rmtree"], ignore_errors=True)
+if spec["rmtree"]:
+    shutil.rmtree(spec["rmtree"], ignore_errors=True)
 """
+_PORT_ATTEMPTS = 5
+
+
+def start_watchdog(pidfile: Path, rmtree: Optional[Path], stop: Sequence[Any] = ()) -> Optional[subprocess.Popen]:
+    """A detached process that, once this process is gone, runs ``stop``, SIGKILLs the pid in
+    ``pidfile`` and deletes ``rmtree`` (None: nothing).  None when it cannot be started."""
+    spec = {"owner": os.getpid(), "pidfile": str(pidfile), "rmtree": str(rmtree) if rmtree else None,
+            "stop": [str(a) for a in stop] or ["true"]}
+    try:
+        return subprocess.Popen([sys.executable, "-c", _WATCHDOG, json.dumps(spec)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+    except OSError:
+        return None
+
+
+def make_basedir(name: str, parent: Optional[os.PathLike | str] = None, os_user: Optional[str] = None) -> Path:
+    """A new temp directory ``replicator-<name>-*`` (under ``parent``, else the temp dir), owned by
+    ``os_user`` when given (as root: the server's user, who must be able to reach it)."""
+    parent = Path(parent or tempfile.gettempdir()).resolve()
+    if os_user and not all(p.stat().st_mode & 0o001 for p in [parent, *parent.parents]):
+        parent = Path("/tmp")
+    base = Path(tempfile.mkdtemp(prefix=f"replicator-{name}-", dir=parent)).resolve()
+    if os_user:
+        import pwd
+        try:
+            pw = pwd.getpwnam(os_user)
+        except KeyError:
+            shutil.rmtree(base, ignore_errors=True)
+            raise DevServerError(f"running as root, but the OS user {os_user!r} that must run the "
+                                 f"server does not exist: install the server's package") from None
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+    os.chmod(base, 0o755)
+    return base
 
 
 class DevServer:
-    """A private PostgreSQL cluster: ``with DevServer() as pg: dsn = pg.create_database("demo")``."""
+    """A private PostgreSQL cluster: ``with DevServer() as pg: dsn = pg.create_database("demo")``.
+
+    ``settings`` are added to :data:`SETTINGS` (postgresql.conf; booleans as on/off).  ``port``
+    fixes the port (else a free one, moved when a start loses a port race, until the first start
+    succeeded: from then on the port is published and a start waits for it).  ``parent``: where
+    the temp directory is made.  ``start=False``: initdb only (edit files, then :meth:`start`).
+    ``keep``: :meth:`cleanup` stops the server but leaves its directory (logs).
+    """
 
     superuser = "postgres"
 
     def __init__(self, settings: Optional[Mapping[str, Any]] = None, name: str = "demo",
-                 start_timeout: float = 60.0):
+                 start_timeout: float = 60.0, *, port: Optional[int] = None,
+                 parent: Optional[os.PathLike | str] = None, start: bool = True, keep: bool = False):
+        self.name = name
         self.settings = {**SETTINGS, **(settings or {})}
         self.start_timeout = start_timeout
         self.bindir = find_pg_bindir()
-        self.host, self.port = "127.0.0.1", free_port()
+        self.host, self.port = "127.0.0.1", port or free_port()
+        self._port_fixed = port is not None  # also once a start succeeded
+        self.keep = keep
         self.os_user = self.superuser if _is_root() else None
-        self.basedir = self._make_basedir(name)
+        self.basedir = make_basedir(name, parent, self.os_user)
         self.datadir = self.basedir / "data"
         self.logfile = self.basedir / "server.log"
         self._watchdog: Optional[subprocess.Popen] = None
@@ -185,29 +244,13 @@ class DevServer:
         try:
             self._initdb()
             self._start_watchdog()
-            self.start()
+            if start:
+                self.start()
         except BaseException:
             self.cleanup()
             raise
 
     # -------------------------------------------------------------- setup
-    def _make_basedir(self, name: str) -> Path:
-        parent = Path(tempfile.gettempdir())
-        if self.os_user and not all(p.stat().st_mode & 0o001 for p in [parent, *parent.parents]):
-            parent = Path("/tmp")  # the server's OS user must be able to reach its directory
-        base = Path(tempfile.mkdtemp(prefix=f"replicator-{name}-", dir=parent)).resolve()
-        if self.os_user:
-            import pwd
-            try:
-                pw = pwd.getpwnam(self.os_user)
-            except KeyError:
-                shutil.rmtree(base, ignore_errors=True)
-                raise DevServerError(f"running as root, but the OS user {self.os_user!r} that must run "
-                                     f"PostgreSQL does not exist: install the postgresql package") from None
-            os.chown(base, pw.pw_uid, pw.pw_gid)
-        os.chmod(base, 0o755)
-        return base
-
     def _initdb(self) -> None:
         base = [self.bindir / "initdb", "-D", self.datadir, "-U", self.superuser, "-A", "trust",
                 "-E", "UTF8", "--no-sync"]
@@ -236,53 +279,100 @@ class DevServer:
                     timeout=timeout, cwd=self.basedir)
 
     def _start_watchdog(self) -> None:
-        spec = {"owner": os.getpid(), "pidfile": str(self.datadir / "postmaster.pid"),
-                "rmtree": str(self.basedir),
-                "stop": _as_user(self.os_user, [self.bindir / "pg_ctl", "-D", self.datadir, "-m", "immediate",
-                                                "-w", "-t", "30", "stop"])}
-        try:
-            self._watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, json.dumps(spec)],
-                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
-        except OSError:
-            self._watchdog = None
+        stop = [self.bindir / "pg_ctl", "-D", self.datadir, "-m", "immediate", "-w", "-t", "30", "stop"]
+        self._watchdog = start_watchdog(self.datadir / "postmaster.pid", None if self.keep else self.basedir,
+                                        _as_user(self.os_user, stop))
 
     # -------------------------------------------------------------- lifecycle
+    def is_running(self) -> bool:
+        if self._cleaned or not self.datadir.exists():
+            return False
+        return self._pg_ctl("status").returncode == 0
+
     def start(self) -> None:
+        """Start (nothing when running); a lost port race moves an unpublished port (see class)."""
+        if self.is_running():
+            return
         deadline = time.monotonic() + self.start_timeout
-        for _attempt in range(5):
+        for _attempt in range(_PORT_ATTEMPTS):
             offset = self.logfile.stat().st_size if self.logfile.exists() else 0
             remaining = max(5, int(deadline - time.monotonic()))
             cp = self._pg_ctl("-l", self.logfile, "-w", "-t", str(remaining), "-s", "start",
                               timeout=remaining + 30)
             if cp.returncode == 0:
+                self._port_fixed = True
                 return
             try:
                 new_log = self.logfile.read_text(errors="replace")[offset:]
             except OSError:
                 new_log = ""
+            if self.is_running():  # pg_ctl gave up waiting, but the postmaster lives
+                self.stop("immediate")
             if not _PORT_IN_USE.search(new_log) or time.monotonic() > deadline:
                 break
-            self.port = free_port()  # lost a port race: try another one
-            self._write_conf()
+            if self._port_fixed:
+                time.sleep(0.5)  # our port is taken: wait for it to become free
+            else:
+                self.port = free_port()  # lost a port race: try another one
+                self._write_conf()
         raise DevServerError(f"PostgreSQL ({self.datadir}) failed to start on port {self.port}:\n"
                              f"{cp.stdout.strip()}\n{_tail(self.logfile)}")
 
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; ``mode`` is 'smart', 'fast' or 'immediate' (crash-like)."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"bad stop mode {mode!r}")
+        if not self.is_running():
+            return
+        cp = self._pg_ctl("-m", mode, "-w", "-t", "60", "-s", "stop", timeout=90)
+        if cp.returncode != 0 and self.is_running():
+            if mode != "immediate":
+                cp = self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
+            if self.is_running():
+                self._kill_postmaster()
+        if self.is_running():
+            raise DevServerError(f"could not stop PostgreSQL ({self.datadir}):\n{cp.stdout}\n"
+                                 f"{_tail(self.logfile)}")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (``mode`` as for :meth:`stop`) and start again on the same port."""
+        self.stop(mode)
+        self.start()
+
+    def update_settings(self, settings: Mapping[str, Any], *, restart: bool = False) -> None:
+        """Change settings: written to the conf file, then reloaded (or restarted when ``restart``)."""
+        self.settings.update(settings)
+        self._write_conf()
+        if restart:
+            self.restart()
+        elif self.is_running():
+            self._pg_ctl("-s", "reload")
+
+    def _kill_postmaster(self) -> None:
+        try:
+            os.kill(int((self.datadir / "postmaster.pid").read_text().splitlines()[0]), signal.SIGKILL)
+            time.sleep(1)
+        except (OSError, ValueError, IndexError):
+            pass
+
     def cleanup(self) -> None:
-        """Stop the server at once and delete its directory.  Idempotent."""
+        """Stop the server at once and delete its directory (unless ``keep``).  Idempotent."""
         if self._cleaned:
             return
         self._cleaned = True
         try:
             if (self.datadir / "postmaster.pid").exists():
-                self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
+                cp = self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
+                if cp.returncode != 0 and (self.datadir / "postmaster.pid").exists():
+                    self._kill_postmaster()
         except DevServerError:
-            pass
+            self._kill_postmaster()
         finally:
             if self._watchdog is not None and self._watchdog.poll() is None:
                 self._watchdog.kill()
                 self._watchdog.wait(5)
-            shutil.rmtree(self.basedir, ignore_errors=True)
+            if not self.keep:
+                shutil.rmtree(self.basedir, ignore_errors=True)
 
     def __enter__(self) -> "DevServer":
         return self

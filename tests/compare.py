@@ -15,6 +15,7 @@ from psycopg import sql
 
 from replicator.dsn import source_conninfo
 from replicator.target import target_class
+from tests.targets import engine_url
 
 
 def norm(v):
@@ -44,7 +45,7 @@ def source_rows(dsn: str, schema: str, table: str, columns: list[str]) -> list[t
 
 def target_rows(url: str, table: str, columns: list[str], schema: str | None = None) -> list[tuple]:
     target_class(url)  # loads the target module: it may teach SQLAlchemy to reflect its database
-    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(engine_url(url), poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:
             t = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=c)
@@ -77,7 +78,7 @@ def assert_same(dsn: str, schema: str, table: str, url: str, target_table: str |
 def target_columns(url: str, table: str, schema: str | None = None) -> list[str]:
     """Column names of a target table, in order."""
     target_class(url)
-    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(engine_url(url), poolclass=sa.pool.NullPool)
     try:
         return [c["name"] for c in sa.inspect(eng).get_columns(table, schema=schema)]
     finally:
@@ -86,7 +87,7 @@ def target_columns(url: str, table: str, schema: str | None = None) -> list[str]
 
 def target_tables(url: str) -> set[str]:
     target_class(url)
-    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(engine_url(url), poolclass=sa.pool.NullPool)
     try:
         return set(sa.inspect(eng).get_table_names())
     finally:

@@ -19,8 +19,14 @@ Function-scoped, each a fresh database that is dropped after the test:
 * ``mysql_target_url``  -- ``mysql+pymysql://root@127.0.0.1:PORT/db?charset=utf8mb4&local_infile=1``
 * ``duckdb_target_url`` -- ``duckdb:///<tmp_path>/t.duckdb``
 * ``sqlite_target_url`` -- ``sqlite:///<tmp_path>/t.sqlite``
+* ``generic_target_url`` -- ``generic+sqlite:///<tmp_path>/t.generic.sqlite``: the base Target
+                           (the generic SQLAlchemy path) on SQLite
+* ``target_kind``, ``target_url`` -- parametrized over the target kinds of ``tests/targets.py``
+                           (the registry: native kinds here; a module widens it by defining its own
+                           ``target_kind = targets.kind_fixture(*targets.ALL)``)
 
-The server library itself is ``tests/servers.py``.
+Each per-kind URL fixture, and the target servers, skip the test when ``REPLICATOR_TEST_TARGETS``
+leaves their kind out (tests/targets.py).  The server library itself is ``tests/servers.py``.
 
 Child processes (``replicator`` through ``tests/procs.py``, background pgbench runs) are ended at
 the end of every test, passed or failed: those the test body started as soon as the body ends
@@ -40,7 +46,11 @@ try:
 except ImportError:  # e.g. run with an unusual rootdir / import mode
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.servers import MariaDBServer, PostgresServer, unique_name
-from tests import procs
+from tests import procs, targets
+
+
+def pytest_configure(config):
+    targets.selected()  # an unknown kind in REPLICATOR_TEST_TARGETS is a usage error, at once
 
 
 # ------------------------------------------------------------------ child processes
@@ -81,6 +91,7 @@ def pg_server():
 @pytest.fixture(scope="session")
 def pg_target_server():
     """A second, independent PostgreSQL server used as a replication target."""
+    targets.require("pg")
     server = PostgresServer.from_env("REPLICATOR_TEST_PG_TARGET_DSN", name="pg-target")
     try:
         yield server
@@ -91,6 +102,7 @@ def pg_target_server():
 @pytest.fixture(scope="session")
 def mariadb_server():
     """A MariaDB server (root, empty password, LOCAL INFILE enabled)."""
+    targets.require("mysql")
     server = MariaDBServer.from_env("REPLICATOR_TEST_MYSQL_URL", name="mariadb")
     try:
         yield server
@@ -126,6 +138,7 @@ def source_db(pg_server, request):
 @pytest.fixture
 def pg_target_url(pg_target_server, request):
     """SQLAlchemy URL of a fresh database on ``pg_target_server``."""
+    targets.require("pg")
     name = _db_name(request, "tgt")
     pg_target_server.create_database(name)
     try:
@@ -137,6 +150,7 @@ def pg_target_url(pg_target_server, request):
 @pytest.fixture
 def mysql_target_url(mariadb_server, request):
     """SQLAlchemy URL of a fresh database on ``mariadb_server``."""
+    targets.require("mysql")
     name = _db_name(request, "tgt")
     url = mariadb_server.create_database(name)
     try:
@@ -148,10 +162,30 @@ def mysql_target_url(mariadb_server, request):
 @pytest.fixture
 def duckdb_target_url(tmp_path):
     """SQLAlchemy URL of a new DuckDB file in the test's tmp_path."""
+    targets.require("duckdb")
     return f"duckdb:///{tmp_path / 't.duckdb'}"
 
 
 @pytest.fixture
 def sqlite_target_url(tmp_path):
     """SQLAlchemy URL of a new SQLite file in the test's tmp_path."""
+    targets.require("sqlite")
     return f"sqlite:///{tmp_path / 't.sqlite'}"
+
+
+@pytest.fixture
+def generic_target_url(tmp_path):
+    """A new SQLite file in the test's tmp_path, opened by the base Target (generic path)."""
+    targets.require("generic")
+    return f"generic+sqlite:///{tmp_path / 't.generic.sqlite'}"
+
+
+# ------------------------------------------------------------------ every target
+
+target_kind = targets.kind_fixture(*targets.NATIVE)
+
+
+@pytest.fixture
+def target_url(target_kind, request):
+    """The URL of a fresh target of ``target_kind`` (one test per kind the filter keeps)."""
+    return request.getfixturevalue(targets.fixture(target_kind))

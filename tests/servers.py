@@ -13,10 +13,12 @@ it is equally usable from scripts and benchmarks::
 
 Details
 -------
-* PostgreSQL binaries are taken from ``$REPLICATOR_PG_BINDIR``, else
-  ``pg_config --bindir``, else the newest ``/usr/lib/postgresql/*/bin``,
-  else ``$PATH``.  MariaDB from ``$REPLICATOR_MARIADB_BINDIR``, ``$PATH``,
-  ``/usr/sbin`` and ``/usr/bin``.
+* :class:`PostgresServer` is ``replicator.devserver.DevServer`` (the server of
+  ``replicator demo``: binary lookup, initdb, pg_ctl start with port retry,
+  stop/restart, settings, watchdog, cleanup) with the test-suite's settings
+  and helpers (databases, slots, psql, external servers).  MariaDB binaries
+  come from ``$REPLICATOR_MARIADB_BINDIR``, ``$PATH``, ``/usr/sbin`` and
+  ``/usr/bin``.
 * When running as root, PostgreSQL runs as the OS user ``postgres`` and
   MariaDB as ``mysql`` (the server refuses to run as root).
 * The servers listen on 127.0.0.1 only; the PostgreSQL unix socket lives in
@@ -39,16 +41,12 @@ Details
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import random
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -79,6 +77,8 @@ PG_DEFAULT_SETTINGS: dict[str, Any] = {
     "full_page_writes": "off",
     "shared_buffers": "128MB",
     "wal_sender_timeout": "60s",
+    "logging_collector": "off",
+    "log_line_prefix": "%m [%p] %q%a ",
 }
 
 MARIADB_DEFAULT_OPTIONS: dict[str, Any] = {
@@ -104,15 +104,12 @@ _PORT_IN_USE = re.compile(
     re.IGNORECASE,
 )
 
-
-class ServerError(RuntimeError):
-    """A throwaway server could not be created, started or stopped."""
+#: a throwaway server could not be created, started or stopped (the package's error for its own)
+ServerError = devserver.DevServerError
+free_port = devserver.free_port  # never the same port twice in one process
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-_is_root = devserver._is_root
 
 
 def _tail(path: Path | str | None, lines: int = 40) -> str:
@@ -144,51 +141,6 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-_handed_out: set[int] = set()
-
-
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    # Something could be listening on the wildcard address / another family.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) != 0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A currently free TCP port, preferably outside the ephemeral range."""
-    lo, hi = _ephemeral_range()
-    candidates: list[int] = []
-    if lo > 12000:
-        candidates = random.sample(range(10000, lo), min(200, lo - 10000))
-    elif hi < 63000:
-        candidates = random.sample(range(hi + 1, 65000), min(200, 65000 - hi - 1))
-    for port in candidates:
-        if port not in _handed_out and _port_is_free(port, host):
-            _handed_out.add(port)
-            return port
-    for _ in range(50):  # fall back to whatever the kernel hands out
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise ServerError("could not find a free TCP port")
-
-
 def unique_name(prefix: str = "t", hint: str = "", maxlen: int = 63) -> str:
     """A lower-case identifier ``<prefix>_<hint>_<8 hex>`` safe for PG and MySQL."""
     hint = re.sub(r"[^a-z0-9]+", "_", hint.lower()).strip("_")
@@ -196,52 +148,6 @@ def unique_name(prefix: str = "t", hint: str = "", maxlen: int = 63) -> str:
     room = maxlen - len(prefix) - len(suffix) - 2
     parts = [prefix] + ([hint[: max(0, room - 1)].rstrip("_")] if hint and room > 1 else []) + [suffix]
     return "_".join(p for p in parts if p)
-
-
-def _os_user_ids(user: str) -> tuple[int, int]:
-    import pwd
-
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise ServerError(
-            f"running as root, but the OS user {user!r} (needed to run the server) does not exist; "
-            f"install the server package (which creates it) or create the user"
-        ) from None
-    return pw.pw_uid, pw.pw_gid
-
-
-def _traversable_by_others(path: Path) -> bool:
-    path = path.resolve()
-    for p in [path, *path.parents]:
-        try:
-            if not p.stat().st_mode & 0o001:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _make_base_dir(parent: str | os.PathLike | None, prefix: str, owner: str | None) -> Path:
-    """mkdtemp that the (unprivileged) server user can reach when we are root."""
-    candidates = [Path(parent)] if parent else []
-    candidates += [Path(tempfile.gettempdir()), Path("/tmp")]
-    chosen = None
-    for c in candidates:
-        if c.is_dir() and (owner is None or _traversable_by_others(c)):
-            chosen = c
-            break
-    if chosen is None:
-        raise ServerError(f"no temp directory usable by OS user {owner!r} among {candidates}")
-    base = Path(tempfile.mkdtemp(prefix=prefix, dir=str(chosen))).resolve()
-    if owner is not None:
-        uid, gid = _os_user_ids(owner)
-        os.chown(base, uid, gid)
-    os.chmod(base, 0o755)
-    return base
-
-
-_as_user = devserver._as_user  # the same runuser/su wrapping as `replicator demo`
 
 
 def _server_env() -> dict[str, str]:
@@ -263,58 +169,6 @@ def _run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120, 
     return cp
 
 
-# ---------------------------------------------------------------- cleanup machinery
-
-_WATCHDOG_SRC = r"""
-import json, os, shutil, signal, subprocess, sys, time
-spec = json.loads(sys.argv[1])
-owner = spec["owner"]
-for s in (signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, signal.SIG_IGN)
-while os.getppid() == owner:
-    time.sleep(0.5)
-for argv in spec.get("commands", []):
-    try:
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60, cwd="/")
-    except Exception:
-        pass
-for pidfile in spec.get("pidfiles", []):
-    try:
-        with open(pidfile) as f:
-            os.kill(int(f.readline().strip()), signal.SIGKILL)
-    except Exception:
-        pass
-time.sleep(0.5)
-if spec.get("rmtree"):
-    shutil.rmtree(spec["rmtree"], ignore_errors=True)
-"""
-
-
-class _Watchdog:
-    """Detached helper that cleans up a server if the owning process dies."""
-
-    def __init__(self, *, commands=(), pidfiles=(), rmtree=None):
-        spec = {"owner": os.getpid(), "commands": [list(map(str, c)) for c in commands],
-                "pidfiles": [str(p) for p in pidfiles], "rmtree": str(rmtree) if rmtree else None}
-        try:
-            self.proc: subprocess.Popen | None = subprocess.Popen(
-                [sys.executable, "-c", _WATCHDOG_SRC, json.dumps(spec)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, cwd="/")
-        except OSError:
-            self.proc = None
-
-    def cancel(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        self.proc = None
-
-
 _live_servers: "set[Any]" = set()
 
 
@@ -331,32 +185,11 @@ def _keep_dirs() -> bool:
     return os.environ.get("REPLICATOR_TEST_KEEP_SERVERS", "") not in ("", "0", "false", "no")
 
 
-# ------------------------------------------------------------------------ PostgreSQL
-
-
-def find_pg_bindir() -> Path:
-    """Directory with initdb/pg_ctl/postgres/pgbench (the package's own lookup)."""
-    try:
-        return devserver.find_pg_bindir()
-    except devserver.DevServerError as e:
-        raise ServerError(str(e)) from None
-
-
-def _pg_quote(value: Any) -> str:
-    if isinstance(value, bool):
-        value = "on" if value else "off"
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def _pg_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class _Server:
-    """Lifecycle shared by the throwaway servers: cleanup, context manager, repr, log tail.
+    """What every throwaway server answers: context manager, repr, log tail, managed-only calls.
 
-    Subclasses set ``managed``, ``_cleaned``, ``_watchdog``, ``basedir``, ``logfile``, ``name``,
-    ``host``, ``port``, ``datadir``, and implement ``_external`` and ``_stop_now``.
+    Subclasses set ``name``, ``managed``, ``host``, ``port``, ``datadir``, ``logfile``, ``_cleaned``
+    and ``kind``, and implement ``_external`` (the external server's URL) and ``cleanup``.
     """
 
     kind = "server"
@@ -365,29 +198,11 @@ class _Server:
     def _external(self) -> str:
         raise NotImplementedError
 
-    def _stop_now(self) -> None:
-        raise NotImplementedError
-
     def _require_managed(self, what: str) -> None:
         if not self.managed:
             raise ServerError(f"cannot {what} external {self.kind} server {self._external!r}")
         if self._cleaned:
             raise ServerError(f"cannot {what}: server was cleaned up")
-
-    def cleanup(self) -> None:
-        """Stop the server immediately and delete its directory. Idempotent."""
-        if self._cleaned or not self.managed:
-            self._cleaned = True
-            return
-        try:
-            self._stop_now()
-        finally:
-            self._cleaned = True
-            if self._watchdog:
-                self._watchdog.cancel()
-            if self.basedir and not _keep_dirs():
-                shutil.rmtree(self.basedir, ignore_errors=True)
-            _live_servers.discard(self)
 
     def __enter__(self):
         return self
@@ -403,61 +218,56 @@ class _Server:
         return _tail(self.logfile, lines)
 
 
-class PostgresServer(_Server):
-    """A private PostgreSQL cluster (or a wrapper around an external one)."""
+# ------------------------------------------------------------------------ PostgreSQL
+
+
+def find_pg_bindir() -> Path:
+    """Directory with initdb/pg_ctl/postgres/pgbench (the package's own lookup)."""
+    return devserver.find_pg_bindir()
+
+
+def _pg_quote(value: Any) -> str:
+    return devserver._quote(value)
+
+
+def _pg_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PostgresServer(_Server, devserver.DevServer):
+    """A private PostgreSQL cluster (:class:`replicator.devserver.DevServer` with
+    :data:`PG_DEFAULT_SETTINGS` and ``settings``), or a wrapper around an external one
+    (``external_dsn``: SQL helpers only; start/stop/reconfigure raise :data:`ServerError`).
+
+    ``datadir_parent``: where its temp directory is made; ``port``: fixed port; ``start=False``:
+    initdb only (edit its files, then :meth:`start`).  ``startup_seconds``: how long creation took.
+    """
 
     superuser = "postgres"
+    kind = "PostgreSQL"
 
     def __init__(self, datadir_parent: str | os.PathLike | None = None, port: int | None = None,
                  settings: Mapping[str, Any] | None = None, *, external_dsn: str | None = None,
                  start: bool = True, start_timeout: float = START_TIMEOUT, name: str = "pg"):
-        self.name = name
-        self.start_timeout = start_timeout
-        self.settings = {**PG_DEFAULT_SETTINGS, **(settings or {})}
         self.external_dsn = external_dsn
         self.managed = external_dsn is None
         self.startup_seconds: float | None = None
-        self._fixed_port = port is not None
-        self._port_published = False
-        self._watchdog: _Watchdog | None = None
-        self._cleaned = False
-        self.basedir: Path | None = None
-        self.datadir: Path | None = None
-        self.logfile: Path | None = None
-        self._bindir: Path | None = None
-        self._os_user = self.superuser if _is_root() else None
-
         if not self.managed:
             from psycopg.conninfo import conninfo_to_dict
 
             info = conninfo_to_dict(external_dsn)
+            self.name, self._cleaned, self._ext_info = name, False, info
             self.host = str(info.get("host") or "127.0.0.1")
             self.port = int(info.get("port") or 5432)
-            self._ext_info = info
+            self.basedir = self.datadir = self.logfile = self.bindir = None
+            self.settings = {}
             return
-
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
         t0 = time.monotonic()
-        self.basedir = _make_base_dir(datadir_parent, f"replicator-{name}-", self._os_user)
-        self.datadir = self.basedir / "data"
-        self.logfile = self.basedir / "server.log"
-        _live_servers.add(self)
-        try:
-            self._initdb()
-            self._watchdog = _Watchdog(
-                commands=[_as_user(self._os_user, [self.bindir / "pg_ctl", "-D", self.datadir,
-                                                   "-m", "immediate", "-w", "-t", "30", "stop"])],
-                pidfiles=[self.datadir / "postmaster.pid"],
-                rmtree=None if _keep_dirs() else self.basedir)
-            if start:
-                self.start()
-        except BaseException:
-            self.cleanup()
-            raise
+        devserver.DevServer.__init__(self, {**PG_DEFAULT_SETTINGS, **(settings or {})}, name=name,
+                                     start_timeout=start_timeout, port=port, parent=datadir_parent,
+                                     start=start, keep=_keep_dirs())
         self.startup_seconds = time.monotonic() - t0
 
-    # -- construction helpers
     @classmethod
     def from_env(cls, env_var: str = "REPLICATOR_TEST_PG_DSN", **kwargs) -> "PostgresServer":
         dsn = os.environ.get(env_var)
@@ -466,141 +276,30 @@ class PostgresServer(_Server):
         return cls(**kwargs)
 
     @property
-    def bindir(self) -> Path:
-        if self._bindir is None:
-            self._bindir = find_pg_bindir()
-        return self._bindir
-
-    def _initdb(self) -> None:
-        assert self.datadir is not None and self.basedir is not None
-        base = [self.bindir / "initdb", "-D", self.datadir, "-U", self.superuser, "-A", "trust",
-                "-E", "UTF8", "--no-sync"]
-        for locale_args in (["--locale=C.UTF-8"], ["--no-locale"]):
-            cp = _run(_as_user(self._os_user, base + locale_args), cwd=self.basedir, env=_server_env(),
-                      what="initdb")
-            if cp.returncode == 0:
-                break
-            shutil.rmtree(self.datadir, ignore_errors=True)
-        else:
-            raise ServerError(f"initdb failed (exit {cp.returncode}):\n{cp.stdout}")
-        with open(self.datadir / "postgresql.conf", "a") as f:
-            f.write("\n# added by tests/servers.py\ninclude 'replicator_test.conf'\n")
-        self._write_conf()
-
-    def _write_conf(self) -> None:
-        assert self.datadir is not None
-        conf = {
-            **self.settings,
-            "port": self.port,
-            "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": str(self.datadir),
-            "logging_collector": "off",
-            "log_line_prefix": "%m [%p] %q%a ",
-        }
-        path = self.datadir / "replicator_test.conf"
-        path.write_text("".join(f"{k} = {_pg_quote(v)}\n" for k, v in conf.items()))
-        if self._os_user:
-            uid, gid = _os_user_ids(self._os_user)
-            os.chown(path, uid, gid)
-
-    kind = "PostgreSQL"
-
-    @property
     def _external(self) -> str:
         return self.external_dsn
 
-    def _pg_ctl(self, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
-        return _run(_as_user(self._os_user, [self.bindir / "pg_ctl", "-D", self.datadir, *args]),
-                    cwd=self.basedir, env=_server_env(), timeout=timeout, what="pg_ctl")
-
-    # -- lifecycle
+    # -- lifecycle: DevServer's, for managed servers only
     def is_running(self) -> bool:
-        if not self.managed:
-            return True
-        if self._cleaned or not (self.datadir and self.datadir.exists()):
-            return False
-        return self._pg_ctl("status").returncode == 0
+        return True if not self.managed else devserver.DevServer.is_running(self)
 
     def start(self) -> None:
         self._require_managed("start")
-        if self.is_running():
-            return
-        can_move = not (self._fixed_port or self._port_published)
-        deadline = time.monotonic() + self.start_timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            offset = _size(self.logfile)
-            remaining = max(5, int(deadline - time.monotonic()))
-            cp = self._pg_ctl("-l", self.logfile, "-w", "-t", str(remaining), "-s", "start",
-                              timeout=remaining + 30)
-            if cp.returncode == 0:
-                self._port_published = True
-                return
-            new_log = _read_from(self.logfile, offset)
-            last = f"{cp.stdout}\n{new_log}"
-            if self.is_running():  # pg_ctl gave up waiting but the postmaster lives
-                self.stop("immediate")
-            if not _PORT_IN_USE.search(new_log) or time.monotonic() > deadline:
-                break
-            if can_move:
-                if attempt >= _PORT_RETRIES:
-                    break
-                self.port = free_port()
-                self._write_conf()
-            else:
-                time.sleep(0.5)  # our port is taken: wait for it to become free
-        raise ServerError(
-            f"PostgreSQL ({self.datadir}) failed to start on port {self.port}:\n{last.strip()}\n"
-            f"--- server log tail ({self.logfile}) ---\n{_tail(self.logfile)}")
+        devserver.DevServer.start(self)
 
     def stop(self, mode: str = "fast") -> None:
-        """Stop the server; ``mode`` is 'smart', 'fast' or 'immediate' (crash-like)."""
         self._require_managed("stop")
-        if mode not in ("smart", "fast", "immediate"):
-            raise ValueError(f"bad stop mode {mode!r}")
-        if not self.is_running():
-            return
-        cp = self._pg_ctl("-m", mode, "-w", "-t", "60", "-s", "stop", timeout=90)
-        if cp.returncode != 0 and self.is_running():
-            if mode != "immediate":
-                cp = self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
-            if self.is_running():
-                self._kill_postmaster()
-        if self.is_running():
-            raise ServerError(f"could not stop PostgreSQL ({self.datadir}):\n{cp.stdout}\n{_tail(self.logfile)}")
-
-    def _kill_postmaster(self) -> None:
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().splitlines()[0])
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(1)
-        except (OSError, ValueError, IndexError):
-            pass
-
-    def restart(self, mode: str = "fast") -> None:
-        """Stop (``mode`` as for :meth:`stop`) and start again on the same port."""
-        self.stop(mode)
-        self.start()
+        devserver.DevServer.stop(self, mode)
 
     def update_settings(self, settings: Mapping[str, Any], *, restart: bool = False) -> None:
-        """Change server settings; reloads, or restarts when ``restart``."""
         self._require_managed("reconfigure")
-        self.settings.update(settings)
-        self._write_conf()
-        if restart:
-            self.restart()
-        elif self.is_running():
-            self._pg_ctl("-s", "reload")
+        devserver.DevServer.update_settings(self, settings, restart=restart)
 
-    def _stop_now(self) -> None:
-        if self.datadir and (self.datadir / "postmaster.pid").exists():
-            try:
-                cp = self._pg_ctl("-m", "immediate", "-w", "-t", "30", "-s", "stop", timeout=60)
-                if cp.returncode != 0 and (self.datadir / "postmaster.pid").exists():
-                    self._kill_postmaster()
-            except ServerError:
-                self._kill_postmaster()
+    def cleanup(self) -> None:
+        """Stop the server immediately and delete its directory. Idempotent."""
+        if self.managed:
+            devserver.DevServer.cleanup(self)
+        self._cleaned = True
 
     # -- addressing
     @property
@@ -613,7 +312,7 @@ class PostgresServer(_Server):
     def dsn_for(self, dbname: str) -> str:
         """libpq connection string for database ``dbname`` on this server."""
         if self.managed:
-            return f"postgresql://{self.superuser}@{self.host}:{self.port}/{quote(dbname, safe='')}"
+            return devserver.DevServer.dsn_for(self, dbname)
         dsn = self.external_dsn or ""
         if dsn.startswith(("postgresql://", "postgres://")):
             parts = urlsplit(dsn)
@@ -651,7 +350,7 @@ class PostgresServer(_Server):
 
     def psql(self, sql: str, dbname: str = "postgres", timeout: float = 300) -> str:
         """Run SQL through the ``psql`` binary (ON_ERROR_STOP); returns stdout."""
-        cp = subprocess.run([str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+        cp = subprocess.run([str((self.bindir or find_pg_bindir()) / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
                              "-d", self.dsn_for(dbname)], input=sql, capture_output=True, text=True,
                             timeout=timeout)
         if cp.returncode != 0:
@@ -834,12 +533,12 @@ class MariaDBServer(_Server):
         self.proc: subprocess.Popen | None = None
         self._fixed_port = port is not None
         self._port_published = False
-        self._watchdog: _Watchdog | None = None
+        self._watchdog: subprocess.Popen | None = None
         self._cleaned = False
         self.basedir: Path | None = None
         self.datadir: Path | None = None
         self.logfile: Path | None = None
-        self._os_user = "mysql" if _is_root() else None
+        self._os_user = "mysql" if devserver._is_root() else None
         self.user, self.password = "root", ""
 
         if not self.managed:
@@ -860,7 +559,7 @@ class MariaDBServer(_Server):
         self.host = "127.0.0.1"
         self.port = port or free_port()
         t0 = time.monotonic()
-        self.basedir = _make_base_dir(datadir_parent, f"replicator-{name}-", self._os_user)
+        self.basedir = devserver.make_basedir(name, datadir_parent, self._os_user)
         self.datadir = self.basedir / "data"
         self.logfile = self.basedir / "server.log"
         self.socket = self.basedir / "mysqld.sock"
@@ -868,7 +567,7 @@ class MariaDBServer(_Server):
         _live_servers.add(self)
         try:
             self._install()
-            self._watchdog = _Watchdog(pidfiles=[self.pidfile], rmtree=None if _keep_dirs() else self.basedir)
+            self._watchdog = devserver.start_watchdog(self.pidfile, None if _keep_dirs() else self.basedir)
             if start:
                 self.start()
         except BaseException:
@@ -1002,8 +701,21 @@ class MariaDBServer(_Server):
         self.stop(mode)
         self.start()
 
-    def _stop_now(self) -> None:
-        self._terminate(kill=True)
+    def cleanup(self) -> None:
+        """Stop the server immediately (SIGKILL) and delete its directory. Idempotent."""
+        if self._cleaned or not self.managed:
+            self._cleaned = True
+            return
+        try:
+            self._terminate(kill=True)
+        finally:
+            self._cleaned = True
+            if self._watchdog is not None and self._watchdog.poll() is None:
+                self._watchdog.kill()
+                self._watchdog.wait(5)
+            if self.basedir and not _keep_dirs():
+                shutil.rmtree(self.basedir, ignore_errors=True)
+            _live_servers.discard(self)
 
     # -- addressing
     @property

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests import targets
 from tests.faults.harness import (EXIT_TIMEOUT, PGBENCH, Load, Mirror, compare, pgbench_source,
                                   slot_confirmed, slots_of, target_applied, wait_caught_up,
                                   wait_streaming, wait_until)
@@ -92,12 +93,12 @@ def test_kill_after_a_table_is_loaded_before_its_commit(bench_db, duckdb_target_
         m.close()
 
 
-@pytest.mark.parametrize("target", ["mysql"])
+@pytest.mark.parametrize("target", targets.params("mysql"))
 def test_kill_mid_batch_before_commit(bench_db, request, tally, target):
     """Killed with a batch applied into the open target transaction, before its commit: the
     batch rolls back, the slot was not confirmed past the target's applied LSN, and the restart
     applies those transactions once."""
-    url = request.getfixturevalue(f"{target}_target_url")
+    url = request.getfixturevalue(targets.fixture(target))
     load = Load(bench_db)
     m = Mirror(bench_db, url, failpoints="apply.before_commit=kill@4")
     try:
@@ -115,11 +116,11 @@ def test_kill_mid_batch_before_commit(bench_db, request, tally, target):
         m.close()
 
 
-@pytest.mark.parametrize("target", ["pg", "duckdb"])
+@pytest.mark.parametrize("target", targets.params("pg", "duckdb"))
 def test_kill_between_target_commit_and_feedback(bench_db, request, tally, target):
     """Killed after the target committed a batch but before the source heard of it: the slot
     resends those transactions and the restart skips them (the history count stays exact)."""
-    url = request.getfixturevalue(f"{target}_target_url")
+    url = request.getfixturevalue(targets.fixture(target))
     load = Load(bench_db)
     m = Mirror(bench_db, url, failpoints="apply.committed=kill@4")
     try:

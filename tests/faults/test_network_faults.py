@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests import targets
 from tests.faults.harness import (PGBENCH, Load, Mirror, compare, under_load, pgbench_source, slot_confirmed,
                                   slot_row, target_applied, wait_caught_up, wait_streaming,
                                   wait_until)
@@ -77,7 +78,7 @@ def test_half_open_replication_connection(proxied, sqlite_target_url, tally):
         wait_until(new_walsender(dsn, pid), 120, "the mirror to notice and reconnect", m)
 
 
-@pytest.mark.parametrize("kind", ["mysql", "pg"])
+@pytest.mark.parametrize("kind", targets.params("mysql", "pg"))
 def test_target_connection_cut_while_a_batch_commits(source_db, request, tally, kind):
     """The COMMIT of a batch reaches the target, which executes it, and the connection ends before
     the answer comes back: the mirror cannot know the batch committed and never confirms it.  It

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from replicator.model import Lsn
+from tests import targets
 from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
                                   source_position, target_applied, wait_caught_up, wait_streaming,
                                   wait_until)
@@ -52,7 +53,7 @@ def _target(kind, request):
     return srv, direct, via, proxy
 
 
-@pytest.mark.parametrize("kind", ["mysql", "pg"])
+@pytest.mark.parametrize("kind", targets.params("mysql", "pg"))
 def test_target_crash_and_restart(bench_db, request, tally, kind):
     """The target is killed (MariaDB SIGKILL / PostgreSQL immediate stop) under load and kept down
     for a moment: the mirror retries with backoff, acknowledges nothing beyond what the target holds,

@@ -2,16 +2,10 @@
 from __future__ import annotations
 
 import psycopg
-import pytest
 import sqlalchemy as sa
 
 from tests.compare import target_rows
 from tests.integration.test_migrate import replicator
-
-
-@pytest.fixture(params=["pg", "mysql", "duckdb", "sqlite"])
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
 
 
 def test_cutover_sets_next_values(source_db, target_url):

@@ -16,16 +16,9 @@ from replicator.config import parse
 from replicator.errors import ValueRangeError
 from replicator.pipeline import Options, Pipeline
 from replicator.verify import verify
+from tests import targets
 from tests.compare import norm, target_rows
 from tests.integration.test_types_conformance import interval_parts
-
-TARGETS = ["sqlite", "duckdb", "mysql", "pg"]
-
-
-@pytest.fixture(params=TARGETS)
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
-
 
 def source_rows(dsn: str, table: str, relation: str = "ONLY") -> tuple[list[str], list[tuple]]:
     """(column names, sorted rows) of ``relation`` ``table`` (``ONLY``: its own rows)."""
@@ -178,12 +171,12 @@ def loose_rows(kind: str, dsn_or_url: str, table: str, cols: list[str]) -> list[
     return sorted((loose_values(r) for r in rows), key=repr)
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "pg"])
+@pytest.mark.parametrize("kind", targets.params("duckdb", "pg"))
 def test_updates_between_equal_but_different_values_are_written(source_db, kind, request):
     """'32 days' over '1 mon 2 days', '24 hours' over '1 day', -0 over 0 and back: the target
     holds what the source sent (DuckDB's UPDATE skips values equal by '='), key-less FULL rows
     are located exactly, and verify compares intervals by parts and keeps the sign of zero."""
-    url = request.getfixturevalue(f"{kind}_target_url")
+    url = request.getfixturevalue(targets.fixture(kind))
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(LOOSE)
     opts = Options(source=source_db, target=url, name="loose", keep_slot=True)
@@ -223,11 +216,11 @@ REFUSED_KEYS = {"duckdb": ("int[]", "[4:4]={NULL}"), "mysql": ("timestamp", "inf
                 "pg": ("numeric", "123.5")}
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "mysql", "pg"])
+@pytest.mark.parametrize("kind", targets.params("duckdb", "mysql", "pg"))
 def test_refusals_name_the_source_key_value_not_the_copy_mark(source_db, kind, request):
     """A refused key value (an array with explicit bounds, an infinite timestamp, a number too wide
     for the mapping's target type) is shown as the source has it, without the copy stream's internal mark."""
-    url = request.getfixturevalue(f"{kind}_target_url")
+    url = request.getfixturevalue(targets.fixture(kind))
     typ, value = REFUSED_KEYS[kind]
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(f"CREATE TABLE refused (a {typ} PRIMARY KEY, v int); INSERT INTO refused VALUES ('{value}', 1)")

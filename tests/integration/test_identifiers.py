@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from replicator.errors import CheckError
 from replicator.pipeline import Options, Pipeline
 from replicator.target import target_class
+from tests import targets
 from tests.compare import assert_same, target_tables
 
 EVIL = 'x";DROP TABLE canary;--'
@@ -38,11 +39,6 @@ CHANGES = [
     """INSERT INTO "Order" VALUES (3, ';--', '"''', 3)""",
 ]
 TABLES = [EVIL, "Order"]
-
-
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
 
 
 def target_sql(url: str, stmt: str):
@@ -87,9 +83,9 @@ PROBLEMS = {  # target → names each refusal line must show
 }
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "duckdb", "mysql", "pg"])
+@pytest.mark.parametrize("kind", targets.params(*targets.NATIVE))
 def test_names_a_target_cannot_keep_apart_are_refused_before_anything_exists(source_db, request, kind):
-    url = request.getfixturevalue(f"{kind}_target_url")
+    url = request.getfixturevalue(targets.fixture(kind))
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(COLLIDING)
     opts = Options(source=source_db, target=url, name="collide", tables=["public.people"])

@@ -8,12 +8,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests import procs
+from tests import procs, targets
 from tests.compare import assert_same
 from tests.servers import pgbench_init, pgbench_run
 
 PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
-TARGETS = ["sqlite", "duckdb", "mysql", "pg"]
 
 
 def replicator(*args, env=None, timeout=600, check=True):
@@ -39,9 +38,8 @@ def pgbench_db(source_db):
     return source_db
 
 
-@pytest.fixture(params=TARGETS)
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
+# test_migrate_pgbench_into_every_target: the generic SQLAlchemy path too (tests/targets.py)
+target_kind = targets.kind_fixture(*targets.ALL)
 
 
 def test_migrate_pgbench_into_every_target(pgbench_db, target_url):

@@ -12,8 +12,8 @@ import signal
 import time
 
 import psycopg
-import pytest
 
+from tests import targets
 from tests.compare import assert_same
 from tests.faults.harness import Load
 from tests.integration.test_migrate import PGBENCH, replicator, wait_slot_active
@@ -40,7 +40,7 @@ def wait_equal_history(dsn, url, timeout=240, proc=None):
     import sqlalchemy as sa
     with psycopg.connect(dsn) as c:
         want = c.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]
-    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(targets.engine_url(url), poolclass=sa.pool.NullPool)
     deadline = time.monotonic() + timeout
     got = None
     try:
@@ -62,9 +62,8 @@ def wait_equal_history(dsn, url, timeout=240, proc=None):
                          + (f"\n{proc.tail()}" if proc is not None else ""))
 
 
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
+# every target, the generic SQLAlchemy path too (tests/targets.py)
+target_kind = targets.kind_fixture(*targets.ALL)
 
 
 def test_mirror_sigkill_during_copy_and_streaming_then_sigterm(source_db, target_url):

@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from replicator.model import Column, RelationInfo, TableSchema
 from replicator.schema_change import diff
 from tests.compare import target_columns, target_rows
 from tests.integration.test_migrate import replicator
-
-
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
 
 
 def run(dsn, *stmts):

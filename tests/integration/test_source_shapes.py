@@ -19,16 +19,8 @@ import psycopg
 import pytest
 
 from replicator.pipeline import Options, Pipeline
-from tests import procs
+from tests import procs, targets
 from tests.compare import assert_same, target_tables
-
-TARGETS = ["sqlite", "duckdb", "mysql", "pg"]
-
-
-@pytest.fixture(params=TARGETS)
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
-
 
 def run(*args: str, source: str, target: str, check: bool = False):
     """``replicator <args> --source … --target …`` to completion (CompletedProcess)."""
@@ -116,9 +108,9 @@ def count(url_or_dsn: str, table: str) -> int:
         eng.dispose()
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "sqlite", "mysql"])
+@pytest.mark.parametrize("kind", targets.params("duckdb", "sqlite", "mysql"))
 def test_tables_without_columns_are_refused_where_the_target_cannot_hold_them(source_db, kind, request):
-    url = request.getfixturevalue(f"{kind}_target_url")
+    url = request.getfixturevalue(targets.fixture(kind))
     execute(source_db, NO_COLUMNS)
     for command in ("check", "migrate"):
         cp = run(command, source=source_db, target=url)

@@ -9,7 +9,6 @@ resumes from the kept slot and applies them.  Each target must then equal the so
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from replicator.pipeline import Options, Pipeline
 from tests.compare import assert_same
@@ -64,11 +63,6 @@ DELETE FROM by_index WHERE code = 'c3'
 TRUNCATE parent RESTART IDENTITY CASCADE
 INSERT INTO parent VALUES (7)
 """.strip().splitlines()]  # one line = one simple query (a multi-statement string is one transaction)
-
-
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
 
 
 def test_toast_and_full_identity_through_the_stream(source_db, target_url):

@@ -15,9 +15,9 @@ from replicator.model import UNCHANGED, ChangeKind, Lsn, RowChange, TableMapping
 from replicator.source import catalog, snapshot
 from replicator.state import StateStore
 from replicator.target import open_target
+from tests import targets
 from tests.compare import assert_same
 
-TARGETS = ["sqlite", "duckdb", "mysql", "pg"]
 
 DDL = """
 CREATE TABLE conf (
@@ -39,9 +39,20 @@ INSERT INTO dup VALUES (1, 'x'), (1, 'x'), (2, NULL), (2, NULL), (3, 'y');
 """
 
 
-@pytest.fixture(params=TARGETS)
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
+# every target, the generic SQLAlchemy path too (tests/targets.py)
+target_kind = targets.kind_fixture(*targets.ALL)
+CONF_COLUMNS = ["id", "i2", "i8", "num", "f8", "b", "t", "vc", "ch", "ts", "tstz", "d", "by", "u"]
+# the generic path stores these in another form (test_types_conformance.py compares them in that
+# form): left out of the row comparison for that kind only, for this reason
+GENERIC_OTHER_FORM = {"num": targets.GENERIC_FORMS["numeric"], "u": targets.GENERIC_FORMS["uuid"]}
+
+
+def same(src, table, url):
+    """assert_same for conf/dup, without GENERIC_OTHER_FORM's columns on the generic path."""
+    columns = None
+    if url.startswith(targets.GENERIC_PREFIX) and table == "conf":
+        columns = [c for c in CONF_COLUMNS if c not in GENERIC_OTHER_FORM]
+    return assert_same(src, "public", table, url, columns=columns)
 
 
 @pytest.fixture
@@ -70,8 +81,7 @@ def copy_table(dsn, target, m):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
         q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
-        data = snapshot.copy_bytes(sc, q) if target.copy_mode == "bytes" else snapshot.copy_rows(sc, q)
-        return target.load_copy(conn, m, data)
+        return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
 def run_sql(dsn, stmt):
@@ -83,7 +93,7 @@ def test_copy_path_reproduces_every_row(src, target_url):
     target = open_target(target_url)
     m = TableMapping(schema_of(src, "conf"), "conf")
     assert copy_table(src, target, m) == 6
-    assert_same(src, "public", "conf", target_url)
+    same(src, "conf", target_url)
     target.dispose()
 
 
@@ -109,7 +119,7 @@ def test_change_path_insert_update_key_change_delete_toast(src, target_url):
     ]
     with target.connect() as conn:
         target.apply(conn, m, changes)
-    assert_same(src, "public", "conf", target_url)
+    same(src, "conf", target_url)
     target.dispose()
 
 
@@ -124,7 +134,7 @@ def test_full_identity_touches_exactly_one_duplicate(src, target_url):
                RowChange(ChangeKind.UPDATE, "public.dup", old=("2", None), old_is_key=False, new=("4", None))]
     with target.connect() as conn:
         target.apply(conn, m, changes)
-    assert_same(src, "public", "dup", target_url)
+    same(src, "dup", target_url)
     target.dispose()
 
 
@@ -139,7 +149,7 @@ def test_missing_row_is_a_divergence_error_and_rolls_back(src, target_url):
             target.apply(conn, m, changes)
     msg = str(e.value)
     assert "public.conf" in msg and "9999" in msg and "1/2" in msg
-    assert_same(src, "public", "conf", target_url)  # the first delete was rolled back too
+    same(src, "conf", target_url)  # the first delete was rolled back too
     skip = TableMapping(m.source, "conf", on_missing_row="skip")
     target2 = open_target(target_url)
     with target2.connect() as conn:

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from replicator.pipeline import Options, Pipeline
 from replicator.source import snapshot
+from tests import targets
 
 SETUP = r"""
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy "quoted"');
@@ -103,9 +104,13 @@ CHANGES = [  # one statement per transaction
 ]
 
 
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target(request):
-    return request.param, request.getfixturevalue(f"{request.param}_target_url")
+# every target, the generic SQLAlchemy path too (tests/targets.py)
+target_kind = targets.kind_fixture(*targets.ALL)
+
+
+@pytest.fixture
+def target(target_kind, target_url):
+    return target_kind, target_url
 
 
 def source_columns(c) -> list[tuple[str, str]]:
@@ -116,7 +121,7 @@ def prepare(dsn: str, kind: str) -> list[tuple[str, str]]:
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute(SETUP)
         # row 7 holds values only some targets hold; the others refuse them (test_types_policies.py)
-        if kind == "sqlite":  # no 24:00:00
+        if kind in ("sqlite", "generic"):  # no 24:00:00 (SQLite's time text, Python's time)
             c.execute("UPDATE types_all SET tm = NULL WHERE id = 7")
         if kind != "pg":  # explicit array bounds: PostgreSQL only
             c.execute("UPDATE types_all SET ai = '{1,2}' WHERE id = 7")
@@ -190,8 +195,8 @@ def test_values_equal_by_eq_but_different_arrive_exactly(source_db, target):
     assert sorted(got) == sorted(want) == [1, 2, 3, 101, 102, 103]
     for i in sorted(want):
         for (name, typ), w, g in zip(fid, want[i], got[i]):
-            if kind in ("mysql", "sqlite") and w == 0.0 and isinstance(w, float):
-                w = 0.0  # documented: MySQL and SQLite store -0 as 0
+            if kind in ("mysql", "sqlite", "generic") and w == 0.0 and isinstance(w, float):
+                w = 0.0  # documented: MySQL and SQLite store -0 as 0 (targets.GENERIC_FORMS["-0"])
             assert repr(g) == repr(w), f"{kind}: row {i} column {name} ({typ}): target {g!r} != source {w!r}"
     want = sorted(text_rows(source_db, ['"t"'], "one_col"), key=repr)
     assert sorted(one_col_values(kind, url), key=repr) == want == sorted([("",), ("",), ("b",), (None,)], key=repr)
@@ -202,7 +207,7 @@ def one_col_values(kind: str, url: str) -> list[tuple]:
     if kind == "pg":
         u = sa.make_url(url)
         return text_rows(f"host={u.host} port={u.port} user={u.username} dbname={u.database}", ['"t"'], "one_col")
-    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    eng = sa.create_engine(targets.engine_url(url), poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:
             return [tuple(r) for r in c.exec_driver_sql("SELECT t FROM one_col")]
@@ -272,7 +277,20 @@ def scalar(kind: str, typ: str, text: str):
         return utc_naive(dt.datetime.fromisoformat(text))
     if typ == "interval" and kind == "duckdb":
         return interval_parts(text)
+    if kind == "generic" and (typ == "numeric" or typ.startswith("numeric(")):
+        return generic_numeric(text)
+    if kind == "generic" and typ == "uuid":
+        return text.replace("-", "")  # targets.GENERIC_FORMS["uuid"]
     return text
+
+
+def generic_numeric(text: str):
+    """targets.GENERIC_FORMS["numeric"]: a float, NaN as NULL; SQLite's NUMERIC affinity keeps an
+    integral value that fits 64 bits as an INTEGER."""
+    if text == "NaN":
+        return None
+    v = float(text)
+    return int(v) if v.is_integer() and abs(v) < 2 ** 63 else v
 
 
 def duck_list(typ: str, value):
@@ -391,7 +409,8 @@ def plain(kind: str, typ: str, v):
     return v
 
 
-TARGETS = {"pg": pg_values, "duckdb": duck_values, "mysql": mysql_values, "sqlite": sqlite_values}
+TARGETS = {"pg": pg_values, "duckdb": duck_values, "mysql": mysql_values, "sqlite": sqlite_values,
+           "generic": sqlite_values}  # the base Target on SQLite (tests/targets.py)
 
 
 def target_columns(kind: str, url: str) -> list[str]:

@@ -64,11 +64,11 @@ CLAMPED = {
 SESSION = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex"
 
 
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target(request, source_db):
+@pytest.fixture
+def target(target_kind, target_url, source_db):
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(DDL)
-    return request.param, request.getfixturevalue(f"{request.param}_target_url")
+    return target_kind, target_url
 
 
 def mapping(dsn: str, name: str = "odd", policy: str = "error", **kw) -> TableMapping:
@@ -83,8 +83,7 @@ def copy(dsn: str, target, m: TableMapping) -> int:
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
         q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
-        data = snapshot.copy_bytes(sc, q) if target.copy_mode == "bytes" else snapshot.copy_rows(sc, q)
-        return target.load_copy(conn, m, data)
+        return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
 def text_rows(dsn: str, where: str = "true") -> list[tuple]:

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests import targets
 from tests.integration.test_migrate import replicator
 from tests.integration.test_mirror import start_mirror, table_states
 from tests.faults.harness import Load
@@ -69,11 +70,6 @@ tables:
   - source: public.pairs
   - source: public.log
 """
-
-
-@pytest.fixture(params=["sqlite", "duckdb", "mysql", "pg"])
-def target_url(request):
-    return request.getfixturevalue(f"{request.param}_target_url")
 
 
 def run_sql(dsn, *stmts):
@@ -196,11 +192,11 @@ INSERT INTO edge VALUES
 """
 
 
-@pytest.mark.parametrize("kind", ["duckdb", "pg"])
+@pytest.mark.parametrize("kind", targets.params("duckdb", "pg"))
 def test_special_values_verify_equal(source_db, kind, request):
     """NaN, ±Infinity, infinite and BC dates, 24:00:00, empty and multi-dimensional arrays, escapes:
     what DuckDB and PostgreSQL hold for them compares equal to the source."""
-    url = request.getfixturevalue(f"{kind}_target_url")
+    url = request.getfixturevalue(targets.fixture(kind))
     run_sql(source_db, EDGE)
     env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": url}
     replicator("migrate", env=env)
@@ -211,11 +207,11 @@ def test_special_values_verify_equal(source_db, kind, request):
     assert [k for k, _ in kinds(doc["public.edge"])["changed"]] == [{"id": 2}]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "mysql"])
+@pytest.mark.parametrize("kind", targets.params("sqlite", "mysql"))
 def test_values_stored_by_a_policy_compare_as_replication_stored_them(source_db, kind, request, tmp_path):
     """NaN and Infinity under policy null, infinite timestamps under clamp: the target holds what
     the policy made of them, and verify compares with that, not with the source's raw value."""
-    url = request.getfixturevalue(f"{kind}_target_url")
+    url = request.getfixturevalue(targets.fixture(kind))
     run_sql(source_db, "CREATE TABLE p (id int PRIMARY KEY, f float8, ts timestamptz)",
             "INSERT INTO p VALUES (1, 'NaN', 'infinity'), (2, 1.5, '2024-01-01 00:00:00+00'), "
             "(3, '-Infinity', '-infinity')")
