@@ -1,6 +1,6 @@
 """Verify: prove the target holds what the source holds, table by table, in bounded memory.
 
-Per mapped table (``Pipeline.plan``: the same mappings replication uses, with row filters, excluded
+Per mapped table (``Planner.plan``: the same mappings replication uses, with row filters, excluded
 columns and renames):
 
 1. **Scan.**  One REPEATABLE READ snapshot of the source, read by key order beside the target
@@ -91,15 +91,15 @@ class _Found:
 
 
 def verify(opts, settings: Optional[Settings] = None) -> dict:
-    """Verify every mapped table; ``opts`` is a :class:`replicator.pipeline.Options`."""
-    from .pipeline import Pipeline
+    """Verify every mapped table; ``opts`` is a :class:`replicator.options.Options`."""
+    from .planner import Planner
     settings = settings or Settings()
     _check_file(opts.target)
-    pipeline = Pipeline(opts)
+    planner = Planner.for_options(opts)
     with contextlib.suppress(ConfigError):  # a target without the stream's state: every table
-        stream_tables.narrow(pipeline)  # the stream's own tables, not every table of the source
-    mappings = pipeline.plan(check_target=True)
-    target = pipeline.target
+        stream_tables.narrow(planner)  # the stream's own tables, not every table of the source
+    mappings = planner.plan(check_target=True)
+    target = planner.target
     target.dispose()
     reader = TargetReader(target)
     try:
@@ -108,7 +108,7 @@ def verify(opts, settings: Optional[Settings] = None) -> dict:
         if mirror.slot:
             log.info("a mirror is applying into %s (slot %s active): differing ranges are "
                      "re-checked at consistent points", target.describe(), mirror.slot)
-            if target.name == "duckdb":
+            if target.readers_block_writer:  # read in slices, so the mirror can write between
                 reader.slice_seconds = settings.slice_seconds
         checks = [TableCheck(opts.source, reader, m, settings, mirror, states.get(m.label))
                   for m in mappings]
@@ -139,12 +139,10 @@ def _rounds(dsn: str, checks: list["TableCheck"], mirror: "Mirror", s: Settings)
 
 def _check_file(url: Optional[str]) -> None:
     """An embedded target must exist: opening it would create an empty one."""
-    import sqlalchemy as sa
-    from .target import DEFAULT_URL
-    u = sa.make_url(url or DEFAULT_URL)
-    if u.get_backend_name() in ("duckdb", "sqlite") and u.database and u.database != ":memory:" \
-            and not os.path.exists(u.database):
-        raise ConfigError(f"target file {u.database} does not exist: nothing to verify "
+    from .target import open_target, target_exists
+    target = open_target(url)
+    if not target_exists(target):
+        raise ConfigError(f"target file {target.url.database} does not exist: nothing to verify "
                           f"(check --target)")
 
 

@@ -42,28 +42,14 @@ class TargetReader:
 
     def __init__(self, target, slice_seconds: Optional[float] = None):
         self.target = target
-        self.kind = target.name
         self.slice_seconds = slice_seconds
         self._tmp: Optional[str] = None
         self._engine = self._make_engine()
 
     def _make_engine(self) -> sa.Engine:
-        if self.kind == "duckdb":
+        if self.target.embedded:
             self._tmp = tempfile.mkdtemp(prefix="replicator-verify-")
-            eng = sa.create_engine(self.target.url, poolclass=NullPool, connect_args={
-                "read_only": True,
-                "config": {"memory_limit": self.memory_limit, "temp_directory": self._tmp}})
-
-            @sa.event.listens_for(eng, "connect")
-            def _session(dbapi_conn, _record):
-                dbapi_conn.execute("SET TimeZone = 'UTC'")
-                dbapi_conn.execute("SET enable_progress_bar = false")
-            return eng
-        if self.kind == "sqlite":
-            path = quote(os.path.abspath(self.target.url.database))
-            return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool,
-                                    connect_args={"timeout": 60})
-        return self.target.engine
+        return self.target.read_only_engine(self.memory_limit, self._tmp or "")
 
     def close(self) -> None:
         if self._engine is not self.target.engine:

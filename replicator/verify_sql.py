@@ -120,7 +120,7 @@ class TablePlan:
         self.keyed = bool(view.key)
         self.key_idx = [view.column_names.index(k) for k in view.key] or list(range(len(view.columns)))
         fams = [family(c) for c in view.columns]
-        self.signed_zero = target.name in SIGNED_ZERO
+        self.signed_zero = target.keeps_signed_zero
         self.source_convert = compile_row([self._source_canon(c) for c in view.columns],
                                           [f if c.policy in ("", "error") else "" for f, c in zip(fams, view.columns)])
         self.target_convert = compile_row([canonical(c, self.signed_zero) for c in view.columns], fams)
@@ -133,24 +133,15 @@ class TablePlan:
         self.sk = compile_sort_key(self.sort_fns, self.key_idx,
                                    [f is plain_order for f in self.sort_fns])
         self.nullable = [not c.not_null for c in kcols]
-        self.pg_target = target.name == "postgresql"
         self.bpchar = [family(c) == "bpchar" for c in kcols]
         self.target_cast = [self._target_cast(c, f) for c, f in zip(view.columns, fams)]
         #: FROM item of the source side: the table's own rows (``snapshot.relation``), set on first read
         self.source_relation: Optional[sql.Composable] = None
 
     def _target_cast(self, col: Column, fam: str):
-        """The type a target column is read as when its driver value would not do: PostgreSQL's
-        own text (PostgreSQL target: identical to the source's rendering), DuckDB's VARCHAR for
-        dates, timestamps and intervals (Python holds neither BC, infinity nor 178M years)."""
-        if self.pg_target:
-            return sa.Text() if fam not in PSYCOPG_NATIVE and fam != "bpchar" else None
-        if self.target.name == "duckdb":
-            el = (getattr(col, "elem_base_oid", 0) or col.elem_oid) if fam == "array" else 0
-            if fam in DUCKDB_AS_TEXT or (el and FAMILY_BY_OID.get(el) in DUCKDB_AS_TEXT):
-                dims = str(self.target.column_type(col).compile()).count("[]")
-                return sa.types.DDL("VARCHAR" + "[]" * dims) if dims else sa.String()
-        return None
+        """The type a target column is read as when its driver value would not do (the target
+        knows: PostgreSQL's own text, DuckDB's VARCHAR for dates, timestamps and intervals)."""
+        return self.target.verify_read_type(col, fam)
 
     def _source_canon(self, col: Column) -> Callable:
         """Source text → canonical; a column with a value policy first goes through the target's
@@ -235,9 +226,7 @@ class TablePlan:
 
     def _tgt_sort_expr(self, t, i: int):
         c = t.c[self.target_names[self.key_idx[i]]]
-        if self.pg_target and self.text_order[i]:
-            return (c if self.bpchar[i] else sa.cast(c, sa.Text)).collate("C")
-        return c
+        return self.target.byte_order(c, self.bpchar[i]) if self.text_order[i] else c
 
     def target_select(self, lo=None, hi=None, after=None, limit=None):
         """Rows in ``(lo, hi]`` (source raw keys) and past ``after`` (a target raw key)."""
@@ -272,7 +261,7 @@ class TablePlan:
             if self.text_order[i]:
                 return sa.bindparam(None, str(v), type_=sa.String())
             v = self.target.value_loader(col)(str(v))
-            if isinstance(v, str) and self.target.name == "duckdb":  # DuckDB converts in its SQL
+            if isinstance(v, str) and self.target.casts_bound_text:  # converted in the target's SQL
                 return sa.cast(sa.bindparam(None, v, type_=sa.String()), self.target.column_type(col))
             return sa.bindparam(None, v, type_=typed[col.name].type)
         f = _Flavour(lambda i: self._tgt_sort_expr(t, i), val, lambda i: self.nullable[i],
@@ -313,10 +302,7 @@ def _is_text(t) -> bool:
 
 #: families psycopg loads as the canonical value itself (int, str); the rest is read as text
 #: targets that keep -0 apart from 0 (MySQL and SQLite store -0 as 0: docs/types.md)
-SIGNED_ZERO = frozenset({"duckdb", "postgresql"})
 PSYCOPG_NATIVE = frozenset({"int2", "int4", "int8", "text", "varchar"})
-#: DuckDB families read as VARCHAR (lossless where Python's date, datetime, timedelta are not)
-DUCKDB_AS_TEXT = frozenset({"date", "timestamp", "timestamptz", "interval"})
 #: per family, an inline expression on ``{x}`` skipping the call when the value is already canonical
 _INLINE = {"int2": "({x} if {x}.__class__ is int else {f}({x}))",
            "text": "({x} if {x}.__class__ is str else {f}({x}))"}

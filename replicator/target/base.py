@@ -125,6 +125,29 @@ class Target:
         """Wait at most ``seconds`` for a lock another process holds on the target (an embedded
         file held by a writer); databases that never wait for such locks ignore it."""
 
+    # ---------------------------------------------------------------- reading back (verify)
+    #: whether -0.0 stays apart from 0.0 in this database's floats (verify compares the sign then)
+    keeps_signed_zero = False
+    #: whether a key bound as text must be cast in SQL to the column type (it converts there)
+    casts_bound_text = False
+    #: whether a reader keeps the writer (a running mirror) out while it reads (a DuckDB file)
+    readers_block_writer = False
+
+    def verify_read_type(self, col: Column, family: str) -> Any:
+        """The type a column is read back as when its driver value would lose something (None:
+        the driver's value as it is)."""
+        return None
+
+    def byte_order(self, column: Any, bpchar: bool) -> Any:
+        """``column`` (text) ordered by its bytes, as the source orders the text it sends (this
+        database's text already sorts so: binary collations)."""
+        return column
+
+    def read_only_engine(self, memory_limit: str, temp_dir: str) -> Engine:
+        """An engine that only reads (an embedded file opened read-only, so a running mirror can
+        still write it between reads); server databases: the target's own engine."""
+        return self.engine
+
     # ---------------------------------------------------------------- types
     def conv(self, col: Column) -> Conv:
         """How this database stores a source column by its type (override per database).

@@ -46,7 +46,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import duckdb
 import sqlalchemy as sa
@@ -56,7 +56,7 @@ from .. import stopping
 from ..errors import TargetError, ValueRangeError
 from ..model import UNCHANGED, ChangeKind, Column, CopyOutput, RowChange, TableMapping
 from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
-from . import names, rules
+from . import names, rules, types
 from .base import Target
 from .csvchunks import whole_rows
 from .duckdb_types import duckdb_conv, loose_equality
@@ -210,6 +210,29 @@ class DuckDBTarget(Target):
 
     def limit_lock_wait(self, seconds: float) -> None:
         self.lock_wait_s = min(self.lock_wait_s, seconds)
+
+    keeps_signed_zero = True
+    casts_bound_text = True  # DuckDB converts text to the column type in its SQL
+    readers_block_writer = True  # one process opens the file at a time
+    #: families read back as VARCHAR (lossless where Python's date, datetime, timedelta are not)
+    READ_AS_TEXT = frozenset({"date", "timestamp", "timestamptz", "interval"})
+
+    def verify_read_type(self, col: Column, family: str) -> Any:
+        el = (getattr(col, "elem_base_oid", 0) or col.elem_oid) if family == "array" else 0
+        if family in self.READ_AS_TEXT or (el and types.FAMILY_BY_OID.get(el) in self.READ_AS_TEXT):
+            dims = str(self.column_type(col).compile()).count("[]")
+            return sa.types.DDL("VARCHAR" + "[]" * dims) if dims else sa.String()
+        return None
+
+    def read_only_engine(self, memory_limit: str, temp_dir: str) -> sa.Engine:
+        eng = sa.create_engine(self.url, poolclass=NullPool, connect_args={
+            "read_only": True, "config": {"memory_limit": memory_limit, "temp_directory": temp_dir}})
+
+        @sa.event.listens_for(eng, "connect")
+        def _session(dbapi_conn, _record):
+            dbapi_conn.execute("SET TimeZone = 'UTC'")
+            dbapi_conn.execute("SET enable_progress_bar = false")
+        return eng
 
     def __init__(self, url: str, lock_wait_s: float | None = None):
         u = sa.make_url(url)

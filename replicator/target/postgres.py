@@ -31,7 +31,7 @@ Contracts:
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import psycopg
 import sqlalchemy as sa
@@ -174,6 +174,18 @@ class PostgresTarget(Target):
 
     def transient(self, e: BaseException) -> bool:
         return isinstance(getattr(e, "orig", None), psycopg.OperationalError) or super().transient(e)
+
+    keeps_signed_zero = True
+    #: families psycopg returns as the source renders them; the rest are read back as text
+    READ_NATIVE = frozenset({"int2", "int4", "int8", "text", "varchar", "bpchar"})
+
+    def verify_read_type(self, col: Column, family: str) -> Any:
+        """PostgreSQL's own text, identical to the source's rendering."""
+        return sa.Text() if family not in self.READ_NATIVE else None
+
+    def byte_order(self, column: Any, bpchar: bool) -> Any:
+        """Byte order is the C collation (a char(n) column keeps its pad semantics)."""
+        return (column if bpchar else sa.cast(column, sa.Text)).collate("C")
     copy_options = "FORMAT text"
     row_id = "ctid"
     applier_class = PgApplier

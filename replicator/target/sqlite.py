@@ -11,7 +11,9 @@ The copy path reads COPY text rows and converts them with the same Python functi
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -61,6 +63,11 @@ class SQLiteTarget(Target):
 
     name = "sqlite"
     embedded = True
+
+    def read_only_engine(self, memory_limit: str, temp_dir: str) -> sa.Engine:
+        path = quote(os.path.abspath(self.url.database))
+        return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool,
+                                connect_args={"timeout": 60})
 
     def transient(self, e: BaseException) -> bool:
         """A locked or busy file, a full disk, a file that cannot be opened right now."""
