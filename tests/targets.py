@@ -52,8 +52,9 @@ ALL: tuple[str, ...] = NATIVE + ("generic",)
 #: What the generic path stores in another form than the source's on SQLite, by value family, and
 #: why: the conformance suites compare these in that form (or leave them out, saying so).
 GENERIC_FORMS: dict[str, str] = {
-    "numeric": "SQLite has no DECIMAL: SQLAlchemy's Numeric stores a float (digits beyond a double, "
-               "trailing zeros and NaN, which becomes NULL, are lost; ±Infinity stays)",
+    "numeric": "SQLite has no DECIMAL: SQLAlchemy's Numeric stores a float (digits beyond a double "
+               "and trailing zeros are lost; NaN and ±Infinity are refused, as a generic dialect may "
+               "not hold them)",
     "uuid": "SQLAlchemy's Uuid on a dialect without a UUID type is CHAR(32): hex without dashes",
     "-0": "SQLite's REAL stores -0 as 0",
 }

@@ -162,6 +162,8 @@ class Target:
             rule = rules.year_rule(fam, "Python's datetime")
         elif fam == "time":
             rule = rules.time_rule("Python's time")
+        elif fam in ("float4", "float8", "numeric"):  # an unknown dialect may store NaN as NULL
+            rule = rules.finite_float_rule(f"a generic {self.url.get_backend_name()} number")
         return Conv(self.family_types.get(fam, sa.Text()), types.python_loader(col), rule=rule)
 
     def text_conv(self, col: Column) -> Conv:
