@@ -18,8 +18,11 @@ import sqlalchemy as sa
 from . import ownership, stream_tables
 from .errors import ConfigError, ReplicatorError
 from .model import TableState
-from .pipeline import Options, Pipeline
+from .options import Options, validate
+from .pipeline import Pipeline
 from .source import catalog, slot as slots, snapshot
+from .start import Claim, Publications
+from .state import StateStore
 from .target import open_target
 
 log = logging.getLogger(__name__)
@@ -30,49 +33,52 @@ def drop(opts: Options, drop_tables: bool = False, force: bool = False) -> list[
 
     Only what this target's state proves the stream's own is dropped (DESIGN.md invariant 11);
     ``force`` drops the slot and publications of that name anyway, terminating their walsender."""
-    open_target(opts.target, must_exist=True)  # a missing embedded file is an error, never created
-    p = Pipeline(opts)
-    with p.target.connect() as c:
-        row = p.store.load_stream(c) if p.store.exists(c) else None
+    target = open_target(opts.target, must_exist=True)  # a missing embedded file: error, not created
+    validate(opts)
+    store = StateStore(opts.name)
+    with target.connect() as c:
+        row = store.load_stream(c) if store.exists(c) else None
     ours = row is not None and bool(row.slot)
-    p.owned_publications = row.extra.get("publications") if row is not None else None
+    claim = Claim(owned_publications=row.extra.get("publications") if row is not None else None)
+    pubs = Publications(opts.name, target, store, claim)
     with snapshot.connect(opts.source, autocommit=True) as src:
-        done = _drop_source_side(p, src, ours, force)
-    with p.target.connect() as c:
-        if p.store.exists(c):
-            tables = p.store.load_tables(c)
+        done = _drop_source_side(opts.name, pubs, src, ours, force)
+    with target.connect() as c:
+        if store.exists(c):
+            tables = store.load_tables(c)
             if drop_tables:
                 for t in tables.values():
                     _drop_table(c, t.target)
                     done.append(f"dropped target table {t.target}")
-            p.store.drop(c)
+            store.drop(c)
             done.append(f"removed the state of stream {opts.name} from the target")
-    p.target.dispose()
+    target.dispose()
     return done or [f"nothing to drop for stream {opts.name}"]
 
 
-def _drop_source_side(p: Pipeline, src, ours: bool, force: bool) -> list[str]:
-    info = slots.slot_info(src, p.slot)
+def _drop_source_side(name: str, pubs: Publications, src, ours: bool, force: bool) -> list[str]:
+    """The slot ``name`` and the publications ``pubs``, as far as they are the stream's."""
+    info = slots.slot_info(src, name)
     if info and not ours and not force:
         who = slots.holder(src, info["active_pid"])
         raise ReplicatorError(ownership.foreign_slot(
-            p.opts.name, info, who, "Nothing was dropped; to drop it anyway (its stream then stops "
+            name, info, who, "Nothing was dropped; to drop it anyway (its stream then stops "
             "with exit 3), add --force"))
     if info and info["active"] and not force:
-        raise ReplicatorError(f"replication slot {p.slot} is in use by "
+        raise ReplicatorError(f"replication slot {name} is in use by "
                               f"{slots.holder(src, info['active_pid'])} (a mirror is running): stop "
                               f"it first, or add --force (the mirror then stops with exit 3)")
     done = []
-    if info and slots.drop_slot(src, p.slot, terminate=force):
-        done.append(f"dropped replication slot {p.slot}")
-    for pub in (p.publication, p.publication_inserts):
+    if info and slots.drop_slot(src, name, terminate=force):
+        done.append(f"dropped replication slot {name}")
+    for pub in (pubs.full, pubs.inserts):
         if not slots.publication_exists(src, pub):
             continue
-        if force or (ours and p.owns_publication(pub)):
+        if force or (ours and pubs.claim.owns_publication(pub)):
             slots.drop_publication(src, pub)
             done.append(f"dropped publication {pub}")
         else:
-            done.append(f"left publication {pub}: stream {p.opts.name} did not create it")
+            done.append(f"left publication {pub}: stream {name} did not create it")
     return done
 
 

@@ -17,19 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def after_failure(p, keep: bool) -> str:
-    """Undo this run's slot and publications of pipeline ``p`` (unless ``keep``); a note or ''."""
-    if not p.created_slot and not p.created_publications:
+    """Undo this run's slot and publications of pipeline ``p`` (unless ``keep``), as its
+    :class:`~replicator.start.Claim` records them; a note or ''."""
+    claim = p.claim
+    if not claim.created_slot and not claim.created_publications:
         return ""
-    made = ([f"replication slot {p.slot}"] if p.created_slot else []) + \
-        [f"publication {x}" for x in p.created_publications]
+    made = ([f"replication slot {p.slot}"] if claim.created_slot else []) + \
+        [f"publication {x}" for x in claim.created_publications]
     if keep:
         return (f"kept {', '.join(made)} for the next run; remove them with 'replicator drop "
                 f"--name {p.opts.name}'")
     try:
         with snapshot.connect(p.opts.source, autocommit=True) as src:
-            if p.created_slot:
+            if claim.created_slot:
                 slots.drop_slot(src, p.slot, terminate=False)
-            for pub in p.created_publications:
+            for pub in claim.created_publications:
                 slots.drop_publication(src, pub)
     except Exception as e:  # noqa: BLE001  (the run failed already: say what is left)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -39,5 +41,5 @@ def after_failure(p, keep: bool) -> str:
         with p.target.connect() as c:
             if p.store.exists(c):
                 p.store.clear_slot(c)
-    p.created_slot, p.created_publications, p.started = False, [], False
+    claim.created_slot, claim.created_publications, claim.started = False, [], False
     return f"removed {', '.join(made)} created by this run"
