@@ -45,8 +45,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import sqlalchemy as sa
@@ -54,23 +55,24 @@ from sqlalchemy.pool import NullPool
 
 from .. import stopping
 from ..errors import TargetError, ValueRangeError
-from ..model import UNCHANGED, ChangeKind, Column, CopyOutput, RowChange, TableMapping
-from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
-from . import names, rules, types
+from ..model import Column, CopyOutput, TableMapping
+from . import (
+    duckdb_compat,  # noqa: F401  (process-wide duckdb-engine repairs)
+    names,
+    rules,
+    types,
+)
 from .base import Target
 from .csvchunks import whole_rows
-from .duckdb_types import duckdb_conv, loose_equality
+from .duckdb_apply import DuckDBApplier
+from .duckdb_plan import REFUSED, Plan
+from .duckdb_types import duckdb_conv
 from .types import DDL, Conv
 
 if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
-    import pyarrow as pa
+    pass
 
 log = logging.getLogger(__name__)
-
-STAGE = "_rp_stage"  # registered Arrow staging relation (per connection)
-DONE = "_rp_done"  # rows a DELETE ... RETURNING removed
-REFUSED = "replicator-refused:"  # prefix of the error() a marked copy value raises
-
 
 def is_lock_error(e: BaseException) -> bool:
     orig = getattr(e, "orig", e)
@@ -82,126 +84,13 @@ def is_handle_race(e: BaseException) -> bool:
     return "Unique file handle conflict" in str(getattr(e, "orig", e))
 
 
-class Plan:
-    """SQL for one mapped table, built once: conversions, staging statements, key handling."""
-
-    def __init__(self, target: "DuckDBTarget", m: TableMapping):
-        q = target.engine.dialect.identifier_preparer
-        self.m, self.cols = m, m.source.columns
-        self.table = q.format_table(target.table(m))
-        self.names = [q.quote_identifier(c.name) for c in self.cols]
-        self.key_idx = [m.source.column_names.index(k) for k in m.source.key]
-        convs = [target.column_conv(c) for c in self.cols]
-        self.conv = [lambda v, c=c: c.cast.format(v=v) for c in convs]
-        #: columns whose change-path text goes through Python first (array JSON, value policies)
-        self.loaded = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
-                       if cv.load is not str or (cv.rule is not None and c.policy != "text")]
-        self.marked = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
-                       if cv.rule is not None and c.policy == "error"]
-        #: column → two unequal values of its type, where ``=`` holds between differing values
-        self.loose = {i: pair for i, cv in enumerate(convs) if (pair := loose_equality(cv.ddl))}
-        self.insert_sql = (f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT "
-                           + ", ".join(self.load_sql(i) for i in range(len(self.cols))))
-        self.key_match = self.match("_rp_t")
-
-    def load_sql(self, i: int) -> str:
-        """The conversion of loaded column ``c<i>``; a value the copy query marked as refused
-        raises ``error()`` with the column number, the row's key values and the value."""
-        if i not in self.marked:
-            return self.conv[i](f"c{i}")
-        key = ", ".join(f"coalesce(c{k}, 'NULL')" for k in self.key_idx or range(len(self.cols)))
-        return (f"CASE WHEN starts_with(c{i}, '{rules.MARK}') THEN error(concat('{REFUSED}', {i}, "
-                f"chr(31), concat_ws(chr(31), {key}), chr(30), c{i})) ELSE {self.conv[i](f'c{i}')} END")
-    def match(self, alias: str) -> str:
-        """``alias``'s key columns equal the converted staged keys ``s.k0, s.k1 ...``."""
-        return " AND ".join(f"{alias}.{self.names[i]} = {self.conv[i](f's.k{j}')}"
-                            for j, i in enumerate(self.key_idx))
-
-    def key_of(self, ch: RowChange) -> tuple:
-        src = ch.old if ch.old is not None else ch.new
-        return tuple(src[i] for i in self.key_idx)
-
-    def is_key_change(self, ch: RowChange) -> bool:
-        return ch.old is not None and tuple(ch.new[i] for i in self.key_idx) != self.key_of(ch)
-
-    def update_sql(self, set_idx: Sequence[int]) -> str:
-        sets = ", ".join(f"{self.names[i]} = {self.conv[i](f's.c{i}')}" for i in set_idx)
-        return f"UPDATE {self.table} AS _rp_t SET {sets} FROM {STAGE} AS s WHERE {self.key_match}"
-
-    def unsettle(self, set_idx: Sequence[int], value) -> str:
-        """SET list giving each loose-equality column of ``set_idx`` a value unequal to its new one
-        (``value(i)``: the new value's SQL); '' when there is none.
-
-        DuckDB's UPDATE leaves a stored value in place when the new one is equal to it by ``=``
-        (``-0.0`` over ``0.0``, ``'32 days'`` over ``'1 mon 2 days'``), but only while the rows
-        have no update of their own yet.  Running this SET first makes the real UPDATE write what
-        the source sent."""
-        sets = []
-        for i in (i for i in set_idx if i in self.loose):
-            a, b = self.loose[i]
-            sets.append(f"{self.names[i]} = CASE WHEN {value(i)} = {a} THEN {b} ELSE {a} END")
-        return ", ".join(sets)
-
-    def unsettle_sql(self, set_idx: Sequence[int]) -> str:
-        """The staged rows' :meth:`unsettle` UPDATE ('' when no column needs one)."""
-        sets = self.unsettle(set_idx, lambda i: self.conv[i](f"s.c{i}"))
-        return sets and f"UPDATE {self.table} AS _rp_t SET {sets} FROM {STAGE} AS s WHERE {self.key_match}"
-
-    def delete_sql(self) -> str:
-        keys = ", ".join(f"_rp_t.{self.names[i]}" for i in self.key_idx)
-        return f"DELETE FROM {self.table} AS _rp_t USING {STAGE} AS s WHERE {self.key_match} RETURNING {keys}"
-
-    def count_sql(self) -> str:
-        return f"SELECT count(*) FROM {self.table} AS _rp_t JOIN {STAGE} AS s ON {self.key_match}"
-
-    def missing_sql(self, done: str | None = None) -> str:
-        """Staged keys without a target row (or, after a DELETE, without a ``done`` RETURNING row)."""
-        keys = ", ".join(f"s.k{j}" for j in range(len(self.key_idx)))
-        src = f"{self.table} AS _rp_t" if done is None else f"{done} AS _rp_t"
-        return f"SELECT {keys} FROM {STAGE} AS s WHERE NOT EXISTS (SELECT 1 FROM {src} WHERE {self.key_match})"
-
-    def find_one_sql(self, match_idx: Sequence[int]) -> str:
-        """The rowid of one row whose columns ``match_idx`` hold ``$1..``, NULL-safe; a
-        loose-equality column must also have the same text (``-0.0`` is not ``0.0`` here)."""
-        conds = []
-        for j, i in enumerate(match_idx):
-            v = self.conv[i](f"${j + 1}")
-            conds.append(f"{self.names[i]} IS NOT DISTINCT FROM {v}")
-            if i in self.loose:
-                conds.append(f"CAST({self.names[i]} AS VARCHAR) IS NOT DISTINCT FROM CAST({v} AS VARCHAR)")
-        return f"SELECT rowid FROM {self.table} WHERE {' AND '.join(conds) or 'TRUE'} LIMIT 1"
-
-    def one_row_sql(self, set_idx: Sequence[int] | None, unsettle: bool = False) -> str:
-        """DELETE (``set_idx`` None) or UPDATE of the row whose rowid is the last parameter;
-        ``$1..`` are the SET values.  ``unsettle``: the :meth:`unsettle` UPDATE ('' if none)."""
-        one = f"rowid = ${len(set_idx or ()) + 1}"
-        if set_idx is None:
-            return f"DELETE FROM {self.table} WHERE {one}"
-        if unsettle:
-            sets = self.unsettle(set_idx, lambda i: self.conv[i](f"${set_idx.index(i) + 1}"))
-        else:
-            sets = ", ".join(f"{self.names[i]} = {self.conv[i](f'${j + 1}')}" for j, i in enumerate(set_idx))
-        return sets and f"UPDATE {self.table} SET {sets} WHERE {one}"
-
-
-def _unregister(raw, *names: str) -> None:
-    """Drop staging views; after a failed statement DuckDB refuses until rollback (ours follows)."""
-    for name in names:
-        with contextlib.suppress(duckdb.Error):
-            raw.unregister(name)
-
-
-def _stage(columns: dict[str, list]) -> "pa.Table":
-    import pyarrow as pa  # only the change path needs it: keeps start-up fast
-    return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
-
-
 class DuckDBTarget(Target):
     """DuckDB file target: CSV bulk load, set-based apply through Arrow staging, lock retry."""
 
     name = "duckdb"
     embedded = True
     row_id = "rowid"
+    applier_class = DuckDBApplier  # set-based apply through Arrow staging (duckdb_apply.py)
     copy_options = "FORMAT csv, NULL '\\N'"
     lock_wait_s = 600.0
     lock_backoff_max_s = 5.0
@@ -329,7 +218,7 @@ class DuckDBTarget(Target):
             (t.name, t.schema)).scalar()
         if not have:
             q = conn.dialect.identifier_preparer
-            with self._errors(m, "primary key after the snapshot copy"):
+            with self.errors(m, "primary key after the snapshot copy"):
                 conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY "
                                      f"({', '.join(q.quote(c) for c in pk)})")
 
@@ -391,13 +280,13 @@ class DuckDBTarget(Target):
                    f"delim = ',', quote = '\"', escape = '\"', nullstr = '\\N', "
                    f"allow_quoted_nulls = false, new_line = '\\n', strict_mode = true, "
                    f"max_line_size = {max(size + 1, 2 << 20)})")
-            with self._errors(p.m, "snapshot copy"):
+            with self.errors(p.m, "snapshot copy"):
                 return raw.execute(f"{p.insert_sql} FROM {src}").fetchall()[0][0]
         finally:
             os.unlink(spool.name)
 
     @contextlib.contextmanager
-    def _errors(self, m: TableMapping, where: str):
+    def errors(self, m: TableMapping, where: str):
         try:
             yield
         except duckdb.InvalidInputException as e:
@@ -426,136 +315,6 @@ class DuckDBTarget(Target):
             f"{m.label}.{c.name}: value {rules.unmark(value)[:60]!r} cannot be stored in the duckdb "
             f"target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot copy, key "
             f"{key}); choose a value policy (error | null | clamp | text) or a column type in the mapping")
-
-    # ---------------------------------------------------------------- changes
-    def apply(self, conn: sa.Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
-        """Apply one table's changes in order, set-based per run of one kind."""
-        p, raw = self.plan(m), self.raw(conn)
-        if p.loaded:
-            changes = self._loaded(m, p, changes)
-        for kind, run in self._runs(p, changes):
-            lsn = run[0].lsn
-            with self._errors(m, f"changes from LSN {lsn}"):
-                if kind is ChangeKind.INSERT:
-                    self._insert(raw, p, run)
-                elif not p.key_idx:
-                    for ch in run:
-                        self._apply_one(raw, p, ch)
-                elif kind is ChangeKind.UPDATE:
-                    self._update(raw, p, run)
-                elif kind is ChangeKind.DELETE:
-                    self._delete(raw, p, run)
-                else:  # key change, alone
-                    self._update_rows(raw, p, {p.key_of(run[0]): list(run[0].new)}, run, keys=True)
-
-    def _loaded(self, m: TableMapping, p: Plan, changes: Sequence[RowChange]) -> list[RowChange]:
-        """Changes with the array JSON form and value policies applied to the columns that have
-        them (a refused value raises ValueRangeError naming column, key and LSN)."""
-        a = self.applier(m)
-
-        def load(ch: RowChange, values):
-            if values is None:
-                return None
-            out = list(values)
-            for i in p.loaded:
-                out[i] = a.convert(i, out[i], ch)
-            return tuple(out)
-
-        return [dataclasses.replace(ch, new=load(ch, ch.new), old=load(ch, ch.old)) for ch in changes]
-
-    @staticmethod
-    def _runs(p: Plan, changes: Sequence[RowChange]) -> Iterator[tuple[object, list[RowChange]]]:
-        """Maximal runs of one kind; an UPDATE that changes the key is a run of its own ('K')."""
-        kind, run = None, []
-        for ch in changes:
-            k = ch.kind
-            if k is ChangeKind.UPDATE and p.key_idx and p.is_key_change(ch):
-                k = "K"
-            if run and (k != kind or k == "K"):
-                yield kind, run
-                run = []
-            kind = k
-            run.append(ch)
-        if run:
-            yield kind, run
-
-    def _insert(self, raw, p: Plan, run: list[RowChange]) -> None:
-        raw.register(STAGE, _stage({f"c{i}": list(c) for i, c in enumerate(zip(*(ch.new for ch in run)))}))
-        try:
-            raw.execute(f"{p.insert_sql} FROM {STAGE}").fetchall()
-        finally:
-            _unregister(raw, STAGE)
-
-    def _update(self, raw, p: Plan, run: list[RowChange]) -> None:
-        """Coalesce by key (later values win, UNCHANGED keeps an earlier one) and update set-wise."""
-        merged: dict[tuple, list] = {}
-        for ch in run:
-            key = p.key_of(ch)
-            vals = merged.get(key)
-            if vals is None:
-                merged[key] = list(ch.new)
-            else:
-                for i, v in enumerate(ch.new):
-                    if v is not UNCHANGED:
-                        vals[i] = v
-        self._update_rows(raw, p, merged, run, keys=False)
-
-    def _update_rows(self, raw, p: Plan, rows: dict[tuple, list], run, keys: bool) -> None:
-        """UPDATE rows (key → new values), one statement per set of UNCHANGED columns."""
-        groups: dict[tuple, list[tuple]] = {}
-        skip = set() if keys else set(p.key_idx)
-        for key, vals in rows.items():
-            pat = tuple(i for i, v in enumerate(vals) if v is not UNCHANGED and i not in skip)
-            groups.setdefault(pat, []).append(key)
-        for set_idx, group in groups.items():
-            data = {f"k{j}": [k[j] for k in group] for j in range(len(p.key_idx))}
-            data.update({f"c{i}": [rows[k][i] for k in group] for i in set_idx})
-            sql = p.update_sql(set_idx) if set_idx else p.count_sql()
-            self._checked(raw, p, _stage(data), sql, len(group), run, p.unsettle_sql(set_idx))
-
-    def _delete(self, raw, p: Plan, run: list[RowChange]) -> None:
-        keys = list(dict.fromkeys(p.key_of(ch) for ch in run))
-        data = {f"k{j}": [k[j] for k in keys] for j in range(len(p.key_idx))}
-        self._checked(raw, p, _stage(data), p.delete_sql(), len(keys), run)
-        if len(keys) < len(run):  # the same key deleted twice in a run: the second finds nothing
-            seen: set = set()
-            dups = [ch for ch in run if (k := p.key_of(ch)) in seen or seen.add(k)]
-            self.applier(p.m).missing(dups, len(dups))
-
-    def _checked(self, raw, p: Plan, stage: "pa.Table", sql: str, expected: int, run, before: str = "") -> None:
-        """Run ``before`` (if any), then ``sql`` against the staging rows; fewer rows matched by
-        ``sql`` than staged is divergence."""
-        raw.register(STAGE, stage)
-        try:
-            if before:
-                raw.execute(before)
-            done = raw.sql(sql).to_arrow_table() if "RETURNING" in sql else None
-            n = done.num_rows if done is not None else raw.execute(sql).fetchall()[0][0]
-            if n >= expected:
-                return
-            if done is not None:
-                raw.register(DONE, done)
-            missing = set(raw.execute(p.missing_sql(DONE if done is not None else None)).fetchall())
-        finally:
-            _unregister(raw, STAGE, DONE)
-        chs = [ch for ch in run if p.key_of(ch) in missing]
-        self.applier(p.m).missing(chs or run[:1], expected - n)
-
-    def _apply_one(self, raw, p: Plan, ch: RowChange) -> None:
-        """Key-less FULL identity: UPDATE/DELETE exactly one row matching every sent old column."""
-        old = ch.old if ch.old is not None else ch.new
-        match_idx = tuple(i for i, v in enumerate(old) if v is not UNCHANGED)
-        found = raw.execute(p.find_one_sql(match_idx), [old[i] for i in match_idx]).fetchall()
-        if not found:
-            self.applier(p.m).missing([ch], 1)
-            return
-        if ch.kind is ChangeKind.DELETE:
-            raw.execute(p.one_row_sql(None), [found[0][0]])
-            return
-        set_idx = tuple(i for i, v in enumerate(ch.new) if v is not UNCHANGED)
-        for cols, unsettle in ((tuple(i for i in set_idx if i in p.loose), True), (set_idx, False)):
-            if cols:
-                raw.execute(p.one_row_sql(cols, unsettle), [ch.new[i] for i in cols] + [found[0][0]])
 
     def set_next_value(self, conn: sa.Connection, m: TableMapping, column: str, next_value: int,
                        sequence: str) -> str:
