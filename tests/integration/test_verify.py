@@ -231,8 +231,8 @@ def test_sliced_duckdb_reads_equal_one_streamed_read(source_db, duckdb_target_ur
     """A live DuckDB target is read in keyset slices: equal keys (duplicates of a key-less table,
     NULLs) never straddle two slices, composite text keys continue where they stopped."""
     from replicator.pipeline import Options, Pipeline
-    from replicator.verify_read import TargetReader
-    from replicator.verify_sql import TablePlan
+    from replicator.verify.read import TargetReader
+    from replicator.verify.sql import TablePlan
     run_sql(source_db, SCHEMA)
     replicator("migrate", "--source", source_db, "--target", duckdb_target_url, "--tables", "log,pairs")
     p = Pipeline(Options(source=source_db, target=duckdb_target_url, tables=["log", "pairs"]))

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from replicator.verify import Settings, TableCheck, render
-from replicator.verify_ranges import OrderError, classify, drill, merge, scan
-from replicator.verify_sql import _Flavour, compile_row, compile_sort_key, lex
+from replicator.verify.run import Settings, TableCheck, render
+from replicator.verify.ranges import OrderError, classify, drill, merge, scan
+from replicator.verify.sql import _Flavour, compile_row, compile_sort_key, lex
 
 
 def rows(pairs, version=None):
@@ -213,7 +213,7 @@ def test_render_lines():
 
 
 def _check(max_keys, max_ranges, found):
-    from replicator.verify import _Found, _Range
+    from replicator.verify.run import _Found, _Range
     check = TableCheck.__new__(TableCheck)
     check.s = Settings(max_keys=max_keys, max_ranges=max_ranges)
     check.doc = {"ranges": [], "error": None}

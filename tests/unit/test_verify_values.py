@@ -10,7 +10,7 @@ import pytest
 
 from replicator.model import Column
 from replicator.target.types import OID
-from replicator.verify_values import canonical, display, sort_key
+from replicator.verify.values import canonical, display, sort_key
 
 UTC = dt.timezone.utc
 

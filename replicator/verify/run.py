@@ -4,8 +4,8 @@ Per mapped table (``Planner.plan``: the same mappings replication uses, with row
 columns and renames):
 
 1. **Scan.**  One REPEATABLE READ snapshot of the source, read by key order beside the target
-   (``verify_sql``); both sides cut into ranges of ``chunk_rows`` source keys with per-side row
-   counts and digests of the canonical rows (``verify_ranges.scan``, ``verify_values``).  This gives
+   (``sql``); both sides cut into ranges of ``chunk_rows`` source keys with per-side row
+   counts and digests of the canonical rows (``ranges.scan``, ``values``).  This gives
    the row counts and the differing ranges; nothing else is kept.
 2. **Drill-down** of each differing range, from a fresh snapshot (one per round, shared by all
    tables): key by key, grouped into sub-ranges of ``sub_rows`` keys, listing keys missing on the
@@ -22,7 +22,7 @@ columns and renames):
    differences.  A mirror that never confirms in time leaves the table in error (not verified).
 
 The result is one document (``--json``, stable) and one line per table for humans
-(``verify_report.render``); see README.md.
+(``report.render``); see README.md.
 """
 from __future__ import annotations
 
@@ -37,17 +37,17 @@ from typing import Optional
 import psycopg
 import sqlalchemy.exc
 
-from .dsn import redact
-from .errors import ConfigError
-from .model import Lsn, TableMapping
-from .source import slot as slots, snapshot
-from . import stream_tables
-from .state import StateStore
-from .verify_ranges import KEY, SK, VALUES, VERSION, OrderError, classify, drill, scan
-from .verify_read import TargetReader, source_snapshot
-from .verify_report import render
-from .verify_sql import TablePlan
-from .verify_values import display
+from ..dsn import redact
+from ..errors import ConfigError
+from ..model import Lsn, TableMapping
+from ..source import slot as slots, snapshot
+from .. import stream_tables
+from ..state import StateStore
+from .ranges import KEY, SK, VALUES, VERSION, OrderError, classify, drill, scan
+from .read import TargetReader, source_snapshot
+from .report import render
+from .sql import TablePlan
+from .values import display
 
 __all__ = ["Settings", "verify", "render"]
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class _Found:
 
 def verify(opts, settings: Optional[Settings] = None) -> dict:
     """Verify every mapped table; ``opts`` is a :class:`replicator.options.Options`."""
-    from .planner import Planner
+    from ..planner import Planner
     settings = settings or Settings()
     _check_file(opts.target)
     planner = Planner.for_options(opts)
@@ -139,7 +139,7 @@ def _rounds(dsn: str, checks: list["TableCheck"], mirror: "Mirror", s: Settings)
 
 def _check_file(url: Optional[str]) -> None:
     """An embedded target must exist: opening it would create an empty one."""
-    from .target import open_target, target_exists
+    from ..target import open_target, target_exists
     target = open_target(url)
     if not target_exists(target):
         raise ConfigError(f"target file {target.url.database} does not exist: nothing to verify "

@@ -26,10 +26,10 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from .errors import TargetError
-from .model import Lsn, TableMapping
-from .source import snapshot
-from .verify_sql import TablePlan
+from ..errors import TargetError
+from ..model import Lsn, TableMapping
+from ..source import snapshot
+from .sql import TablePlan
 
 
 class TargetReader:

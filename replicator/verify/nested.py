@@ -1,6 +1,6 @@
 """Verify, nested values: numbers as exact text, JSON, arrays, and driver values as PostgreSQL text.
 
-Part of the canonical forms of ``verify_values``: JSON is compared parsed (keys sorted, numbers
+Part of the canonical forms of ``values``: JSON is compared parsed (keys sorted, numbers
 exact, ``1.0`` = ``1``); arrays as nested tuples of canonical elements whether they come as
 PostgreSQL's array text, the JSON form the type map gives targets without arrays
 (``target/pgarray.py``: numbers and booleans native, every other element its PostgreSQL text), or
@@ -16,7 +16,7 @@ import re
 from decimal import Decimal
 from typing import Any, Callable
 
-from .target.pgarray import parse_array  # the one PostgreSQL array-text parser
+from ..target.pgarray import parse_array  # the one PostgreSQL array-text parser
 
 
 def numeric_text(v):

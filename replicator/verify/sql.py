@@ -7,14 +7,14 @@ Contracts:
   (integers, numeric, dates, uuid ...) is ordered so on both sides; any other key column, or one
   the target stores as text (SQLite numeric, DuckDB wide numeric ...), is ordered by its PostgreSQL
   text byte by byte: ``COLLATE "C"`` on PostgreSQL, binary collations elsewhere.  NULLs sort last.
-  Python compares the same sort keys (``verify_values.sort_key``) to cut ranges and merge.
+  Python compares the same sort keys (``values.sort_key``) to cut ranges and merge.
 * **Bounded memory.**  The source is read through a server-side cursor (``SELECT … ORDER BY …``,
   fetched in batches) inside a REPEATABLE READ snapshot; targets through streamed results
   (``stream_results``: server-side cursors where the driver has them).  Ranges are ``(lo, hi]``
   predicates on the sort expressions; source bounds are literals of the source's text, target
   bounds the value the change path would bind (``Target.value_loader``).
 * Rows are ``(sort_key, canonical values, raw key, version)``; source rows optionally carry
-  ``xmin`` (the row version) for the live-mirror settlement.  Connections: ``verify_read``.
+  ``xmin`` (the row version) for the live-mirror settlement.  Connections: ``read``.
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ import sqlalchemy as sa
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
-from .model import Column, TableMapping
-from .source import snapshot
-from .target.types import FAMILY_BY_OID
-from .verify_values import NATIVE_ORDER, canonical, family, plain_order, sort_key
+from ..model import Column, TableMapping
+from ..source import snapshot
+from ..target.types import FAMILY_BY_OID
+from .values import NATIVE_ORDER, canonical, family, plain_order, sort_key
 
 YIELD_ROWS = 2000  # target rows per driver fetch
 FETCH_ROWS = 2000  # source rows per FETCH of the server-side cursor

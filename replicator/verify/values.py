@@ -18,7 +18,7 @@ the type map (``target/types.py``), by value semantics rather than by one target
 * interval → (months, days, microseconds), the parts PostgreSQL keeps apart (``'1 mon'`` is not
   ``'30 days'``, though ``=`` says so); ordered by their total with 30-day months, as both
   databases order; timetz → time and UTC offset;
-* uuid → lowercase text; bytea → bytes; json/jsonb and arrays: ``verify_nested``;
+* uuid → lowercase text; bytea → bytes; json/jsonb and arrays: ``nested``;
 * everything else (text, char(n) with its padding, ranges, inet, enums ...) → its PostgreSQL text.
 
 Canonical values are plain (None, bool, int, float, str, bytes, tuples of those): row digests
@@ -36,9 +36,9 @@ import uuid
 from decimal import Decimal
 from typing import Any, Callable
 
-from .model import Column
-from .target import types
-from .verify_nested import array_value, json_value, numeric_text, text_value
+from ..model import Column
+from ..target import types
+from .nested import array_value, json_value, numeric_text, text_value
 
 #: families whose values both sides can order natively (else: ordered as text, byte-wise)
 NATIVE_ORDER = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric", "bool", "bytes",

@@ -1,7 +1,7 @@
 """Verify, ranges: ordered checksums over key ranges and the drill-down, without I/O.
 
 Both sides arrive as iterators of rows sorted by the table's key: ``(sort_key, values, key, version)``
-tuples, ``values`` canonical (``verify_values``), ``key`` the raw key values a later query binds,
+tuples, ``values`` canonical (``values``), ``key`` the raw key values a later query binds,
 ``version`` the source row's ``xmin`` (None elsewhere).  Memory stays bounded whatever the table size:
 
 * :func:`scan` cuts the source into ranges of ``chunk`` keys (never splitting equal keys), takes the
