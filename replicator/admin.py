@@ -118,7 +118,7 @@ def resync(opts: Options, patterns: list[str]) -> str:
 def _chosen(name: str, ms, patterns: list[str], mine: list[str]) -> set[str]:
     """The labels of the planned tables ``patterns`` match; a pattern matching none of the
     stream's tables is a ConfigError naming them."""
-    rows = [(m.source.oid, m.source.schema, m.source.name, "") for m in ms]
+    rows = [(m.view.oid, m.view.schema, m.view.name, "") for m in ms]
     chosen: set[str] = set()
     for pat in patterns:
         try:

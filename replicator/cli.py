@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 
 import click

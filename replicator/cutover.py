@@ -42,7 +42,7 @@ def carry(target, mappings: Sequence[TableMapping], seqs) -> list[str]:
     with target.connect() as conn:
         for table, column, seq, next_value in seqs:
             m = by_label[table]
-            names = dict(zip(m.source_table.column_names, m.source.column_names))
+            names = dict(zip(m.source_table.column_names, m.view.column_names))
             if column not in names:
                 continue  # an excluded column
             done.append(target.set_next_value(conn, m, names[column], next_value, seq))

@@ -12,7 +12,7 @@ import time
 from typing import Callable, Optional
 
 from .model import Lsn, TxBegin
-from .replay import Replayer
+from .apply import Replayer
 from .source import slot as slots
 from .source.changes import ChangeDecoder
 from .source.frames import Keepalive

@@ -5,7 +5,7 @@ the target side consumes them.  Values travel as PostgreSQL's *text* rendering (
 for SQL NULL, or the :data:`UNCHANGED` sentinel for an unchanged TOAST column (``'u'`` in a pgoutput
 tuple).  Keeping the text form until the target means the copy path (COPY ... TO STDOUT text/CSV)
 and the change path (pgoutput text tuples) start from identical bytes; each target converts them
-through one type map (``target/types.py``).
+through one type map (``target/typemap.py``).
 """
 from __future__ import annotations
 
@@ -146,15 +146,15 @@ class TableSchema:
 class TableMapping:
     """Where one source table goes.
 
-    ``source`` is the table *as the target sees it*: the replicated columns in source order, with
+    ``view`` is the table *as the target sees it*: the replicated columns in source order, with
     the mapping's renames, type overrides and value policies applied, and the key and primary key
-    named accordingly.  Targets only ever read ``source``.  ``origin`` is the table as it is on the
+    named accordingly.  Targets only ever read ``view``.  ``origin`` is the table as it is on the
     source (None when the mapping renames nothing); source-side SQL (the copy query, the
     publication) uses :attr:`source_table`.  Tuples from the copy and the stream are positional,
-    so both views line up column by column.
+    so both line up column by column.
     """
 
-    source: TableSchema
+    view: TableSchema
     target_name: str
     target_schema: Optional[str] = None
     on_missing_row: str = "error"  # error | skip
@@ -165,12 +165,12 @@ class TableMapping:
 
     @property
     def label(self) -> str:
-        return self.source.qualified
+        return self.view.qualified
 
     @property
     def source_table(self) -> TableSchema:
         """The table with its source column names (for SQL run on the source)."""
-        return self.origin or self.source
+        return self.origin or self.view
 
 
 class CopyOutput(Protocol):

@@ -27,7 +27,7 @@ from .model import Lsn, TableMapping, TableProgress, TableState
 from .options import Options, Summary, validate  # callers import Options and Summary from here
 from .ownership import COPIED
 from .planner import Planner
-from .replay import Replayer
+from .apply import Replayer
 from .source import slot as slots
 from .source import snapshot
 from .source.changes import ChangeDecoder

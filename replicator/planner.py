@@ -71,9 +71,9 @@ class Planner:
         schemas = catalog.load_schemas(c, catalog.list_tables(c))
         ms = mapping.resolve(self.opts.mapping, schemas)
         if self.opts.tables:
-            keep = {t[0] for t in catalog.select_tables([(m.source.oid, m.source.schema, m.source.name, "")
+            keep = {t[0] for t in catalog.select_tables([(m.view.oid, m.view.schema, m.view.name, "")
                                                          for m in ms], self.opts.tables)}
-            ms = [m for m in ms if m.source.oid in keep]
+            ms = [m for m in ms if m.view.oid in keep]
         return ms
 
     def _publish_problems(self, c, ms: list[TableMapping]) -> list[str]:
@@ -108,7 +108,7 @@ class Planner:
                 if m.label in ours or not insp.has_table(m.target_name, schema=m.target_schema):
                     continue
                 have = {c["name"] for c in insp.get_columns(m.target_name, schema=m.target_schema)}
-                missing = [c for c in m.source.column_names if c not in have]
+                missing = [c for c in m.view.column_names if c not in have]
                 if missing:
                     raise TargetError(
                         f"target table {self.target.display(m)} exists but lacks column(s) "

@@ -223,14 +223,14 @@ def remap(m: TableMapping, names: list[str], added: list[Column],
           attnums: Optional[dict[str, int]] = None) -> TableMapping:
     """The mapping for the Relation's column list: kept columns keep their target names and
     attnums; added ones take ``attnums`` where known."""
-    pairs = {c.name: (c, v) for c, v in zip(m.source_table.columns, m.source.columns)}
+    pairs = {c.name: (c, v) for c, v in zip(m.source_table.columns, m.view.columns)}
     pairs.update({c.name: (c, c) for c in added})
     cols = [pairs[n] for n in names]
     ids = {**dict(m.source_table.attnums), **(attnums or {})}
     origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in cols),
                                  attnums=tuple((n, ids[n]) for n in names if n in ids))
-    view = dataclasses.replace(m.source, columns=tuple(v for _, v in cols))
-    return dataclasses.replace(m, source=view, origin=origin)
+    view = dataclasses.replace(m.view, columns=tuple(v for _, v in cols))
+    return dataclasses.replace(m, view=view, origin=origin)
 
 
 def layout_of(m: TableMapping) -> str:
@@ -239,7 +239,7 @@ def layout_of(m: TableMapping) -> str:
     import json
     ids = dict(m.source_table.attnums)
     return json.dumps([[dataclasses.asdict(c), dataclasses.asdict(v), ids.get(c.name)]
-                       for c, v in zip(m.source_table.columns, m.source.columns)])
+                       for c, v in zip(m.source_table.columns, m.view.columns)])
 
 
 def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
@@ -252,8 +252,8 @@ def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
     pairs = [(Column(**it[0]), Column(**it[1])) for it in items]
     ids = tuple((it[0]["name"], it[2]) for it in items if len(it) > 2 and it[2] is not None)
     origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in pairs), attnums=ids)
-    view = dataclasses.replace(m.source, columns=tuple(v for _, v in pairs))
-    return dataclasses.replace(m, source=view, origin=origin)
+    view = dataclasses.replace(m.view, columns=tuple(v for _, v in pairs))
+    return dataclasses.replace(m, view=view, origin=origin)
 
 
 def refuse_all(target, conn, m: TableMapping, ev: RelationInfo, d) -> TableMapping:

@@ -15,7 +15,7 @@ class as it is.
 
 Types: a subclass describes each column by :meth:`Target.conv` (a :class:`~.types.Conv`: column
 type, source SQL of the copy, Python conversion of the change path, value rule).  This class
-applies the mapping's ``target_type`` and ``policy`` (``rules.py``) on top, identically for
+applies the mapping's ``target_type`` and ``policy`` (``value_rules.py``) on top, identically for
 ``copy_expressions`` (copy path) and ``value_loader`` (change path and row copies).
 """
 from __future__ import annotations
@@ -23,16 +23,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import TargetError
 from ..model import Column, CopyOutput, TableMapping
-from . import pgarray, rules, types
-from .apply import GenericApplier
-from .types import Conv
+from . import pgarray, typemap, value_rules
+from .applier import GenericApplier
+from .typemap import Conv
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,17 @@ class Target:
 
         Generic dialects: the SQLAlchemy type of the family (text for the rest), arrays as JSON
         text, and the range of Python's datetime and time for the values bound through them."""
-        fam = types.family(col)
+        fam = typemap.family(col)
         if fam == "array":
-            return Conv(sa.Text(), pgarray.array_json(col), rule=rules.array_rule("JSON text"))
+            return Conv(sa.Text(), pgarray.array_json(col), rule=value_rules.array_rule("JSON text"))
         rule = None
         if fam in ("date", "timestamp", "timestamptz"):
-            rule = rules.year_rule(fam, "Python's datetime")
+            rule = value_rules.year_rule(fam, "Python's datetime")
         elif fam == "time":
-            rule = rules.time_rule("Python's time")
+            rule = value_rules.time_rule("Python's time")
         elif fam in ("float4", "float8", "numeric"):  # an unknown dialect may store NaN as NULL
-            rule = rules.finite_float_rule(f"a generic {self.url.get_backend_name()} number")
-        return Conv(self.family_types.get(fam, sa.Text()), types.python_loader(col), rule=rule)
+            rule = value_rules.finite_float_rule(f"a generic {self.url.get_backend_name()} number")
+        return Conv(self.family_types.get(fam, sa.Text()), typemap.python_loader(col), rule=rule)
 
     def text_conv(self, col: Column) -> Conv:
         """PostgreSQL's exact text in this database's text type (the ``text`` policy)."""
@@ -172,7 +172,7 @@ class Target:
 
     def target_type(self, expr: str) -> Any:
         """A mapping's target type expression as a column type (rendered verbatim in DDL)."""
-        return types.DDL(expr)
+        return typemap.DDL(expr)
 
     def column_conv(self, col: Column) -> Conv:
         """:meth:`conv` with the mapping's ``target_type`` and ``text`` policy applied (cached); the
@@ -181,9 +181,9 @@ class Target:
             if col.policy == "text":  # the text type, whatever target_type says
                 c = self.text_conv(col)
             else:
-                c = self.conv(types.target_type_column(col, self.decimal_default))
+                c = self.conv(typemap.target_type_column(col, self.decimal_default))
                 if col.target_type:
-                    rule = types.target_type_rule(col, self.name, self.decimal_holds_nan, self.decimal_default)
+                    rule = typemap.target_type_rule(col, self.name, self.decimal_holds_nan, self.decimal_default)
                     c = dataclasses.replace(c, ddl=self.target_type(col.target_type), rule=rule or c.rule)
             self._convs[col] = c
         return self._convs[col]
@@ -195,20 +195,20 @@ class Target:
     def value_loader(self, col: Column):
         """PostgreSQL text → bound value with the column's policy; serves copy rows and changes."""
         c = self.column_conv(col)
-        return rules.apply_policy(c.rule, col.policy, c.load)
+        return value_rules.apply_policy(c.rule, col.policy, c.load)
 
     @staticmethod
     def nullable(c: Column, m: TableMapping) -> bool:
         """NOT NULL only when the source says so and no policy may store NULL."""
-        return c.name not in m.source.primary_key and (not c.not_null or c.policy in ("null", "clamp"))
+        return c.name not in m.view.primary_key and (not c.not_null or c.policy in ("null", "clamp"))
 
     def table(self, m: TableMapping) -> sa.Table:
         """The SQLAlchemy Table for a mapping (identifiers are quoted by the dialect)."""
         key = self.table_key(m)
         if key not in self._tables:
             cols = [sa.Column(c.name, self.column_type(c), nullable=self.nullable(c, m))
-                    for c in m.source.columns]
-            pk = m.source.primary_key
+                    for c in m.view.columns]
+            pk = m.view.primary_key
             args = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             self._tables[key] = sa.Table(m.target_name, self.metadata, *cols, *args,
                                          schema=m.target_schema, quote=True)
@@ -258,7 +258,7 @@ class Target:
 
     def fill_column(self, conn: Connection, m: TableMapping, name: str, text: str) -> None:
         """Set column ``name`` of every existing row to the value PostgreSQL's ``text`` renders."""
-        col = m.source.column(name)
+        col = m.view.column(name)
         conn.execute(sa.update(self.table(m)).values({name: self.value_loader(col)(text)}))
 
     # ---------------------------------------------------------------- cutover
@@ -276,7 +276,7 @@ class Target:
         """What this database cannot hold of the table at all (no columns, too many columns; a
         subclass adds row size and key length), one line each naming the table, the limit and the
         fix; checked while planning, before anything is created."""
-        n = len(m.source.columns)
+        n = len(m.view.columns)
         leave_out = "leave the table out (--tables, or exclude it from the mapping)"
         if n == 0 and not self.holds_no_columns:
             return [f"{m.label}: has no columns, and a {self.name} table needs at least one (target "
@@ -295,19 +295,19 @@ class Target:
         """Per column, the source SELECT expression of the snapshot copy (``{col}``: the quoted
         column name).  Here: PostgreSQL's plain text, which ``load_copy`` converts like changes;
         a database that loads the COPY output as it is asks for :meth:`sql_copy_expressions`."""
-        return ["{col}" for _ in m.source.columns]
+        return ["{col}" for _ in m.view.columns]
 
     def sql_copy_expressions(self, m: TableMapping) -> list[str]:
         """The columns' copy forms computed by the source: each column's conversion, with its
         policy applied to the values its rule refuses (for loaders that take the bytes as they
         are: DuckDB, MySQL, PostgreSQL)."""
         out = []
-        for vc, oc in zip(m.source.columns, m.source_table.columns):
+        for vc, oc in zip(m.view.columns, m.source_table.columns):
             c = self.column_conv(vc)
             if c.copy == "{v}" and (c.rule is None or vc.policy == "text"):
                 out.append("{col}")
             else:  # complex: the identifier is quoted here (the template may hold braces)
-                out.append(rules.copy_sql(c.rule, vc.policy, c.copy, quote_braceless(oc.name), oc.type_name))
+                out.append(value_rules.copy_sql(c.rule, vc.policy, c.copy, quote_braceless(oc.name), oc.type_name))
         return out
 
     def clear(self, conn: Connection, m: TableMapping) -> None:

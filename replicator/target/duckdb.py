@@ -10,7 +10,7 @@ Contracts
   policies and the array JSON form run before: in the source's copy query, and in Python
   (``value_loader``) on the changes, only for the columns that have them.  A value the copy query
   marked as refused makes the load raise ``error()`` with its column and key: ValueRangeError.
-* **Type map**: ``duckdb_types.py`` (docs/types.md).  Every connection runs with TimeZone=UTC.
+* **Type map**: ``duckdb_types.py`` (docs/typemap.md).  Every connection runs with TimeZone=UTC.
 * **Copy path** (``load_copy`` reads ``out.chunks()``): ``COPY ... TO STDOUT (FORMAT csv, NULL '\\N')``, so NULL
   is an unquoted ``\\N``, a value spelled ``\\N`` is quoted (``allow_quoted_nulls`` off) and an
   empty string is an empty field; a one-column table gets a constant second column, as
@@ -56,18 +56,14 @@ from sqlalchemy.pool import NullPool
 from .. import stopping
 from ..errors import TargetError, ValueRangeError
 from ..model import Column, CopyOutput, TableMapping
-from . import (
-    duckdb_compat,  # noqa: F401  (process-wide duckdb-engine repairs)
-    names,
-    rules,
-    types,
-)
+from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
+from . import names, typemap, value_rules
 from .base import Target
 from .csvchunks import whole_rows
 from .duckdb_apply import DuckDBApplier
 from .duckdb_plan import REFUSED, Plan
 from .duckdb_types import duckdb_conv
-from .types import DDL, Conv
+from .typemap import DDL, Conv
 
 if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
     pass
@@ -108,7 +104,7 @@ class DuckDBTarget(Target):
 
     def verify_read_type(self, col: Column, family: str) -> Any:
         el = (getattr(col, "elem_base_oid", 0) or col.elem_oid) if family == "array" else 0
-        if family in self.READ_AS_TEXT or (el and types.FAMILY_BY_OID.get(el) in self.READ_AS_TEXT):
+        if family in self.READ_AS_TEXT or (el and typemap.FAMILY_BY_OID.get(el) in self.READ_AS_TEXT):
             dims = str(self.column_type(col).compile()).count("[]")
             return sa.types.DDL("VARCHAR" + "[]" * dims) if dims else sa.String()
         return None
@@ -201,15 +197,15 @@ class DuckDBTarget(Target):
         """Created without its primary key: the first bulk load adds it (see ``_add_key``), which
         is ~30% faster than maintaining the index row by row during the load."""
         if self.table_key(m) not in self._tables:
-            bare = dataclasses.replace(m, source=dataclasses.replace(m.source, primary_key=()))
+            bare = dataclasses.replace(m, view=dataclasses.replace(m.view, primary_key=()))
             t = super().table(bare)
             for c in t.columns:
-                c.nullable = c.nullable and c.name not in m.source.primary_key
+                c.nullable = c.nullable and c.name not in m.view.primary_key
         return super().table(m)
 
     def _add_key(self, conn: sa.Connection, m: TableMapping) -> None:
         """Add the source's primary key to a freshly loaded table that lacks it (same transaction)."""
-        pk, t = m.source.primary_key, self.table(m)
+        pk, t = m.view.primary_key, self.table(m)
         if not pk:
             return
         have = conn.exec_driver_sql(
@@ -224,7 +220,7 @@ class DuckDBTarget(Target):
 
     def fill_column(self, conn: sa.Connection, m: TableMapping, name: str, text: str) -> None:
         """The change path's own conversion (the column's cast) applied to one bound value."""
-        cv, q = self.column_conv(m.source.column(name)), conn.dialect.identifier_preparer
+        cv, q = self.column_conv(m.view.column(name)), conn.dialect.identifier_preparer
         value = text if cv.load is str else cv.load(text)
         conn.exec_driver_sql(f"UPDATE {q.format_table(self.table(m))} SET {q.quote(name)} = "
                              f"{cv.cast.format(v='$1')}", (value,))
@@ -307,12 +303,12 @@ class DuckDBTarget(Target):
         i, _, keys = head.partition("\x1f")
         a = self.applier(m)
         c = a.cols[int(i)]
-        rule = self.column_conv(m.source.columns[int(i)]).rule
+        rule = self.column_conv(m.view.columns[int(i)]).rule
         row = dict(zip((a.cols[k].name for k in a.key_idx or range(len(a.cols))),
-                       map(rules.unmark, keys.split("\x1f"))))  # the source's values, unmarked
+                       map(value_rules.unmark, keys.split("\x1f"))))  # the source's values, unmarked
         key = ", ".join(f"{k}={v!r}" for k, v in row.items())
         return ValueRangeError(
-            f"{m.label}.{c.name}: value {rules.unmark(value)[:60]!r} cannot be stored in the duckdb "
+            f"{m.label}.{c.name}: value {value_rules.unmark(value)[:60]!r} cannot be stored in the duckdb "
             f"target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot copy, key "
             f"{key}); choose a value policy (error | null | clamp | text) or a column type in the mapping")
 

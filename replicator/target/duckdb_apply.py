@@ -1,6 +1,6 @@
 """DuckDB target, change path: set-based apply through an Arrow staging relation.
 
-Contract (as every applier, target/apply.py): one table's changes in source order inside the
+Contract (as every applier, target/applier.py): one table's changes in source order inside the
 caller's transaction.  Consecutive changes of one kind run as one statement over the staged rows
 (INSERT … SELECT, UPDATE … FROM, DELETE … USING … RETURNING); fewer rows matched than staged is
 divergence, named by the missing keys.  Updates of one key within a run are coalesced (later
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import sqlalchemy as sa
 
 from ..model import UNCHANGED, ChangeKind, RowChange
-from .apply import GenericApplier
+from .applier import GenericApplier
 from .duckdb_plan import DONE, STAGE, Plan, _stage, _unregister
 
 if TYPE_CHECKING:

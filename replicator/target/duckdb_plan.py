@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import duckdb
 
 from ..model import RowChange, TableMapping
-from . import rules
+from . import value_rules
 from .duckdb_types import loose_equality
 
 if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
@@ -30,10 +30,10 @@ class Plan:
 
     def __init__(self, target: "DuckDBTarget", m: TableMapping):
         q = target.engine.dialect.identifier_preparer
-        self.m, self.cols = m, m.source.columns
+        self.m, self.cols = m, m.view.columns
         self.table = q.format_table(target.table(m))
         self.names = [q.quote_identifier(c.name) for c in self.cols]
-        self.key_idx = [m.source.column_names.index(k) for k in m.source.key]
+        self.key_idx = [m.view.column_names.index(k) for k in m.view.key]
         convs = [target.column_conv(c) for c in self.cols]
         self.conv = [lambda v, c=c: c.cast.format(v=v) for c in convs]
         #: columns whose change-path text goes through Python first (array JSON, value policies)
@@ -53,7 +53,7 @@ class Plan:
         if i not in self.marked:
             return self.conv[i](f"c{i}")
         key = ", ".join(f"coalesce(c{k}, 'NULL')" for k in self.key_idx or range(len(self.cols)))
-        return (f"CASE WHEN starts_with(c{i}, '{rules.MARK}') THEN error(concat('{REFUSED}', {i}, "
+        return (f"CASE WHEN starts_with(c{i}, '{value_rules.MARK}') THEN error(concat('{REFUSED}', {i}, "
                 f"chr(31), concat_ws(chr(31), {key}), chr(30), c{i})) ELSE {self.conv[i](f'c{i}')} END")
     def match(self, alias: str) -> str:
         """``alias``'s key columns equal the converted staged keys ``s.k0, s.k1 ...``."""

@@ -5,9 +5,9 @@ VARCHAR (``read_csv``) and the change path stages PostgreSQL text (Arrow); the s
 template turns that text into the stored value.  Only arrays need a form of their own first: the
 source's ``array_to_json`` on the copy path and ``pgarray.array_json`` on the change path give the
 same JSON, which DuckDB casts to a LIST.  Value rules and policies run before, identically
-(``rules.py``).
+(``value_rules.py``).
 
-Types (docs/types.md): SMALLINT / INTEGER / BIGINT; REAL / DOUBLE (NaN, ±Infinity kept);
+Types (docs/typemap.md): SMALLINT / INTEGER / BIGINT; REAL / DOUBLE (NaN, ±Infinity kept);
 numeric(p,s) with 0 ≤ s ≤ p ≤ 38 as DECIMAL(p,s) (NaN refused), other numerics as VARCHAR holding
 the exact text; BOOLEAN; BLOB; DATE / TIMESTAMP / TIMESTAMPTZ (UTC) keeping ``infinity`` and BC
 (years after 294246 refused); TIME (``24:00:00`` kept); TIMETZ; INTERVAL (months, days and
@@ -20,8 +20,8 @@ from __future__ import annotations
 import duckdb
 
 from ..model import Column
-from . import pgarray, rules, types
-from .types import DDL, Conv
+from . import pgarray, typemap, value_rules
+from .typemap import DDL, Conv
 
 _BC = ("CASE WHEN suffix({v}, ' BC') THEN CAST(CAST(1 - CAST(split_part({v}, '-', 1) AS INTEGER) AS "
        "VARCHAR) || substr({v}, strpos({v}, '-'), length({v}) - strpos({v}, '-') - 2) AS {t}) "
@@ -66,24 +66,24 @@ def loose_equality(ddl) -> tuple[str, str] | None:
     return (pair[0].format(t=name), pair[1].format(t=name)) if pair else None
 
 
-def scalar(col: Column) -> tuple[str, str, rules.Rule | None]:
+def scalar(col: Column) -> tuple[str, str, value_rules.Rule | None]:
     """(DuckDB type, cast template on ``{v}``, rule) of a non-array column."""
-    fam = types.family(col)
+    fam = typemap.family(col)
     if fam == "numeric":  # precision ≤ 38 → DECIMAL; wider, unbounded or odd scales: exact text
-        args = types.type_args(col)
+        args = typemap.type_args(col)
         p, s = (args + (0, 0))[:2]
         if args and 0 <= s <= p <= MAX_DECIMAL:
-            return f"DECIMAL({p},{s})", f"CAST({{v}} AS DECIMAL({p},{s}))", rules.numeric_nan_rule(f"{WHERE} DECIMAL({p},{s})")
+            return f"DECIMAL({p},{s})", f"CAST({{v}} AS DECIMAL({p},{s}))", value_rules.numeric_nan_rule(f"{WHERE} DECIMAL({p},{s})")
         return "VARCHAR", "{v}", None
     if fam not in SCALARS:
         return "VARCHAR", "{v}", None
     t, cast = SCALARS[fam]
-    rule = rules.duckdb_year_rule(fam) if fam in ("timestamp", "timestamptz") else None
+    rule = value_rules.duckdb_year_rule(fam) if fam in ("timestamp", "timestamptz") else None
     return t, (cast or "CAST({v} AS {t})").replace("{t}", t), rule
 
 
 def _array(col: Column) -> Conv:
-    el = types.element(col)
+    el = typemap.element(col)
     dims = max(col.ndims, 1)
     t, cast, _ = scalar(el)
     ddl = t + "[]" * dims
@@ -95,13 +95,13 @@ def _array(col: Column) -> Conv:
             src = "CAST(CAST({v} AS JSON) AS VARCHAR" + "[]" * dims + ")" if d == 1 else f"x{d - 1}"
             inner = f"list_transform({src}, lambda x{d}: {inner})"
         conv = inner
-    rule = rules.array_rule(f"{WHERE} {ddl}", dims, nan=t.startswith("DECIMAL"))
+    rule = value_rules.array_rule(f"{WHERE} {ddl}", dims, nan=t.startswith("DECIMAL"))
     return Conv(DDL(ddl), pgarray.array_json(col), pgarray.array_json_sql(col), rule, conv)
 
 
 def duckdb_conv(col: Column) -> Conv:
     """The DuckDB column type, copy form, cast and value rule of a source column."""
-    if types.family(col) == "array":
+    if typemap.family(col) == "array":
         return _array(col)
     t, cast, rule = scalar(col)
     return Conv(DDL(t), str, rule=rule, cast=cast)

@@ -6,7 +6,7 @@ Contracts
   ``charset=utf8mb4`` and ``local_infile`` on (the server needs ``local_infile=1`` too).
 * Every connection runs a strict session (:data:`SQL_MODE`, ``time_zone='+00:00'``): a value MySQL
   cannot hold is an error, never a silent truncation or a zero date.
-* Type map: ``mysql_types.py`` (docs/types.md).  Text is ``utf8mb4`` with a *binary,
+* Type map: ``mysql_types.py`` (docs/typemap.md).  Text is ``utf8mb4`` with a *binary,
   no-pad* collation (MariaDB ``utf8mb4_nopad_bin``, MySQL 8 ``utf8mb4_0900_bin``): keys that differ
   only by case, accents or trailing spaces stay apart as in PostgreSQL.  Key columns of unbounded types become VARCHAR/VARBINARY sized to InnoDB's 3072-byte index limit;
   a key that cannot fit is a TargetError when the table is built.  Integer keys never get
@@ -46,10 +46,10 @@ from sqlalchemy.engine import Connection
 from ..dsn import connect_timeout
 from ..errors import ConfigError, TargetError, TransientError, ValueRangeError
 from ..model import Column, CopyOutput, TableMapping
-from . import names, rules
+from . import names, value_rules
 from .base import Target
 from .mysql_types import HEX, MAX_COLUMNS, RawJSON, mysql_conv, row_problems
-from .types import Conv
+from .typemap import Conv
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ ROW_BYTES = 60000         # inline VARCHAR budget, below MySQL's 65,535-byte row
 MIN_KEY_CHARS = 32
 PREFETCH = 2              # COPY chunks read ahead of LOAD DATA (each ≤ ~8 MB)
 DATA_WARNINGS = {1264, 1265, 1292, 1366, 1406, 1048, 1101, 4025, 3819}
-MARK_BYTES = rules.MARK.encode()
+MARK_BYTES = value_rules.MARK.encode()
 
 
 UNBOUNDED = (mysql.LONGTEXT, mysql.LONGBLOB, RawJSON)  # need a bound to be indexed
@@ -191,8 +191,8 @@ class MySQLTarget(Target):
             col_types = self._column_types(m)
         except TargetError as e:
             return [str(e)]
-        nullable = sum(self.nullable(c, m) for c in m.source.columns)
-        return row_problems(m.label, self.display(m), col_types, nullable, bool(m.source.primary_key))
+        nullable = sum(self.nullable(c, m) for c in m.view.columns)
+        return row_problems(m.label, self.display(m), col_types, nullable, bool(m.view.primary_key))
 
     def lower_case_table_names(self) -> int:
         """The server's lower_case_table_names (0 when it cannot be asked)."""
@@ -216,9 +216,9 @@ class MySQLTarget(Target):
     def table(self, m: TableMapping) -> sa.Table:
         if self.table_key(m) not in self._tables:
             col_types = self._column_types(m)
-            pk, key = m.source.primary_key, m.source.key
+            pk, key = m.view.primary_key, m.view.key
             cols = [sa.Column(c.name, col_types[c.name], autoincrement=False,
-                              nullable=self.nullable(c, m)) for c in m.source.columns]
+                              nullable=self.nullable(c, m)) for c in m.view.columns]
             extra = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             if key and tuple(key) != tuple(pk):
                 extra.append(sa.Index(f"rk_{m.target_name}"[:64], *key))
@@ -230,10 +230,10 @@ class MySQLTarget(Target):
 
     def _column_types(self, m: TableMapping) -> dict[str, Any]:
         """Key columns first (sized to the index limit), then the rest within the row budget."""
-        keys = [c for c in m.source.columns if c.name in set(m.source.primary_key) | set(m.source.key)]
+        keys = [c for c in m.view.columns if c.name in set(m.view.primary_key) | set(m.view.key)]
         out = self._key_types(m, keys)
         budget = ROW_BYTES - sum(_bytes(t) for t in out.values())
-        for c in m.source.columns:
+        for c in m.view.columns:
             if c.name not in out:
                 t = self.column_type(c)
                 if _bytes(t) > budget:  # PostgreSQL enforces the length; MySQL keeps the text
@@ -261,7 +261,7 @@ class MySQLTarget(Target):
     def load_sql(self, conn: Connection, m: TableMapping, path: str) -> str:
         q = conn.dialect.identifier_preparer
         targets, sets = [], []
-        for i, c in enumerate(m.source.columns):
+        for i, c in enumerate(m.view.columns):
             if self.column_conv(c).copy == HEX:
                 targets.append(f"@v{i}")
                 sets.append(f"{q.quote(c.name)} = UNHEX(@v{i})")
@@ -287,7 +287,7 @@ class MySQLTarget(Target):
         return n
 
     def _load_chunk(self, conn: Connection, m: TableMapping, chunk: bytes) -> int:
-        if MARK_BYTES in chunk:  # a value the copy query refused (``rules.MARK``)
+        if MARK_BYTES in chunk:  # a value the copy query refused (``value_rules.MARK``)
             raise self._marked_error(m, chunk)
         fd, path = tempfile.mkstemp(prefix="replicator-", suffix=".csv")
         try:
@@ -319,14 +319,14 @@ class MySQLTarget(Target):
 
     def _marked_error(self, m: TableMapping, chunk: bytes) -> ValueRangeError:
         """ValueRangeError for the first value of ``chunk`` the copy query marked as refused."""
-        cols = m.source.column_names
+        cols = m.view.column_names
         for rec in csv.reader(io.StringIO(chunk.decode("utf-8", "replace"), newline="")):
-            i = next((i for i, v in enumerate(rec) if rules.MARK in v), None)
+            i = next((i for i, v in enumerate(rec) if value_rules.MARK in v), None)
             if i is not None:
-                key = ", ".join(f"{k}={rules.unmark(rec[cols.index(k)])!r}" for k in m.source.key or cols)
-                rule = self.column_conv(m.source.columns[i]).rule
+                key = ", ".join(f"{k}={value_rules.unmark(rec[cols.index(k)])!r}" for k in m.view.key or cols)
+                rule = self.column_conv(m.view.columns[i]).rule
                 return ValueRangeError(
-                    f"{m.label}.{cols[i]}: value {rules.unmark(rec[i])[:60]!r} cannot be stored in the "
+                    f"{m.label}.{cols[i]}: value {value_rules.unmark(rec[i])[:60]!r} cannot be stored in the "
                     f"mysql target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot "
                     f"copy, key {key}); choose a value policy (error | null | clamp | text) or a column "
                     f"type in the mapping")
@@ -341,9 +341,9 @@ class MySQLTarget(Target):
                                f"(the target table must be empty before a copy)")
         column = re.findall(r"[`']([^`']*)[`']", where.group(1))[-1:] or [where.group(1)]
         row = _csv_record(chunk, int(where.group(2)))
-        cols = m.source.column_names
+        cols = m.view.column_names
         value = row[cols.index(column[0])] if row and column[0] in cols else "?"
-        key = ", ".join(f"{k}={row[cols.index(k)]!r}" for k in m.source.key) if row else "?"
+        key = ", ".join(f"{k}={row[cols.index(k)]!r}" for k in m.view.key) if row else "?"
         return ValueRangeError(
             f"{m.label}.{column[0]}: value {value[:60]!r} cannot be stored in the mysql target table "
             f"{self.display(m)}: {msg} (snapshot copy, key {key or '?'}); choose a value policy "

@@ -1,4 +1,4 @@
-"""The MySQL / MariaDB type map: one :class:`~.types.Conv` per PostgreSQL family (docs/types.md).
+"""The MySQL / MariaDB type map: one :class:`~.types.Conv` per PostgreSQL family (docs/typemap.md).
 
 * Exact native types: smallint/integer/bigint; numeric(p,s) as DECIMAL when MySQL's 65 digits /
   30 decimals hold it (NaN refused by its rule); boolean as BOOLEAN (0/1); bytea as LONGBLOB;
@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from ..model import Column
-from . import pgarray, rules, types
-from .types import Conv
+from . import pgarray, typemap, value_rules
+from .typemap import Conv
 
 WHERE = "MySQL"
 MAX_VARCHAR = 16383       # utf8mb4 characters in one VARCHAR
@@ -42,7 +42,7 @@ class RawJSON(sa.types.UserDefinedType):
 
 def decimal_args(col: Column) -> tuple[int, int] | None:
     """numeric(p,s) → (digits, scale) of the DECIMAL that holds it exactly; None: none does."""
-    args = types.type_args(col)
+    args = typemap.type_args(col)
     if not args:
         return None
     p, s = (args + (0,))[:2]
@@ -54,26 +54,26 @@ def _decimal(col: Column) -> Conv:
     args = decimal_args(col)
     if args is None:
         return Conv(mysql.LONGTEXT())  # PostgreSQL's exact text, NaN and ±Infinity included
-    return Conv(mysql.DECIMAL(*args), Decimal, rule=rules.numeric_nan_rule(f"{WHERE} DECIMAL{args}"))
+    return Conv(mysql.DECIMAL(*args), Decimal, rule=value_rules.numeric_nan_rule(f"{WHERE} DECIMAL{args}"))
 
 
 def _varchar(col: Column) -> Conv:
-    args = types.type_args(col)
+    args = typemap.type_args(col)
     return Conv(mysql.VARCHAR(args[0]) if args and args[0] <= MAX_VARCHAR else mysql.LONGTEXT())
 
 
 def _datetime(fam: str, ddl: Any, copy: str = "{v}") -> Conv:
     name = {"date": "DATE"}.get(fam, "DATETIME")
-    return Conv(ddl, types.PYTHON_LOADERS[fam], copy, rules.year_rule(fam, f"{WHERE} {name}"))
+    return Conv(ddl, typemap.PYTHON_LOADERS[fam], copy, value_rules.year_rule(fam, f"{WHERE} {name}"))
 
 
 def _float(c: Column) -> Conv:
-    return Conv(mysql.DOUBLE(), float, rule=rules.finite_float_rule(f"{WHERE} DOUBLE"))
+    return Conv(mysql.DOUBLE(), float, rule=value_rules.finite_float_rule(f"{WHERE} DOUBLE"))
 
 
 def _array(c: Column) -> Conv:
     return Conv(RawJSON(), pgarray.array_json(c), pgarray.array_json_sql(c),
-                rules.array_rule(f"{WHERE} JSON"))
+                value_rules.array_rule(f"{WHERE} JSON"))
 
 
 #: PostgreSQL family → Conv (unlisted: LONGTEXT holding PostgreSQL's text form).
@@ -81,8 +81,8 @@ CONVS: dict[str, Callable[[Column], Conv]] = {
     "int2": lambda c: Conv(mysql.SMALLINT(), int), "int4": lambda c: Conv(mysql.INTEGER(), int),
     "int8": lambda c: Conv(mysql.BIGINT(), int), "numeric": _decimal,
     "float4": _float, "float8": _float,
-    "bool": lambda c: Conv(mysql.BOOLEAN(), types.python_loader(c), "({v})::int"),
-    "bytes": lambda c: Conv(mysql.LONGBLOB(), types.python_loader(c), HEX),
+    "bool": lambda c: Conv(mysql.BOOLEAN(), typemap.python_loader(c), "({v})::int"),
+    "bytes": lambda c: Conv(mysql.LONGBLOB(), typemap.python_loader(c), HEX),
     "date": lambda c: _datetime("date", mysql.DATE()),
     "timestamp": lambda c: _datetime("timestamp", mysql.DATETIME(fsp=6)),
     "timestamptz": lambda c: _datetime("timestamptz", mysql.DATETIME(fsp=6), "({v} AT TIME ZONE 'UTC')"),
@@ -95,7 +95,7 @@ CONVS: dict[str, Callable[[Column], Conv]] = {
 
 def mysql_conv(col: Column) -> Conv:
     """The MySQL column type, copy form, conversion and value rule of a source column."""
-    make = CONVS.get(types.family(col))
+    make = CONVS.get(typemap.family(col))
     return make(col) if make else Conv(mysql.LONGTEXT())
 
 

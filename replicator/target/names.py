@@ -25,7 +25,7 @@ def case_collisions(m: TableMapping, where: str, display: str,
     """Columns whose names differ only by letter case (as ``fold`` compares them)."""
     seen: dict[str, str] = {}
     out = []
-    for c in m.source.columns:
+    for c in m.view.columns:
         k = fold(c.name)
         if k in seen:
             out.append(f"{m.label}: columns {seen[k]!r} and {c.name!r} would be the same column of "
@@ -42,7 +42,7 @@ def bad_names(m: TableMapping, where: str, display: str, ok: Callable[[str], str
     if why:
         out.append(f"{m.label}: target table name {m.target_name!r} cannot be used in {where}: {why}; "
                    f"map the table to another name in the mapping (target:)")
-    for c in m.source.columns:
+    for c in m.view.columns:
         why = ok(c.name)
         if why:
             out.append(f"{m.label}: column {c.name!r} cannot be a column name of {where} table "

@@ -9,7 +9,7 @@ the element's exact PostgreSQL text (what the element type's output function pri
 Two producers give the same JSON value (tested on both): :func:`array_json` parses the array text
 of a pgoutput tuple or a text COPY row in Python (the change path), :func:`array_json_sql` builds
 the source-side SQL of the copy path (``array_to_json``).  Explicit lower bounds
-(``'[0:1]={1,2}'``) have no JSON form: the value rules (``rules.py``) refuse them first.
+(``'[0:1]={1,2}'``) have no JSON form: the value rules (``value_rules.py``) refuse them first.
 """
 from __future__ import annotations
 

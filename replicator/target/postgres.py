@@ -13,7 +13,7 @@ Contracts:
   ``text`` holding their exact text form, unless a type of the same name exists on the target
   (``to_regtype`` when the table is first ensured).  ``reg*`` types name catalog objects that need
   not exist here: ``text`` as well.  A mapping's ``target_type`` is the column type as written;
-  decimal, integer and varchar target types carry value rules (``rules.py``), applied on the
+  decimal, integer and varchar target types carry value rules (``value_rules.py``), applied on the
   source side of the COPY and in Python on the change path; a refused value is a
   :class:`ValueRangeError` naming table, column, key (and LSN).
 * **Copy path** (``load_copy`` reads ``out.chunks()``): the source's ``COPY … TO STDOUT (FORMAT text)`` chunks go
@@ -42,10 +42,10 @@ from sqlalchemy.types import UserDefinedType
 from ..dsn import connect_timeout, libpq_timeout
 from ..errors import TargetError, ValueRangeError
 from ..model import UNCHANGED, Column, CopyOutput, TableMapping
-from . import names, rules
-from .apply import GenericApplier
+from . import names, value_rules
+from .applier import GenericApplier
 from .base import Target
-from .types import Conv
+from .typemap import Conv
 
 #: libpq ``options`` every target session carries (after the URL's own, so these win).
 SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
@@ -241,7 +241,7 @@ class PostgresTarget(Target):
     def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
         """Look up user-defined types on the target first, then create or check the table."""
         if self.table_key(m) not in self._tables:
-            self._probe_types(conn, m.source.columns)
+            self._probe_types(conn, m.view.columns)
         return super().ensure_table(conn, m)
 
     def _probe_types(self, conn: Connection, cols: Sequence[Column]) -> None:
@@ -264,8 +264,8 @@ class PostgresTarget(Target):
         (its rows are empty lines, and their number is all there is to copy)."""
         t = self.table(m)
         name = sql.Identifier(t.schema, t.name) if t.schema else sql.Identifier(t.name)
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.source.columns)
-        cols = sql.SQL(" ({})").format(cols) if m.source.columns else sql.SQL("")
+        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.view.columns)
+        cols = sql.SQL(" ({})").format(cols) if m.view.columns else sql.SQL("")
         return sql.SQL("COPY {}{} FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
 
     def copy_expressions(self, m: TableMapping) -> list[str]:
@@ -288,21 +288,21 @@ class PostgresTarget(Target):
         except psycopg.Error as e:
             if src.failed or isinstance(e, psycopg.OperationalError):
                 raise
-            if rules.MARK in str(e):
+            if value_rules.MARK in str(e):
                 raise self._range_error(m, e, src) from None
             raise TargetError(f"COPY of {m.label} into target {self.display(m)} failed: "
                               f"{str(e).strip()}") from e
 
     def _range_error(self, m: TableMapping, e: psycopg.Error, src: _Chunks) -> ValueRangeError:
-        """A value the copy query marked as refused (``rules.MARK``): name column, key and value."""
+        """A value the copy query marked as refused (``value_rules.MARK``): name column, key and value."""
         where = re.search(r"line (\d+), column (.*?): ", e.diag.context or "")
         row = src.line(int(where.group(1))) if where else None
-        names_ = m.source.column_names
+        names_ = m.view.column_names
         col = where.group(2) if where and where.group(2) in names_ else "?"
-        value = next((f for f in row or () if rules.MARK in f), "?")
-        key = ", ".join(f"{k}={rules.unmark(row[names_.index(k)])!r}" for k in m.source.key) if row else "?"
+        value = next((f for f in row or () if value_rules.MARK in f), "?")
+        key = ", ".join(f"{k}={value_rules.unmark(row[names_.index(k)])!r}" for k in m.view.key) if row else "?"
         return ValueRangeError(
-            f"{m.label}.{col}: value {rules.unmark(value)[:60]!r} cannot be stored in the postgresql "
+            f"{m.label}.{col}: value {value_rules.unmark(value)[:60]!r} cannot be stored in the postgresql "
             f"target table {self.display(m)}: its column type refuses it (snapshot copy, key "
             f"{key or '?'}); choose a value policy (error | null | clamp | text) or a column type "
             f"in the mapping")

@@ -1,6 +1,6 @@
 """SQLite: WAL journal, short write transactions, a busy timeout; executemany in one transaction.
 
-Types (docs/types.md): SQLite has no DECIMAL, UUID, interval or time zone.  Integers are INTEGER,
+Types (docs/typemap.md): SQLite has no DECIMAL, UUID, interval or time zone.  Integers are INTEGER,
 float4/float8 REAL (NaN has no REAL form: SQLite would store NULL, so it is a refused value),
 booleans 0/1, bytea BLOB.  date, timestamp and timestamptz (in UTC) are SQLAlchemy's ISO text
 (``YYYY-MM-DD HH:MM:SS.ffffff``), which holds years 1 to 9999; time its ``HH:MM:SS.ffffff``
@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from ..model import Column, TableMapping
-from . import names, pgarray, rules, types
+from . import names, pgarray, typemap, value_rules
 from .base import Target
-from .types import Conv
+from .typemap import Conv
 
 SQLITE_TYPES = {"bool": sa.Boolean(), "bytes": sa.LargeBinary(), "int2": sa.SmallInteger(),
                 "int4": sa.Integer(), "int8": sa.BigInteger(), "float4": sa.Float(), "float8": sa.Float(),
@@ -39,19 +39,19 @@ def _column_limit() -> int:
 
 def sqlite_conv(col: Column) -> Conv:
     """The SQLite column type, conversion and value rule of a source column."""
-    fam = types.family(col)
-    load = types.python_loader(col)
+    fam = typemap.family(col)
+    load = typemap.python_loader(col)
     if fam == "array":
-        return Conv(sa.Text(), pgarray.array_json(col), rule=rules.array_rule(f"{WHERE} JSON"))
+        return Conv(sa.Text(), pgarray.array_json(col), rule=value_rules.array_rule(f"{WHERE} JSON"))
     if fam not in SQLITE_TYPES:
         return Conv(sa.Text())
     rule = None
     if fam in ("float4", "float8"):
-        rule = rules.not_nan_rule(f"{WHERE} REAL")
+        rule = value_rules.not_nan_rule(f"{WHERE} REAL")
     elif fam in ("date", "timestamp", "timestamptz"):
-        rule = rules.year_rule(fam, f"{WHERE} ISO {fam} text")
+        rule = value_rules.year_rule(fam, f"{WHERE} ISO {fam} text")
     elif fam == "time":
-        rule = rules.time_rule(f"{WHERE} time text")
+        rule = value_rules.time_rule(f"{WHERE} time text")
     return Conv(SQLITE_TYPES[fam], load, rule=rule)
 
 
@@ -109,7 +109,7 @@ class SQLiteTarget(Target):
 
     def set_next_value(self, conn, m, column: str, next_value: int, sequence: str) -> str:
         """An INTEGER PRIMARY KEY takes max(rowid)+1 by itself; other columns have no sequences."""
-        pk = m.source.primary_key
+        pk = m.view.primary_key
         if pk == (column,):
             return (f"{self.display(m)}.{column}: SQLite assigns max({column})+1 to new rows by itself "
                     f"(the source's next value is {next_value})")

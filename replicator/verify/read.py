@@ -15,16 +15,13 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
 from typing import Any, Iterator, Optional
-from urllib.parse import quote
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
 from ..errors import TargetError
 from ..model import Lsn, TableMapping

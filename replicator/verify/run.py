@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -218,7 +217,7 @@ class TableCheck:
         if types is None:
             self.doc["error"] = f"target table {self.doc['target']} does not exist"
             return
-        missing = [c for c in self.m.source.column_names if c not in types]
+        missing = [c for c in self.m.view.column_names if c not in types]
         if missing:
             self.doc["error"] = (f"target table {self.doc['target']} lacks column(s) "
                                  f"{', '.join(missing)}")

@@ -2,7 +2,7 @@
 
 Contracts:
 
-* **One order on both sides.**  Rows are sorted by the table's key (``TableMapping.source.key``;
+* **One order on both sides.**  Rows are sorted by the table's key (``TableMapping.view.key``;
   every column for key-less FULL tables).  A key column whose family both databases order natively
   (integers, numeric, dates, uuid ...) is ordered so on both sides; any other key column, or one
   the target stores as text (SQLite numeric, DuckDB wide numeric ...), is ordered by its PostgreSQL
@@ -28,7 +28,6 @@ from psycopg.types.string import TextLoader
 
 from ..model import Column, TableMapping
 from ..source import snapshot
-from ..target.types import FAMILY_BY_OID
 from .values import NATIVE_ORDER, canonical, family, plain_order, sort_key
 
 YIELD_ROWS = 2000  # target rows per driver fetch
@@ -113,7 +112,7 @@ class TablePlan:
 
     def __init__(self, m: TableMapping, target, target_types: dict[str, Any]):
         self.m, self.target = m, target
-        view, src = m.source, m.source_table
+        view, src = m.view, m.source_table
         self.columns: Sequence[Column] = view.columns
         self.source_names = src.column_names
         self.target_names = view.column_names

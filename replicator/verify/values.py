@@ -5,13 +5,13 @@ PostgreSQL's text rendering (pinned session: UTC, ISO dates, iso_8601 intervals,
 shortest-exact floats); a target returns what it stores: a driver value (int, Decimal, datetime,
 UUID, bytes, bool, timedelta, list ...) or a text form (SQLite numeric/uuid, DuckDB VARCHAR, MySQL
 LONGTEXT, JSON arrays).  :func:`canonical` maps both to one comparable value per type family of
-the type map (``target/types.py``), by value semantics rather than by one target's storage quirks:
+the type map (``target/typemap.py``), by value semantics rather than by one target's storage quirks:
 
 * integers → int; bool (``t``/``f``, 0/1, True/False) → bool;
 * numeric → exact decimal text without trailing zeros (``1.50`` = ``1.5``; ``NaN``, ``±Infinity``);
 * float8 → float, float4 → float rounded to single precision (a DOUBLE holding the float4 text and a
   REAL compare equal); NaN → ``'NaN'``; -0 → ``'-0'`` where the target keeps the sign of zero
-  (``signed_zero``: DuckDB, PostgreSQL), else 0 (MySQL and SQLite store -0 as 0, docs/types.md);
+  (``signed_zero``: DuckDB, PostgreSQL), else 0 (MySQL and SQLite store -0 as 0, docs/typemap.md);
 * date / time / timestamp → fixed-width ISO text, timestamptz → naive UTC ISO text (an aware value
   is converted, a naive one is UTC as the type map stores it); ``infinity`` and BC kept (the
   maximum and minimum datetime, which is how DuckDB returns infinity, map to infinity too);
@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from ..model import Column
-from ..target import types
+from ..target import typemap
 from .nested import array_value, json_value, numeric_text, text_value
 
 #: families whose values both sides can order natively (else: ordered as text, byte-wise)
@@ -55,7 +55,7 @@ def canonical(col: Column, signed_zero: bool = False) -> Callable[[Any], Any]:
         canon.update(float4=_signed(_float4), float8=_signed(_float8))
     if fam == "array":
         oid = getattr(col, "elem_base_oid", 0) or col.elem_oid
-        return array_value(canon.get(types.FAMILY_BY_OID.get(oid, "text"), text_value),
+        return array_value(canon.get(typemap.FAMILY_BY_OID.get(oid, "text"), text_value),
                            getattr(col, "elem_delim", ",") or ",")
     return canon.get(fam, text_value)
 
@@ -63,13 +63,13 @@ def canonical(col: Column, signed_zero: bool = False) -> Callable[[Any], Any]:
 def family(col: Column) -> str:
     """The column's family in the type map; a mapping's target type (``DOUBLE`` for a numeric)
     compares as the PostgreSQL type it stands for, when the type map knows that one."""
-    as_type = getattr(types, "target_type_column", None)
+    as_type = getattr(typemap, "target_type_column", None)
     if col.target_type and as_type is not None:
         try:
             col = as_type(col, None)
         except (TypeError, ValueError):
             pass
-    return types.family(col)
+    return typemap.family(col)
 
 
 # ----------------------------------------------------------------------------- numbers

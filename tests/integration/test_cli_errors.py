@@ -97,7 +97,6 @@ def test_existing_target_table_missing_a_column_is_refused_first(keyless_db, sql
 
 
 def test_password_not_in_process_title(keyless_db, sqlite_target_url):
-    import os
     import subprocess
     import sys
     import time

@@ -67,14 +67,14 @@ def mapping(dsn, name, target_name=None, **kw):
 def copy_in(dsn, target, m, chunk=snapshot.CHUNK_BYTES):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
         return target.load_copy(conn, m, snapshot.CopyOut(sc, q, chunk=chunk))
 
 
 def text_rows(dsn, m):
     """All rows as PostgreSQL text: exactly what pgoutput sends."""
     with snapshot.connect(dsn) as c:
-        q = snapshot.copy_query(m.source, ["{col}"] * len(m.source.columns), "FORMAT text")
+        q = snapshot.copy_query(m.view, ["{col}"] * len(m.view.columns), "FORMAT text")
         return [r for batch in snapshot.copy_rows(c, q) for r in batch]
 
 
@@ -159,7 +159,7 @@ class CutChunks:
 def test_chunks_cut_anywhere_are_recut_at_real_row_ends(src, duckdb_target_url):
     m = mapping(src, "edge")
     with snapshot.snapshot_connection(src, None) as sc:  # the target's copy form (arrays as JSON)
-        q = snapshot.copy_query(m.source, DuckDBTarget(duckdb_target_url).copy_expressions(m), DuckDBTarget.copy_options)
+        q = snapshot.copy_query(m.view, DuckDBTarget(duckdb_target_url).copy_expressions(m), DuckDBTarget.copy_options)
         data = b"".join(snapshot.copy_bytes(sc, q))
     rnd = random.Random(7)
     for _ in range(50):

@@ -3,7 +3,6 @@ excluded columns never leaving the source, init, and a mapping changed between r
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import psycopg
@@ -11,8 +10,7 @@ import pytest
 
 from replicator.config import parse
 from tests.compare import source_rows, target_columns, target_rows, target_tables
-from tests.integration.test_migrate import replicator, slots_and_publications, wait_slot_active
-from tests.integration.test_mirror import start_mirror
+from tests.integration.test_migrate import replicator, slots_and_publications
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator.devserver import free_port

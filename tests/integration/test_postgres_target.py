@@ -100,7 +100,7 @@ def assert_exact(src: str, url: str, source: tuple, target: tuple, py_cols=None)
 def copy_table(dsn: str, target, m: TableMapping) -> int:
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
         return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
@@ -152,7 +152,7 @@ def test_copy_path_exact_types_and_names(src, tgt):
 def test_change_path_exact_round_trip(src, tgt):
     target = PostgresTarget(tgt)
     m = order_mapping(src)
-    t = m.source
+    t = m.view
     copy_table(src, target, m)
     run_sql(src, 'INSERT INTO "Sch"."Order" SELECT "a""b" + 10, "select", "Mixed Case", n40, nu, f8, tstz, '
                  'ts, iv, ia, ta, j, m, by, dom, ch FROM "Sch"."Order" WHERE "a""b" IN (1, 2, 4);'
@@ -182,16 +182,16 @@ def test_change_path_exact_round_trip(src, tgt):
 def test_full_identity_exactly_one_with_nan_arrays_json_point(src, tgt):
     target = PostgresTarget(tgt)
     m = TableMapping(schema_of(src, *DUP), "dup tab", target_schema="select")
-    assert m.source.key == ()
+    assert m.view.key == ()
     copy_table(src, target, m)
     first_nan = "ctid = (SELECT min(ctid) FROM \"Sch\".\"dup tab\" WHERE f = 'NaN')"
-    first = row_text(src, m.source, first_nan)
+    first = row_text(src, m.view, first_nan)
     run_sql(src, f'DELETE FROM "Sch"."dup tab" WHERE {first_nan};'
                  'UPDATE "Sch"."dup tab" SET n = 2, p = \'(3,4)\', j = \'{"x": null}\' '
                  'WHERE ctid = (SELECT min(ctid) FROM "Sch"."dup tab" WHERE n IS NULL)')
-    updated = row_text(src, m.source, "n = 2")
-    changes = [RowChange(ChangeKind.DELETE, m.source.qualified, old=first, old_is_key=False),
-               RowChange(ChangeKind.UPDATE, m.source.qualified, old=(None,) * 7, new=updated,
+    updated = row_text(src, m.view, "n = 2")
+    changes = [RowChange(ChangeKind.DELETE, m.view.qualified, old=first, old_is_key=False),
+               RowChange(ChangeKind.UPDATE, m.view.qualified, old=(None,) * 7, new=updated,
                          old_is_key=False)]
     with target.connect() as conn:
         target.apply(conn, m, changes)
@@ -203,14 +203,14 @@ def test_divergence_names_the_missing_change_inside_a_batch(src, tgt):
     target = PostgresTarget(tgt)
     m = order_mapping(src)
     copy_table(src, target, m)
-    dels = [RowChange(ChangeKind.DELETE, m.source.qualified, old=(k,) + (None,) * 15, lsn=Lsn.parse("2/A"))
+    dels = [RowChange(ChangeKind.DELETE, m.view.qualified, old=(k,) + (None,) * 15, lsn=Lsn.parse("2/A"))
             for k in ("1", "9999", "2")]
     with pytest.raises(DivergenceError) as e:
         with target.connect() as conn:
             target.apply(conn, m, dels)
     assert "9999" in str(e.value) and "2/A" in str(e.value) and "Sch.Order" in str(e.value)
     assert_exact(src, tgt, ORDER, ("select", "Order"))  # rolled back: all 5 rows still there
-    skip = TableMapping(m.source, "Order", target_schema="select", on_missing_row="skip")
+    skip = TableMapping(m.view, "Order", target_schema="select", on_missing_row="skip")
     with target.connect() as conn:
         target.apply(conn, skip, dels)
     run_sql(src, 'DELETE FROM "Sch"."Order" WHERE "a""b" IN (1, 2)')
@@ -225,7 +225,7 @@ def test_copy_refused_by_target_is_a_target_error(src, tgt):
     with target.connect() as conn:
         conn.exec_driver_sql('ALTER TABLE "select"."Order" ' + ", ".join(
             f'ADD COLUMN "{c.name}" {"varchar(2)" if c.name == "Mixed Case" else target.type_spec(c)}'
-            for c in m.source.columns[1:]))
+            for c in m.view.columns[1:]))
     with pytest.raises(TargetError, match=r"Sch\.Order.*select\.Order.*too long"):
         copy_table(src, target, m)
     target.dispose()
@@ -268,8 +268,8 @@ def test_url_forms_session_and_existing_target_type(src, tgt):
     assert target_types(tgt, ("other", "Order"))["m"] == "other.mood"
     run_sql(src, 'UPDATE "Sch"."Order" SET m = \'ok\' WHERE "a""b" = 5')
     with target.connect() as conn:
-        target.apply(conn, m, [RowChange(ChangeKind.UPDATE, m.source.qualified,
-                                         new=row_text(src, m.source, '"a""b" = 5'))])
+        target.apply(conn, m, [RowChange(ChangeKind.UPDATE, m.view.qualified,
+                                         new=row_text(src, m.view, '"a""b" = 5'))])
     assert_exact(src, tgt, ORDER, ("other", "Order"), PY_COLS)
     target.dispose()
 
@@ -286,7 +286,7 @@ def test_bench_copy_pass_through_and_apply_rates(source_db, pg_target_url):
     n = copy_table(source_db, target, m)
     dt = time.perf_counter() - t0
     print(f"\nCOPY pass-through: {n} rows in {dt:.2f}s = {n / dt:,.0f} rows/s")
-    ups = [RowChange(ChangeKind.UPDATE, m.source.qualified, new=(str(i), "1", str(i % 97), "x" * 84))
+    ups = [RowChange(ChangeKind.UPDATE, m.view.qualified, new=(str(i), "1", str(i % 97), "x" * 84))
            for i in range(1, 20001)]
     t0 = time.perf_counter()
     with target.connect() as conn:

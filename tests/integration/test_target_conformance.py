@@ -8,7 +8,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 
 from replicator.errors import DivergenceError
 from replicator.model import UNCHANGED, ChangeKind, Lsn, RowChange, TableMapping
@@ -80,7 +79,7 @@ def text_row(dsn, table, where):
 def copy_table(dsn, target, m):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
         return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
@@ -126,7 +125,7 @@ def test_change_path_insert_update_key_change_delete_toast(src, target_url):
 def test_full_identity_touches_exactly_one_duplicate(src, target_url):
     target = open_target(target_url)
     m = TableMapping(schema_of(src, "dup"), "dup")
-    assert m.source.key == ()
+    assert m.view.key == ()
     copy_table(src, target, m)
     run_sql(src, "DELETE FROM dup WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 1);"
                  "UPDATE dup SET a = 4 WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 2)")
@@ -150,7 +149,7 @@ def test_missing_row_is_a_divergence_error_and_rolls_back(src, target_url):
     msg = str(e.value)
     assert "public.conf" in msg and "9999" in msg and "1/2" in msg
     same(src, "conf", target_url)  # the first delete was rolled back too
-    skip = TableMapping(m.source, "conf", on_missing_row="skip")
+    skip = TableMapping(m.view, "conf", on_missing_row="skip")
     target2 = open_target(target_url)
     with target2.connect() as conn:
         target2.apply(conn, skip, changes[1:])

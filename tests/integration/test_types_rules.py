@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from replicator.model import Column
-from replicator.target import pgarray, rules
+from replicator.target import pgarray, value_rules
 
 SESSION = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex"
 NUMBERS = ["0", "1", "-1", "123.45", "123.4", "999.99", "1000", "-999.99", "0.001", "1.000", "12.340", "NaN",
@@ -24,26 +24,26 @@ TIMESTAMPS = ["2024-01-01 12:00:00", "0001-01-01 00:00:00", "9999-12-31 23:59:59
               "0044-03-15 10:00:00 BC", "infinity", "-infinity", "294246-12-31 23:59:59", "294247-01-01 00:00:00",
               "294276-12-31 00:00:00", "100000-01-01 00:00:00", "99999-12-31 00:00:00"]
 CASES = [  # (rule, PostgreSQL type of the values, values)
-    (rules.decimal_rule(5, 2, "t"), "numeric", NUMBERS),
-    (rules.decimal_rule(4, 1, "t", nan=True), "numeric", NUMBERS),
-    (rules.decimal_rule(3, 3, "t"), "numeric", NUMBERS),
-    (rules.decimal_rule(3, 0, "t"), "numeric", NUMBERS),
-    (rules.integer_rule(-32768, 32767, "t"), "numeric", NUMBERS),
-    (rules.length_rule(3, "t"), "text", ["", "abc", "abcd", "😀😀😀", "😀😀😀😀", "a\nb"]),
-    (rules.finite_float_rule("t"), "float8", ["1.5", "-0", "1e+300", "5e-324", "NaN", "Infinity", "-Infinity"]),
-    (rules.not_nan_rule("t"), "float4", ["1.5", "-0", "3.4e38", "NaN", "Infinity", "-Infinity"]),
-    (rules.finite_float_rule("t"), "float4", ["1.5", "-0", "3.4e38", "NaN", "Infinity", "-Infinity"]),
-    (rules.numeric_nan_rule("t"), "numeric(5,2)", ["1.50", "-999.99", "0.00", "NaN"]),
-    (rules.year_rule("date", "t"), "date", DATES),
-    (rules.year_rule("timestamp", "t"), "timestamp", TIMESTAMPS),
-    (rules.year_rule("timestamptz", "t"), "timestamptz", [t + "+00" for t in TIMESTAMPS if "inf" not in t]),
-    (rules.duckdb_year_rule("timestamp"), "timestamp", TIMESTAMPS),
-    (rules.duckdb_year_rule("timestamptz"), "timestamptz", [t + "+00" for t in TIMESTAMPS if "inf" not in t]),
-    (rules.time_rule("t"), "time", ["00:00:00", "23:59:59.999999", "24:00:00", "12:00:00.5"]),
-    (rules.array_rule("t"), "int[]", ["{1,2}", "[0:1]={1,2}", "{}", "{{1},{2}}", "[2:2][1:1]={{1}}"]),
-    (rules.array_rule("t", 1, nan=True), "numeric[]", ["{1.5,NaN}", "{NaN}", "{1}", "{{1}}", "{}", "[2:2]={1}",
+    (value_rules.decimal_rule(5, 2, "t"), "numeric", NUMBERS),
+    (value_rules.decimal_rule(4, 1, "t", nan=True), "numeric", NUMBERS),
+    (value_rules.decimal_rule(3, 3, "t"), "numeric", NUMBERS),
+    (value_rules.decimal_rule(3, 0, "t"), "numeric", NUMBERS),
+    (value_rules.integer_rule(-32768, 32767, "t"), "numeric", NUMBERS),
+    (value_rules.length_rule(3, "t"), "text", ["", "abc", "abcd", "😀😀😀", "😀😀😀😀", "a\nb"]),
+    (value_rules.finite_float_rule("t"), "float8", ["1.5", "-0", "1e+300", "5e-324", "NaN", "Infinity", "-Infinity"]),
+    (value_rules.not_nan_rule("t"), "float4", ["1.5", "-0", "3.4e38", "NaN", "Infinity", "-Infinity"]),
+    (value_rules.finite_float_rule("t"), "float4", ["1.5", "-0", "3.4e38", "NaN", "Infinity", "-Infinity"]),
+    (value_rules.numeric_nan_rule("t"), "numeric(5,2)", ["1.50", "-999.99", "0.00", "NaN"]),
+    (value_rules.year_rule("date", "t"), "date", DATES),
+    (value_rules.year_rule("timestamp", "t"), "timestamp", TIMESTAMPS),
+    (value_rules.year_rule("timestamptz", "t"), "timestamptz", [t + "+00" for t in TIMESTAMPS if "inf" not in t]),
+    (value_rules.duckdb_year_rule("timestamp"), "timestamp", TIMESTAMPS),
+    (value_rules.duckdb_year_rule("timestamptz"), "timestamptz", [t + "+00" for t in TIMESTAMPS if "inf" not in t]),
+    (value_rules.time_rule("t"), "time", ["00:00:00", "23:59:59.999999", "24:00:00", "12:00:00.5"]),
+    (value_rules.array_rule("t"), "int[]", ["{1,2}", "[0:1]={1,2}", "{}", "{{1},{2}}", "[2:2][1:1]={{1}}"]),
+    (value_rules.array_rule("t", 1, nan=True), "numeric[]", ["{1.5,NaN}", "{NaN}", "{1}", "{{1}}", "{}", "[2:2]={1}",
                                                        "{-1,NaN,2}", "{NULL}"]),
-    (rules.array_rule("t", 2), "text[]", ["{{a}}", "{a}", '{"{a}"}', '{{"{"}}', "{}", "{{{x}}}", '{"NaN"}']),
+    (value_rules.array_rule("t", 2), "text[]", ["{{a}}", "{a}", '{"{a}"}', '{{"{"}}', "{}", "{{{x}}}", '{"NaN"}']),
 ]
 
 

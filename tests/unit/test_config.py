@@ -92,7 +92,7 @@ def test_yaml_booleans_stay_names():
     e = cfg.tables[0]
     assert e.source == "on" and e.columns_exclude == ("no",) and e.insert_only is True
     (m,) = resolve(cfg, CATALOG)
-    assert m.label == "public.on" and m.source.column_names == ("id",)
+    assert m.label == "public.on" and m.view.column_names == ("id",)
 
 
 def test_first_matching_entry_wins_and_globs(monkeypatch):
@@ -102,9 +102,9 @@ def test_first_matching_entry_wins_and_globs(monkeypatch):
     assert set(by) == {"public.orders", "public.order_items", "public.customers", "public.on", "public.events"}
     o = by["public.orders"]
     assert o.target_name == "sales_orders" and o.where == "status <> 'draft'"
-    assert o.source.column_names == ("order_no", "customer_id", "amount", "status")
+    assert o.view.column_names == ("order_no", "customer_id", "amount", "status")
     assert o.source_table.column_names == ("order_no", "cust_id", "amount", "status")
-    assert o.source.key == ("order_no",) and o.source.column("amount").target_type == "DECIMAL(12,2)"
+    assert o.view.key == ("order_no",) and o.view.column("amount").target_type == "DECIMAL(12,2)"
     assert o.column_list is not None and "secret" not in o.column_list
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from replicator.follow import STOP, Follow
 from replicator.model import ChangeKind, Lsn, RowChange, TxBegin, TxCommit
-from replicator.replay import Replayer
+from replicator.apply import Replayer
 from replicator.source.frames import Keepalive
 from tests.unit.test_replay import setup  # noqa: F401  (fixture)
 

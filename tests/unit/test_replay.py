@@ -7,7 +7,7 @@ import pytest
 from replicator.failpoints import failpoint  # noqa: F401  (module imported: inert without env)
 from replicator.model import (ChangeKind, Column, Lsn, RowChange, TableMapping, TableProgress,
                               TableSchema, TableState, TxBegin, TxCommit)
-from replicator.replay import Replayer
+from replicator.apply import Replayer
 from replicator.state import StateStore
 from replicator.target import open_target
 

@@ -61,4 +61,4 @@ def test_layout_keeps_attnums_and_reads_older_layouts():
 def test_remap_carries_attnums_of_kept_and_added_columns():
     m = remap(TableMapping(KNOWN, "t"), ["id", "g"], [Column("g", 23, "integer")], {"g": 3})
     assert dict(m.source_table.attnums) == {"id": 1, "g": 3}
-    assert m.source.column_names == ("id", "g")
+    assert m.view.column_names == ("id", "g")

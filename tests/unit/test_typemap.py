@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from replicator.model import Column, TableMapping, TableSchema
-from replicator.target import open_target, pgarray, rules, types
+from replicator.target import open_target, pgarray, typemap, value_rules
 
 INT, TEXT, NUMERIC, TS, F8 = 23, 25, 1700, 1114, 701
 URLS = {"duckdb": "duckdb:///unused.duckdb", "sqlite": "sqlite:///unused.sqlite",
@@ -79,7 +79,7 @@ def test_array_json_native_elements_and_strings():
     ("LONGTEXT", ("text", ())), ("TIMESTAMP(3)", None), ("JSON", None),
 ])
 def test_parse_target_type(expr, want):
-    assert types.parse_target_type(expr) == want
+    assert typemap.parse_target_type(expr) == want
 
 
 def ddl(kind: str, c: Column, m: TableMapping | None = None) -> str:
@@ -122,14 +122,14 @@ def test_policy_null_makes_a_not_null_column_nullable():
 
 
 def test_apply_policy():
-    rule = rules.finite_float_rule("MySQL DOUBLE")
-    assert rules.apply_policy(rule, "error", float)("1.5") == 1.5
+    rule = value_rules.finite_float_rule("MySQL DOUBLE")
+    assert value_rules.apply_policy(rule, "error", float)("1.5") == 1.5
     with pytest.raises(ValueError, match="NaN"):
-        rules.apply_policy(rule, "error", float)("NaN")
-    assert rules.apply_policy(rule, "null", float)("Infinity") is None
-    assert rules.apply_policy(rule, "clamp", float)("-Infinity") == -1.7976931348623157e308
-    assert rules.apply_policy(rule, "clamp", float)("NaN") is None
-    assert rules.apply_policy(rule, "text", str)("NaN") == "NaN"
+        value_rules.apply_policy(rule, "error", float)("NaN")
+    assert value_rules.apply_policy(rule, "null", float)("Infinity") is None
+    assert value_rules.apply_policy(rule, "clamp", float)("-Infinity") == -1.7976931348623157e308
+    assert value_rules.apply_policy(rule, "clamp", float)("NaN") is None
+    assert value_rules.apply_policy(rule, "text", str)("NaN") == "NaN"
 
 
 def test_copy_expression_applies_the_policy_on_the_source():
@@ -166,7 +166,7 @@ def test_mysql_table_names_collide_when_the_server_folds_their_case():
     t = open_target(URLS["mysql"])
     t._lower_case_names = 1
     assert t.identifier_problems(mapping(name="Orders")) == []
-    other = dataclasses.replace(mapping(name="orders"), source=dataclasses.replace(mapping().source, name="orders2"))
+    other = dataclasses.replace(mapping(name="orders"), view=dataclasses.replace(mapping().view, name="orders2"))
     (line,) = t.identifier_problems(other)
     assert "'Orders' and 'orders'" in line and "lower_case_table_names=1" in line and "target:" in line
     assert t.identifier_problems(mapping(name="Orders")) == []  # the same table asked again

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from replicator.model import Column
-from replicator.target.types import OID
+from replicator.target.typemap import OID
 from replicator.verify.values import canonical, display, sort_key
 
 UTC = dt.timezone.utc

@@ -34,11 +34,11 @@ class GenericApplier:
     def __init__(self, target, m: TableMapping):
         self.target, self.m = target, m
         self.t = target.table(m)
-        cols = m.source.columns
+        cols = m.view.columns
         self.loaders = [target.value_loader(c) for c in cols]
         self.cols = [self.t.c[c.name] for c in cols]
         names = [c.name for c in cols]
-        self.key_idx = [names.index(k) for k in m.source.key]
+        self.key_idx = [names.index(k) for k in m.view.key]
         self.insert_stmt = sa.insert(self.t).values(
             {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols)})
         self._updates: dict[tuple, Any] = {}

@@ -6,13 +6,13 @@ IntervalStyle=iso_8601, extra_float_digits=3, bytea_output=hex, so both render i
 Each target describes every column by a :class:`Conv` (its column type, the source SQL its bulk
 loader reads, the Python conversion of the change path, and the :class:`~.rules.Rule` of values
 it cannot hold); ``base.Target`` turns that into ``copy_expressions`` and ``value_loader`` with
-the column's value policy applied the same way on both paths (``rules.py``).
+the column's value policy applied the same way on both paths (``value_rules.py``).
 
 Families group PostgreSQL types that map alike; anything not listed is the ``text`` family: its
 exact PostgreSQL text form is stored.  A mapping's ``target_type`` is read by
 :func:`target_type_column`: the column is then converted as the PostgreSQL type that matches the
-chosen target type (``DECIMAL(12,2)`` → ``numeric(12,2)``), with that type's value rules.
-docs/types.md is the user-facing table.
+chosen target type (``DECIMAL(12,2)`` → ``numeric(12,2)``), with that type's value value_rules.
+docs/typemap.md is the user-facing table.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from typing import Any, Callable, Optional
 import sqlalchemy as sa
 
 from ..model import Column
-from . import rules
-from .rules import Rule
+from . import value_rules
+from .value_rules import Rule
 
 # pg_type OIDs of the built-in types the map knows by name.
 OID = {
@@ -175,11 +175,11 @@ def target_type_rule(col: Column, where: str, nan: bool = False,
         kind, args = "numeric", decimal_default or ()
     what = f"{where} {col.target_type}"
     if kind == "numeric" and len(args) in (1, 2):
-        return rules.decimal_rule(args[0], (args + (0,))[1], what, nan)
+        return value_rules.decimal_rule(args[0], (args + (0,))[1], what, nan)
     if kind in INT_RANGE:
-        return rules.integer_rule(*INT_RANGE[kind], what)
+        return value_rules.integer_rule(*INT_RANGE[kind], what)
     if kind == "varchar":
-        return rules.length_rule(args[0], what)
+        return value_rules.length_rule(args[0], what)
     return None
 
 
