@@ -7,7 +7,7 @@ the replay phase's job (only it knows whether the transaction is applied or skip
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ..model import (ChangeKind, Lsn, RelationInfo, RowChange, TableSchema, Truncate, TxBegin,
                      TxCommit)
@@ -28,44 +28,54 @@ class ChangeDecoder:
         self.relations: dict[int, po.Relation] = {}
         self.names: dict[int, Optional[str]] = {}
         self.lsn = Lsn(0)
+        self._on: dict[type, Callable[[Any], Optional[Event]]] = {
+            po.Insert: self._insert, po.Update: self._update, po.Delete: self._delete,
+            po.Begin: self._begin, po.Commit: self._commit, po.Relation: self._relation,
+            po.Truncate: self._truncate}
 
-    def feed(self, payload) -> Optional[Event]:
+    def feed(self, payload: bytes) -> Optional[Event]:
+        """The event of one pgoutput message; None for messages with nothing to apply (Origin,
+        Type, logical messages, changes of tables that are not mapped)."""
         msg = po.decode(payload)
-        kind = type(msg)
-        if kind is po.Insert:
-            name = self._name(msg.relid)
-            if name:
-                po.check_tuple(self.relations[msg.relid], msg.new)
-                return RowChange(ChangeKind.INSERT, name, new=msg.new, lsn=self.lsn)
+        handler = self._on.get(type(msg))
+        return handler(msg) if handler is not None else None
+
+    def _insert(self, msg: po.Insert) -> Optional[Event]:
+        name = self._name(msg.relid)
+        if not name:
             return None
-        if kind is po.Update:
-            name = self._name(msg.relid)
-            if name:
-                rel = self.relations[msg.relid]
-                po.check_tuple(rel, msg.new)
-                if msg.old is not None:
-                    po.check_tuple(rel, msg.old)
-                return RowChange(ChangeKind.UPDATE, name, new=msg.new, old=msg.old,
-                                 old_is_key=msg.old_kind != "O", lsn=self.lsn)
+        po.check_tuple(self.relations[msg.relid], msg.new)
+        return RowChange(ChangeKind.INSERT, name, new=msg.new, lsn=self.lsn)
+
+    def _update(self, msg: po.Update) -> Optional[Event]:
+        name = self._name(msg.relid)
+        if not name:
             return None
-        if kind is po.Delete:
-            name = self._name(msg.relid)
-            if name:
-                po.check_tuple(self.relations[msg.relid], msg.old)
-                return RowChange(ChangeKind.DELETE, name, old=msg.old,
-                                 old_is_key=msg.old_kind != "O", lsn=self.lsn)
+        rel = self.relations[msg.relid]
+        po.check_tuple(rel, msg.new)
+        if msg.old is not None:
+            po.check_tuple(rel, msg.old)
+        return RowChange(ChangeKind.UPDATE, name, new=msg.new, old=msg.old,
+                         old_is_key=msg.old_kind != "O", lsn=self.lsn)
+
+    def _delete(self, msg: po.Delete) -> Optional[Event]:
+        name = self._name(msg.relid)
+        if not name:
             return None
-        if kind is po.Begin:
-            self.lsn = msg.final_lsn
-            return TxBegin(msg.final_lsn, msg.commit_time, msg.xid)
-        if kind is po.Commit:
-            return TxCommit(msg.commit_lsn, msg.end_lsn, msg.commit_time)
-        if kind is po.Relation:
-            return self._relation(msg)
-        if kind is po.Truncate:
-            names = tuple(n for n in (self._name(r) for r in msg.relids) if n)
-            return Truncate(names, msg.cascade, msg.restart_identity, self.lsn) if names else None
-        return None  # Origin, Type, Message: nothing to apply
+        po.check_tuple(self.relations[msg.relid], msg.old)
+        return RowChange(ChangeKind.DELETE, name, old=msg.old, old_is_key=msg.old_kind != "O",
+                         lsn=self.lsn)
+
+    def _begin(self, msg: po.Begin) -> Optional[Event]:
+        self.lsn = msg.final_lsn
+        return TxBegin(msg.final_lsn, msg.commit_time, msg.xid)
+
+    def _commit(self, msg: po.Commit) -> Optional[Event]:
+        return TxCommit(msg.commit_lsn, msg.end_lsn, msg.commit_time)
+
+    def _truncate(self, msg: po.Truncate) -> Optional[Event]:
+        names = tuple(n for n in (self._name(r) for r in msg.relids) if n)
+        return Truncate(names, msg.cascade, msg.restart_identity, self.lsn) if names else None
 
     def _name(self, relid: int) -> Optional[str]:
         try:
@@ -73,7 +83,7 @@ class ChangeDecoder:
         except KeyError:
             raise po.DecodeError(f"change for relation {relid} arrived before its Relation message") from None
 
-    def _relation(self, rel: po.Relation) -> Optional[RelationInfo]:
+    def _relation(self, rel: po.Relation) -> Optional[Event]:
         """Remember the relation; for a mapped table, announce its columns (the replay phase
         decides whether they differ from what the target has, and what to do)."""
         ns = rel.namespace or "pg_catalog"
