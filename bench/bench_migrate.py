@@ -11,11 +11,11 @@ Starts a throwaway PostgreSQL (wal_level=logical) from the installed binaries, l
   5. peak RSS of the replicator processes
 Not a test: it prints figures; README.md quotes them with this command.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import resource
 import subprocess
@@ -48,8 +48,10 @@ def copy_rate(dsn: str, path: Path) -> tuple[int, float]:
 def read_csv_rate(path: Path, tmp: Path) -> tuple[int, float]:
     db = duckdb.connect(str(tmp / "limit.duckdb"))
     t0 = time.perf_counter()
-    db.execute(f"CREATE TABLE a AS SELECT * FROM read_csv('{path}', header=false, "
-               "columns={'aid':'INTEGER','bid':'INTEGER','abalance':'INTEGER','filler':'VARCHAR'})")
+    db.execute(
+        f"CREATE TABLE a AS SELECT * FROM read_csv('{path}', header=false, "
+        "columns={'aid':'INTEGER','bid':'INTEGER','abalance':'INTEGER','filler':'VARCHAR'})"
+    )
     dt = time.perf_counter() - t0
     n = db.execute("SELECT count(*) FROM a").fetchone()[0]
     db.close()
@@ -99,30 +101,37 @@ def main() -> None:
         total_rows = 100_000 * a.scale + 10 * a.scale + a.scale
         phase_rate = float(re.search(r"\(([0-9.]+) rows/s\)", out).group(1))
         clients = 4
-        pgbench_run(dsn, transactions=a.transactions // clients, clients=clients, builtin="tpcb-like",
-                    no_vacuum=True)
+        pgbench_run(
+            dsn, transactions=a.transactions // clients, clients=clients, builtin="tpcb-like", no_vacuum=True
+        )
         changes = 4 * a.transactions
         out2, t_apply, rss = run_replicator("migrate", "--source", dsn, "--target", url, "--keep-slot")
         if maria:
             maria.cleanup()
         report = {
-            "scale": a.scale, "target": a.target,
-            "source_copy_rows_per_s": round(rows / t_copy), "duckdb_read_csv_rows_per_s": round(rows / t_csv),
-            "migrate_rows_per_s": round(total_rows / t_mig), "migrate_seconds": round(t_mig, 2),
+            "scale": a.scale,
+            "target": a.target,
+            "source_copy_rows_per_s": round(rows / t_copy),
+            "duckdb_read_csv_rows_per_s": round(rows / t_csv),
+            "migrate_rows_per_s": round(total_rows / t_mig),
+            "migrate_seconds": round(t_mig, 2),
             "migrate_vs_slower_limit": round(total_rows / t_mig / limit, 2),
             "copy_phase_rows_per_s": round(phase_rate),
             "copy_phase_vs_slower_limit": round(phase_rate / limit, 2),
-            "backlog_transactions": a.transactions, "backlog_row_changes": changes,
+            "backlog_transactions": a.transactions,
+            "backlog_row_changes": changes,
             "apply_seconds_incl_start": round(t_apply, 2),
             "apply_row_changes_per_s": round(changes / t_apply),
             "peak_rss_mb": rss,
         }
         print(json.dumps(report, indent=2))
-        print(f"\nmigrate {report['migrate_rows_per_s']:,} rows/s = {report['migrate_vs_slower_limit']}x "
-              f"the slower limit (COPY out {report['source_copy_rows_per_s']:,}/s, read_csv "
-              f"{report['duckdb_read_csv_rows_per_s']:,}/s); copy phase {report['copy_phase_rows_per_s']:,} "
-              f"rows/s = {report['copy_phase_vs_slower_limit']}x; apply {report['apply_row_changes_per_s']:,} "
-              f"row changes/s; peak RSS {rss} MB")
+        print(
+            f"\nmigrate {report['migrate_rows_per_s']:,} rows/s = {report['migrate_vs_slower_limit']}x "
+            f"the slower limit (COPY out {report['source_copy_rows_per_s']:,}/s, read_csv "
+            f"{report['duckdb_read_csv_rows_per_s']:,}/s); copy phase {report['copy_phase_rows_per_s']:,} "
+            f"rows/s = {report['copy_phase_vs_slower_limit']}x; apply {report['apply_row_changes_per_s']:,} "
+            f"row changes/s; peak RSS {rss} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Decode throughput: N pgoutput Update messages (5 text columns) built in memory.
 
-    python bench/decode_bench.py [N]
+python bench/decode_bench.py [N]
 """
+
 from __future__ import annotations
 
 import struct
@@ -25,8 +26,12 @@ def text_tuple(values: list[str]) -> bytes:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
     msgs = [
-        b"U" + struct.pack(">I", 16384) + b"N"
-        + text_tuple([str(i), f"customer-{i % 977}", "2024-05-01 12:34:56.789+00", f"{i * 1.25:.2f}", "active"])
+        b"U"
+        + struct.pack(">I", 16384)
+        + b"N"
+        + text_tuple(
+            [str(i), f"customer-{i % 977}", "2024-05-01 12:34:56.789+00", f"{i * 1.25:.2f}", "active"]
+        )
         for i in range(n)
     ]
     best = 0.0
@@ -36,8 +41,7 @@ def main() -> None:
             decode(m)
         rate = n / (time.perf_counter() - t0)
         best = max(best, rate)
-    print(f"decoded {n} Update messages (5 text columns, {len(msgs[0])} bytes each): "
-          f"best {best:,.0f} msgs/s")
+    print(f"decoded {n} Update messages (5 text columns, {len(msgs[0])} bytes each): best {best:,.0f} msgs/s")
 
 
 if __name__ == "__main__":

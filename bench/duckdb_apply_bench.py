@@ -13,6 +13,7 @@ unit), then:
   new tuples, INSERT history), applied in batches of BATCH transactions: one target transaction
   per batch (open file, apply per table, commit, close), so the rate includes the per-batch cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ def copy_all(dsn: str, target: DuckDBTarget, ms: dict[str, TableMapping]) -> Non
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         for m in ms.values():
             target.ensure_table(conn, m)
-            q = snapshot.copy_query(m.source, target.copy_expressions(m), target.copy_options)
+            q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
             target.load_copy(conn, m, snapshot.copy_bytes(sc, q))
 
 
@@ -57,8 +58,9 @@ def bench_copy(dsn: str, tmp: str, m: TableMapping, rows: int) -> None:
     csv = os.path.join(tmp, "accounts.csv")
     target = DuckDBTarget(f"duckdb:///{tmp}/copy.duckdb")
     with snapshot.snapshot_connection(dsn, None) as sc, open(csv, "wb") as f:
-        for chunk in snapshot.copy_bytes(sc, snapshot.copy_query(m.source, target.copy_expressions(m),
-                                                                 target.copy_options)):
+        for chunk in snapshot.copy_bytes(
+            sc, snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        ):
             f.write(chunk)
     print(f"copy: {rows} rows, CSV {os.path.getsize(csv) / 1e6:.0f} MB")
     for spool in (8 << 20, 16 << 20, 64 << 20):
@@ -71,11 +73,17 @@ def bench_copy(dsn: str, tmp: str, m: TableMapping, rows: int) -> None:
             n = target.load_copy(conn, m, file_chunks(csv))
         dt = time.perf_counter() - t0
         assert n == rows, (n, rows)
-        print(f"  load_copy, {spool >> 20:2} MB spool files, into PK table: {dt:6.2f} s  {rows / dt:10,.0f} rows/s")
-    for what, sql in [("read_csv, new table, no key", "CREATE TABLE plain AS SELECT * FROM read_csv('{f}')"),
-                      ("read_csv into PK table",
-                       "CREATE TABLE pk (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER, filler VARCHAR);"
-                       "INSERT INTO pk SELECT * FROM read_csv('{f}')")]:
+        print(
+            f"  load_copy, {spool >> 20:2} MB spool files, into PK table: {dt:6.2f} s  {rows / dt:10,.0f} rows/s"
+        )
+    for what, sql in [
+        ("read_csv, new table, no key", "CREATE TABLE plain AS SELECT * FROM read_csv('{f}')"),
+        (
+            "read_csv into PK table",
+            "CREATE TABLE pk (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER, filler VARCHAR);"
+            "INSERT INTO pk SELECT * FROM read_csv('{f}')",
+        ),
+    ]:
         db = duckdb.connect(f"{tmp}/plain_{len(what)}.duckdb")
         t0 = time.perf_counter()
         db.execute(sql.format(f=csv))
@@ -87,10 +95,12 @@ def bench_copy(dsn: str, tmp: str, m: TableMapping, rows: int) -> None:
     t0 = time.perf_counter()
     with snapshot.snapshot_connection(dsn, None) as sc, fresh.connect() as conn:
         fresh.ensure_table(conn, m)
-        q = snapshot.copy_query(m.source, fresh.copy_expressions(m), fresh.copy_options)
+        q = snapshot.copy_query(m.view, fresh.copy_expressions(m), fresh.copy_options)
         n = fresh.load_copy(conn, m, snapshot.copy_bytes(sc, q))
     dt = time.perf_counter() - t0
-    print(f"  end to end: PostgreSQL COPY → load_copy into a new PK table: {dt:6.2f} s  {n / dt:10,.0f} rows/s")
+    print(
+        f"  end to end: PostgreSQL COPY → load_copy into a new PK table: {dt:6.2f} s  {n / dt:10,.0f} rows/s"
+    )
     fresh.dispose()
 
 
@@ -99,21 +109,28 @@ def pgbench_changes(ms: dict[str, TableMapping], scale: int, tx: int, seed: int 
     rnd = random.Random(seed)
     filler84 = " " * 84
     out = []
-    for i in range(tx):
+    for _i in range(tx):
         aid, tid, bid = rnd.randint(1, 100000 * scale), rnd.randint(1, 10 * scale), rnd.randint(1, scale)
         delta = rnd.randint(-5000, 5000)
         mk = lambda t, new, kind=ChangeKind.UPDATE: (t, RowChange(kind, f"public.{t}", new=new))  # noqa: E731
-        out.append([
-            mk("pgbench_accounts", (str(aid), str((aid - 1) // 100000 + 1), str(delta), filler84)),
-            mk("pgbench_tellers", (str(tid), str((tid - 1) // 10 + 1), str(delta), None)),
-            mk("pgbench_branches", (str(bid), str(delta), None)),
-            mk("pgbench_history", (str(tid), str(bid), str(aid), str(delta), "2024-01-02 03:04:05.123456", None),
-               ChangeKind.INSERT),
-        ])
+        out.append(
+            [
+                mk("pgbench_accounts", (str(aid), str((aid - 1) // 100000 + 1), str(delta), filler84)),
+                mk("pgbench_tellers", (str(tid), str((tid - 1) // 10 + 1), str(delta), None)),
+                mk("pgbench_branches", (str(bid), str(delta), None)),
+                mk(
+                    "pgbench_history",
+                    (str(tid), str(bid), str(aid), str(delta), "2024-01-02 03:04:05.123456", None),
+                    ChangeKind.INSERT,
+                ),
+            ]
+        )
     return out
 
 
-def bench_apply(tmp: str, dsn: str, ms: dict[str, TableMapping], scale: int, tx: int, batches: list[int]) -> None:
+def bench_apply(
+    tmp: str, dsn: str, ms: dict[str, TableMapping], scale: int, tx: int, batches: list[int]
+) -> None:
     txs = pgbench_changes(ms, scale, tx)
     order = ["pgbench_accounts", "pgbench_tellers", "pgbench_branches", "pgbench_history"]
     for batch in batches:
@@ -123,7 +140,7 @@ def bench_apply(tmp: str, dsn: str, ms: dict[str, TableMapping], scale: int, tx:
         t_apply, t0 = 0.0, time.perf_counter()
         for start in range(0, tx, batch):
             per_table: dict[str, list] = {t: [] for t in order}
-            for changes in txs[start:start + batch]:
+            for changes in txs[start : start + batch]:
                 for t, ch in changes:
                     per_table[t].append(ch)
             with target.connect() as conn:
@@ -133,8 +150,10 @@ def bench_apply(tmp: str, dsn: str, ms: dict[str, TableMapping], scale: int, tx:
                 t_apply += time.perf_counter() - a0
         dt = time.perf_counter() - t0
         n = 4 * tx
-        print(f"apply: batch {batch:6} tx ({4 * batch:6} changes): {n / dt:10,.0f} changes/s with "
-              f"open+commit+close per batch, {n / t_apply:10,.0f} changes/s apply only")
+        print(
+            f"apply: batch {batch:6} tx ({4 * batch:6} changes): {n / dt:10,.0f} changes/s with "
+            f"open+commit+close per batch, {n / t_apply:10,.0f} changes/s apply only"
+        )
         target.dispose()
 
 

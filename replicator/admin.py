@@ -10,9 +10,11 @@ Contracts:
   running the copy happens here and now.  Other tables are not copied again, and nothing
   confirmed to the source is lost either way.
 """
+
 from __future__ import annotations
 
 import logging
+
 import sqlalchemy as sa
 
 from . import ownership, stream_tables
@@ -20,7 +22,8 @@ from .errors import ConfigError, ReplicatorError
 from .model import TableState
 from .options import Options, validate
 from .pipeline import Pipeline
-from .source import catalog, slot as slots, snapshot
+from .source import catalog, snapshot
+from .source import slot as slots
 from .start import Claim, Publications
 from .state import StateStore
 from .target import open_target
@@ -61,13 +64,20 @@ def _drop_source_side(name: str, pubs: Publications, src, ours: bool, force: boo
     info = slots.slot_info(src, name)
     if info and not ours and not force:
         who = slots.holder(src, info["active_pid"])
-        raise ReplicatorError(ownership.foreign_slot(
-            name, info, who, "Nothing was dropped; to drop it anyway (its stream then stops "
-            "with exit 3), add --force"))
+        raise ReplicatorError(
+            ownership.foreign_slot(
+                name,
+                info,
+                who,
+                "Nothing was dropped; to drop it anyway (its stream then stops with exit 3), add --force",
+            )
+        )
     if info and info["active"] and not force:
-        raise ReplicatorError(f"replication slot {name} is in use by "
-                              f"{slots.holder(src, info['active_pid'])} (a mirror is running): stop "
-                              f"it first, or add --force (the mirror then stops with exit 3)")
+        raise ReplicatorError(
+            f"replication slot {name} is in use by "
+            f"{slots.holder(src, info['active_pid'])} (a mirror is running): stop "
+            f"it first, or add --force (the mirror then stops with exit 3)"
+        )
     done = []
     if info and slots.drop_slot(src, name, terminate=force):
         done.append(f"dropped replication slot {name}")
@@ -108,8 +118,10 @@ def resync(opts: Options, patterns: list[str]) -> str:
     with snapshot.connect(opts.source, autocommit=True) as src:
         info = slots.slot_info(src, p.slot)
         if info and info["active"]:
-            return (f"{len(chosen)} table(s) set back to 'i': the running mirror re-copies them "
-                    f"within a few seconds ({', '.join(sorted(chosen))})")
+            return (
+                f"{len(chosen)} table(s) set back to 'i': the running mirror re-copies them "
+                f"within a few seconds ({', '.join(sorted(chosen))})"
+            )
         _applied, _progress, summary = p.start(src)
     p.target.dispose()
     return f"re-copied {len(chosen)} table(s), {summary.rows_copied} rows: {', '.join(sorted(chosen))}"
@@ -125,7 +137,9 @@ def _chosen(name: str, ms, patterns: list[str], mine: list[str]) -> set[str]:
             chosen |= {t[1] + "." + t[2] for t in catalog.select_tables(rows, [pat])}
         except ConfigError:
             full = pat if "." in pat else f"public.{pat}"
-            raise ConfigError(f"table {full!r} (from --tables) is not replicated by stream {name} "
-                              f"(its tables: {', '.join(mine) or 'none'}): nothing was re-synced; "
-                              f"check the name, or --name for another stream") from None
+            raise ConfigError(
+                f"table {full!r} (from --tables) is not replicated by stream {name} "
+                f"(its tables: {', '.join(mine) or 'none'}): nothing was re-synced; "
+                f"check the name, or --name for another stream"
+            ) from None
     return chosen

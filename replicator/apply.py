@@ -11,19 +11,29 @@ Contracts (DESIGN.md invariants 1–3):
 * ``commit()`` writes the data, the applied end LSN and the state changes in one target
   transaction; only then may the caller confirm that LSN to the source.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from . import schema_change
 from .failpoints import failpoint
-from .model import RelationInfo
-from .model import (Lsn, RowChange, TableMapping, TableProgress, TableState, Truncate, TxBegin,
-                    TxCommit)
+from .model import (
+    Lsn,
+    RelationInfo,
+    RowChange,
+    TableMapping,
+    TableProgress,
+    TableState,
+    Truncate,
+    TxBegin,
+    TxCommit,
+)
 from .state import StateStore
 from .telemetry import Telemetry
 
@@ -33,11 +43,19 @@ log = logging.getLogger(__name__)
 class Replayer:
     """Feeds neutral events into a Target; owns the open target transaction of the current batch."""
 
-    def __init__(self, target, store: StateStore, mappings: dict[str, TableMapping],
-                 progress: dict[str, TableProgress], applied: Lsn, batch_rows: int = 50_000,
-                 batch_seconds: float = 1.0, chunk_rows: int = 10_000,
-                 telemetry: Optional[Telemetry] = None,
-                 evolve: Optional[Callable[..., TableMapping]] = None):
+    def __init__(
+        self,
+        target,
+        store: StateStore,
+        mappings: dict[str, TableMapping],
+        progress: dict[str, TableProgress],
+        applied: Lsn,
+        batch_rows: int = 50_000,
+        batch_seconds: float = 1.0,
+        chunk_rows: int = 10_000,
+        telemetry: Optional[Telemetry] = None,
+        evolve: Optional[Callable[..., TableMapping]] = None,
+    ):
         """``evolve(target, conn, mapping, relation, diff) -> mapping`` follows a schema change
         inside the open batch (schema_change.Follower); by default any change stops the stream.
         ``mappings`` is this stream's one copy while it runs: a schema change replaces entries."""
@@ -141,10 +159,16 @@ class Replayer:
     def _reread_states(self, conn) -> None:
         for label, p in self.store.load_tables(conn).items():
             mine = self.progress.get(label)
-            if mine is not None and p.state in (TableState.INIT, TableState.DATASYNC) \
-                    and mine.state not in (TableState.INIT, TableState.DATASYNC):
-                log.info("%s was set back to '%s' (resync): its changes are skipped until it is "
-                         "copied again", label, p.state.value)
+            if (
+                mine is not None
+                and p.state in (TableState.INIT, TableState.DATASYNC)
+                and mine.state not in (TableState.INIT, TableState.DATASYNC)
+            ):
+                log.info(
+                    "%s was set back to '%s' (resync): its changes are skipped until it is copied again",
+                    label,
+                    p.state.value,
+                )
                 mine.state = p.state
                 self.pending.pop(label, None)
                 self.resync_pending = True
@@ -166,8 +190,10 @@ class Replayer:
         """A batch should be committed now (only ever true between source transactions)."""
         if self.in_tx or not self.batch_txs:
             return False
-        return (self.batch_changes + self.pending_rows >= self.batch_rows
-                or time.monotonic() - self.batch_start >= self.batch_seconds)
+        return (
+            self.batch_changes + self.pending_rows >= self.batch_rows
+            or time.monotonic() - self.batch_start >= self.batch_seconds
+        )
 
     def commit(self) -> Optional[Lsn]:
         """Commit the batch with its progress row; returns the new applied LSN (None: nothing)."""
@@ -185,9 +211,14 @@ class Replayer:
             self.progress[t].state = TableState.READY
         self.applied = self.last_end
         ct = self.last_commit_time.timestamp() if self.last_commit_time else None
-        self.telemetry.batch_committed(sum(self.batch_tables.values()), self.batch_txs,
-                                       time.monotonic() - self.batch_start, int(self.applied), ct,
-                                       dict(self.batch_tables))
+        self.telemetry.batch_committed(
+            sum(self.batch_tables.values()),
+            self.batch_txs,
+            time.monotonic() - self.batch_start,
+            int(self.applied),
+            ct,
+            dict(self.batch_tables),
+        )
         for t in ready:
             self.telemetry.table(t).state = "r"
         self.batch_tables.clear()
@@ -216,8 +247,9 @@ class Replayer:
         return position > self.applied and bool(self._ready(position))
 
     def _ready(self, position: Lsn) -> list[str]:
-        return [t for t, p in self.progress.items()
-                if p.state is TableState.SYNCDONE and p.sync_lsn <= position]
+        return [
+            t for t, p in self.progress.items() if p.state is TableState.SYNCDONE and p.sync_lsn <= position
+        ]
 
     def close(self, commit: bool = False) -> None:
         """End the open target transaction: commit, or roll back (commit=False)."""

@@ -8,6 +8,7 @@ Contracts:
   crash mid-table therefore leaves ``d`` and the table is copied again from a fresh snapshot.
 * Bytes move straight from COPY to the target's loader in bounded chunks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import psycopg
 
@@ -51,6 +53,7 @@ class CopyAborted(Exception):
 def _watch(fig, abort: threading.Event) -> Callable[[object], None]:
     """The copy's watcher: keeps the table's progress figures current, and ends the copy at an
     abort (another worker failed, or a stop was requested)."""
+
     def seen(item) -> None:
         failpoint("copy.chunk", fig.source)
         if abort.is_set():
@@ -60,6 +63,7 @@ def _watch(fig, abort: threading.Event) -> Callable[[object], None]:
             fig.rows_copied += item.count(b"\n")
         else:
             fig.rows_copied += len(item)  # type: ignore[arg-type]
+
     return seen
 
 
@@ -74,8 +78,16 @@ def _named(e: BaseException, m: TableMapping, where: str, target) -> BaseExcepti
     return (SourceError if isinstance(e, psycopg.Error) else TargetError)(msg)
 
 
-def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, stats: CopyStats,
-              telemetry: Telemetry, abort: threading.Event) -> None:
+def _copy_one(
+    sc,
+    target,
+    store: StateStore,
+    m: TableMapping,
+    sync_lsn: Lsn,
+    stats: CopyStats,
+    telemetry: Telemetry,
+    abort: threading.Event,
+) -> None:
     t0 = time.monotonic()
     fig = telemetry.table(m.label)
     fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
@@ -94,8 +106,15 @@ def _copy_one(sc, target, store: StateStore, m: TableMapping, sync_lsn: Lsn, sta
             out.close()  # cancels the source COPY: the worker's connection is free at once
             raise _named(e, m, f"copying {target.display(m)} from", target) from e
         failpoint("copy.loaded", m.label)
-        store.set_table(conn, m.label, target.display(m), TableState.SYNCDONE, sync_lsn, n,
-                        layout=schema_change.layout_of(m))
+        store.set_table(
+            conn,
+            m.label,
+            target.display(m),
+            TableState.SYNCDONE,
+            sync_lsn,
+            n,
+            layout=schema_change.layout_of(m),
+        )
     stats.rows[m.label] = n
     stats.seconds[m.label] = time.monotonic() - t0
     fig.state, fig.rows_copied = "s", n
@@ -107,7 +126,7 @@ class _Workers:
     source connections a supervisor cancels when a worker fails or a stop is requested."""
 
     def __init__(self, mappings: Sequence[TableMapping]):
-        self.work: "queue.Queue[TableMapping]" = queue.Queue()
+        self.work: queue.Queue[TableMapping] = queue.Queue()
         for m in mappings:
             self.work.put(m)
         self.abort = threading.Event()
@@ -140,10 +159,17 @@ class _Workers:
                 self.stop_all()
 
 
-def copy_tables(dsn: str, target, store: StateStore, mappings: Sequence[TableMapping],
-                snapshot_name: Optional[str], sync_lsn: Lsn, jobs: int = 2,
-                imported: Optional[Callable[[], None]] = None,
-                telemetry: Optional[Telemetry] = None) -> CopyStats:
+def copy_tables(
+    dsn: str,
+    target,
+    store: StateStore,
+    mappings: Sequence[TableMapping],
+    snapshot_name: Optional[str],
+    sync_lsn: Lsn,
+    jobs: int = 2,
+    imported: Optional[Callable[[], None]] = None,
+    telemetry: Optional[Telemetry] = None,
+) -> CopyStats:
     """Copy ``mappings`` at ``snapshot_name`` with ``jobs`` workers; ``imported`` fires once every
     worker holds the snapshot (the exporting connection may be used again after that).
 
@@ -166,8 +192,9 @@ def copy_tables(dsn: str, target, store: StateStore, mappings: Sequence[TableMap
             barrier.wait()
             with shared.lock:
                 shared.active[threading.get_ident()] = sc
-            _drain(shared, lambda m: _copy_one(sc, target, store, m, sync_lsn, stats, telemetry,
-                                               shared.abort))
+            _drain(
+                shared, lambda m: _copy_one(sc, target, store, m, sync_lsn, stats, telemetry, shared.abort)
+            )
         finally:
             with shared.lock:
                 shared.active.pop(threading.get_ident(), None)
@@ -193,6 +220,6 @@ def _drain(shared: _Workers, copy: Callable[[TableMapping], None]) -> None:
             return
         try:
             copy(m)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001  (any failure aborts the other workers, then is raised)
             shared.failed(e)
             return

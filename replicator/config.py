@@ -6,6 +6,7 @@ created.  The YAML is composed node by node with the safe loader, so: duplicate 
 names are taken as written (a table called ``on`` or ``no`` stays a name, never a boolean), and
 ``${VAR}`` / ``${VAR:-default}`` are expanded from the environment in every scalar.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -21,8 +22,17 @@ from .sqltext import expression_problem
 
 TOP_KEYS = {"source", "target", "name", "defaults", "tables"}
 DEFAULT_KEYS = {"on_missing_row"}
-ENTRY_KEYS = {"source", "include", "exclude", "target", "columns", "where", "key", "insert_only",
-              "on_missing_row"}
+ENTRY_KEYS = {
+    "source",
+    "include",
+    "exclude",
+    "target",
+    "columns",
+    "where",
+    "key",
+    "insert_only",
+    "on_missing_row",
+}
 COLUMN_KEYS = {"exclude", "rename", "types", "policy"}
 ON_MISSING = ("error", "skip")
 POLICIES = ("error", "null", "clamp", "text")
@@ -99,8 +109,10 @@ class _Reader:
                 return os.environ[m[1]]
             if m[2] is not None:
                 return m[2]
-            raise self.fail(node, f"environment variable {m[1]} is not set (use ${{{m[1]}:-default}} "
-                                  f"for a default)")
+            raise self.fail(
+                node, f"environment variable {m[1]} is not set (use ${{{m[1]}:-default}} for a default)"
+            )
+
         return _ENV.sub(sub, value)
 
     def flag(self, node: yaml.Node, what: str) -> bool:
@@ -117,7 +129,9 @@ class _Reader:
             raise self.fail(node, f"{what} must be one of {', '.join(allowed)}, not {v!r}")
         return v
 
-    def mapping(self, node: yaml.Node, what: str, allowed: set[str]) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    def mapping(
+        self, node: yaml.Node, what: str, allowed: set[str]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """A mapping node as {key: (key_node, value_node)}; unknown or repeated keys are errors."""
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, f"{what} must be a mapping (key: value lines), not a {_kind(node)}")
@@ -125,13 +139,18 @@ class _Reader:
         for k, v in node.value:
             key = self.text(k, f"a key of {what}")
             if key in out:
-                raise self.fail(k, f"duplicate key {key!r} in {what} (first at line "
-                                   f"{out[key][0].start_mark.line + 1})")
+                raise self.fail(
+                    k, f"duplicate key {key!r} in {what} (first at line {out[key][0].start_mark.line + 1})"
+                )
             if allowed and key not in allowed:
                 hint = difflib.get_close_matches(key, sorted(allowed), 1)
-                raise self.fail(k, f"unknown key {key!r} in {what}"
-                                   + (f"; did you mean {hint[0]!r}?" if hint else
-                                      f"; allowed: {', '.join(sorted(allowed))}"))
+                raise self.fail(
+                    k,
+                    f"unknown key {key!r} in {what}"
+                    + (
+                        f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(sorted(allowed))}"
+                    ),
+                )
             out[key] = (k, v)
         return out
 
@@ -145,12 +164,15 @@ class _Reader:
 
     def pairs(self, node: yaml.Node, what: str) -> list[tuple[str, str, yaml.Node]]:
         """A mapping of name → value, with the key node of each pair."""
-        return [(k, self.text(v, f"{what}.{k}"), kn) for k, (kn, v) in self.mapping(node, what, set()).items()]
+        return [
+            (k, self.text(v, f"{what}.{k}"), kn) for k, (kn, v) in self.mapping(node, what, set()).items()
+        ]
 
 
 def _kind(node: yaml.Node) -> str:
-    return {yaml.ScalarNode: "single value", yaml.SequenceNode: "list",
-            yaml.MappingNode: "mapping"}.get(type(node), "value")
+    return {yaml.ScalarNode: "single value", yaml.SequenceNode: "list", yaml.MappingNode: "mapping"}.get(
+        type(node), "value"
+    )
 
 
 def load(path: str) -> MappingConfig:
@@ -178,7 +200,9 @@ def parse(text: str, path: str = "<mapping>") -> MappingConfig:
     if "defaults" in top:
         d = r.mapping(top["defaults"][1], "defaults", DEFAULT_KEYS)
         if "on_missing_row" in d:
-            defaults["on_missing_row"] = r.choice(d["on_missing_row"][1], "defaults.on_missing_row", ON_MISSING)
+            defaults["on_missing_row"] = r.choice(
+                d["on_missing_row"][1], "defaults.on_missing_row", ON_MISSING
+            )
     if "tables" not in top:
         raise r.fail(root, "the mapping has no 'tables:' list; add entries like '- include: \"public.*\"'")
     tables_node = top["tables"][1]
@@ -186,8 +210,9 @@ def parse(text: str, path: str = "<mapping>") -> MappingConfig:
         raise r.fail(tables_node, "'tables' must be a non-empty list of entries")
     entries = tuple(_entry(r, n, defaults) for n in tables_node.value)
     get = lambda k: r.text(top[k][1], k) if k in top else None  # noqa: E731
-    return MappingConfig(path=path, source=get("source"), target=get("target"), name=get("name"),
-                         tables=entries)
+    return MappingConfig(
+        path=path, source=get("source"), target=get("target"), name=get("name"), tables=entries
+    )
 
 
 def _entry(r: _Reader, node: yaml.Node, defaults: dict) -> Entry:
@@ -195,8 +220,9 @@ def _entry(r: _Reader, node: yaml.Node, defaults: dict) -> Entry:
     at: dict = {}
     kw: dict[str, Any] = {"on_missing_row": defaults["on_missing_row"]}
     if ("source" in f) == ("include" in f):
-        raise r.fail(node, "each tables entry needs exactly one of 'source: schema.table' or "
-                           "'include: \"glob\"'")
+        raise r.fail(
+            node, "each tables entry needs exactly one of 'source: schema.table' or 'include: \"glob\"'"
+        )
     for k, (kn, v) in f.items():
         at[(k,)] = r.pos(kn)
         if k in ("source", "include", "target", "where"):
@@ -204,8 +230,11 @@ def _entry(r: _Reader, node: yaml.Node, defaults: dict) -> Entry:
             problem = expression_problem(kw[k]) if k == "where" else None
             if problem:
                 table = next(r.text(f[x][1], x) for x in ("source", "include") if x in f)
-                raise r.fail(v, f"{table}: where {kw[k]!r} is not one SQL expression: {problem}; "
-                                f"write a condition on the table's columns, e.g. status <> 'draft'")
+                raise r.fail(
+                    v,
+                    f"{table}: where {kw[k]!r} is not one SQL expression: {problem}; "
+                    f"write a condition on the table's columns, e.g. status <> 'draft'",
+                )
         elif k == "exclude":
             if "include" not in f:
                 raise r.fail(kn, "'exclude' goes with 'include' (to exclude columns use columns.exclude)")
@@ -242,7 +271,8 @@ def _columns(r: _Reader, node, at: dict) -> dict:
             for name, value, kn in items:
                 at[("columns", k, name)] = r.pos(kn)
                 if k == "policy" and value not in POLICIES:
-                    raise r.fail(kn, f"columns.policy.{name} must be one of {', '.join(POLICIES)}, "
-                                     f"not {value!r}")
+                    raise r.fail(
+                        kn, f"columns.policy.{name} must be one of {', '.join(POLICIES)}, not {value!r}"
+                    )
             out[target] = tuple((n, v) for n, v, _ in items)
     return out

@@ -6,9 +6,10 @@ continue after the source's last value instead of colliding with copied keys (se
 replicated by logical decoding, TRAPS.md).  Each target does it its own way
 (Target.set_next_value): a sequence default on PostgreSQL and DuckDB, AUTO_INCREMENT on MySQL.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 

@@ -14,6 +14,7 @@
 With ``--source`` the pgbench tables are created there when missing (existing ones are reused,
 never dropped) and stay afterwards; the slot and publications are always removed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .dsn import redact
 from .errors import ReplicatorError
@@ -48,15 +50,18 @@ def _remove_duckdb(path: Path) -> None:
 
 def _source_has_pgbench(dsn: str) -> bool:
     from .source import snapshot
+
     with snapshot.connect(dsn) as c:
         return c.execute("SELECT to_regclass('public.pgbench_accounts') IS NOT NULL").fetchone()[0]
 
 
 def _full_identity(dsn: str) -> None:
     from .source import snapshot
+
     with snapshot.connect(dsn, autocommit=True) as c:
-        ident = c.execute("SELECT relreplident FROM pg_class WHERE oid = 'public.pgbench_history'::regclass"
-                          ).fetchone()[0]
+        ident = c.execute(
+            "SELECT relreplident FROM pg_class WHERE oid = 'public.pgbench_history'::regclass"
+        ).fetchone()[0]
         if ident != "f":
             c.execute("ALTER TABLE public.pgbench_history REPLICA IDENTITY FULL")
 
@@ -64,10 +69,13 @@ def _full_identity(dsn: str) -> None:
 def _wait_slot_idle(dsn: str, name: str, timeout: float = 30.0) -> None:
     """Until the stopped mirror's walsender has let go of the slot (it exits a moment later)."""
     from .source import snapshot
+
     deadline = time.monotonic() + timeout
     with snapshot.connect(dsn, autocommit=True) as c:
         while time.monotonic() < deadline:
-            row = c.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone()
+            row = c.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (name,)
+            ).fetchone()
             if row is None or not row[0]:
                 return
             time.sleep(0.1)
@@ -76,23 +84,30 @@ def _wait_slot_idle(dsn: str, name: str, timeout: float = 30.0) -> None:
 def _drop_stream_objects(dsn: str, target: str, name: str) -> None:
     """Best effort after a failed or interrupted demo: never leave a slot retaining WAL (and mark
     the stream finished on the target, so the next demo starts afresh)."""
-    from .source import slot as slots, snapshot
+    from .source import slot as slots
+    from .source import snapshot
     from .state import StateStore
     from .target import open_target
+
     try:
         with snapshot.connect(dsn, autocommit=True) as c:
             for _ in range(20):
-                row = c.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                                (name,)).fetchone()
+                row = c.execute(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (name,)
+                ).fetchone()
                 if row is None or row[0] is None:
                     break
                 time.sleep(0.25)
             slots.drop_slot(c, name)
             slots.drop_publication(c, name)
             slots.drop_publication(c, f"{name[:55]}_inserts")
-    except Exception as e:
-        log.warning("could not drop replication slot/publication %s on the source: %s; drop them by "
-                    "hand (pg_drop_replication_slot, DROP PUBLICATION)", name, redact(e))
+    except Exception as e:  # noqa: BLE001  (the demo reports and goes on)
+        log.warning(
+            "could not drop replication slot/publication %s on the source: %s; drop them by "
+            "hand (pg_drop_replication_slot, DROP PUBLICATION)",
+            name,
+            redact(e),
+        )
         return
     try:
         t = open_target(target)
@@ -103,7 +118,7 @@ def _drop_stream_objects(dsn: str, target: str, name: str) -> None:
                     store.clear_slot(conn)
         finally:
             t.dispose()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (the demo reports and goes on)
         log.warning("could not mark stream %s finished on the target: %s", name, redact(e))
 
 
@@ -113,6 +128,7 @@ def row_counts(pipeline) -> list[tuple[str, str, int, int]]:
     from psycopg import sql
 
     from .source import snapshot
+
     out = []
     with snapshot.connect(pipeline.opts.source) as src, pipeline.target.connect() as conn:
         for m in pipeline.mappings:
@@ -130,9 +146,16 @@ def _interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(source: Optional[str] = None, target: Optional[str] = None, *, seconds: float = 5.0,
-        scale: int = 1, name: str = "replicator_demo", progress: bool = True,
-        out: Callable[[str], None] = print) -> int:
+def run(
+    source: Optional[str] = None,
+    target: Optional[str] = None,
+    *,
+    seconds: float = 5.0,
+    scale: int = 1,
+    name: str = "replicator_demo",
+    progress: bool = True,
+    out: Callable[[str], None] = print,
+) -> int:
     """Run the demo; returns the exit code (0: every table's row count matches)."""
     from . import devserver
 
@@ -147,8 +170,10 @@ def run(source: Optional[str] = None, target: Optional[str] = None, *, seconds: 
         if source is None:
             server = devserver.DevServer(name="demo")
             source = server.create_database("demo")
-            out(f"started a throwaway PostgreSQL {server.version} on {server.host}:{server.port} "
-                f"(data in {server.basedir}, removed at the end)")
+            out(
+                f"started a throwaway PostgreSQL {server.version} on {server.host}:{server.port} "
+                f"(data in {server.basedir}, removed at the end)"
+            )
         else:
             out(f"using the source {redact(source)}")
         bindir = server.bindir if server else None
@@ -168,8 +193,16 @@ def run(source: Optional[str] = None, target: Optional[str] = None, *, seconds: 
             out("removed the throwaway PostgreSQL")
 
 
-def _replicate(source: str, target: str, name: str, seconds: float, progress: bool, bindir,
-               out: Callable[[str], None], t0: float) -> int:
+def _replicate(
+    source: str,
+    target: str,
+    name: str,
+    seconds: float,
+    progress: bool,
+    bindir,
+    out: Callable[[str], None],
+    t0: float,
+) -> int:
     from . import devserver
     from .check import preflight
     from .pipeline import Options, Pipeline
@@ -188,17 +221,23 @@ def _replicate(source: str, target: str, name: str, seconds: float, progress: bo
     finished = False
     try:
         # -- mirror while pgbench writes
-        out(f"$ replicator mirror --target {redact(target)}   (while pgbench runs {seconds:g}s of "
-            f"tpcb-like transactions)")
+        out(
+            f"$ replicator mirror --target {redact(target)}   (while pgbench runs {seconds:g}s of "
+            f"tpcb-like transactions)"
+        )
         p = Pipeline(opts)
-        bench = devserver.pgbench(source, ["-n", "-c", "2", "-j", "2", "-T", str(max(1, round(seconds))),
-                                           "-R", "200", "-b", "tpcb-like"], bindir=bindir, background=True)
+        bench = devserver.pgbench(
+            source,
+            ["-n", "-c", "2", "-j", "2", "-T", str(max(1, round(seconds))), "-R", "200", "-b", "tpcb-like"],
+            bindir=bindir,
+            background=True,
+        )
         failure: list[BaseException] = []
 
         def mirror() -> None:
             try:
                 p.mirror()
-            except BaseException as e:  # re-raised in the main thread
+            except BaseException as e:  # noqa: BLE001  re-raised in the main thread
                 failure.append(e)
 
         worker = threading.Thread(target=mirror, name="demo-mirror", daemon=True)
@@ -221,22 +260,28 @@ def _replicate(source: str, target: str, name: str, seconds: float, progress: bo
         if bench.returncode != 0:
             raise DemoError(f"pgbench failed (exit {bench.returncode}):\n{bench_out[-2000:]}")
         tps = [ln for ln in bench_out.splitlines() if ln.startswith("tps")]
-        out(f"mirror stopped: {p.telemetry.changes_applied:,} changes applied in "
-            f"{p.telemetry.batches} batches" + (f"; pgbench {tps[0]}" if tps else ""))
+        out(
+            f"mirror stopped: {p.telemetry.changes_applied:,} changes applied in "
+            f"{p.telemetry.batches} batches" + (f"; pgbench {tps[0]}" if tps else "")
+        )
 
         out(f"$ replicator status --target {redact(target)} --name {name}")
         out(render(collect(source, target, name)))
 
         # -- finish like migrate: exact catch-up, count check, clean-up
-        out(f"$ replicator migrate --target {redact(target)} --name {name}   (catch up, compare "
-            f"counts, drop slot and publication)")
+        out(
+            f"$ replicator migrate --target {redact(target)} --name {name}   (catch up, compare "
+            f"counts, drop slot and publication)"
+        )
         _wait_slot_idle(source, name)
         p = Pipeline(opts)
         with watching(p, progress=progress):
             s = p.migrate()
         finished = True
-        out(f"caught up to {s.applied_lsn}: {s.changes_applied:,} more changes applied; slot and "
-            f"publication dropped")
+        out(
+            f"caught up to {s.applied_lsn}: {s.changes_applied:,} more changes applied; slot and "
+            f"publication dropped"
+        )
 
         counts = row_counts(p)
         p.target.dispose()
@@ -251,9 +296,13 @@ def _replicate(source: str, target: str, name: str, seconds: float, progress: bo
         ok = s_n == t_n
         bad += not ok
         out(f"  {src_t:{width}} {s_n:>10,} → {t_n:>10,} {tgt_t}  {'ok' if ok else 'DIFFERENT'}")
-    out(("every table matches" if not bad else f"{bad} table(s) differ") +
-        f"; {time.monotonic() - t0:.1f}s in all")
+    out(
+        ("every table matches" if not bad else f"{bad} table(s) differ")
+        + f"; {time.monotonic() - t0:.1f}s in all"
+    )
     if target.startswith("duckdb:///"):
-        out(f"look at it: duckdb {os.path.relpath(target[len('duckdb:///'):])} "
-            f"\"SELECT count(*) FROM pgbench_accounts\"")
+        out(
+            f"look at it: duckdb {os.path.relpath(target[len('duckdb:///') :])} "
+            f'"SELECT count(*) FROM pgbench_accounts"'
+        )
     return 0 if not bad else 1

@@ -14,6 +14,7 @@ its ``PostgresServer`` on :class:`DevServer` (the package never imports ``tests/
 * a small watchdog process stops the server and deletes its directory should this process die
   without cleaning up (SIGKILL, a closed terminal).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 from urllib.parse import quote
 
 from .errors import ReplicatorError
@@ -45,8 +47,9 @@ SETTINGS: dict[str, Any] = {
     "full_page_writes": "off",
     "shared_buffers": "128MB",
 }
-_PORT_IN_USE = re.compile(r"address already in use|could not bind|could not create any tcp/ip sockets",
-                          re.IGNORECASE)
+_PORT_IN_USE = re.compile(
+    r"address already in use|could not bind|could not create any tcp/ip sockets", re.IGNORECASE
+)
 
 
 class DevServerError(ReplicatorError):
@@ -55,8 +58,11 @@ class DevServerError(ReplicatorError):
 
 def find_pg_bindir() -> Path:
     """Directory holding initdb, pg_ctl, postgres (and pgbench)."""
+
     def ok(d) -> bool:
-        return bool(d) and all(os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres"))
+        return bool(d) and all(
+            os.access(os.path.join(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres")
+        )
 
     env = os.environ.get("REPLICATOR_PG_BINDIR")
     if env:
@@ -66,7 +72,9 @@ def find_pg_bindir() -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            d = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=30).stdout.strip()
+            d = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             d = ""
         if ok(d):
@@ -75,16 +83,19 @@ def find_pg_bindir() -> Path:
     def version(p: str) -> tuple:
         return tuple(int(x) if x.isdigit() else 0 for x in Path(p).parent.name.split("."))
 
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"), key=version,
-                    reverse=True):
+    for d in sorted(
+        glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"), key=version, reverse=True
+    ):
         if ok(d):
             return Path(d)
     initdb = shutil.which("initdb")
     if initdb and ok(os.path.dirname(initdb)):
         return Path(os.path.dirname(initdb))
-    raise DevServerError("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install the "
-                         "'postgresql' package (Debian/Ubuntu), set REPLICATOR_PG_BINDIR, or give "
-                         "--source to use an existing server")
+    raise DevServerError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install the "
+        "'postgresql' package (Debian/Ubuntu), set REPLICATOR_PG_BINDIR, or give "
+        "--source to use an existing server"
+    )
 
 
 _handed_out: set[int] = set()
@@ -121,7 +132,9 @@ def _as_user(user: Optional[str], argv: Sequence[Any]) -> list[str]:
     argv = [str(a) for a in argv]
     if user is None:
         return argv
-    runuser = shutil.which("runuser") or ("/usr/sbin/runuser" if os.path.exists("/usr/sbin/runuser") else None)
+    runuser = shutil.which("runuser") or (
+        "/usr/sbin/runuser" if os.path.exists("/usr/sbin/runuser") else None
+    )
     if runuser:
         return [runuser, "-u", user, "--", *argv]
     return ["su", "-s", "/bin/sh", user, "-c", shlex.join(argv)]
@@ -134,8 +147,16 @@ def _server_env() -> dict[str, str]:
 
 def _run(argv: Sequence[Any], what: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout, env=_server_env(), **kw)
+        return subprocess.run(
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            env=_server_env(),
+            **kw,
+        )
     except subprocess.TimeoutExpired:
         raise DevServerError(f"{what} timed out after {timeout:.0f}s") from None
     except FileNotFoundError as e:
@@ -179,20 +200,33 @@ if spec["rmtree"]:
 _PORT_ATTEMPTS = 5
 
 
-def start_watchdog(pidfile: Path, rmtree: Optional[Path], stop: Sequence[Any] = ()) -> Optional[subprocess.Popen]:
+def start_watchdog(
+    pidfile: Path, rmtree: Optional[Path], stop: Sequence[Any] = ()
+) -> Optional[subprocess.Popen]:
     """A detached process that, once this process is gone, runs ``stop``, SIGKILLs the pid in
     ``pidfile`` and deletes ``rmtree`` (None: nothing).  None when it cannot be started."""
-    spec = {"owner": os.getpid(), "pidfile": str(pidfile), "rmtree": str(rmtree) if rmtree else None,
-            "stop": [str(a) for a in stop] or ["true"]}
+    spec = {
+        "owner": os.getpid(),
+        "pidfile": str(pidfile),
+        "rmtree": str(rmtree) if rmtree else None,
+        "stop": [str(a) for a in stop] or ["true"],
+    }
     try:
-        return subprocess.Popen([sys.executable, "-c", _WATCHDOG, json.dumps(spec)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+        return subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, json.dumps(spec)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+        )
     except OSError:
         return None
 
 
-def make_basedir(name: str, parent: Optional[os.PathLike | str] = None, os_user: Optional[str] = None) -> Path:
+def make_basedir(
+    name: str, parent: Optional[os.PathLike | str] = None, os_user: Optional[str] = None
+) -> Path:
     """A new temp directory ``replicator-<name>-*`` (under ``parent``, else the temp dir), owned by
     ``os_user`` when given (as root: the server's user, who must be able to reach it)."""
     parent = Path(parent or tempfile.gettempdir()).resolve()
@@ -201,12 +235,15 @@ def make_basedir(name: str, parent: Optional[os.PathLike | str] = None, os_user:
     base = Path(tempfile.mkdtemp(prefix=f"replicator-{name}-", dir=parent)).resolve()
     if os_user:
         import pwd
+
         try:
             pw = pwd.getpwnam(os_user)
         except KeyError:
             shutil.rmtree(base, ignore_errors=True)
-            raise DevServerError(f"running as root, but the OS user {os_user!r} that must run the "
-                                 f"server does not exist: install the server's package") from None
+            raise DevServerError(
+                f"running as root, but the OS user {os_user!r} that must run the "
+                f"server does not exist: install the server's package"
+            ) from None
         os.chown(base, pw.pw_uid, pw.pw_gid)
     os.chmod(base, 0o755)
     return base
@@ -224,9 +261,17 @@ class DevServer:
 
     superuser = "postgres"
 
-    def __init__(self, settings: Optional[Mapping[str, Any]] = None, name: str = "demo",
-                 start_timeout: float = 60.0, *, port: Optional[int] = None,
-                 parent: Optional[os.PathLike | str] = None, start: bool = True, keep: bool = False):
+    def __init__(
+        self,
+        settings: Optional[Mapping[str, Any]] = None,
+        name: str = "demo",
+        start_timeout: float = 60.0,
+        *,
+        port: Optional[int] = None,
+        parent: Optional[os.PathLike | str] = None,
+        start: bool = True,
+        keep: bool = False,
+    ):
         self.name = name
         self.settings = {**SETTINGS, **(settings or {})}
         self.start_timeout = start_timeout
@@ -252,8 +297,18 @@ class DevServer:
 
     # -------------------------------------------------------------- setup
     def _initdb(self) -> None:
-        base = [self.bindir / "initdb", "-D", self.datadir, "-U", self.superuser, "-A", "trust",
-                "-E", "UTF8", "--no-sync"]
+        base = [
+            self.bindir / "initdb",
+            "-D",
+            self.datadir,
+            "-U",
+            self.superuser,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
         for locale in (["--locale=C.UTF-8"], ["--no-locale"]):
             cp = _run(_as_user(self.os_user, base + locale), "initdb", cwd=self.basedir)
             if cp.returncode == 0:
@@ -266,8 +321,12 @@ class DevServer:
         self._write_conf()
 
     def _write_conf(self) -> None:
-        conf = {**self.settings, "port": self.port, "listen_addresses": "127.0.0.1",
-                "unix_socket_directories": str(self.datadir)}
+        conf = {
+            **self.settings,
+            "port": self.port,
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.datadir),
+        }
         path = self.datadir / "replicator_demo.conf"
         path.write_text("".join(f"{k} = {_quote(v)}\n" for k, v in conf.items()))
         if self.os_user:
@@ -275,13 +334,18 @@ class DevServer:
             os.chown(path, st.st_uid, st.st_gid)
 
     def _pg_ctl(self, *args: Any, timeout: float = 120) -> subprocess.CompletedProcess:
-        return _run(_as_user(self.os_user, [self.bindir / "pg_ctl", "-D", self.datadir, *args]), "pg_ctl",
-                    timeout=timeout, cwd=self.basedir)
+        return _run(
+            _as_user(self.os_user, [self.bindir / "pg_ctl", "-D", self.datadir, *args]),
+            "pg_ctl",
+            timeout=timeout,
+            cwd=self.basedir,
+        )
 
     def _start_watchdog(self) -> None:
         stop = [self.bindir / "pg_ctl", "-D", self.datadir, "-m", "immediate", "-w", "-t", "30", "stop"]
-        self._watchdog = start_watchdog(self.datadir / "postmaster.pid", None if self.keep else self.basedir,
-                                        _as_user(self.os_user, stop))
+        self._watchdog = start_watchdog(
+            self.datadir / "postmaster.pid", None if self.keep else self.basedir, _as_user(self.os_user, stop)
+        )
 
     # -------------------------------------------------------------- lifecycle
     def is_running(self) -> bool:
@@ -297,8 +361,9 @@ class DevServer:
         for _attempt in range(_PORT_ATTEMPTS):
             offset = self.logfile.stat().st_size if self.logfile.exists() else 0
             remaining = max(5, int(deadline - time.monotonic()))
-            cp = self._pg_ctl("-l", self.logfile, "-w", "-t", str(remaining), "-s", "start",
-                              timeout=remaining + 30)
+            cp = self._pg_ctl(
+                "-l", self.logfile, "-w", "-t", str(remaining), "-s", "start", timeout=remaining + 30
+            )
             if cp.returncode == 0:
                 self._port_fixed = True
                 return
@@ -315,8 +380,10 @@ class DevServer:
             else:
                 self.port = free_port()  # lost a port race: try another one
                 self._write_conf()
-        raise DevServerError(f"PostgreSQL ({self.datadir}) failed to start on port {self.port}:\n"
-                             f"{cp.stdout.strip()}\n{_tail(self.logfile)}")
+        raise DevServerError(
+            f"PostgreSQL ({self.datadir}) failed to start on port {self.port}:\n"
+            f"{cp.stdout.strip()}\n{_tail(self.logfile)}"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``mode`` is 'smart', 'fast' or 'immediate' (crash-like)."""
@@ -331,8 +398,9 @@ class DevServer:
             if self.is_running():
                 self._kill_postmaster()
         if self.is_running():
-            raise DevServerError(f"could not stop PostgreSQL ({self.datadir}):\n{cp.stdout}\n"
-                                 f"{_tail(self.logfile)}")
+            raise DevServerError(
+                f"could not stop PostgreSQL ({self.datadir}):\n{cp.stdout}\n{_tail(self.logfile)}"
+            )
 
     def restart(self, mode: str = "fast") -> None:
         """Stop (``mode`` as for :meth:`stop`) and start again on the same port."""
@@ -374,7 +442,7 @@ class DevServer:
             if not self.keep:
                 shutil.rmtree(self.basedir, ignore_errors=True)
 
-    def __enter__(self) -> "DevServer":
+    def __enter__(self) -> DevServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -394,17 +462,24 @@ class DevServer:
         """Create database ``name``; returns its libpq URL."""
         import psycopg
         from psycopg import sql
+
         with psycopg.connect(self.dsn_for("postgres"), autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
-                sql.Identifier(name)))
+            c.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+            )
         return self.dsn_for(name)
 
 
 # ------------------------------------------------------------------ pgbench
 
 
-def pgbench(dsn: str, args: Iterable[str], bindir: Optional[Path] = None, timeout: float = 600,
-            background: bool = False):
+def pgbench(
+    dsn: str,
+    args: Iterable[str],
+    bindir: Optional[Path] = None,
+    timeout: float = 600,
+    background: bool = False,
+):
     """Run ``pgbench ARGS DSN`` (the binary next to the server's, else on $PATH)."""
     exe = None
     try:
@@ -414,14 +489,23 @@ def pgbench(dsn: str, args: Iterable[str], bindir: Optional[Path] = None, timeou
         pass
     exe = exe or shutil.which("pgbench")
     if exe is None:
-        raise DevServerError("pgbench not found: install the postgresql-contrib (or postgresql-client) "
-                             "package, or set REPLICATOR_PG_BINDIR")
+        raise DevServerError(
+            "pgbench not found: install the postgresql-contrib (or postgresql-client) "
+            "package, or set REPLICATOR_PG_BINDIR"
+        )
     argv = [exe, *args, dsn]
     if background:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True, timeout=timeout)
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    cp = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
     if cp.returncode != 0:
         raise DevServerError(f"pgbench {' '.join(args)} failed (exit {cp.returncode}):\n{cp.stdout[-3000:]}")
     return cp

@@ -14,6 +14,7 @@ Contracts:
   ``--connect-timeout`` sets ``REPLICATOR_CONNECT_TIMEOUT``).  A ``connect_timeout`` written in the
   DSN or target URL itself wins.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,12 @@ SOURCE_SESSION_OPTIONS = (
     " -c bytea_output=hex"
 )
 
-TCP_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
-                  "keepalives_count": "3"}
+TCP_KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 
 CONNECT_TIMEOUT_ENV = "REPLICATOR_CONNECT_TIMEOUT"
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -86,8 +91,10 @@ def connect_timeout() -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{CONNECT_TIMEOUT_ENV}={raw!r}: give a positive number of seconds "
-                          f"(the --connect-timeout option sets it)")
+        raise ConfigError(
+            f"{CONNECT_TIMEOUT_ENV}={raw!r}: give a positive number of seconds "
+            f"(the --connect-timeout option sets it)"
+        )
     return value
 
 
@@ -103,13 +110,17 @@ _PARSE_REASONS = (
     ("invalid connection option", "it names a parameter libpq does not know"),
     ("invalid URI query parameter", "its URL query names a parameter libpq does not know"),
 )
-_PARSE_HINT = ("in a URL, percent-encode the password's special characters (% as %25, @ as %40, "
-               "/ as %2F, : as %3A), or write a keyword DSN (host, user, dbname and the password "
-               "as key=value pairs), or keep the password in PGPASSWORD or ~/.pgpass")
+_PARSE_HINT = (
+    "in a URL, percent-encode the password's special characters (% as %25, @ as %40, "
+    "/ as %2F, : as %3A), or write a keyword DSN (host, user, dbname and the password "
+    "as key=value pairs), or keep the password in PGPASSWORD or ~/.pgpass"
+)
 
 
-MISPLACED = ("holds an unencoded special character, so part of it would be read as host, port or "
-             "database: percent-encode it (@ as %40, / as %2F, % as %25, : as %3A)")
+MISPLACED = (
+    "holds an unencoded special character, so part of it would be read as host, port or "
+    "database: percent-encode it (@ as %40, / as %2F, % as %25, : as %3A)"
+)
 
 
 def password_misplaced(url: str, parsed: str | None) -> bool:
@@ -124,11 +135,15 @@ def parse_source(dsn: str) -> dict:
     m = _SCHEME.match(dsn or "")
     scheme = m[1].lower() if m else None
     if scheme and scheme.startswith(("postgresql+", "postgres+")):
-        raise ConfigError(f"the source is a {scheme}:// URL: write postgresql://user@host/db (a libpq "
-                          f"URL, no +driver) or a keyword DSN (host=… dbname=…)")
+        raise ConfigError(
+            f"the source is a {scheme}:// URL: write postgresql://user@host/db (a libpq "
+            f"URL, no +driver) or a keyword DSN (host=… dbname=…)"
+        )
     if scheme and scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"the source is a {scheme}:// URL: the source must be PostgreSQL, given as a "
-                          f"postgresql://user@host/db URL or a keyword DSN (host=… dbname=…)")
+        raise ConfigError(
+            f"the source is a {scheme}:// URL: the source must be PostgreSQL, given as a "
+            f"postgresql://user@host/db URL or a keyword DSN (host=… dbname=…)"
+        )
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error as e:
@@ -160,6 +175,7 @@ def endpoint(dsn: str | None) -> str | None:
     try:
         if _SCHEME.match(dsn) and not dsn.lower().startswith(("postgresql://", "postgres://")):
             import sqlalchemy as sa
+
             u = sa.make_url(dsn)
             return f"{u.host or 'localhost'}" + (f":{u.port}" if u.port else "")
         p = conninfo_to_dict(dsn)
@@ -172,5 +188,5 @@ def password_of(dsn: str) -> str | None:
     """The password embedded in a DSN, so tests and log filters can look for it."""
     try:
         return conninfo_to_dict(dsn).get("password")
-    except Exception:
+    except Exception:  # noqa: BLE001  (an unparsable DSN has no password to find)
         return None

@@ -3,6 +3,7 @@
 Every message names what failed (table, column, key, LSN, setting) and what to do.  Messages never
 contain passwords: build them from :func:`replicator.dsn.redact` output, never from raw DSNs.
 """
+
 from __future__ import annotations
 
 

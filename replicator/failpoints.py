@@ -5,6 +5,7 @@ passes ``apply.committed``, the process SIGKILLs itself.  Actions: ``kill`` (SIG
 like a power cut), ``error`` (raise RuntimeError), ``sleep:N`` (N seconds).  A point may be
 qualified by a table (``copy.loaded:public.t``), matched when the code passes that table.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,5 +48,6 @@ def _fire(key: str, action: str) -> None:
         raise RuntimeError(f"failpoint {key}")
     elif action.startswith("sleep:"):  # a stalled step; a stop request ends it (stopping.py)
         from . import stopping
+
         logging.getLogger(__name__).warning("failpoint %s: sleeping %s", key, action[6:])
         stopping.sleep(float(action.split(":", 1)[1]))

@@ -7,10 +7,11 @@ stream run with ``until=C, exact=True`` applies exactly those transactions (it s
 first one whose commit lies at or after C), so source and target counts compare exactly even
 while the source keeps being written.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import psycopg
 import sqlalchemy as sa
@@ -20,15 +21,17 @@ from . import retry
 from .dsn import redact
 from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .model import Lsn, TableMapping
-from .source import slot as slots, snapshot
+from .source import slot as slots
+from .source import snapshot
 
 
 def take(dsn: str, slot: str, mappings: Sequence[TableMapping], timeout: float) -> tuple[Lsn, dict[str, int]]:
     """(consistent point C, {table: source row count at C}) from a temporary slot's snapshot."""
     repl = slots.replication_connection(dsn)
     try:
-        lsn, snap = slots.create_slot(repl, f"{slot[:40]}_fence_{os.getpid()}", temporary=True,
-                                      timeout=timeout, dsn=dsn)
+        lsn, snap = slots.create_slot(
+            repl, f"{slot[:40]}_fence_{os.getpid()}", temporary=True, timeout=timeout, dsn=dsn
+        )
         sc = snapshot.snapshot_connection(dsn, snap)
     finally:
         repl.close()  # the snapshot is imported: the temporary slot may go
@@ -57,8 +60,9 @@ def mismatches(target, mappings: Sequence[TableMapping], counts: dict[str, int])
             try:
                 n = conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
             except sa.exc.DBAPIError as e:
-                raise _named(e, target, f"counting the rows of target table {target.display(m)} "
-                                f"(from {m.label})") from e
+                raise _named(
+                    e, target, f"counting the rows of target table {target.display(m)} (from {m.label})"
+                ) from e
             if n != counts[m.label]:
                 out.append(f"{m.label}: source {counts[m.label]}, target {n}")
     return out

@@ -6,21 +6,23 @@ position may move past it to the server's WAL end (so an idle slot does not hold
 after that position has been written to the target's state row: persist first, then confirm, so
 a slot's ``confirmed_flush_lsn`` never passes the target's applied LSN.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
-from .model import Lsn, TxBegin
 from .apply import Replayer
+from .model import Lsn, TxBegin
 from .source import slot as slots
 from .source.changes import ChangeDecoder
 from .source.frames import Keepalive
 from .source.stream import ReplicationStream
 
-IDLE_POKE_SECONDS = 1.0     # idle: ask the server for a keepalive this often (its WAL end)
+IDLE_POKE_SECONDS = 1.0  # idle: ask the server for a keepalive this often (its WAL end)
 IDLE_PERSIST_SECONDS = 5.0  # idle: write the WAL end to the target at most this often
-RESYNC_POLL_SECONDS = 5.0   # idle: look for tables set back by 'replicator resync' this often
+RESYNC_POLL_SECONDS = 5.0  # idle: look for tables set back by 'replicator resync' this often
 
 UNTIL, STOP, RESYNC = "until", "stop", "resync"
 
@@ -28,10 +30,16 @@ UNTIL, STOP, RESYNC = "until", "stop", "resync"
 class Follow:
     """One run of the loop over an open stream; :meth:`run` says why it ended."""
 
-    def __init__(self, stream: ReplicationStream, decoder: ChangeDecoder, rep: Replayer,
-                 stop: Callable[[], bool], on_frame: Callable[[object], None],
-                 status_interval: float = 10.0,
-                 resync_requested: Optional[Callable[[], bool]] = None):
+    def __init__(
+        self,
+        stream: ReplicationStream,
+        decoder: ChangeDecoder,
+        rep: Replayer,
+        stop: Callable[[], bool],
+        on_frame: Callable[[object], None],
+        status_interval: float = 10.0,
+        resync_requested: Optional[Callable[[], bool]] = None,
+    ):
         self.stream, self.decoder, self.rep = stream, decoder, rep
         self.stop, self.on_frame = stop, on_frame
         self.status_interval = status_interval

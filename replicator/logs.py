@@ -8,6 +8,7 @@ Both pass the message (and every string field, and tracebacks) through :func:`re
 The handler writes to whatever ``sys.stderr`` is at the time of the record, so a live progress
 display that redirects stderr (rich.live) prints log lines above itself instead of through itself.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -53,7 +54,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -74,8 +77,13 @@ def final_line(kind: str, message: object, **fields: Any) -> str:
     text = redact(message)
     if _format != "json":
         return f"{kind}: {text}"
-    doc: dict[str, Any] = {"ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-                           "level": "ERROR", "logger": "replicator", "message": text, "kind": kind}
+    doc: dict[str, Any] = {
+        "ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "level": "ERROR",
+        "logger": "replicator",
+        "message": text,
+        "kind": kind,
+    }
     doc.update({k: _clean(v) for k, v in fields.items()})
     return json.dumps(doc, ensure_ascii=False, default=str)
 

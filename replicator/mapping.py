@@ -7,6 +7,7 @@ them makes the *source application's* UPDATE/DELETE fail once the table is publi
 a column list must contain the replica identity columns (all columns under FULL), and a row filter
 may only use replica identity columns.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,8 @@ def matches(entry: Entry, t: TableSchema) -> bool:
     if entry.source is not None:
         return _qualify(entry.source) == t.qualified
     return fnmatchcase(t.qualified, _qualify(entry.include)) and not any(
-        fnmatchcase(t.qualified, _qualify(x)) for x in entry.exclude)
+        fnmatchcase(t.qualified, _qualify(x)) for x in entry.exclude
+    )
 
 
 def resolve(cfg: MappingConfig, schemas: list[TableSchema]) -> list[TableMapping]:
@@ -38,9 +40,11 @@ def resolve(cfg: MappingConfig, schemas: list[TableSchema]) -> list[TableMapping
         if not any(matches(e, t) for t in schemas):
             what = e.source or e.include
             hint = difflib.get_close_matches(_qualify(what), names, 1)
-            raise ConfigError(f"{e.where_is('source' if e.source else 'include')}: {what!r} matches no "
-                              f"table on the source" + (f"; did you mean {hint[0]!r}?" if hint else
-                                                         "; run 'replicator init' to list the tables"))
+            raise ConfigError(
+                f"{e.where_is('source' if e.source else 'include')}: {what!r} matches no "
+                f"table on the source"
+                + (f"; did you mean {hint[0]!r}?" if hint else "; run 'replicator init' to list the tables")
+            )
     out = []
     for t in schemas:
         entry = next((e for e in cfg.tables if matches(e, t)), None)
@@ -56,9 +60,11 @@ def _check_targets(ms: list[TableMapping], entries: dict) -> None:
         k = ((m.target_schema or "").lower(), m.target_name.lower())
         if k in seen:
             other = seen[k]
-            raise ConfigError(f"{entries[m.label].pos}: {m.label} and {other.label} (entry at "
-                              f"{entries[other.label].pos}) both map to target table "
-                              f"{m.target_name!r}: give one of them another 'target:'")
+            raise ConfigError(
+                f"{entries[m.label].pos}: {m.label} and {other.label} (entry at "
+                f"{entries[other.label].pos}) both map to target table "
+                f"{m.target_name!r}: give one of them another 'target:'"
+            )
         seen[k] = m
 
 
@@ -67,12 +73,15 @@ def _column_check(e: Entry, t: TableSchema, path: tuple, names, excluded=()) -> 
     for n in names:
         if n not in have:
             hint = difflib.get_close_matches(n, have, 1)
-            raise ConfigError(f"{e.where_is(*path, n)}: column {n!r} does not exist in {t.qualified}"
-                              + (f"; did you mean {hint[0]!r}?" if hint else
-                                 f"; its columns: {', '.join(have)}"))
+            raise ConfigError(
+                f"{e.where_is(*path, n)}: column {n!r} does not exist in {t.qualified}"
+                + (f"; did you mean {hint[0]!r}?" if hint else f"; its columns: {', '.join(have)}")
+            )
         if n in excluded:
-            raise ConfigError(f"{e.where_is(*path, n)}: column {n!r} of {t.qualified} is excluded "
-                              f"(columns.exclude), so it cannot also be used here")
+            raise ConfigError(
+                f"{e.where_is(*path, n)}: column {n!r} of {t.qualified} is excluded "
+                f"(columns.exclude), so it cannot also be used here"
+            )
 
 
 def build(e: Entry, t: TableSchema) -> TableMapping:
@@ -80,8 +89,12 @@ def build(e: Entry, t: TableSchema) -> TableMapping:
     excluded = set(e.columns_exclude)
     _column_check(e, t, ("columns", "exclude"), e.columns_exclude)
     rename, types, policy = dict(e.rename), dict(e.types), dict(e.policy)
-    for path, names in ((("columns", "rename"), rename), (("columns", "types"), types),
-                        (("columns", "policy"), policy), (("key",), e.key)):
+    for path, names in (
+        (("columns", "rename"), rename),
+        (("columns", "types"), types),
+        (("columns", "policy"), policy),
+        (("key",), e.key),
+    ):
         _column_check(e, t, path, names, excluded)
     key = e.key or t.key
     _identity_check(e, t, key, excluded)
@@ -89,46 +102,65 @@ def build(e: Entry, t: TableSchema) -> TableMapping:
     final = [rename.get(c.name, c.name) for c in kept]
     dup = next((n for n in final if final.count(n) > 1), None)
     if dup:
-        raise ConfigError(f"{e.where_is('columns', 'rename')}: two columns of {t.qualified} would "
-                          f"both be called {dup!r} on the target: rename one of them differently")
+        raise ConfigError(
+            f"{e.where_is('columns', 'rename')}: two columns of {t.qualified} would "
+            f"both be called {dup!r} on the target: rename one of them differently"
+        )
     pk = t.primary_key if not excluded & set(t.primary_key) else ()
     origin = dataclasses.replace(t, columns=kept, key=key, primary_key=pk, insert_only=e.insert_only)
-    view_cols = tuple(dataclasses.replace(c, name=rename.get(c.name, c.name),
-                                          target_type=types.get(c.name, ""),
-                                          policy=policy.get(c.name, "error")) for c in kept)
-    view = dataclasses.replace(origin, columns=view_cols, key=tuple(rename.get(k, k) for k in key),
-                               primary_key=tuple(rename.get(k, k) for k in pk))
+    view_cols = tuple(
+        dataclasses.replace(
+            c,
+            name=rename.get(c.name, c.name),
+            target_type=types.get(c.name, ""),
+            policy=policy.get(c.name, "error"),
+        )
+        for c in kept
+    )
+    view = dataclasses.replace(
+        origin,
+        columns=view_cols,
+        key=tuple(rename.get(k, k) for k in key),
+        primary_key=tuple(rename.get(k, k) for k in pk),
+    )
     schema, _, name = (e.target or t.name).rpartition(".")
     column_list = origin.column_names if excluded else None
-    return TableMapping(view, name, schema or None, e.on_missing_row, origin=origin, where=e.where,
-                        column_list=column_list)
+    return TableMapping(
+        view, name, schema or None, e.on_missing_row, origin=origin, where=e.where, column_list=column_list
+    )
 
 
 def _identity_check(e: Entry, t: TableSchema, key: tuple, excluded: set) -> None:
     if e.insert_only:
         return
     if e.key and t.identity is not Identity.FULL and not set(e.key) <= set(t.key):
-        raise ConfigError(f"{e.where_is('key')}: the declared key of {t.qualified} must be part of its "
-                          f"replica identity ({', '.join(t.key) or 'none'}), else PostgreSQL does not "
-                          f"send it for DELETE: run ALTER TABLE {_quoted(t)} REPLICA IDENTITY FULL, "
-                          f"or set insert_only: true")
+        raise ConfigError(
+            f"{e.where_is('key')}: the declared key of {t.qualified} must be part of its "
+            f"replica identity ({', '.join(t.key) or 'none'}), else PostgreSQL does not "
+            f"send it for DELETE: run ALTER TABLE {_quoted(t)} REPLICA IDENTITY FULL, "
+            f"or set insert_only: true"
+        )
     problem = None if e.key else identity_problem(t)
     if problem:
         raise ConfigError(f"{e.pos}: {problem}")
     ident = set(t.column_names) if t.identity is Identity.FULL else set(t.key)
     if excluded & ident:
         cols = ", ".join(sorted(excluded & ident))
-        raise ConfigError(f"{e.where_is('columns', 'exclude')}: {t.qualified} cannot exclude {cols}: "
-                          f"PostgreSQL requires a published column list to contain the replica "
-                          f"identity ({'all columns under REPLICA IDENTITY FULL' if t.identity is Identity.FULL else 'the key'}); "
-                          f"keep them, give the table a primary key, or set insert_only: true")
+        raise ConfigError(
+            f"{e.where_is('columns', 'exclude')}: {t.qualified} cannot exclude {cols}: "
+            f"PostgreSQL requires a published column list to contain the replica "
+            f"identity ({'all columns under REPLICA IDENTITY FULL' if t.identity is Identity.FULL else 'the key'}); "
+            f"keep them, give the table a primary key, or set insert_only: true"
+        )
     if e.where and t.identity is not Identity.FULL:
         used = [c for c in t.column_names if c not in ident and _mentions(e.where, c)]
         if used:
-            raise ConfigError(f"{e.where_is('where')}: the row filter of {t.qualified} uses "
-                              f"{', '.join(used)}, outside its replica identity: PostgreSQL would "
-                              f"then refuse UPDATE/DELETE on the source. Run ALTER TABLE {_quoted(t)} "
-                              f"REPLICA IDENTITY FULL, filter on key columns, or set insert_only: true")
+            raise ConfigError(
+                f"{e.where_is('where')}: the row filter of {t.qualified} uses "
+                f"{', '.join(used)}, outside its replica identity: PostgreSQL would "
+                f"then refuse UPDATE/DELETE on the source. Run ALTER TABLE {_quoted(t)} "
+                f"REPLICA IDENTITY FULL, filter on key columns, or set insert_only: true"
+            )
 
 
 def _mentions(expr: str, column: str) -> bool:

@@ -42,13 +42,15 @@ replicator_errors_total{kind}               counter  retried errors by exception
 process_*                                   -        the exporter process (memory, CPU, fds)
 ==========================================  =======  =============================================
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 from .dsn import redact
 from .errors import ConfigError
@@ -59,8 +61,8 @@ log = logging.getLogger(__name__)
 
 STATES = ("i", "d", "s", "r")
 WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
-SLOT_INTERVAL = 10.0         # seconds between slot queries once the slot exists
-SLOT_FIRST_INTERVAL = 1.0    # ... and until it exists (it is created a moment after start)
+SLOT_INTERVAL = 10.0  # seconds between slot queries once the slot exists
+SLOT_FIRST_INTERVAL = 1.0  # ... and until it exists (it is created a moment after start)
 
 _SLOT_QUERY = """
 SELECT s.slot_name IS NOT NULL, s.active, s.wal_status, s.safe_wal_size,
@@ -88,8 +90,13 @@ class SlotFigures:
 class SlotWatcher:
     """Reads the slot's figures from the source every ``interval`` seconds in a daemon thread."""
 
-    def __init__(self, dsn: str, slot: str, interval: float = SLOT_INTERVAL,
-                 first_interval: float = SLOT_FIRST_INTERVAL):
+    def __init__(
+        self,
+        dsn: str,
+        slot: str,
+        interval: float = SLOT_INTERVAL,
+        first_interval: float = SLOT_FIRST_INTERVAL,
+    ):
         self.dsn, self.slot = dsn, slot
         self.interval, self.first_interval = interval, first_interval
         self.figures: Optional[SlotFigures] = None
@@ -99,7 +106,7 @@ class SlotWatcher:
         self._thread: Optional[threading.Thread] = None
         self._failing = False
 
-    def start(self) -> "SlotWatcher":
+    def start(self) -> SlotWatcher:
         self._thread = threading.Thread(target=self._run, name="slot-watcher", daemon=True)
         self._thread.start()
         return self
@@ -121,26 +128,35 @@ class SlotWatcher:
         try:
             if self._conn is None:
                 from .source import snapshot
-                self._conn = snapshot.connect(self.dsn, autocommit=True, connect_timeout=10,
-                                              application_name="replicator_metrics")
+
+                self._conn = snapshot.connect(
+                    self.dsn, autocommit=True, connect_timeout=10, application_name="replicator_metrics"
+                )
                 self._conn.execute("SET statement_timeout = '5s'")
             row = self._conn.execute(_SLOT_QUERY, (self.slot,)).fetchone()
-        except Exception as e:  # never into the pipeline: count, log once per failing streak
+        except Exception as e:  # noqa: BLE001  never into the pipeline: count, log once per failing streak
             self.errors += 1
             (log.debug if self._failing else log.warning)(
-                "cannot read slot %s from the source (retrying every %.0fs): %s", self.slot,
-                self.interval, redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+                "cannot read slot %s from the source (retrying every %.0fs): %s",
+                self.slot,
+                self.interval,
+                redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__),
+            )
             self._failing = True
             self._close()
             return self.figures
         self._failing = False
         exists, active, wal_status, safe, confirmed, current, retained = row
         self.figures = SlotFigures(
-            checked_at=time.time(), exists=bool(exists), active=active, wal_status=wal_status,
+            checked_at=time.time(),
+            exists=bool(exists),
+            active=active,
+            wal_status=wal_status,
             safe_wal_size=int(safe) if safe is not None else None,
             confirmed_flush_lsn=int(Lsn.parse(confirmed)) if confirmed else 0,
             current_lsn=int(Lsn.parse(current)) if current else 0,
-            retained_bytes=int(retained) if retained is not None else None)
+            retained_bytes=int(retained) if retained is not None else None,
+        )
         return self.figures
 
     def _close(self) -> None:
@@ -148,12 +164,13 @@ class SlotWatcher:
         if c is not None:
             try:
                 c.close()
-            except Exception:
+            except Exception:  # noqa: BLE001  (a scrape never fails the run)
                 pass
 
 
-def lag_figures(tel: Telemetry, slot: Optional[SlotFigures] = None,
-                now: Optional[float] = None) -> tuple[Optional[int], Optional[float]]:
+def lag_figures(
+    tel: Telemetry, slot: Optional[SlotFigures] = None, now: Optional[float] = None
+) -> tuple[Optional[int], Optional[float]]:
     """(lag bytes, lag seconds), None where unknown.
 
     Bytes: from the newest known source WAL end (the walsender's, or the slot query's) to the
@@ -183,27 +200,39 @@ class TelemetryCollector:
 
     def collect(self) -> Iterator:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         tel = self.tel
         tables = list(tel.tables.values())  # copy workers may add tables meanwhile
 
         def gauge(name, doc, value=None, labels=None):
             return GaugeMetricFamily(name, doc, value=value, labels=labels)
 
-        info = gauge("replicator_stream_info", "The stream (slot, publication and state rows) name.",
-                     labels=["stream"])
+        info = gauge(
+            "replicator_stream_info", "The stream (slot, publication and state rows) name.", labels=["stream"]
+        )
         info.add_metric([tel.name], 1)
         yield info
         yield gauge("replicator_start_time_seconds", "Start of this run, epoch seconds.", tel.started)
 
-        state = gauge("replicator_table_state", "1 for the table's current state (i, d, s, r), else 0.",
-                      labels=["table", "target", "state"])
+        state = gauge(
+            "replicator_table_state",
+            "1 for the table's current state (i, d, s, r), else 0.",
+            labels=["table", "target", "state"],
+        )
         rows = gauge("replicator_table_rows_copied", "Rows copied by the snapshot copy.", labels=["table"])
-        nbytes = gauge("replicator_table_bytes_copied", "Bytes copied by the snapshot copy (COPY text).",
-                       labels=["table"])
-        est = gauge("replicator_table_rows_estimate", "The source's row estimate when the copy began.",
-                    labels=["table"])
-        changes = CounterMetricFamily("replicator_table_changes_applied", "Row changes applied per table.",
-                                      labels=["table"])
+        nbytes = gauge(
+            "replicator_table_bytes_copied",
+            "Bytes copied by the snapshot copy (COPY text).",
+            labels=["table"],
+        )
+        est = gauge(
+            "replicator_table_rows_estimate",
+            "The source's row estimate when the copy began.",
+            labels=["table"],
+        )
+        changes = CounterMetricFamily(
+            "replicator_table_changes_applied", "Row changes applied per table.", labels=["table"]
+        )
         for t in tables:
             for s in STATES:
                 state.add_metric([t.source, t.target, s], 1 if t.state == s else 0)
@@ -213,33 +242,53 @@ class TelemetryCollector:
             changes.add_metric([t.source], t.changes_applied)
         yield from (state, rows, nbytes, est, changes)
 
-        yield CounterMetricFamily("replicator_changes_applied", "Row changes applied (all tables).",
-                                  value=tel.changes_applied)
-        yield CounterMetricFamily("replicator_transactions_applied", "Source transactions applied.",
-                                  value=tel.transactions_applied)
-        yield CounterMetricFamily("replicator_batches", "Target transactions (batches) committed.",
-                                  value=tel.batches)
-        yield gauge("replicator_last_batch_changes", "Row changes in the last committed batch.",
-                    tel.last_batch_changes)
-        yield gauge("replicator_last_batch_seconds", "Seconds the last batch took to collect and apply.",
-                    tel.last_batch_seconds)
-        yield gauge("replicator_applied_lsn", "Last applied source LSN, as a WAL byte position.",
-                    tel.applied_lsn)
-        yield gauge("replicator_server_wal_end_lsn", "Source WAL end last reported by the walsender.",
-                    tel.server_wal_end)
+        yield CounterMetricFamily(
+            "replicator_changes_applied", "Row changes applied (all tables).", value=tel.changes_applied
+        )
+        yield CounterMetricFamily(
+            "replicator_transactions_applied", "Source transactions applied.", value=tel.transactions_applied
+        )
+        yield CounterMetricFamily(
+            "replicator_batches", "Target transactions (batches) committed.", value=tel.batches
+        )
+        yield gauge(
+            "replicator_last_batch_changes",
+            "Row changes in the last committed batch.",
+            tel.last_batch_changes,
+        )
+        yield gauge(
+            "replicator_last_batch_seconds",
+            "Seconds the last batch took to collect and apply.",
+            tel.last_batch_seconds,
+        )
+        yield gauge(
+            "replicator_applied_lsn", "Last applied source LSN, as a WAL byte position.", tel.applied_lsn
+        )
+        yield gauge(
+            "replicator_server_wal_end_lsn",
+            "Source WAL end last reported by the walsender.",
+            tel.server_wal_end,
+        )
 
         figs = self.slot.figures if self.slot is not None else None
         lag_b, lag_s = lag_figures(tel, figs)
         if lag_b is not None:
-            yield gauge("replicator_lag_bytes", "WAL bytes from the source's end to the applied position.",
-                        lag_b)
+            yield gauge(
+                "replicator_lag_bytes", "WAL bytes from the source's end to the applied position.", lag_b
+            )
         if lag_s is not None:
-            yield gauge("replicator_lag_seconds", "Seconds since the commit of the last applied source "
-                        "transaction while behind; 0 when caught up.", lag_s)
+            yield gauge(
+                "replicator_lag_seconds",
+                "Seconds since the commit of the last applied source "
+                "transaction while behind; 0 when caught up.",
+                lag_s,
+            )
         if tel.last_commit_time is not None:
-            yield gauge("replicator_last_commit_timestamp_seconds",
-                        "Source commit time of the last applied transaction, epoch seconds.",
-                        tel.last_commit_time)
+            yield gauge(
+                "replicator_last_commit_timestamp_seconds",
+                "Source commit time of the last applied transaction, epoch seconds.",
+                tel.last_commit_time,
+            )
 
         errors = CounterMetricFamily("replicator_errors", "Errors retried, by kind.", labels=["kind"])
         for kind, n in sorted(dict(tel.errors).items()):
@@ -250,46 +299,57 @@ class TelemetryCollector:
 
         if figs is None:
             return
-        yield gauge("replicator_slot_checked_timestamp_seconds", "When the slot figures were read.",
-                    figs.checked_at)
+        yield gauge(
+            "replicator_slot_checked_timestamp_seconds", "When the slot figures were read.", figs.checked_at
+        )
         yield gauge("replicator_slot_exists", "1 when the replication slot exists.", int(figs.exists))
         if not figs.exists:
             return
         yield gauge("replicator_slot_active", "1 when a walsender uses the slot.", int(bool(figs.active)))
         if figs.retained_bytes is not None:
-            yield gauge("replicator_slot_retained_wal_bytes",
-                        "WAL the slot keeps on the source: pg_current_wal_lsn() - restart_lsn.",
-                        figs.retained_bytes)
+            yield gauge(
+                "replicator_slot_retained_wal_bytes",
+                "WAL the slot keeps on the source: pg_current_wal_lsn() - restart_lsn.",
+                figs.retained_bytes,
+            )
         if figs.safe_wal_size is not None:
-            yield gauge("replicator_slot_safe_wal_size_bytes",
-                        "WAL that may still be written before the slot is invalidated.", figs.safe_wal_size)
+            yield gauge(
+                "replicator_slot_safe_wal_size_bytes",
+                "WAL that may still be written before the slot is invalidated.",
+                figs.safe_wal_size,
+            )
         ws = gauge("replicator_slot_wal_status", "1 for the slot's wal_status, else 0.", labels=["status"])
         for s in WAL_STATUSES:
             ws.add_metric([s], 1 if figs.wal_status == s else 0)
         yield ws
-        yield gauge("replicator_slot_confirmed_flush_lsn", "The slot's confirmed_flush_lsn.",
-                    figs.confirmed_flush_lsn)
+        yield gauge(
+            "replicator_slot_confirmed_flush_lsn", "The slot's confirmed_flush_lsn.", figs.confirmed_flush_lsn
+        )
 
 
 class MetricsExporter:
     """Serves the collector on ``http://host:port/metrics`` from a background thread."""
 
-    def __init__(self, tel: Telemetry, port: int, host: str = "127.0.0.1",
-                 slot: Optional[SlotWatcher] = None):
+    def __init__(
+        self, tel: Telemetry, port: int, host: str = "127.0.0.1", slot: Optional[SlotWatcher] = None
+    ):
         self.tel, self.port, self.host, self.slot = tel, port, host, slot
         self.registry = None
         self._server = None
 
-    def start(self) -> "MetricsExporter":
+    def start(self) -> MetricsExporter:
         from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(TelemetryCollector(self.tel, self.slot))
         ProcessCollector(registry=self.registry)
         try:
             self._server, _thread = start_http_server(self.port, self.host, self.registry)
         except OSError as e:
-            raise ConfigError(f"--metrics-port {self.port}: cannot listen on {self.host}:{self.port}: "
-                              f"{e.strerror or e}; choose another port") from None
+            raise ConfigError(
+                f"--metrics-port {self.port}: cannot listen on {self.host}:{self.port}: "
+                f"{e.strerror or e}; choose another port"
+            ) from None
         self.port = self._server.server_port
         log.info("serving metrics on http://%s:%d/metrics", self.host, self.port)
         return self

@@ -7,12 +7,14 @@ tuple).  Keeping the text form until the target means the copy path (COPY ... TO
 and the change path (pgoutput text tuples) start from identical bytes; each target converts them
 through one type map (``target/typemap.py``).
 """
+
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Optional, Protocol, Union
+from typing import Optional, Protocol, Union
 
 
 class Lsn(int):
@@ -21,7 +23,7 @@ class Lsn(int):
     __slots__ = ()
 
     @classmethod
-    def parse(cls, text: "str | int | None") -> "Lsn":
+    def parse(cls, text: str | int | None) -> Lsn:
         if text is None:
             return cls(0)
         if isinstance(text, int):

@@ -3,6 +3,7 @@
 Contract: :func:`validate` is the first thing every command does with its options (before a
 target is opened); it raises ConfigError naming the option.  Nothing here does I/O.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,8 +54,10 @@ class Summary:
 def validate(opts: Options) -> None:
     """``--name`` names the slot and publications; ``--jobs`` at least one worker."""
     if not NAME_RE.match(opts.name or ""):
-        raise ConfigError(f"--name {opts.name!r}: use lowercase letters, digits and _ "
-                          f"(at most 63, not starting with a digit): it names the slot")
+        raise ConfigError(
+            f"--name {opts.name!r}: use lowercase letters, digits and _ "
+            f"(at most 63, not starting with a digit): it names the slot"
+        )
     if opts.jobs < 1:
         raise ConfigError(f"--jobs {opts.jobs}: must be at least 1")
 

@@ -11,6 +11,7 @@ commands; each phase lives in its own module:
   positions the target committed (invariants 2, 4);
 * ``migrate`` and ``mirror`` here, with their clean-up after a failure (cleanup.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,6 +21,7 @@ from typing import Optional
 import psycopg
 
 from . import cleanup, fence, retry, schema_change, stopping
+from .apply import Replayer
 from .dsn import redact
 from .errors import CheckError, ReplicatorError, TargetError
 from .follow import RESYNC, STOP, Follow
@@ -27,7 +29,6 @@ from .model import Lsn, TableMapping, TableProgress, TableState
 from .options import Options, Summary, validate  # callers import Options and Summary from here
 from .ownership import COPIED
 from .planner import Planner
-from .apply import Replayer
 from .source import slot as slots
 from .source import snapshot
 from .source.changes import ChangeDecoder
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 
 def _claimed(attr: str) -> property:
     """A pipeline attribute kept in its :class:`~replicator.start.Claim` (cleanup.py, admin.py)."""
-    return property(lambda self: getattr(self.claim, attr),
-                    lambda self, value: setattr(self.claim, attr, value))
+    return property(
+        lambda self: getattr(self.claim, attr), lambda self, value: setattr(self.claim, attr, value)
+    )
 
 
 class Pipeline:
@@ -67,8 +69,7 @@ class Pipeline:
         self.claim = Claim()
         self.planner = Planner(opts, self.target, self.store)
         self.publications = Publications(opts.name, self.target, self.store, self.claim)
-        self.starter = Starter(opts, self.target, self.store, self.claim, self.publications,
-                               self.telemetry)
+        self.starter = Starter(opts, self.target, self.store, self.claim, self.publications, self.telemetry)
         self.publication_inserts = self.publications.inserts
         self.client_name = self.starter.client_name
         self._stop = False
@@ -101,23 +102,43 @@ class Pipeline:
         return started.applied, started.progress, started.summary
 
     # ------------------------------------------------------------ stream
-    def stream(self, applied: Lsn, progress: dict[str, TableProgress],
-               until: Optional[Lsn] = None, exact: bool = False) -> Replayer:
+    def stream(
+        self,
+        applied: Lsn,
+        progress: dict[str, TableProgress],
+        until: Optional[Lsn] = None,
+        exact: bool = False,
+    ) -> Replayer:
         """Apply changes until ``until`` is reached (None: until stop is requested); ``exact``
         stops before the first transaction that commits at or after ``until``."""
-        rep = Replayer(self.target, self.store, {m.label: m for m in self.mappings}, progress,
-                       applied, self.opts.batch_rows, self.opts.batch_seconds,
-                       telemetry=self.telemetry,
-                       evolve=schema_change.Follower(self.opts.source, self.store))
+        rep = Replayer(
+            self.target,
+            self.store,
+            {m.label: m for m in self.mappings},
+            progress,
+            applied,
+            self.opts.batch_rows,
+            self.opts.batch_seconds,
+            telemetry=self.telemetry,
+            evolve=schema_change.Follower(self.opts.source, self.store),
+        )
         self.telemetry.applied_lsn = int(applied)
         for label, p in progress.items():
             self.telemetry.table(label).state = p.state.value
         decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
-        stream = ReplicationStream(self.opts.source, self.slot, self.publication_names(),
-                                   app_name=self.client_name)
+        stream = ReplicationStream(
+            self.opts.source, self.slot, self.publication_names(), app_name=self.client_name
+        )
         stream.start()
-        follow = Follow(stream, decoder, rep, lambda: self.stop_requested, self._seen,
-                        self.opts.status_interval, self.resync_requested)
+        follow = Follow(
+            stream,
+            decoder,
+            rep,
+            lambda: self.stop_requested,
+            self._seen,
+            self.opts.status_interval,
+            self.resync_requested,
+        )
         try:
             outcome = follow.run(until, exact)
         except BaseException:
@@ -141,8 +162,11 @@ class Pipeline:
         """A table of this stream was set back to i/d (``replicator resync``) while streaming."""
         with self.target.connect() as c:
             states = self.store.load_tables(c)
-        todo = [m.label for m in self.mappings if m.label not in states
-                or states[m.label].state in (TableState.INIT, TableState.DATASYNC)]
+        todo = [
+            m.label
+            for m in self.mappings
+            if m.label not in states or states[m.label].state in (TableState.INIT, TableState.DATASYNC)
+        ]
         if todo:
             log.info("re-sync requested for %s: pausing the stream to copy", ", ".join(todo))
         return bool(todo)
@@ -175,12 +199,14 @@ class Pipeline:
                 break
             log.warning("row counts differ at %s (%s): catching up again", end, ", ".join(mismatched))
         else:
-            raise TargetError(f"row counts differ after catch-up: {', '.join(mismatched)}; the "
-                              f"target diverged: run 'replicator verify' to find the rows")
+            raise TargetError(
+                f"row counts differ after catch-up: {', '.join(mismatched)}; the "
+                f"target diverged: run 'replicator verify' to find the rows"
+            )
         if self.opts.cutover:
             from . import cutover
-            summary.cutover = cutover.carry(self.target, self.mappings,
-                                            cutover.sequences(src, self.mappings))
+
+            summary.cutover = cutover.carry(self.target, self.mappings, cutover.sequences(src, self.mappings))
         self.finish(src)
         return summary, rep
 
@@ -204,7 +230,9 @@ class Pipeline:
                     self._backoff(e)
                     continue
                 self._after_failure(e, keep=self._copied_any(), say_kept=False)
-                if self.stop_requested and (retry.is_transient(e, self.target) or isinstance(e, stopping.Interrupted)):
+                if self.stop_requested and (
+                    retry.is_transient(e, self.target) or isinstance(e, stopping.Interrupted)
+                ):
                     log.warning("stopped: %s", redact(str(e).splitlines()[0] if str(e) else e))
                     return total  # a stop request is not a failure: exit 0
                 raise

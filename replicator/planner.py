@@ -5,6 +5,7 @@ creates nothing, not even the target's state tables; it returns the table mappin
 CheckError (a list of problems), ConfigError or TargetError, before any slot, publication or table
 exists.  Every command plans through it: ``check``, ``verify``, ``resync`` and the pipeline.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -45,8 +46,10 @@ class Planner:
             if found:
                 raise CheckError(found)
         if not ms:
-            raise ConfigError("no tables to replicate: the source has no user tables "
-                              "(or --tables / the mapping matched none)")
+            raise ConfigError(
+                "no tables to replicate: the source has no user tables "
+                "(or --tables / the mapping matched none)"
+            )
         names = problems.target_limit_problems(self.target, ms)
         if names:
             raise CheckError(names)
@@ -71,16 +74,21 @@ class Planner:
         schemas = catalog.load_schemas(c, catalog.list_tables(c))
         ms = mapping.resolve(self.opts.mapping, schemas)
         if self.opts.tables:
-            keep = {t[0] for t in catalog.select_tables([(m.view.oid, m.view.schema, m.view.name, "")
-                                                         for m in ms], self.opts.tables)}
+            keep = {
+                t[0]
+                for t in catalog.select_tables(
+                    [(m.view.oid, m.view.schema, m.view.name, "") for m in ms], self.opts.tables
+                )
+            }
             ms = [m for m in ms if m.view.oid in keep]
         return ms
 
     def _publish_problems(self, c, ms: list[TableMapping]) -> list[str]:
         """Creating or changing the publications needs privileges a replication role may lack."""
         full, inserts = mapping.publications(ms)
-        return (problems.publish_problems(c, self.publication, full)
-                + problems.publish_problems(c, self.publication_inserts, inserts))
+        return problems.publish_problems(c, self.publication, full) + problems.publish_problems(
+            c, self.publication_inserts, inserts
+        )
 
     @staticmethod
     def _check_filters(c, ms: list[TableMapping]) -> None:
@@ -90,17 +98,22 @@ class Planner:
                 continue
             t = m.source_table
             try:
-                c.execute(sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(
-                    sql.Identifier(t.schema, t.name), sql.SQL(m.where)))
+                c.execute(
+                    sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(
+                        sql.Identifier(t.schema, t.name), sql.SQL(m.where)
+                    )
+                )
             except psycopg.Error as e:
                 c.rollback()
-                raise ConfigError(f"row filter of {m.label} is not valid: {m.where!r}: "
-                                  f"{str(e).strip().splitlines()[0]}") from None
+                raise ConfigError(
+                    f"row filter of {m.label} is not valid: {m.where!r}: {str(e).strip().splitlines()[0]}"
+                ) from None
 
     def _check_existing_target_tables(self, ms: list[TableMapping]) -> None:
         """A table we did not create must have every column; ours follow the source's schema
         changes through the stream, so they may lag behind the catalog until it gets there."""
         import sqlalchemy as sa
+
         with self.target.connect(readonly=True) as conn:
             ours = self.store.load_tables(conn) if self.store.exists(conn) else {}
             insp = sa.inspect(conn)
@@ -112,4 +125,5 @@ class Planner:
                 if missing:
                     raise TargetError(
                         f"target table {self.target.display(m)} exists but lacks column(s) "
-                        f"{', '.join(missing)} of {m.label}: add them, or drop the target table")
+                        f"{', '.join(missing)} of {m.label}: add them, or drop the target table"
+                    )

@@ -4,6 +4,7 @@ them): the source server, the right to publish, table privileges and identities,
 Contract: every function only reads and returns one line per problem, each naming the setting,
 table or privilege and the fix; an empty list (or None) means no problem.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -29,17 +30,24 @@ FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = cu
 def server_problems(conn: psycopg.Connection, slot: str = "replicator") -> list[str]:
     """wal_level, slot and walsender headroom, REPLICATION attribute, encoding.  Slots: the stream's
     own (unless it exists) plus one temporary slot (a migrate's count fence, a re-sync) must fit."""
-    (wal_level, max_slots, used_slots, max_senders, used_senders, can_repl, user, enc,
-     version) = conn.execute(SETTINGS_SQL).fetchone()
-    ours = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[0]
+    (wal_level, max_slots, used_slots, max_senders, used_senders, can_repl, user, enc, version) = (
+        conn.execute(SETTINGS_SQL).fetchone()
+    )
+    ours = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[
+        0
+    ]
     out = []
     if wal_level != "logical":
-        out.append(f"wal_level is {wal_level!r}: set wal_level = logical in postgresql.conf "
-                   f"(ALTER SYSTEM SET wal_level = logical) and restart the server")
+        out.append(
+            f"wal_level is {wal_level!r}: set wal_level = logical in postgresql.conf "
+            f"(ALTER SYSTEM SET wal_level = logical) and restart the server"
+        )
     if used_slots - ours + 2 > max_slots:
-        out.append(f"max_replication_slots = {max_slots} and {used_slots} are in use: replicator needs "
-                   f"{2 - ours} more (its slot and a temporary one); raise max_replication_slots "
-                   f"(restart needed) or drop unused slots")
+        out.append(
+            f"max_replication_slots = {max_slots} and {used_slots} are in use: replicator needs "
+            f"{2 - ours} more (its slot and a temporary one); raise max_replication_slots "
+            f"(restart needed) or drop unused slots"
+        )
     if used_senders >= max_senders:
         out.append(f"max_wal_senders = {max_senders} and {used_senders} are in use: raise max_wal_senders")
     if not can_repl:
@@ -63,31 +71,44 @@ def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:
     if out or slots.publication_matches(conn, pub, wanted):
         return out
     user = sql.Identifier(conn.info.user).as_string(conn)
-    owner_hint = (f"or have the tables' owner run CREATE PUBLICATION {pub} FOR TABLE … (an existing "
-                  f"publication listing exactly the replicated tables is used as it is)")
+    owner_hint = (
+        f"or have the tables' owner run CREATE PUBLICATION {pub} FOR TABLE … (an existing "
+        f"publication listing exactly the replicated tables is used as it is)"
+    )
     out += _publication_rights(conn, pub, user, owner_hint)
     for t in wanted:
         name = sql.Identifier(t.schema, t.name).as_string(conn)
-        if not conn.execute("SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class "
-                            "WHERE oid = %s::regclass", (name,)).fetchone()[0]:
-            out.append(f"{t.schema}.{t.name}: role {conn.info.user} does not own it and PostgreSQL "
-                       f"lets only the owner publish a table: ALTER TABLE {name} OWNER TO {user}, "
-                       f"{owner_hint}")
+        if not conn.execute(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass",
+            (name,),
+        ).fetchone()[0]:
+            out.append(
+                f"{t.schema}.{t.name}: role {conn.info.user} does not own it and PostgreSQL "
+                f"lets only the owner publish a table: ALTER TABLE {name} OWNER TO {user}, "
+                f"{owner_hint}"
+            )
     return out
 
 
 def _publication_rights(conn: psycopg.Connection, pub: str, user: str, owner_hint: str) -> list[str]:
     """CREATE on the database for a new publication; ownership of an existing one."""
-    row = conn.execute("SELECT pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication "
-                       "WHERE pubname = %s", (pub,)).fetchone()
-    if row is None and not conn.execute(
-            "SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0]:
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication WHERE pubname = %s", (pub,)
+    ).fetchone()
+    if (
+        row is None
+        and not conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0]
+    ):
         db = sql.Identifier(conn.info.dbname).as_string(conn)
-        return [f"role {conn.info.user} cannot create publication {pub}: GRANT CREATE ON DATABASE "
-                f"{db} TO {user}, {owner_hint}"]
+        return [
+            f"role {conn.info.user} cannot create publication {pub}: GRANT CREATE ON DATABASE "
+            f"{db} TO {user}, {owner_hint}"
+        ]
     if row is not None and not row[0]:
-        return [f"publication {pub} belongs to another role and must change: ALTER PUBLICATION "
-                f"{pub} OWNER TO {user}, or drop it"]
+        return [
+            f"publication {pub} belongs to another role and must change: ALTER PUBLICATION "
+            f"{pub} OWNER TO {user}, or drop it"
+        ]
     return []
 
 
@@ -123,8 +144,9 @@ def identity_problems(schemas) -> list[str]:
 
 def target_limit_problems(target, mappings) -> list[str]:
     """Names the target cannot hold, then tables beyond its limits (planning's order)."""
-    return ([p for m in mappings for p in target.identifier_problems(m)]
-            + [p for m in mappings for p in target.limit_problems(m)])
+    return [p for m in mappings for p in target.identifier_problems(m)] + [
+        p for m in mappings for p in target.limit_problems(m)
+    ]
 
 
 def duplicate_target(target, mappings) -> Optional[str]:
@@ -134,8 +156,10 @@ def duplicate_target(target, mappings) -> Optional[str]:
     for m in mappings:
         k = target.display(m).lower()
         if k in seen:
-            return (f"{seen[k]} and {m.label} both map to target table {target.display(m)}: "
-                    f"replicate one of them, or map them to different names in a mapping file")
+            return (
+                f"{seen[k]} and {m.label} both map to target table {target.display(m)}: "
+                f"replicate one of them, or map them to different names in a mapping file"
+            )
         seen[k] = m.label
     return None
 

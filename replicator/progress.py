@@ -13,6 +13,7 @@ The text comes from pure functions of a :class:`~replicator.telemetry.Telemetry`
 :func:`copy_line`, :func:`stream_line`, :func:`tables_line`, :func:`render` (a rich renderable)
 and :func:`render_text`, testable without a terminal.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,7 +22,8 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from .metrics import SlotFigures, lag_figures
 from .model import Lsn
@@ -78,8 +80,11 @@ def copy_rates(fig: TableFigures, now: float) -> tuple[Optional[float], Optional
 def copy_line(fig: TableFigures, now: float) -> str:
     """``public.t: 45,000 of ~100,000 rows (45%), 4.5 MB, 30,000 rows/s, ETA 2s``."""
     rate, brate, eta = copy_rates(fig, now)
-    parts = [f"{fig.rows_copied:,} of ~{fig.rows_estimate:,} rows" if fig.rows_estimate
-             else f"{fig.rows_copied:,} rows"]
+    parts = [
+        f"{fig.rows_copied:,} of ~{fig.rows_estimate:,} rows"
+        if fig.rows_estimate
+        else f"{fig.rows_copied:,} rows"
+    ]
     pct = fig.copy_percent
     if pct is not None:
         parts[0] += f" ({pct:.0f}%)"
@@ -97,8 +102,16 @@ def tables_line(tel: Telemetry, planned: Optional[int] = None) -> str:
     tables = list(tel.tables.values())
     counts = collections.Counter(t.state for t in tables)
     waiting = counts["i"] + max(0, (planned or 0) - len(tables))
-    parts = [f"{n} {word}" for n, word in ((counts["r"], "ready"), (counts["s"], "copied"),
-                                           (counts["d"], "copying"), (waiting, "waiting")) if n]
+    parts = [
+        f"{n} {word}"
+        for n, word in (
+            (counts["r"], "ready"),
+            (counts["s"], "copied"),
+            (counts["d"], "copying"),
+            (waiting, "waiting"),
+        )
+        if n
+    ]
     total = max(planned or 0, len(tables))
     if not total:
         return "tables: planning"
@@ -111,8 +124,9 @@ def streaming(tel: Telemetry) -> bool:
     return bool(tel.batches or tel.applied_lsn or tel.server_wal_end)
 
 
-def stream_line(tel: Telemetry, now: float, rate: Optional[float] = None,
-                slot: Optional[SlotFigures] = None) -> str:
+def stream_line(
+    tel: Telemetry, now: float, rate: Optional[float] = None, slot: Optional[SlotFigures] = None
+) -> str:
     """``applied 0/1A2B3C · lag 12.3 kB, 0.4s · 1,234 changes/s · 56 batches (last: 1,000 in 0.12s) ·
     slot retained 3.1 MB (reserved)``."""
     lag_b, lag_s = lag_figures(tel, slot, now)
@@ -134,9 +148,15 @@ def stream_line(tel: Telemetry, now: float, rate: Optional[float] = None,
     return " · ".join(parts)
 
 
-def render(tel: Telemetry, now: Optional[float] = None, *, rate: Optional[float] = None,
-           slot: Optional[SlotFigures] = None, planned: Optional[int] = None,
-           max_tables: int = MAX_TABLE_ROWS):
+def render(
+    tel: Telemetry,
+    now: Optional[float] = None,
+    *,
+    rate: Optional[float] = None,
+    slot: Optional[SlotFigures] = None,
+    planned: Optional[int] = None,
+    max_tables: int = MAX_TABLE_ROWS,
+):
     """The live display as a rich renderable: copy bars, the tables line, the stream line."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
@@ -158,11 +178,15 @@ def render(tel: Telemetry, now: Optional[float] = None, *, rate: Optional[float]
             grid.add_row(
                 Text(fig.source, style="bold"),
                 ProgressBar(total=total, completed=fig.rows_copied, width=20),
-                Text(f"{fig.rows_copied:,}" + (f"/~{fig.rows_estimate:,}" if fig.rows_estimate else "")
-                     + " rows"),
+                Text(
+                    f"{fig.rows_copied:,}"
+                    + (f"/~{fig.rows_estimate:,}" if fig.rows_estimate else "")
+                    + " rows"
+                ),
                 Text(human_bytes(fig.bytes_copied) if fig.bytes_copied else ""),
                 Text(f"{rate_rows:,.0f} rows/s" if rate_rows else "", style="cyan"),
-                Text(f"ETA {human_duration(eta)}" if eta is not None else "", style="magenta"))
+                Text(f"ETA {human_duration(eta)}" if eta is not None else "", style="magenta"),
+            )
         if len(copying) > max_tables:
             grid.add_row(Text(f"… and {len(copying) - max_tables} more", style="dim"), "", "", "", "", "")
         parts.append(grid)
@@ -177,9 +201,11 @@ def render_text(tel: Telemetry, now: Optional[float] = None, width: int = 120, *
     import io
 
     from rich.console import Console
+
     buf = io.StringIO()
-    Console(file=buf, width=width, force_terminal=False, color_system=None, no_color=True,
-            highlight=False).print(render(tel, now, **kw))
+    Console(
+        file=buf, width=width, force_terminal=False, color_system=None, no_color=True, highlight=False
+    ).print(render(tel, now, **kw))
     return buf.getvalue()
 
 
@@ -219,10 +245,16 @@ def choose_mode(enabled: bool, stream=None, log_format: str = "text") -> str:
 class ProgressDisplay:
     """Start/stop around a run: ``with ProgressDisplay(p.telemetry, mode=...): p.mirror()``."""
 
-    def __init__(self, tel: Telemetry, mode: str = "lines", *,
-                 slot: Optional[Callable[[], Optional[SlotFigures]]] = None,
-                 planned: Optional[Callable[[], int]] = None,
-                 copy_seconds: float = COPY_LINE_SECONDS, stream_seconds: float = STREAM_LINE_SECONDS):
+    def __init__(
+        self,
+        tel: Telemetry,
+        mode: str = "lines",
+        *,
+        slot: Optional[Callable[[], Optional[SlotFigures]]] = None,
+        planned: Optional[Callable[[], int]] = None,
+        copy_seconds: float = COPY_LINE_SECONDS,
+        stream_seconds: float = STREAM_LINE_SECONDS,
+    ):
         self.tel, self.mode = tel, mode
         self.slot = slot or (lambda: None)
         self.planned = planned or (lambda: 0)
@@ -238,17 +270,25 @@ class ProgressDisplay:
         self._rate = self.rate.add(now, self.tel.changes_applied)
         try:
             return render(self.tel, now, rate=self._rate, slot=self.slot(), planned=self.planned())
-        except Exception as e:  # a display problem must never stop the run
+        except Exception as e:  # noqa: BLE001  a display problem must never stop the run
             from rich.text import Text
+
             return Text(f"(progress display: {e!r})")
 
-    def start(self) -> "ProgressDisplay":
+    def start(self) -> ProgressDisplay:
         if self.mode == "live":
             from rich.console import Console
             from rich.live import Live
+
             console = Console(file=sys.stderr, stderr=True)
-            self._live = Live(get_renderable=self.renderable, console=console, refresh_per_second=2,
-                              transient=False, redirect_stdout=False, redirect_stderr=True)
+            self._live = Live(
+                get_renderable=self.renderable,
+                console=console,
+                refresh_per_second=2,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=True,
+            )
             self._live.start()
         elif self.mode == "lines":
             self._thread = threading.Thread(target=self._lines, name="progress-lines", daemon=True)
@@ -261,12 +301,12 @@ class ProgressDisplay:
             live, self._live = self._live, None
             try:
                 live.stop()
-            except Exception:
+            except Exception:  # noqa: BLE001  (a display problem never stops the run)
                 pass
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -280,20 +320,34 @@ class ProgressDisplay:
             rate = self.rate.add(now, self.tel.changes_applied)
             if now_m - last_copy >= self.copy_seconds:
                 last_copy = now_m
-                for fig in sorted((t for t in list(self.tel.tables.values()) if t.state == "d"),
-                                  key=lambda t: t.source):
+                for fig in sorted(
+                    (t for t in list(self.tel.tables.values()) if t.state == "d"), key=lambda t: t.source
+                ):
                     r, _b, eta = copy_rates(fig, now)
-                    log.info(copy_line(fig, now), extra={
-                        "table": fig.source, "rows_copied": fig.rows_copied,
-                        "rows_estimate": fig.rows_estimate, "bytes_copied": fig.bytes_copied,
-                        "rows_per_second": r, "eta_seconds": eta})
+                    log.info(
+                        copy_line(fig, now),
+                        extra={
+                            "table": fig.source,
+                            "rows_copied": fig.rows_copied,
+                            "rows_estimate": fig.rows_estimate,
+                            "bytes_copied": fig.bytes_copied,
+                            "rows_per_second": r,
+                            "eta_seconds": eta,
+                        },
+                    )
             if now_m - last_stream >= self.stream_seconds and streaming(self.tel):
                 last_stream = now_m
                 slot = self.slot()
                 lag_b, lag_s = lag_figures(self.tel, slot, now)
                 if self.tel.changes_applied != last_changes or lag_b:
                     last_changes = self.tel.changes_applied
-                    log.info(stream_line(self.tel, now, rate, slot), extra={
-                        "applied_lsn": str(Lsn(self.tel.applied_lsn)), "lag_bytes": lag_b,
-                        "lag_seconds": lag_s, "changes_per_second": rate,
-                        "changes_applied": self.tel.changes_applied})
+                    log.info(
+                        stream_line(self.tel, now, rate, slot),
+                        extra={
+                            "applied_lsn": str(Lsn(self.tel.applied_lsn)),
+                            "lag_bytes": lag_b,
+                            "lag_seconds": lag_s,
+                            "changes_per_second": rate,
+                            "changes_applied": self.tel.changes_applied,
+                        },
+                    )

@@ -5,12 +5,14 @@ connection, a locked or full embedded file, a deadlock); a missing table, a refu
 lost slot are not: they stop the mirror with their message.  The wait doubles from 1 s up to 30 s
 and starts again at 1 s once the stream has worked after a failure.
 """
+
 from __future__ import annotations
 
 import psycopg
 import sqlalchemy.exc
 
 from .errors import TransientError
+
 
 def is_transient(e: BaseException, target=None) -> bool:
     """Whether ``e`` goes away by itself.  Driver errors of the target are classified by the
@@ -23,8 +25,9 @@ def is_transient(e: BaseException, target=None) -> bool:
     if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
         if target is not None:
             return target.transient(e)
-        return bool(getattr(e, "connection_invalidated", False)) or \
-            isinstance(e, sqlalchemy.exc.InterfaceError)
+        return bool(getattr(e, "connection_invalidated", False)) or isinstance(
+            e, sqlalchemy.exc.InterfaceError
+        )
     return False
 
 

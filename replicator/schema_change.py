@@ -16,6 +16,7 @@ are applied, never for transactions the snapshot already holds):
   is its attnum, recorded in the applied layout, which tells a rename (attnum kept) from a DROP
   and an ADD.  What the catalog no longer knows stops with the resync command, never a KeyError.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,10 @@ def diff(known: TableSchema, rel: RelationInfo, now=NOT_READ) -> Diff:
     old = [(c.name, c.type_oid) for c in known.columns]
     new = list(rel.columns)
     old_names, new_names = [n for n, _ in old], [n for n, _ in new]
-    d = Diff(added=[n for n in new_names if n not in old_names],
-             dropped=[n for n in old_names if n not in new_names])
+    d = Diff(
+        added=[n for n in new_names if n not in old_names],
+        dropped=[n for n in old_names if n not in new_names],
+    )
     ids = dict(known.attnums)
     if d.added and d.dropped and (now is NOT_READ or any(o not in ids for o in d.dropped)):
         if len(old) == len(new):
@@ -70,8 +73,11 @@ def diff(known: TableSchema, rel: RelationInfo, now=NOT_READ) -> Diff:
             d.added, d.dropped = [], []
     elif d.added and d.dropped and now is not None:
         live = {a: n for n, a in now.attnums}
-        d.renamed = [(o, _renamed_to(o, live[ids[o]], old_names, new_names, d.added))
-                     for o in d.dropped if ids[o] in live]
+        d.renamed = [
+            (o, _renamed_to(o, live[ids[o]], old_names, new_names, d.added))
+            for o in d.dropped
+            if ids[o] in live
+        ]
         d.dropped = [o for o in d.dropped if ids[o] not in live]
         d.added = [n for n in d.added if n not in {to for _, to in d.renamed}]
     types = dict(old)
@@ -79,8 +85,7 @@ def diff(known: TableSchema, rel: RelationInfo, now=NOT_READ) -> Diff:
     return d
 
 
-def _renamed_to(old: str, today: str, old_names: list[str], new_names: list[str],
-                added: list[str]) -> str:
+def _renamed_to(old: str, today: str, old_names: list[str], new_names: list[str], added: list[str]) -> str:
     """The Relation's name of renamed column ``old`` (called ``today`` in today's catalog)."""
     if today in added:
         return today
@@ -109,15 +114,17 @@ def refuse(m: TableMapping, rel: RelationInfo, d: Diff) -> None:
 def new_order_conflict(known: TableSchema, rel: RelationInfo) -> bool:
     """Added columns must come after the kept ones (ALTER TABLE ADD COLUMN appends)."""
     kept = [n for n, _ in rel.columns if n in known.column_names]
-    return [n for n, _ in rel.columns][:len(kept)] != kept
+    return [n for n, _ in rel.columns][: len(kept)] != kept
 
 
 def stop_message(m: TableMapping, rel: RelationInfo, what: str) -> str:
     """The error text: table, change, LSN, and the resync command."""
-    return (f"{m.label} changed on the source at LSN {rel.lsn}: {what}. The stream stops before "
-            f"applying it (nothing after it is confirmed). Re-sync the table with: replicator resync "
-            f"--tables {m.label}  (it is copied again with its new columns; other tables are "
-            f"not touched), then start the mirror again")
+    return (
+        f"{m.label} changed on the source at LSN {rel.lsn}: {what}. The stream stops before "
+        f"applying it (nothing after it is confirmed). Re-sync the table with: replicator resync "
+        f"--tables {m.label}  (it is copied again with its new columns; other tables are "
+        f"not touched), then start the mirror again"
+    )
 
 
 _stop = stop_message
@@ -141,31 +148,45 @@ def evolve(target, conn, m: TableMapping, rel: RelationInfo, d: Diff, today) -> 
         _add_on_target(target, conn, m, new_m, added, fills)
     if d.dropped:
         target.forget(new_m)
-        log.warning("%s: column(s) %s dropped on the source at LSN %s: they stay on the target and "
-                    "get NULL in rows inserted from now on", m.label, ", ".join(d.dropped), rel.lsn)
+        log.warning(
+            "%s: column(s) %s dropped on the source at LSN %s: they stay on the target and "
+            "get NULL in rows inserted from now on",
+            m.label,
+            ", ".join(d.dropped),
+            rel.lsn,
+        )
     return new_m
 
 
-def _added_columns(m: TableMapping, rel: RelationInfo, d: Diff, now, today
-                   ) -> tuple[list[Column], dict[str, int]]:
+def _added_columns(
+    m: TableMapping, rel: RelationInfo, d: Diff, now, today
+) -> tuple[list[Column], dict[str, int]]:
     """The added columns as the Relation typed them, and the attnums the catalog still proves."""
-    types = {n: (t, rel.type_mods[i] if i < len(rel.type_mods) else -1)
-             for i, (n, t) in enumerate(rel.columns)}
+    types = {
+        n: (t, rel.type_mods[i] if i < len(rel.type_mods) else -1) for i, (n, t) in enumerate(rel.columns)
+    }
     known_ids = {a for _, a in m.source_table.attnums}
     now_ids = dict(now.attnums) if now not in (None, NOT_READ) else {}
     added, ids = [], {}
     for name in d.added:
         oid, mod = types[name]
         cur = _column_of(now, name)
-        if cur is not None and cur.type_oid == oid and (mod == -1 or cur.type_mod == mod) \
-                and now_ids.get(name) not in known_ids:
+        if (
+            cur is not None
+            and cur.type_oid == oid
+            and (mod == -1 or cur.type_mod == mod)
+            and now_ids.get(name) not in known_ids
+        ):
             added.append(cur)
             ids[name] = now_ids[name]
             continue
         col = today.column(name, oid, mod)
         if col is None:
-            raise SchemaChanged(stop_message(m, rel, f"added column {name} of type oid {oid}, a "
-                                             f"type the source no longer has"))
+            raise SchemaChanged(
+                stop_message(
+                    m, rel, f"added column {name} of type oid {oid}, a type the source no longer has"
+                )
+            )
         added.append(col)
     return added, ids
 
@@ -176,8 +197,9 @@ def _column_of(now, name: str) -> Optional[Column]:
     return next((c for c in now.columns if c.name == name), None)
 
 
-def _fill_values(target, conn, m: TableMapping, rel: RelationInfo, added: list[Column],
-                 ids: dict[str, int], today) -> dict[str, Optional[str]]:
+def _fill_values(
+    target, conn, m: TableMapping, rel: RelationInfo, added: list[Column], ids: dict[str, int], today
+) -> dict[str, Optional[str]]:
     """The value existing target rows get in each added column (None: NULL)."""
     fills: dict[str, Optional[str]] = {}
     unknown = []
@@ -188,20 +210,33 @@ def _fill_values(target, conn, m: TableMapping, rel: RelationInfo, added: list[C
             continue
         has_default, value = today.missing_value(rel.relid or m.source_table.oid, ids[c.name])
         if has_default and value is None and not target_empty(target, conn, m):
-            raise SchemaChanged(stop_message(m, rel, f"added column {c.name} with a volatile default "
-                                             f"(the source rewrote the table, so existing rows' "
-                                             f"values are unknown)"))
+            raise SchemaChanged(
+                stop_message(
+                    m,
+                    rel,
+                    f"added column {c.name} with a volatile default "
+                    f"(the source rewrote the table, so existing rows' "
+                    f"values are unknown)",
+                )
+            )
         fills[c.name] = value if has_default else None
     if unknown and not target_empty(target, conn, m):
-        log.warning("%s: column(s) %s added at LSN %s are no longer in the source's catalog (dropped "
-                    "since): the value rows already there had in them cannot be known, they get "
-                    "NULL on the target", m.label, ", ".join(unknown), rel.lsn)
+        log.warning(
+            "%s: column(s) %s added at LSN %s are no longer in the source's catalog (dropped "
+            "since): the value rows already there had in them cannot be known, they get "
+            "NULL on the target",
+            m.label,
+            ", ".join(unknown),
+            rel.lsn,
+        )
     return fills
 
 
-def _add_on_target(target, conn, m: TableMapping, new_m: TableMapping, added: list[Column],
-                   fills: dict[str, Optional[str]]) -> None:
+def _add_on_target(
+    target, conn, m: TableMapping, new_m: TableMapping, added: list[Column], fills: dict[str, Optional[str]]
+) -> None:
     import sqlalchemy as sa
+
     t = target.table(m)
     had = {c["name"] for c in sa.inspect(conn).get_columns(t.name, schema=t.schema)}
     todo = [c for c in added if c.name not in had]  # a replayed Relation: already there
@@ -209,26 +244,35 @@ def _add_on_target(target, conn, m: TableMapping, new_m: TableMapping, added: li
     for c in todo:
         if fills.get(c.name) is not None:
             target.fill_column(conn, new_m, c.name, fills[c.name])
-    log.warning("%s: added column(s) %s on the target %s", m.label, ", ".join(c.name for c in added),
-                target.display(new_m))
+    log.warning(
+        "%s: added column(s) %s on the target %s",
+        m.label,
+        ", ".join(c.name for c in added),
+        target.display(new_m),
+    )
 
 
 def target_empty(target, conn, m: TableMapping) -> bool:
     import sqlalchemy as sa
+
     t = target.table(m)
     return conn.execute(sa.select(sa.literal(1)).select_from(t).limit(1)).first() is None
 
 
-def remap(m: TableMapping, names: list[str], added: list[Column],
-          attnums: Optional[dict[str, int]] = None) -> TableMapping:
+def remap(
+    m: TableMapping, names: list[str], added: list[Column], attnums: Optional[dict[str, int]] = None
+) -> TableMapping:
     """The mapping for the Relation's column list: kept columns keep their target names and
     attnums; added ones take ``attnums`` where known."""
     pairs = {c.name: (c, v) for c, v in zip(m.source_table.columns, m.view.columns)}
     pairs.update({c.name: (c, c) for c in added})
     cols = [pairs[n] for n in names]
     ids = {**dict(m.source_table.attnums), **(attnums or {})}
-    origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in cols),
-                                 attnums=tuple((n, ids[n]) for n in names if n in ids))
+    origin = dataclasses.replace(
+        m.source_table,
+        columns=tuple(c for c, _ in cols),
+        attnums=tuple((n, ids[n]) for n in names if n in ids),
+    )
     view = dataclasses.replace(m.view, columns=tuple(v for _, v in cols))
     return dataclasses.replace(m, view=view, origin=origin)
 
@@ -237,9 +281,14 @@ def layout_of(m: TableMapping) -> str:
     """The column layout of ``m`` as JSON for the state table: one ``[source column, target
     column, attnum]`` per column (attnum null when unknown; older layouts have pairs)."""
     import json
+
     ids = dict(m.source_table.attnums)
-    return json.dumps([[dataclasses.asdict(c), dataclasses.asdict(v), ids.get(c.name)]
-                       for c, v in zip(m.source_table.columns, m.view.columns)])
+    return json.dumps(
+        [
+            [dataclasses.asdict(c), dataclasses.asdict(v), ids.get(c.name)]
+            for c, v in zip(m.source_table.columns, m.view.columns)
+        ]
+    )
 
 
 def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
@@ -248,6 +297,7 @@ def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
     if not layout:
         return m
     import json
+
     items = json.loads(layout)
     pairs = [(Column(**it[0]), Column(**it[1])) for it in items]
     ids = tuple((it[0]["name"], it[2]) for it in items if len(it) > 2 and it[2] is not None)
@@ -274,12 +324,14 @@ class Follower:
 
     def __call__(self, target, conn, m: TableMapping, ev: RelationInfo, d) -> TableMapping:
         from .source import catalog, snapshot
+
         today = catalog.Today(lambda: snapshot.connect(self.dsn))
         try:
             new_m = evolve(target, conn, m, ev, d, today)
         except (LookupError, ValueError, TypeError) as e:
-            raise SchemaChanged(stop_message(
-                m, ev, f"the change could not be followed ({type(e).__name__}: {e})")) from e
+            raise SchemaChanged(
+                stop_message(m, ev, f"the change could not be followed ({type(e).__name__}: {e})")
+            ) from e
         finally:
             today.close()
         self.store.set_layout(conn, m.label, layout_of(new_m))

@@ -6,6 +6,7 @@ A row filter is pasted into three statements (the publication's ``WHERE (…)``,
 fails in one only.  :func:`expression_problem` refuses such text, reading it as PostgreSQL's
 lexer would: quoted strings, quoted identifiers, dollar quoting and comments are skipped.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,7 @@ _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 def _skip(text: str, i: int) -> Optional[int]:
     """The index after a quoted section or comment starting at ``i``; None when none starts
     there; -1 when it never ends; -2 for a line comment."""
-    c, two = text[i], text[i:i + 2]
+    c, two = text[i], text[i : i + 2]
     if c in "'\"":
         escapes = c == "'" and i > 0 and text[i - 1] in "eE"
         j = i + 1
@@ -26,7 +27,7 @@ def _skip(text: str, i: int) -> Optional[int]:
                 j += 2
                 continue
             if text[j] == c:
-                if text[j + 1:j + 2] == c:  # doubled quote: part of the text
+                if text[j + 1 : j + 2] == c:  # doubled quote: part of the text
                     j += 2
                     continue
                 return j + 1

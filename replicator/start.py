@@ -13,6 +13,7 @@ Contracts:
   in ``s``/``r`` are never copied again.
 * :class:`Claim` records what this process holds and created, for the stream and for cleanup.py.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,7 +74,8 @@ class Publications:
             if not exists:
                 with self.target.connect() as c:
                     self.claim.owned_publications = self.store.add_publication(
-                        c, pub, self.claim.owned_publications or [])
+                        c, pub, self.claim.owned_publications or []
+                    )
                 self.claim.created_publications.append(pub)
             slots.ensure_publication(src, pub, tables, insert_only=pub == self.inserts)
 
@@ -96,8 +98,15 @@ class Started(NamedTuple):
 class Starter:
     """Brings every table of stream ``opts.name`` to ``s``/``r`` (:meth:`start`)."""
 
-    def __init__(self, opts: Options, target, store: StateStore, claim: Claim,
-                 publications: Publications, telemetry: Telemetry):
+    def __init__(
+        self,
+        opts: Options,
+        target,
+        store: StateStore,
+        claim: Claim,
+        publications: Publications,
+        telemetry: Telemetry,
+    ):
         self.opts, self.target, self.store = opts, target, store
         self.claim, self.publications, self.telemetry = claim, publications, telemetry
         self.slot = opts.name
@@ -110,14 +119,24 @@ class Starter:
         try:
             system_id, _tli, _pos = slots.identify_system(repl)
             info = slots.slot_info(src, self.slot)
-            way = ownership.decide(row, progress, info, self.claim.started, self.opts.name,
-                                   lambda: slots.holder(src, info and info["active_pid"]))
+            way = ownership.decide(
+                row,
+                progress,
+                info,
+                self.claim.started,
+                self.opts.name,
+                lambda: slots.holder(src, info and info["active_pid"]),
+            )
             if way == ownership.RESUME:
                 return self._resume(src, repl, row, progress, system_id, info, mappings)
             if info is not None:  # ours (the state row says so), left by an interrupted start
                 self._wait_inactive(src, info)
-                log.warning("dropping slot %s left by an interrupted start of stream %s: no table "
-                            "was copied through it", self.slot, self.opts.name)
+                log.warning(
+                    "dropping slot %s left by an interrupted start of stream %s: no table "
+                    "was copied through it",
+                    self.slot,
+                    self.opts.name,
+                )
                 slots.drop_slot(src, self.slot)
             applied, summary = self._fresh(src, repl, system_id, progress, mappings)
             with self.target.connect() as c:
@@ -142,8 +161,9 @@ class Starter:
             info = slots.slot_info(src, self.slot) or info
         return info
 
-    def _fresh(self, src, repl, system_id: str, old: dict,
-               mappings: list[TableMapping]) -> tuple[Lsn, Summary]:
+    def _fresh(
+        self, src, repl, system_id: str, old: dict, mappings: list[TableMapping]
+    ) -> tuple[Lsn, Summary]:
         """Claim the slot on the target (committed first), publish, create the slot, copy."""
         with self.target.connect() as c:
             self.store.ensure(c)
@@ -154,8 +174,7 @@ class Starter:
                 self.store.set_table(c, m.label, self.target.display(m), TableState.INIT)
         self.claim.owned_publications = []
         self.publications.publish(src, mappings)
-        lsn, snap = slots.create_slot(repl, self.slot, timeout=self.opts.slot_timeout,
-                                      dsn=self.opts.source)
+        lsn, snap = slots.create_slot(repl, self.slot, timeout=self.opts.slot_timeout, dsn=self.opts.source)
         self.claim.created_slot = self.claim.started = True
         failpoint("slot.created")
         with self.target.connect() as c:
@@ -164,33 +183,51 @@ class Starter:
                 self.target.ensure_table(c, m)
         return lsn, self._copy(mappings, snap, lsn)
 
-    def _resume(self, src, repl, row, progress: dict[str, TableProgress], system_id: str, info,
-                mappings: list[TableMapping]) -> Started:
+    def _resume(
+        self,
+        src,
+        repl,
+        row,
+        progress: dict[str, TableProgress],
+        system_id: str,
+        info,
+        mappings: list[TableMapping],
+    ) -> Started:
         """Continue a stream this target owns: the slot must be the one it confirmed to."""
         slots.check_slot(info, self.slot, self.opts.name, system_id, row.system_id, row.applied_lsn)
         info = self._wait_inactive(src, info)
         if info["active"]:
-            raise TransientError(f"replication slot {self.slot} is in use by "
-                                 f"{slots.holder(src, info['active_pid'])} (another mirror of "
-                                 f"{self.opts.name} on this target?)")
+            raise TransientError(
+                f"replication slot {self.slot} is in use by "
+                f"{slots.holder(src, info['active_pid'])} (another mirror of "
+                f"{self.opts.name} on this target?)"
+            )
         self.claim.started = True
         self.claim.owned_publications = row.extra.get("publications")
         summary = self._copy_missing(src, repl, progress, mappings)
         return Started(row.applied_lsn, progress, summary, restore_layouts(mappings, progress))
 
-    def _copy_missing(self, src, repl, progress: dict[str, TableProgress],
-                      mappings: list[TableMapping]) -> Summary:
+    def _copy_missing(
+        self, src, repl, progress: dict[str, TableProgress], mappings: list[TableMapping]
+    ) -> Summary:
         """Forget tables no longer selected; copy those not yet (or no longer) in ``s``/``r``."""
         self._forget_unselected(progress, {m.label for m in mappings})
-        todo = [m for m in mappings if m.label not in progress
-                or progress[m.label].state in (TableState.INIT, TableState.DATASYNC)]
+        todo = [
+            m
+            for m in mappings
+            if m.label not in progress or progress[m.label].state in (TableState.INIT, TableState.DATASYNC)
+        ]
         self.publications.publish(src, mappings)
         if not todo:
             return Summary(tables=len(mappings))
-        log.info("copying %d table(s) from a fresh snapshot: %s", len(todo),
-                 ", ".join(m.label for m in todo))
-        lsn, snap = slots.create_slot(repl, f"{self.slot[:40]}_sync_{os.getpid()}", temporary=True,
-                                      timeout=self.opts.slot_timeout, dsn=self.opts.source)
+        log.info("copying %d table(s) from a fresh snapshot: %s", len(todo), ", ".join(m.label for m in todo))
+        lsn, snap = slots.create_slot(
+            repl,
+            f"{self.slot[:40]}_sync_{os.getpid()}",
+            temporary=True,
+            timeout=self.opts.slot_timeout,
+            dsn=self.opts.source,
+        )
         with self.target.connect() as c:
             for m in todo:
                 self.target.ensure_table(c, m)
@@ -209,16 +246,29 @@ class Starter:
 
     def _copy(self, mappings: list[TableMapping], snap: str, lsn: Lsn) -> Summary:
         t0 = time.monotonic()
-        stats = bulkcopy.copy_tables(self.opts.source, self.target, self.store, mappings, snap, lsn,
-                                     self.opts.jobs, telemetry=self.telemetry)
+        stats = bulkcopy.copy_tables(
+            self.opts.source,
+            self.target,
+            self.store,
+            mappings,
+            snap,
+            lsn,
+            self.opts.jobs,
+            telemetry=self.telemetry,
+        )
         dt = time.monotonic() - t0
-        return Summary(tables=len(mappings), rows_copied=stats.total_rows, seconds=dt,
-                       copy_seconds=dt, counts=dict(stats.rows))
+        return Summary(
+            tables=len(mappings),
+            rows_copied=stats.total_rows,
+            seconds=dt,
+            copy_seconds=dt,
+            counts=dict(stats.rows),
+        )
 
 
-def restore_layouts(mappings: list[TableMapping],
-                    progress: dict[str, TableProgress]) -> list[TableMapping]:
+def restore_layouts(mappings: list[TableMapping], progress: dict[str, TableProgress]) -> list[TableMapping]:
     """Tables the target already has follow the layout it applied, not today's catalog: the
     stream resumes before any later schema change and brings it in order."""
-    return [schema_change.with_layout(m, progress[m.label].layout) if m.label in progress else m
-            for m in mappings]
+    return [
+        schema_change.with_layout(m, progress[m.label].layout) if m.label in progress else m for m in mappings
+    ]

@@ -15,6 +15,7 @@ Contract: every write here runs on the caller's connection, inside the caller's 
 progress row commits atomically with the data it describes (DESIGN.md invariant 2).  LSNs are stored
 as BIGINT.  No DSN, URL or password is ever stored.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,7 +44,8 @@ class StateStore:
         self.stream = stream
         md = sa.MetaData(schema=schema)
         self.tables = sa.Table(
-            TABLES, md,
+            TABLES,
+            md,
             sa.Column("stream", sa.String(200), primary_key=True),
             sa.Column("source_table", sa.String(400), primary_key=True),
             sa.Column("target_table", sa.String(400), nullable=False),
@@ -54,7 +56,8 @@ class StateStore:
             sa.Column("layout", LONG_TEXT),  # a wide table's layout outgrows MySQL's TEXT
         )
         self.streams = sa.Table(
-            STREAMS, md,
+            STREAMS,
+            md,
             sa.Column("stream", sa.String(200), primary_key=True),
             sa.Column("slot", sa.String(200), nullable=False),
             sa.Column("system_id", sa.String(40), nullable=False),
@@ -72,10 +75,15 @@ class StateStore:
         for table, column in ((self.tables, "layout"), (self.streams, "publications")):
             cols = {c["name"]: c for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
             if column not in cols:  # state tables written by an older version
-                conn.exec_driver_sql(f"ALTER TABLE {q.format_table(table)} ADD COLUMN {column} "
-                                     f"{LONG_TEXT.compile(dialect=conn.dialect)}")
-            elif conn.dialect.name in ("mysql", "mariadb") and column == "layout" \
-                    and not isinstance(cols[column]["type"], mysql.LONGTEXT):
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {q.format_table(table)} ADD COLUMN {column} "
+                    f"{LONG_TEXT.compile(dialect=conn.dialect)}"
+                )
+            elif (
+                conn.dialect.name in ("mysql", "mariadb")
+                and column == "layout"
+                and not isinstance(cols[column]["type"], mysql.LONGTEXT)
+            ):
                 conn.exec_driver_sql(f"ALTER TABLE {q.format_table(table)} MODIFY {column} LONGTEXT")
 
     def exists(self, conn: Connection) -> bool:
@@ -84,13 +92,29 @@ class StateStore:
     # ------------------------------------------------------------ per table
     def load_tables(self, conn: Connection) -> dict[str, TableProgress]:
         q = sa.select(self.tables).where(self.tables.c.stream == self.stream)
-        return {r.source_table: TableProgress(r.source_table, r.target_table, TableState(r.state),
-                                              Lsn(r.sync_lsn), r.rows_copied, r.updated_at, r.layout)
-                for r in conn.execute(q)}
+        return {
+            r.source_table: TableProgress(
+                r.source_table,
+                r.target_table,
+                TableState(r.state),
+                Lsn(r.sync_lsn),
+                r.rows_copied,
+                r.updated_at,
+                r.layout,
+            )
+            for r in conn.execute(q)
+        }
 
-    def set_table(self, conn: Connection, source: str, target: str, state: TableState,
-                  sync_lsn: Optional[int] = None, rows_copied: Optional[int] = None,
-                  layout: Optional[str] = None) -> None:
+    def set_table(
+        self,
+        conn: Connection,
+        source: str,
+        target: str,
+        state: TableState,
+        sync_lsn: Optional[int] = None,
+        rows_copied: Optional[int] = None,
+        layout: Optional[str] = None,
+    ) -> None:
         """Upsert one table's row (UPDATE, then INSERT when absent: portable to every dialect)."""
         values = {"target_table": target, "state": state.value, "updated_at": _now()}
         if layout is not None:
@@ -109,14 +133,20 @@ class StateStore:
     def set_layout(self, conn: Connection, source: str, layout: str) -> None:
         """Record the column layout the target has from now on (same transaction as the DDL)."""
         t = self.tables
-        conn.execute(sa.update(t).where(t.c.stream == self.stream, t.c.source_table == source)
-                     .values(layout=layout, updated_at=_now()))
+        conn.execute(
+            sa.update(t)
+            .where(t.c.stream == self.stream, t.c.source_table == source)
+            .values(layout=layout, updated_at=_now())
+        )
 
     def mark_ready(self, conn: Connection, sources: list[str]) -> None:
         if sources:
             t = self.tables
-            conn.execute(sa.update(t).where(t.c.stream == self.stream, t.c.source_table.in_(sources))
-                         .values(state=TableState.READY.value, updated_at=_now()))
+            conn.execute(
+                sa.update(t)
+                .where(t.c.stream == self.stream, t.c.source_table.in_(sources))
+                .values(state=TableState.READY.value, updated_at=_now())
+            )
 
     def forget_table(self, conn: Connection, source: str) -> None:
         t = self.tables
@@ -128,18 +158,31 @@ class StateStore:
         if r is None:
             return None
         pubs = getattr(r, "publications", None)
-        return StreamProgress(r.stream, r.slot, r.system_id, Lsn(r.applied_lsn), r.applied_at,
-                              r.commit_time,
-                              {"publications": None if pubs is None else [x for x in pubs.split(",") if x]})
+        return StreamProgress(
+            r.stream,
+            r.slot,
+            r.system_id,
+            Lsn(r.applied_lsn),
+            r.applied_at,
+            r.commit_time,
+            {"publications": None if pubs is None else [x for x in pubs.split(",") if x]},
+        )
 
     def init_stream(self, conn: Connection, slot: str, system_id: str, applied_lsn: int) -> None:
         """Claim ``slot`` for this stream: committed BEFORE the slot is created, this row is what
         proves the slot ours later (DESIGN.md invariant 11)."""
         s = self.streams
         conn.execute(sa.delete(s).where(s.c.stream == self.stream))
-        conn.execute(sa.insert(s).values(stream=self.stream, slot=slot, system_id=system_id,
-                                         applied_lsn=int(applied_lsn), applied_at=_now(),
-                                         publications=""))
+        conn.execute(
+            sa.insert(s).values(
+                stream=self.stream,
+                slot=slot,
+                system_id=system_id,
+                applied_lsn=int(applied_lsn),
+                applied_at=_now(),
+                publications="",
+            )
+        )
 
     def add_publication(self, conn: Connection, pub: str, pubs: list[str]) -> list[str]:
         """Record that this stream created publication ``pub`` (so only it is ever dropped)."""
@@ -157,12 +200,17 @@ class StateStore:
         """Record the end LSN of the last applied source transaction (same txn as its data)."""
         s = self.streams
         ct = commit_time.astimezone(dt.timezone.utc).replace(tzinfo=None) if commit_time else None
-        done = conn.execute(sa.update(s).where(s.c.stream == self.stream, s.c.slot != "")
-                            .values(applied_lsn=int(lsn), commit_time=ct, applied_at=_now()))
+        done = conn.execute(
+            sa.update(s)
+            .where(s.c.stream == self.stream, s.c.slot != "")
+            .values(applied_lsn=int(lsn), commit_time=ct, applied_at=_now())
+        )
         if done.rowcount == 0:  # never apply data without its progress row
-            raise SlotLostError(f"the state of stream {self.stream} was removed from the target "
-                                f"(replicator drop?) while it ran: stopping; start it again to "
-                                f"copy every table afresh")
+            raise SlotLostError(
+                f"the state of stream {self.stream} was removed from the target "
+                f"(replicator drop?) while it ran: stopping; start it again to "
+                f"copy every table afresh"
+            )
 
     def drop(self, conn: Connection) -> None:
         """Remove this stream's rows; drop the tables when no other stream uses them."""

@@ -5,6 +5,7 @@ if it stays busy (a long copy holds a DuckDB file) the source-side figures are s
 Copy progress of tables in state ``d`` comes from the source's pg_stat_progress_copy.  The JSON
 form is stable (README.md, "status --json").
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,8 @@ from typing import Optional
 from .dsn import redact
 from .errors import ReplicatorError
 from .model import Lsn, TableProgress
-from .source import slot as slots, snapshot
+from .source import slot as slots
+from .source import snapshot
 from .state import StateStore
 from .target import open_target
 
@@ -36,31 +38,50 @@ def _read_target(target_url: Optional[str], name: str):
             stream, tables = store.load_stream(c), store.load_tables(c)
             return stream, tables, "found" if stream or tables else "none", None
     except (ReplicatorError, Exception) as e:  # noqa: BLE001  (any driver error: report, go on)
-        return (None, {}, "busy" if target.embedded else "error",
-                f"cannot read the target state: {redact(str(e).splitlines()[0])}")
+        return (
+            None,
+            {},
+            "busy" if target.embedded else "error",
+            f"cannot read the target state: {redact(str(e).splitlines()[0])}",
+        )
     finally:
         target.dispose()
 
 
-def collect(source: Optional[str], target_url: Optional[str], name: str,
-            warn_retained_bytes: int = WARN_RETAINED_BYTES) -> dict:
+def collect(
+    source: Optional[str],
+    target_url: Optional[str],
+    name: str,
+    warn_retained_bytes: int = WARN_RETAINED_BYTES,
+) -> dict:
     """The status document (see README 'status --json').  ``target_state``: ``found``; ``none``
     (the target holds no state for this stream); ``busy`` (an embedded file held by a running
     copy) or ``error`` (a server target refused), both explained in ``warnings``."""
     stream, tables, state, error = _read_target(target_url, name)
-    doc = {"name": name, "tables": [_table_doc(p) for p in sorted(tables.values(), key=lambda p: p.source)],
-           "applied_lsn": str(stream.applied_lsn) if stream else None,
-           "last_commit_time": stream.commit_time.isoformat() + "Z" if stream and stream.commit_time else None,
-           "slot": None, "lag": {"bytes": None, "seconds": None}, "warnings": [error] if error else [],
-           "target_state": state}
+    doc = {
+        "name": name,
+        "tables": [_table_doc(p) for p in sorted(tables.values(), key=lambda p: p.source)],
+        "applied_lsn": str(stream.applied_lsn) if stream else None,
+        "last_commit_time": stream.commit_time.isoformat() + "Z" if stream and stream.commit_time else None,
+        "slot": None,
+        "lag": {"bytes": None, "seconds": None},
+        "warnings": [error] if error else [],
+        "target_state": state,
+    }
     if source and (stream is None or stream.slot):
         _source_side(doc, source, stream.slot if stream else name, stream, warn_retained_bytes)
     return doc
 
 
 def _table_doc(p: TableProgress) -> dict:
-    return {"source": p.source, "target": p.target, "state": p.state.value,
-            "sync_lsn": str(p.sync_lsn), "rows_copied": p.rows_copied, "copy_percent": None}
+    return {
+        "source": p.source,
+        "target": p.target,
+        "state": p.state.value,
+        "sync_lsn": str(p.sync_lsn),
+        "rows_copied": p.rows_copied,
+        "copy_percent": None,
+    }
 
 
 def _source_side(doc: dict, source: str, slot: str, stream, warn_retained: int) -> None:
@@ -86,34 +107,52 @@ def _source_side(doc: dict, source: str, slot: str, stream, warn_retained: int) 
 def _estimate(conn, label: str) -> int:
     schema, _, name = label.partition(".")
     from psycopg import sql
-    row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                       (sql.Identifier(schema, name).as_string(conn),)).fetchone()
+
+    row = conn.execute(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+        (sql.Identifier(schema, name).as_string(conn),),
+    ).fetchone()
     return int(row[0]) if row and row[0] else 0
 
 
 def _slot_doc(name: str, info: Optional[dict]) -> dict:
     if info is None:
         return {"name": name, "exists": False}
-    retained = (int(Lsn.parse(info["current_lsn"])) - int(Lsn.parse(info["restart_lsn"]))
-                if info["restart_lsn"] else None)
-    return {"name": name, "exists": True, "active": info["active"],
-            "confirmed_flush_lsn": info["confirmed_flush_lsn"], "restart_lsn": info["restart_lsn"],
-            "wal_status": info["wal_status"], "retained_bytes": retained,
-            "safe_wal_size": info["safe_wal_size"]}
+    retained = (
+        int(Lsn.parse(info["current_lsn"])) - int(Lsn.parse(info["restart_lsn"]))
+        if info["restart_lsn"]
+        else None
+    )
+    return {
+        "name": name,
+        "exists": True,
+        "active": info["active"],
+        "confirmed_flush_lsn": info["confirmed_flush_lsn"],
+        "restart_lsn": info["restart_lsn"],
+        "wal_status": info["wal_status"],
+        "retained_bytes": retained,
+        "safe_wal_size": info["safe_wal_size"],
+    }
 
 
 def _slot_warnings(slot: str, info: Optional[dict], warn_retained: int) -> list[str]:
     if info is None:
-        return [f"replication slot {slot} does not exist: the stream cannot continue; "
-                f"run 'replicator drop' and start again"]
+        return [
+            f"replication slot {slot} does not exist: the stream cannot continue; "
+            f"run 'replicator drop' and start again"
+        ]
     out = []
     if info["wal_status"] in ("unreserved", "lost"):
-        out.append(f"slot {slot} wal_status is {info['wal_status']}: WAL it needs "
-                   f"{'was removed: re-sync required' if info['wal_status'] == 'lost' else 'is about to be removed'}")
+        out.append(
+            f"slot {slot} wal_status is {info['wal_status']}: WAL it needs "
+            f"{'was removed: re-sync required' if info['wal_status'] == 'lost' else 'is about to be removed'}"
+        )
     retained = _slot_doc(slot, info)["retained_bytes"]
     if retained is not None and retained > warn_retained:
-        out.append(f"slot {slot} retains {retained / (1 << 20):.0f} MiB of WAL on the source "
-                   f"(threshold {warn_retained / (1 << 20):.0f} MiB): is the mirror running?")
+        out.append(
+            f"slot {slot} retains {retained / (1 << 20):.0f} MiB of WAL on the source "
+            f"(threshold {warn_retained / (1 << 20):.0f} MiB): is the mirror running?"
+        )
     return out
 
 
@@ -131,20 +170,30 @@ def render(doc: dict) -> str:
     lines = [f"{'SOURCE':36} {'TARGET':28} STATE {'SYNC LSN':>12} {'ROWS COPIED':>12} {'COPY':>6}"]
     for t in doc["tables"]:
         pct = f"{t['copy_percent']:.0f}%" if t["copy_percent"] is not None else ""
-        lines.append(f"{t['source']:36} {t['target']:28} {t['state']:5} {t['sync_lsn']:>12} "
-                     f"{t['rows_copied']:>12} {pct:>6}")
+        lines.append(
+            f"{t['source']:36} {t['target']:28} {t['state']:5} {t['sync_lsn']:>12} "
+            f"{t['rows_copied']:>12} {pct:>6}"
+        )
     if doc.get("target_state") == "none":
-        lines.append(f"(no state for stream {doc['name']} on this target: nothing replicated here "
-                     f"under this name yet; check --target and --name)")
+        lines.append(
+            f"(no state for stream {doc['name']} on this target: nothing replicated here "
+            f"under this name yet; check --target and --name)"
+        )
     elif not doc["tables"]:
         lines.append(f"(no table state for stream {doc['name']} on this target)")
     lines.append(f"applied LSN: {doc['applied_lsn']}  (last source commit {doc['last_commit_time']})")
     s = doc["slot"]
     if s:
-        lines.append(f"slot {s['name']}: " + ("missing!" if not s["exists"] else
-                     f"confirmed {s['confirmed_flush_lsn']}, wal_status {s['wal_status']}, "
-                     f"active {s['active']}, retained {s['retained_bytes']} bytes, "
-                     f"safe_wal_size {s['safe_wal_size']}"))
+        lines.append(
+            f"slot {s['name']}: "
+            + (
+                "missing!"
+                if not s["exists"]
+                else f"confirmed {s['confirmed_flush_lsn']}, wal_status {s['wal_status']}, "
+                f"active {s['active']}, retained {s['retained_bytes']} bytes, "
+                f"safe_wal_size {s['safe_wal_size']}"
+            )
+        )
     lag = doc["lag"]
     if lag["bytes"] is not None:
         lines.append(f"lag: {lag['bytes']} bytes, {lag['seconds']} s")

@@ -5,6 +5,7 @@ Waits sleep through :func:`sleep` (which returns early on a stop), polls call :f
 blocked driver call is cancelled by whoever watches it (the copy supervisor, slot creation).  A
 second signal raises KeyboardInterrupt at once, for an operator who will not wait.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,6 +10,7 @@ Contract: :func:`narrow` only reads (the target's state, the source's table list
 ``--tables`` already, and returns the stream's tables.  It raises ConfigError when the target has
 no state for the stream.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,10 @@ def recorded(p) -> list[str]:
         row = p.store.load_stream(c) if p.store.exists(c) else None
         tables = sorted(p.store.load_tables(c)) if row is not None else []
     if row is None:
-        raise ConfigError(f"stream {p.opts.name} has no state on this target: nothing to act on "
-                          f"(start it with 'replicator mirror'; --name names the stream)")
+        raise ConfigError(
+            f"stream {p.opts.name} has no state on this target: nothing to act on "
+            f"(start it with 'replicator mirror'; --name names the stream)"
+        )
     return tables
 
 
@@ -41,12 +44,14 @@ def narrow(p) -> list[str]:
         have = {f"{t[1]}.{t[2]}" for t in catalog.list_tables(c)}
     gone = [t for t in mine if t not in have]
     if gone:
-        log.warning("stream %s replicated %s, which the source no longer has: left out",
-                    p.opts.name, ", ".join(gone))
+        log.warning(
+            "stream %s replicated %s, which the source no longer has: left out", p.opts.name, ", ".join(gone)
+        )
     p.opts.tables = [escape(t) for t in mine if t in have]
     if not p.opts.tables:
-        raise ConfigError(f"stream {p.opts.name} has no table the source still has "
-                          f"({', '.join(mine) or 'none recorded'})")
+        raise ConfigError(
+            f"stream {p.opts.name} has no table the source still has ({', '.join(mine) or 'none recorded'})"
+        )
     return mine
 
 

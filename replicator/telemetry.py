@@ -4,6 +4,7 @@ Contract: the pipeline's phases write here (cheap attribute updates, no I/O, no 
 single writes of Python values); readers (metrics.py, progress display) only read.  Nothing here
 holds a DSN or a password.
 """
+
 from __future__ import annotations
 
 import time
@@ -58,8 +59,15 @@ class Telemetry:
         t = self.table(source)
         t.rows_copied, t.bytes_copied = rows, nbytes
 
-    def batch_committed(self, changes: int, txs: int, seconds: float, lsn: int,
-                        commit_time: Optional[float], per_table: dict[str, int]) -> None:
+    def batch_committed(
+        self,
+        changes: int,
+        txs: int,
+        seconds: float,
+        lsn: int,
+        commit_time: Optional[float],
+        per_table: dict[str, int],
+    ) -> None:
         self.batches += 1
         self.changes_applied += changes
         self.transactions_applied += txs

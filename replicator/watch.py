@@ -1,9 +1,11 @@
 """Everything that watches a running pipeline, started and stopped around ``migrate``/``mirror``:
 the slot watcher, the Prometheus exporter (``--metrics-port``) and the progress display."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 from . import logs
 from .metrics import MetricsExporter, SlotWatcher
@@ -11,8 +13,9 @@ from .progress import ProgressDisplay, choose_mode
 
 
 @contextlib.contextmanager
-def watching(pipeline, metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
-             progress: bool = True) -> Iterator[dict]:
+def watching(
+    pipeline, metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1", progress: bool = True
+) -> Iterator[dict]:
     """Yields ``{"exporter": …, "display": …, "slot": …}`` (None where not started)."""
     tel = pipeline.telemetry
     mode = choose_mode(progress, log_format=logs.current_format())
@@ -20,8 +23,9 @@ def watching(pipeline, metrics_port: Optional[int] = None, metrics_host: str = "
     if metrics_port is not None or mode == "live":  # one small query every 10 s, own connection
         slot = SlotWatcher(pipeline.opts.source, pipeline.slot)
     exporter = MetricsExporter(tel, metrics_port, metrics_host, slot) if metrics_port is not None else None
-    display = ProgressDisplay(tel, mode, slot=(lambda: slot.figures) if slot else None,
-                              planned=lambda: len(pipeline.mappings))
+    display = ProgressDisplay(
+        tel, mode, slot=(lambda: slot.figures) if slot else None, planned=lambda: len(pipeline.mappings)
+    )
     started = []
     try:
         if exporter is not None:  # first: a port in use is an option error, before anything runs

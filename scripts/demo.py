@@ -3,6 +3,7 @@
 With a DSN (argument or REPLICATOR_SOURCE): check, migrate every table, status.  Without one:
 ``replicator demo`` (a throwaway PostgreSQL with pgbench, mirrored under load, then checked).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli(*args: str) -> None:
     print("$ replicator " + " ".join(a if "://" not in a else "<dsn>" for a in args), flush=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     subprocess.run([sys.executable, "-m", "replicator", *args], check=True, env=env)
 
 

@@ -3,6 +3,7 @@
 Values are normalized only where the documented type map says a target stores another form of the
 same value (naive UTC for timestamptz, text for numeric/uuid on SQLite, bytes for memoryview).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,7 +40,8 @@ def _key(row):
 def source_rows(dsn: str, schema: str, table: str, columns: list[str]) -> list[tuple]:
     with psycopg.connect(source_conninfo(dsn)) as c:
         q = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.Identifier(x) for x in columns), sql.Identifier(schema, table))
+            sql.SQL(", ").join(sql.Identifier(x) for x in columns), sql.Identifier(schema, table)
+        )
         return sorted((tuple(norm(v) for v in r) for r in c.execute(q)), key=_key)
 
 
@@ -58,15 +60,26 @@ def target_rows(url: str, table: str, columns: list[str], schema: str | None = N
         eng.dispose()
 
 
-def assert_same(dsn: str, schema: str, table: str, url: str, target_table: str | None = None,
-                columns: list[str] | None = None, target_schema: str | None = None) -> int:
+def assert_same(
+    dsn: str,
+    schema: str,
+    table: str,
+    url: str,
+    target_table: str | None = None,
+    columns: list[str] | None = None,
+    target_schema: str | None = None,
+) -> int:
     """Assert the target table holds exactly the source rows (multiset, row by row); returns count."""
     if columns is None:
         with psycopg.connect(dsn) as c:
-            columns = [r[0] for r in c.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-                (sql.Identifier(schema, table).as_string(c),))]
+            columns = [
+                r[0]
+                for r in c.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                    "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                    (sql.Identifier(schema, table).as_string(c),),
+                )
+            ]
     src = source_rows(dsn, schema, table, columns)
     dst = target_rows(url, target_table or table, columns, target_schema)
     assert len(src) == len(dst), f"{schema}.{table}: {len(src)} source rows, {len(dst)} target rows"

@@ -121,7 +121,7 @@ def _drop(drop, name: str, what: str) -> None:
     try:
         drop(name)
     except Exception as e:  # a leaked database must not fail the test itself
-        warnings.warn(f"could not drop {what} database {name!r}: {e!r}", RuntimeWarning)
+        warnings.warn(f"could not drop {what} database {name!r}: {e!r}", RuntimeWarning, stacklevel=2)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ The object also answers the parts of the :class:`subprocess.Popen` interface tes
 this module existed (``poll``, ``returncode``, ``pid``, ``send_signal``, ``terminate``,
 ``communicate`` returning ``(stdout, stderr)`` as text).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 #: generous default deadline (seconds) for a replicator process to end on its own
 DEFAULT_TIMEOUT = 300.0
@@ -59,24 +61,35 @@ class Replicator:
     overrides variables.  Every instance is registered in :attr:`instances` until
     :func:`end_all` closes it."""
 
-    instances: list["Replicator"] = []
+    instances: list[Replicator] = []
     what = "replicator"
 
-    def __init__(self, command: str, *args: str, source: Optional[str] = None,
-                 target: Optional[str] = None, failpoints: Optional[str] = None,
-                 env: Optional[dict] = None, pre_args: Iterable[str] = ()):
+    def __init__(
+        self,
+        command: str,
+        *args: str,
+        source: Optional[str] = None,
+        target: Optional[str] = None,
+        failpoints: Optional[str] = None,
+        env: Optional[dict] = None,
+        pre_args: Iterable[str] = (),
+    ):
         self.command = command
         full_env = dict(os.environ)
-        for var, value in (("REPLICATOR_SOURCE", source), ("REPLICATOR_TARGET", target),
-                           ("REPLICATOR_FAILPOINTS", failpoints)):
+        for var, value in (
+            ("REPLICATOR_SOURCE", source),
+            ("REPLICATOR_TARGET", target),
+            ("REPLICATOR_FAILPOINTS", failpoints),
+        ):
             if value is not None:
                 full_env[var] = value
         full_env.update(env or {})
         self.argv = [sys.executable, "-m", "replicator", *pre_args, command, *args]
         self._out = tempfile.NamedTemporaryFile(prefix=f"{command}-", suffix=".out", delete=False)
         self._err = tempfile.NamedTemporaryFile(prefix=f"{command}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(self.argv, env=full_env, stdin=subprocess.DEVNULL,
-                                     stdout=self._out, stderr=self._err)
+        self.proc = subprocess.Popen(
+            self.argv, env=full_env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err
+        )
         Replicator.instances.append(self)
         self.started = time.monotonic()
 
@@ -127,8 +140,10 @@ class Replicator:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{self.what} ({' '.join(self.argv[3:5])}) did not exit within "
-                                 f"{timeout}s; killed. Its log ends with:\n{self.tail()}") from None
+            raise AssertionError(
+                f"{self.what} ({' '.join(self.argv[3:5])}) did not exit within "
+                f"{timeout}s; killed. Its log ends with:\n{self.tail()}"
+            ) from None
 
     def communicate(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, str]:
         """Like Popen.communicate: (stdout, stderr) once the process has exited (bounded)."""
@@ -180,17 +195,38 @@ class Mirror(Replicator):
 
     what = "mirror"
 
-    def __init__(self, source: str, target: str, *, name: str = "replicator", failpoints: str = "",
-                 args: Iterable[str] = (), env: Optional[dict] = None, batch_seconds: float = 0.2,
-                 pre_args: Iterable[str] = ()):
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        *,
+        name: str = "replicator",
+        failpoints: str = "",
+        args: Iterable[str] = (),
+        env: Optional[dict] = None,
+        batch_seconds: float = 0.2,
+        pre_args: Iterable[str] = (),
+    ):
         self.source, self.target, self.name = source, target, name
-        super().__init__("mirror", "--name", name, "--no-progress", "--batch-seconds",
-                         str(batch_seconds), *args, source=source, target=target,
-                         failpoints=failpoints, env=env, pre_args=pre_args)
+        super().__init__(
+            "mirror",
+            "--name",
+            name,
+            "--no-progress",
+            "--batch-seconds",
+            str(batch_seconds),
+            *args,
+            source=source,
+            target=target,
+            failpoints=failpoints,
+            env=env,
+            pre_args=pre_args,
+        )
 
 
-def run(*args: str, env: Optional[dict] = None, timeout: float = DEFAULT_TIMEOUT,
-        check: bool = False) -> subprocess.CompletedProcess:
+def run(
+    *args: str, env: Optional[dict] = None, timeout: float = DEFAULT_TIMEOUT, check: bool = False
+) -> subprocess.CompletedProcess:
     """Run ``replicator *args`` to completion: a CompletedProcess with text stdout and stderr.
     Past ``timeout`` the process is killed and the test fails with its log; with ``check`` a
     non-zero exit fails the test too."""

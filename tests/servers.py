@@ -50,8 +50,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from replicator import devserver
@@ -155,21 +156,30 @@ def _server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MYSQL", "MARIADB"))}
 
 
-def _run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120, env=None,
-         what: str = "") -> subprocess.CompletedProcess:
+def _run(
+    argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120, env=None, what: str = ""
+) -> subprocess.CompletedProcess:
     try:
-        cp = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=timeout)
+        cp = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:
-        raise ServerError(f"{what or argv[0]} timed out after {timeout}s: {shlex.join(map(str, argv))}\n"
-                          f"{e.output or ''}") from None
+        raise ServerError(
+            f"{what or argv[0]} timed out after {timeout}s: {shlex.join(map(str, argv))}\n{e.output or ''}"
+        ) from None
     except FileNotFoundError as e:
         raise ServerError(f"{what or argv[0]}: executable not found: {e}") from None
     return cp
 
 
-_live_servers: "set[Any]" = set()
+_live_servers: set[Any] = set()
 
 
 @atexit.register
@@ -246,9 +256,17 @@ class PostgresServer(_Server, devserver.DevServer):
     superuser = "postgres"
     kind = "PostgreSQL"
 
-    def __init__(self, datadir_parent: str | os.PathLike | None = None, port: int | None = None,
-                 settings: Mapping[str, Any] | None = None, *, external_dsn: str | None = None,
-                 start: bool = True, start_timeout: float = START_TIMEOUT, name: str = "pg"):
+    def __init__(
+        self,
+        datadir_parent: str | os.PathLike | None = None,
+        port: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        external_dsn: str | None = None,
+        start: bool = True,
+        start_timeout: float = START_TIMEOUT,
+        name: str = "pg",
+    ):
         self.external_dsn = external_dsn
         self.managed = external_dsn is None
         self.startup_seconds: float | None = None
@@ -263,13 +281,20 @@ class PostgresServer(_Server, devserver.DevServer):
             self.settings = {}
             return
         t0 = time.monotonic()
-        devserver.DevServer.__init__(self, {**PG_DEFAULT_SETTINGS, **(settings or {})}, name=name,
-                                     start_timeout=start_timeout, port=port, parent=datadir_parent,
-                                     start=start, keep=_keep_dirs())
+        devserver.DevServer.__init__(
+            self,
+            {**PG_DEFAULT_SETTINGS, **(settings or {})},
+            name=name,
+            start_timeout=start_timeout,
+            port=port,
+            parent=datadir_parent,
+            start=start,
+            keep=_keep_dirs(),
+        )
         self.startup_seconds = time.monotonic() - t0
 
     @classmethod
-    def from_env(cls, env_var: str = "REPLICATOR_TEST_PG_DSN", **kwargs) -> "PostgresServer":
+    def from_env(cls, env_var: str = "REPLICATOR_TEST_PG_DSN", **kwargs) -> PostgresServer:
         dsn = os.environ.get(env_var)
         if dsn:
             return cls(external_dsn=dsn, **kwargs)
@@ -328,11 +353,20 @@ class PostgresServer(_Server, devserver.DevServer):
         from sqlalchemy.engine import URL
 
         info = self._ext_info
-        query = {k: str(v) for k, v in info.items()
-                 if k not in ("host", "port", "user", "password", "dbname") and v is not None}
-        return URL.create(f"postgresql+{driver}", username=info.get("user"), password=info.get("password"),
-                          host=info.get("host"), port=int(info["port"]) if info.get("port") else None,
-                          database=dbname, query=query).render_as_string(hide_password=False)
+        query = {
+            k: str(v)
+            for k, v in info.items()
+            if k not in ("host", "port", "user", "password", "dbname") and v is not None
+        }
+        return URL.create(
+            f"postgresql+{driver}",
+            username=info.get("user"),
+            password=info.get("password"),
+            host=info.get("host"),
+            port=int(info["port"]) if info.get("port") else None,
+            database=dbname,
+            query=query,
+        ).render_as_string(hide_password=False)
 
     # -- SQL helpers
     def connect(self, dbname: str = "postgres", **kwargs):
@@ -342,7 +376,9 @@ class PostgresServer(_Server, devserver.DevServer):
         kwargs.setdefault("connect_timeout", 10)
         return psycopg.connect(self.dsn_for(dbname), **kwargs)
 
-    def execute(self, sql: str, params: Sequence | Mapping | None = None, dbname: str = "postgres") -> list[tuple]:
+    def execute(
+        self, sql: str, params: Sequence | Mapping | None = None, dbname: str = "postgres"
+    ) -> list[tuple]:
         """Run one statement in autocommit mode and return its rows (or [])."""
         with self.connect(dbname) as conn:
             cur = conn.execute(sql, params)
@@ -350,9 +386,23 @@ class PostgresServer(_Server, devserver.DevServer):
 
     def psql(self, sql: str, dbname: str = "postgres", timeout: float = 300) -> str:
         """Run SQL through the ``psql`` binary (ON_ERROR_STOP); returns stdout."""
-        cp = subprocess.run([str((self.bindir or find_pg_bindir()) / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                             "-d", self.dsn_for(dbname)], input=sql, capture_output=True, text=True,
-                            timeout=timeout)
+        cp = subprocess.run(
+            [
+                str((self.bindir or find_pg_bindir()) / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn_for(dbname),
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if cp.returncode != 0:
             raise ServerError(f"psql failed (exit {cp.returncode}): {cp.stderr.strip()}")
         return cp.stdout
@@ -369,8 +419,8 @@ class PostgresServer(_Server, devserver.DevServer):
         with self.connect() as conn:
             while True:
                 slots = conn.execute(
-                    "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
-                    (dbname,)).fetchall()
+                    "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (dbname,)
+                ).fetchall()
                 if not slots:
                     return
                 for slot, pid in slots:
@@ -397,11 +447,13 @@ class PostgresServer(_Server, devserver.DevServer):
         try:
             with self.connect(name) as conn:
                 for (gid,) in conn.execute(
-                        "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()").fetchall():
+                    "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
+                ).fetchall():
                     conn.execute(f"ROLLBACK PREPARED {_pg_quote(gid)}")
                 for (sub,) in conn.execute(
-                        "SELECT subname FROM pg_subscription WHERE subdbid = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchall():
+                    "SELECT subname FROM pg_subscription WHERE subdbid = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall():
                     conn.execute(f"ALTER SUBSCRIPTION {_pg_ident(sub)} DISABLE")
                     conn.execute(f"ALTER SUBSCRIPTION {_pg_ident(sub)} SET (slot_name = NONE)")
                     conn.execute(f"DROP SUBSCRIPTION {_pg_ident(sub)}")
@@ -425,9 +477,16 @@ def _pgbench(bindir: str | os.PathLike | None) -> str:
     return str(Path(bindir or find_pg_bindir()) / "pgbench")
 
 
-def pgbench_init(dsn: str, scale: int = 1, *, foreign_keys: bool = False, unlogged: bool = False,
-                 extra_args: Iterable[str] = (), bindir: str | os.PathLike | None = None,
-                 timeout: float = 1800) -> subprocess.CompletedProcess:
+def pgbench_init(
+    dsn: str,
+    scale: int = 1,
+    *,
+    foreign_keys: bool = False,
+    unlogged: bool = False,
+    extra_args: Iterable[str] = (),
+    bindir: str | os.PathLike | None = None,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess:
     """``pgbench -i -s scale`` against ``dsn`` (100000 accounts per scale unit)."""
     argv = [_pgbench(bindir), "-i", "-q", "-s", str(scale)]
     if foreign_keys:
@@ -441,11 +500,24 @@ def pgbench_init(dsn: str, scale: int = 1, *, foreign_keys: bool = False, unlogg
     return cp
 
 
-def pgbench_run(dsn: str, seconds: float | None = None, transactions: int | None = None, clients: int = 2,
-                *, jobs: int | None = None, builtin: str | None = None, script: str | None = None,
-                script_file: str | os.PathLike | None = None, no_vacuum: bool = False,
-                rate: float | None = None, extra_args: Iterable[str] = (), background: bool = False,
-                check: bool = True, bindir: str | os.PathLike | None = None, timeout: float | None = None):
+def pgbench_run(
+    dsn: str,
+    seconds: float | None = None,
+    transactions: int | None = None,
+    clients: int = 2,
+    *,
+    jobs: int | None = None,
+    builtin: str | None = None,
+    script: str | None = None,
+    script_file: str | os.PathLike | None = None,
+    no_vacuum: bool = False,
+    rate: float | None = None,
+    extra_args: Iterable[str] = (),
+    background: bool = False,
+    check: bool = True,
+    bindir: str | os.PathLike | None = None,
+    timeout: float | None = None,
+):
     """Run pgbench against ``dsn``.
 
     ``seconds`` (``-T``) or ``transactions`` per client (``-t``); ``builtin`` is
@@ -478,16 +550,23 @@ def pgbench_run(dsn: str, seconds: float | None = None, transactions: int | None
         argv += ["-R", str(rate)]
     argv += [*extra_args, dsn]
     if background:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:  # ended at the end of the test if the test does not end it (tests/conftest.py)
             from tests.procs import track
         except ImportError:  # used outside the test suite
             return proc
         return track(proc)
     try:
-        cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=timeout)
+        cp = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         if tmp_script:
             os.unlink(tmp_script)
@@ -521,9 +600,17 @@ def _mysql_ident(name: str) -> str:
 class MariaDBServer(_Server):
     """A private MariaDB instance (or a wrapper around an external MySQL/MariaDB)."""
 
-    def __init__(self, datadir_parent: str | os.PathLike | None = None, port: int | None = None,
-                 options: Mapping[str, Any] | None = None, *, external_url: str | None = None,
-                 start: bool = True, start_timeout: float = START_TIMEOUT, name: str = "mariadb"):
+    def __init__(
+        self,
+        datadir_parent: str | os.PathLike | None = None,
+        port: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        external_url: str | None = None,
+        start: bool = True,
+        start_timeout: float = START_TIMEOUT,
+        name: str = "mariadb",
+    ):
         self.name = name
         self.start_timeout = start_timeout
         self.options = {**MARIADB_DEFAULT_OPTIONS, **(options or {})}
@@ -554,8 +641,10 @@ class MariaDBServer(_Server):
         self.mariadbd = _find_exe(["mariadbd", "mysqld"], ["/usr/sbin", "/usr/bin", "/usr/libexec"])
         self.install_db = _find_exe(["mariadb-install-db", "mysql_install_db"], ["/usr/bin", "/usr/sbin"])
         if not self.mariadbd or not self.install_db:
-            raise ServerError("MariaDB server binaries (mariadbd, mariadb-install-db) not found; "
-                              "install the 'mariadb-server' package or set REPLICATOR_MARIADB_BINDIR")
+            raise ServerError(
+                "MariaDB server binaries (mariadbd, mariadb-install-db) not found; "
+                "install the 'mariadb-server' package or set REPLICATOR_MARIADB_BINDIR"
+            )
         self.host = "127.0.0.1"
         self.port = port or free_port()
         t0 = time.monotonic()
@@ -576,15 +665,21 @@ class MariaDBServer(_Server):
         self.startup_seconds = time.monotonic() - t0
 
     @classmethod
-    def from_env(cls, env_var: str = "REPLICATOR_TEST_MYSQL_URL", **kwargs) -> "MariaDBServer":
+    def from_env(cls, env_var: str = "REPLICATOR_TEST_MYSQL_URL", **kwargs) -> MariaDBServer:
         url = os.environ.get(env_var)
         if url:
             return cls(external_url=url, **kwargs)
         return cls(**kwargs)
 
     def _install(self) -> None:
-        argv = [self.install_db, "--no-defaults", f"--datadir={self.datadir}",
-                "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"]
+        argv = [
+            self.install_db,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--skip-name-resolve",
+        ]
         if self._os_user:
             argv.append(f"--user={self._os_user}")
         cp = _run(argv, cwd=self.basedir, env=_server_env(), timeout=300, what="mariadb-install-db")
@@ -592,9 +687,16 @@ class MariaDBServer(_Server):
             raise ServerError(f"mariadb-install-db failed (exit {cp.returncode}):\n{cp.stdout}")
 
     def _argv(self) -> list[str]:
-        argv = [self.mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}",
-                f"--port={self.port}", "--bind-address=127.0.0.1", f"--pid-file={self.pidfile}",
-                f"--log-error={self.logfile}"]
+        argv = [
+            self.mariadbd,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={self.pidfile}",
+            f"--log-error={self.logfile}",
+        ]
         if self._os_user:
             argv.append(f"--user={self._os_user}")
         for k, v in self.options.items():
@@ -627,14 +729,21 @@ class MariaDBServer(_Server):
             offset = _size(self.logfile)
             stdout_log = self.basedir / "stdout.log"
             with open(stdout_log, "ab") as out:
-                self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=out,
-                                             stderr=subprocess.STDOUT, cwd=self.basedir,
-                                             env=_server_env(), start_new_session=True)
+                self.proc = subprocess.Popen(
+                    self._argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.basedir,
+                    env=_server_env(),
+                    start_new_session=True,
+                )
             last_err = None
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
-                    conn = pymysql.connect(unix_socket=str(self.socket), user="root", password="",
-                                           connect_timeout=2)
+                    conn = pymysql.connect(
+                        unix_socket=str(self.socket), user="root", password="", connect_timeout=2
+                    )
                 except pymysql.MySQLError as e:
                     last_err = e
                     time.sleep(0.1)
@@ -651,8 +760,10 @@ class MariaDBServer(_Server):
             last = f"{new_log}\nlast connection error: {last_err}"
             if self.proc.poll() is None:  # timed out
                 self._terminate(kill=True)
-                raise ServerError(f"MariaDB ({self.datadir}) did not accept connections within "
-                                  f"{self.start_timeout}s on port {self.port}:\n{_tail(self.logfile)}")
+                raise ServerError(
+                    f"MariaDB ({self.datadir}) did not accept connections within "
+                    f"{self.start_timeout}s on port {self.port}:\n{_tail(self.logfile)}"
+                )
             if not _PORT_IN_USE.search(new_log) or time.monotonic() > deadline:
                 break
             if can_move:
@@ -661,9 +772,11 @@ class MariaDBServer(_Server):
                 self.port = free_port()
             else:
                 time.sleep(0.5)
-        raise ServerError(f"MariaDB ({self.datadir}) failed to start on port {self.port} "
-                          f"(exit {self.proc.returncode}):\n{last.strip()}\n"
-                          f"--- server log tail ({self.logfile}) ---\n{_tail(self.logfile)}")
+        raise ServerError(
+            f"MariaDB ({self.datadir}) failed to start on port {self.port} "
+            f"(exit {self.proc.returncode}):\n{last.strip()}\n"
+            f"--- server log tail ({self.logfile}) ---\n{_tail(self.logfile)}"
+        )
 
     def _bootstrap(self, conn) -> None:
         with conn.cursor() as cur:
@@ -725,8 +838,10 @@ class MariaDBServer(_Server):
 
     def url_for(self, database: str) -> str:
         if self.managed:
-            return (f"mysql+pymysql://root@{self.host}:{self.port}/{quote(database, safe='')}"
-                    f"?charset=utf8mb4&local_infile=1")
+            return (
+                f"mysql+pymysql://root@{self.host}:{self.port}/{quote(database, safe='')}"
+                f"?charset=utf8mb4&local_infile=1"
+            )
         u = self._ext_url.set(database=database)
         query = dict(u.query)
         query.setdefault("charset", "utf8mb4")
@@ -741,8 +856,14 @@ class MariaDBServer(_Server):
         kwargs.setdefault("local_infile", True)
         kwargs.setdefault("charset", "utf8mb4")
         kwargs.setdefault("connect_timeout", 10)
-        return pymysql.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                               database=database, **kwargs)
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=database,
+            **kwargs,
+        )
 
     def execute(self, sql: str, params: Any = None, database: str | None = None) -> list[tuple]:
         conn = self.connect(database)
@@ -763,8 +884,10 @@ class MariaDBServer(_Server):
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-                            (name,))
+                cur.execute(
+                    "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                    (name,),
+                )
                 for (pid,) in cur.fetchall():
                     try:
                         cur.execute(f"KILL {int(pid)}")

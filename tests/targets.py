@@ -20,6 +20,7 @@ tests/conftest.py (over :data:`NATIVE`; a module widens it with
 ``target_kind = targets.kind_fixture(*targets.ALL)``).  Code that opens a target URL with
 SQLAlchemy itself goes through :func:`engine_url` (``generic+`` is the replicator's, not a dialect).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,18 +35,22 @@ GENERIC_PREFIX = "generic+"
 @dataclasses.dataclass(frozen=True)
 class Kind:
     """One test target: ``name`` (the test id), its function-scoped URL fixture, a description."""
+
     name: str
     fixture: str
     about: str
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("sqlite", "sqlite_target_url", "SQLiteTarget on a file in tmp_path"),
-    Kind("duckdb", "duckdb_target_url", "DuckDBTarget on a file in tmp_path"),
-    Kind("mysql", "mysql_target_url", "MySQLTarget on a fresh database of the MariaDB server"),
-    Kind("pg", "pg_target_url", "PostgresTarget on a fresh database of the target PostgreSQL"),
-    Kind("generic", "generic_target_url", "the base Target (generic SQLAlchemy path) on SQLite"),
-)}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("sqlite", "sqlite_target_url", "SQLiteTarget on a file in tmp_path"),
+        Kind("duckdb", "duckdb_target_url", "DuckDBTarget on a file in tmp_path"),
+        Kind("mysql", "mysql_target_url", "MySQLTarget on a fresh database of the MariaDB server"),
+        Kind("pg", "pg_target_url", "PostgresTarget on a fresh database of the target PostgreSQL"),
+        Kind("generic", "generic_target_url", "the base Target (generic SQLAlchemy path) on SQLite"),
+    )
+}
 NATIVE: tuple[str, ...] = ("sqlite", "duckdb", "mysql", "pg")
 ALL: tuple[str, ...] = NATIVE + ("generic",)
 
@@ -53,8 +58,8 @@ ALL: tuple[str, ...] = NATIVE + ("generic",)
 #: why: the conformance suites compare these in that form (or leave them out, saying so).
 GENERIC_FORMS: dict[str, str] = {
     "numeric": "SQLite has no DECIMAL: SQLAlchemy's Numeric stores a float (digits beyond a double "
-               "and trailing zeros are lost; NaN and ±Infinity are refused, as a generic dialect may "
-               "not hold them)",
+    "and trailing zeros are lost; NaN and ±Infinity are refused, as a generic dialect may "
+    "not hold them)",
     "uuid": "SQLAlchemy's Uuid on a dialect without a UUID type is CHAR(32): hex without dashes",
     "-0": "SQLite's REAL stores -0 as 0",
 }
@@ -68,8 +73,9 @@ def selected() -> tuple[str, ...]:
         return tuple(KINDS)
     unknown = [n for n in raw if n not in KINDS]
     if unknown:
-        raise pytest.UsageError(f"{ENV}: unknown target kind(s) {', '.join(unknown)}; "
-                                f"known: {', '.join(KINDS)}")
+        raise pytest.UsageError(
+            f"{ENV}: unknown target kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}"
+        )
     return tuple(k for k in KINDS if k in raw)
 
 
@@ -99,12 +105,14 @@ def fixture(kind: str) -> str:
 def kind_fixture(*kinds: str):
     """A ``target_kind`` fixture parametrized over ``kinds`` (default :data:`NATIVE`); assign it to
     ``target_kind`` in a test module to choose the kinds its ``target_url`` tests run against."""
+
     @pytest.fixture(params=params(*kinds))
     def target_kind(request) -> str:
         return request.param
+
     return target_kind
 
 
 def engine_url(url: str) -> str:
     """The SQLAlchemy URL a test opens to read a target (``generic+sqlite:///f`` → ``sqlite:///f``)."""
-    return url[len(GENERIC_PREFIX):] if url.startswith(GENERIC_PREFIX) else url
+    return url[len(GENERIC_PREFIX) :] if url.startswith(GENERIC_PREFIX) else url

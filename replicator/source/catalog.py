@@ -5,11 +5,13 @@ replicated through its root (the publication uses ``publish_via_partition_root``
 columns are left out (with a warning naming them) because PostgreSQL before 18 does not publish
 them: a copied value could never be kept current.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Iterable, Optional
+from typing import Optional
 
 import psycopg
 
@@ -80,9 +82,11 @@ def unlogged(t: tuple) -> bool:
 def unlogged_problem(schema: str, name: str) -> str:
     """Why an UNLOGGED table cannot be replicated, with the fix."""
     q = ".".join('"' + n.replace('"', '""') + '"' for n in (schema, name))
-    return (f"{schema}.{name} is UNLOGGED: its changes are not written to WAL, so logical "
-            f"replication cannot stream them (PostgreSQL refuses to publish it); run ALTER TABLE "
-            f"{q} SET LOGGED, or leave it out (--tables, or exclude it from the mapping)")
+    return (
+        f"{schema}.{name} is UNLOGGED: its changes are not written to WAL, so logical "
+        f"replication cannot stream them (PostgreSQL refuses to publish it); run ALTER TABLE "
+        f"{q} SET LOGGED, or leave it out (--tables, or exclude it from the mapping)"
+    )
 
 
 def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) -> list[tuple]:
@@ -98,8 +102,10 @@ def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) ->
         pat = pat if "." in pat else f"public.{pat}"
         hits = [t for t in all_tables if fnmatchcase(f"{t[1]}.{t[2]}", pat)]
         if not hits:
-            raise ConfigError(f"table {pat!r} (from --tables) does not exist on the source; "
-                              f"check the name; replicator init --source … lists every table")
+            raise ConfigError(
+                f"table {pat!r} (from --tables) does not exist on the source; "
+                f"check the name; replicator init --source … lists every table"
+            )
         if all(unlogged(t) for t in hits) or not any(ch in pat for ch in "*?["):
             bad = [t for t in hits if unlogged(t)]
             if bad:
@@ -115,8 +121,12 @@ def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) ->
 
 def _note_unlogged(tables: list[tuple]) -> None:
     for t in tables:
-        log.warning("%s.%s is UNLOGGED and left out: its changes are not in WAL (ALTER TABLE … "
-                    "SET LOGGED to replicate it)", t[1], t[2])
+        log.warning(
+            "%s.%s is UNLOGGED and left out: its changes are not in WAL (ALTER TABLE … "
+            "SET LOGGED to replicate it)",
+            t[1],
+            t[2],
+        )
 
 
 def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSchema]:
@@ -130,10 +140,22 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
             generated.setdefault(r[0], []).append(r[1])
             continue
         attnums[r[0]].append((r[1], r[15]))
-        cols[r[0]].append(Column(name=r[1], type_oid=r[2], type_name=r[3], type_mod=r[4],
-                                 not_null=r[5], type_kind=r[11] if r[7] == "d" else r[7],
-                                 base_oid=r[8], base_name=r[9], elem_oid=r[10], ndims=r[12],
-                                 elem_base_oid=r[13], elem_delim=r[14]))
+        cols[r[0]].append(
+            Column(
+                name=r[1],
+                type_oid=r[2],
+                type_name=r[3],
+                type_mod=r[4],
+                not_null=r[5],
+                type_kind=r[11] if r[7] == "d" else r[7],
+                base_oid=r[8],
+                base_name=r[9],
+                elem_oid=r[10],
+                ndims=r[12],
+                elem_base_oid=r[13],
+                elem_delim=r[14],
+            )
+        )
     pks: dict[int, tuple] = {}
     idents: dict[int, tuple] = {}
     for relid, is_pk, is_ident, names in conn.execute(KEYS_SQL, (oids,)):
@@ -144,16 +166,29 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
     out = []
     for oid, schema, name, ident in (t[:4] for t in tables):
         if oid in generated:
-            log.warning("%s.%s: generated column(s) %s are not replicated: PostgreSQL before 18 does "
-                        "not publish them, so their target values would go stale (docs/types.md)",
-                        schema, name, ", ".join(generated[oid]))
+            log.warning(
+                "%s.%s: generated column(s) %s are not replicated: PostgreSQL before 18 does "
+                "not publish them, so their target values would go stale (docs/types.md)",
+                schema,
+                name,
+                ", ".join(generated[oid]),
+            )
         identity = Identity(ident)
         key = idents.get(oid, ()) if identity is Identity.INDEX else pks.get(oid, ())
         if identity is Identity.NOTHING:
             key = ()
-        out.append(TableSchema(schema=schema, name=name, columns=tuple(cols[oid]),
-                               identity=identity, key=key, oid=oid, primary_key=pks.get(oid, ()),
-                               attnums=tuple(attnums[oid])))
+        out.append(
+            TableSchema(
+                schema=schema,
+                name=name,
+                columns=tuple(cols[oid]),
+                identity=identity,
+                key=key,
+                oid=oid,
+                primary_key=pks.get(oid, ()),
+                attnums=tuple(attnums[oid]),
+            )
+        )
     return out
 
 
@@ -163,13 +198,17 @@ def identity_problem(t: TableSchema) -> Optional[str]:
         return None
     q = f'"{t.schema}"."{t.name}"'
     if t.identity is Identity.NOTHING:
-        return (f"{t.qualified}: REPLICA IDENTITY NOTHING, so UPDATE/DELETE cannot be replicated; "
-                f"run ALTER TABLE {q} REPLICA IDENTITY FULL (or DEFAULT with a primary key), "
-                f"or declare the table insert-only in the mapping")
+        return (
+            f"{t.qualified}: REPLICA IDENTITY NOTHING, so UPDATE/DELETE cannot be replicated; "
+            f"run ALTER TABLE {q} REPLICA IDENTITY FULL (or DEFAULT with a primary key), "
+            f"or declare the table insert-only in the mapping"
+        )
     if t.identity is Identity.DEFAULT and not t.key:
-        return (f"{t.qualified}: no primary key and REPLICA IDENTITY DEFAULT, so UPDATE/DELETE "
-                f"cannot be replicated (and fail on the source once published); add a primary key, "
-                f"or run ALTER TABLE {q} REPLICA IDENTITY FULL")
+        return (
+            f"{t.qualified}: no primary key and REPLICA IDENTITY DEFAULT, so UPDATE/DELETE "
+            f"cannot be replicated (and fail on the source once published); add a primary key, "
+            f"or run ALTER TABLE {q} REPLICA IDENTITY FULL"
+        )
     return None
 
 
@@ -228,9 +267,19 @@ class Today:
         r = self._c().execute(TYPE_SQL, (type_mod, type_oid)).fetchone()
         if r is None:
             return None
-        return Column(name=name, type_oid=type_oid, type_name=r[0], type_mod=type_mod,
-                      type_kind=r[5] if r[1] == "d" else r[1], base_oid=r[2], base_name=r[3],
-                      elem_oid=r[4], ndims=r[6], elem_base_oid=r[7], elem_delim=r[8])
+        return Column(
+            name=name,
+            type_oid=type_oid,
+            type_name=r[0],
+            type_mod=type_mod,
+            type_kind=r[5] if r[1] == "d" else r[1],
+            base_oid=r[2],
+            base_name=r[3],
+            elem_oid=r[4],
+            ndims=r[6],
+            elem_base_oid=r[7],
+            elem_delim=r[8],
+        )
 
     def missing_value(self, table_oid: int, attnum: int) -> tuple[bool, Optional[str]]:
         """(the column has a default, the text value rows that existed before it was added got;

@@ -5,12 +5,13 @@ count disagrees never reaches a target.  Contract: every Relation of a mapped ta
 a :class:`RelationInfo` before any change that uses it; comparing it with the target's columns is
 the replay phase's job (only it knows whether the transaction is applied or skipped).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
-from ..model import (ChangeKind, Lsn, RelationInfo, RowChange, TableSchema, Truncate, TxBegin,
-                     TxCommit)
+from ..model import ChangeKind, Lsn, RelationInfo, RowChange, TableSchema, Truncate, TxBegin, TxCommit
 from . import pgoutput as po
 
 Event = Union[TxBegin, TxCommit, RowChange, Truncate, RelationInfo]
@@ -29,9 +30,14 @@ class ChangeDecoder:
         self.names: dict[int, Optional[str]] = {}
         self.lsn = Lsn(0)
         self._on: dict[type, Callable[[Any], Optional[Event]]] = {
-            po.Insert: self._insert, po.Update: self._update, po.Delete: self._delete,
-            po.Begin: self._begin, po.Commit: self._commit, po.Relation: self._relation,
-            po.Truncate: self._truncate}
+            po.Insert: self._insert,
+            po.Update: self._update,
+            po.Delete: self._delete,
+            po.Begin: self._begin,
+            po.Commit: self._commit,
+            po.Relation: self._relation,
+            po.Truncate: self._truncate,
+        }
 
     def feed(self, payload: bytes) -> Optional[Event]:
         """The event of one pgoutput message; None for messages with nothing to apply (Origin,
@@ -55,16 +61,16 @@ class ChangeDecoder:
         po.check_tuple(rel, msg.new)
         if msg.old is not None:
             po.check_tuple(rel, msg.old)
-        return RowChange(ChangeKind.UPDATE, name, new=msg.new, old=msg.old,
-                         old_is_key=msg.old_kind != "O", lsn=self.lsn)
+        return RowChange(
+            ChangeKind.UPDATE, name, new=msg.new, old=msg.old, old_is_key=msg.old_kind != "O", lsn=self.lsn
+        )
 
     def _delete(self, msg: po.Delete) -> Optional[Event]:
         name = self._name(msg.relid)
         if not name:
             return None
         po.check_tuple(self.relations[msg.relid], msg.old)
-        return RowChange(ChangeKind.DELETE, name, old=msg.old, old_is_key=msg.old_kind != "O",
-                         lsn=self.lsn)
+        return RowChange(ChangeKind.DELETE, name, old=msg.old, old_is_key=msg.old_kind != "O", lsn=self.lsn)
 
     def _begin(self, msg: po.Begin) -> Optional[Event]:
         self.lsn = msg.final_lsn
@@ -93,5 +99,10 @@ class ChangeDecoder:
         self.names[rel.relid] = name if mapped else None
         if not mapped:
             return None
-        return RelationInfo(name, tuple((c.name, c.type_oid) for c in rel.columns), self.lsn,
-                            tuple(c.type_mod for c in rel.columns), rel.relid)
+        return RelationInfo(
+            name,
+            tuple((c.name, c.type_oid) for c in rel.columns),
+            self.lsn,
+            tuple(c.type_mod for c in rel.columns),
+            rel.relid,
+        )

@@ -20,6 +20,7 @@ Client -> server:
 
 LSN = unsigned Int64, TS = Int64 µs since 2000-01-01 UTC, all big-endian.
 """
+
 from __future__ import annotations
 
 import struct
@@ -55,8 +56,9 @@ def _time(micros: int, kind: str) -> datetime:
     try:
         return pg_time(micros)
     except OverflowError:
-        raise DecodeError(f"replication frame {kind!r}: send time {micros} µs out of range "
-                          "at byte offset 17") from None
+        raise DecodeError(
+            f"replication frame {kind!r}: send time {micros} µs out of range at byte offset 17"
+        ) from None
 
 
 def parse_frame(frame: Union[bytes, bytearray, memoryview]) -> Union[XLogData, Keepalive]:
@@ -67,27 +69,34 @@ def parse_frame(frame: Union[bytes, bytearray, memoryview]) -> Union[XLogData, K
     kind = frame[0]
     if kind == 119:  # 'w'
         if n < 25:
-            raise DecodeError(f"replication frame 'w' (XLogData) truncated: header needs 25 bytes, "
-                              f"got {n} (byte offset {n})")
+            raise DecodeError(
+                f"replication frame 'w' (XLogData) truncated: header needs 25 bytes, "
+                f"got {n} (byte offset {n})"
+            )
         start, end, ts = _XLOG.unpack_from(frame, 1)
         return XLogData(Lsn(start), Lsn(end), _time(ts, "w"), memoryview(frame)[25:])
     if kind == 107:  # 'k'
         if n != 18:
-            raise DecodeError(f"replication frame 'k' (keepalive) must be 18 bytes, got {n} "
-                              f"(byte offset {min(n, 18)})")
+            raise DecodeError(
+                f"replication frame 'k' (keepalive) must be 18 bytes, got {n} (byte offset {min(n, 18)})"
+            )
         end, ts, reply = _KEEPALIVE.unpack_from(frame, 1)
         return Keepalive(Lsn(end), _time(ts, "k"), reply != 0)
-    raise DecodeError(f"unknown replication frame type {bytes(frame[:1])!r} at byte offset 0 "
-                      "(expected 'w' XLogData or 'k' keepalive)")
+    raise DecodeError(
+        f"unknown replication frame type {bytes(frame[:1])!r} at byte offset 0 "
+        "(expected 'w' XLogData or 'k' keepalive)"
+    )
 
 
-def standby_status_update(write: Lsn, flush: Lsn, apply: Lsn, reply_requested: bool = False,
-                          now: Optional[datetime] = None) -> bytes:
+def standby_status_update(
+    write: Lsn, flush: Lsn, apply: Lsn, reply_requested: bool = False, now: Optional[datetime] = None
+) -> bytes:
     """Build the 'r' frame confirming ``write``/``flush``/``apply`` positions to the walsender."""
     if now is None:
         now = datetime.now(timezone.utc)
     try:
         return _STATUS.pack(b"r", write, flush, apply, pg_micros(now), 1 if reply_requested else 0)
     except struct.error as e:
-        raise ValueError(f"standby status update: LSN out of range (write={write}, flush={flush}, "
-                         f"apply={apply}): {e}") from None
+        raise ValueError(
+            f"standby status update: LSN out of range (write={write}, flush={flush}, apply={apply}): {e}"
+        ) from None

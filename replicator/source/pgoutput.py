@@ -37,6 +37,7 @@ Fields in wire order ([...] optional, N x (...) repeated):
 Stream/two-phase messages of protocol versions 2+ ('S', 'E', 'c', 'A', 'b', 'P', 'K', 'r', 'p') are
 rejected with a DecodeError naming them: we only request proto_version '1'.
 """
+
 from __future__ import annotations
 
 import struct
@@ -65,6 +66,7 @@ def pg_micros(when: datetime) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # Messages
+
 
 @dataclass(frozen=True, slots=True)
 class Begin:
@@ -151,19 +153,32 @@ class LogicalMessage:
     content: bytes
 
 
-Message = Union[Begin, Commit, Origin, Relation, TypeInfo, Insert, Update, Delete, Truncate,
-                LogicalMessage]
+Message = Union[Begin, Commit, Origin, Relation, TypeInfo, Insert, Update, Delete, Truncate, LogicalMessage]
 
 # ---------------------------------------------------------------------------------------------------
 # Decoding helpers
 
 _NAMES = {
-    "B": "Begin", "C": "Commit", "O": "Origin", "R": "Relation", "Y": "Type", "I": "Insert",
-    "U": "Update", "D": "Delete", "T": "Truncate", "M": "Message",
+    "B": "Begin",
+    "C": "Commit",
+    "O": "Origin",
+    "R": "Relation",
+    "Y": "Type",
+    "I": "Insert",
+    "U": "Update",
+    "D": "Delete",
+    "T": "Truncate",
+    "M": "Message",
 }
 _NEWER = {
-    "S": "Stream Start", "E": "Stream Stop", "c": "Stream Commit", "A": "Stream Abort",
-    "b": "Begin Prepare", "P": "Prepare", "K": "Commit Prepared", "r": "Rollback Prepared",
+    "S": "Stream Start",
+    "E": "Stream Stop",
+    "c": "Stream Commit",
+    "A": "Stream Abort",
+    "b": "Begin Prepare",
+    "P": "Prepare",
+    "K": "Commit Prepared",
+    "r": "Rollback Prepared",
     "p": "Stream Prepare",
 }
 _IDENTITIES = frozenset("dnfi")
@@ -181,8 +196,9 @@ _TRUNCHEAD = struct.Struct(">iB").unpack_from
 
 def _err(mt: str, off: int, what: str, buf: bytes) -> DecodeError:
     name = _NAMES.get(mt, "unknown")
-    return DecodeError(f"pgoutput {name} message {mt!r}: {what} at byte offset {off} "
-                       f"(message length {len(buf)})")
+    return DecodeError(
+        f"pgoutput {name} message {mt!r}: {what} at byte offset {off} (message length {len(buf)})"
+    )
 
 
 def _need(buf: bytes, off: int, size: int, mt: str, what: str) -> None:
@@ -246,8 +262,13 @@ def _tuple(buf: bytes, off: int, mt: str) -> tuple[tuple, int]:
                     raise _badlen(buf, off, ln, i, mt)
                 append(buf[a:off])
             else:
-                raise _err(mt, off, f"bad TupleData kind byte {bytes((kind,))!r} in column {i} "
-                                    "(expected 'n', 'u', 't' or 'b')", buf)
+                raise _err(
+                    mt,
+                    off,
+                    f"bad TupleData kind byte {bytes((kind,))!r} in column {i} "
+                    "(expected 'n', 'u', 't' or 'b')",
+                    buf,
+                )
     except (IndexError, struct.error):
         raise _err(mt, off, f"truncated: TupleData column {i} of {ncols}", buf) from None
     except UnicodeDecodeError as e:
@@ -258,12 +279,14 @@ def _tuple(buf: bytes, off: int, mt: str) -> tuple[tuple, int]:
 def _badlen(buf: bytes, off: int, ln: int, i: int, mt: str) -> DecodeError:
     if ln < 0:
         return _err(mt, off, f"negative value length {ln} in TupleData column {i}", buf)
-    return _err(mt, off, f"truncated: TupleData column {i} value of {ln} bytes, "
-                         f"{len(buf) - off - 4} left", buf)
+    return _err(
+        mt, off, f"truncated: TupleData column {i} value of {ln} bytes, {len(buf) - off - 4} left", buf
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # One function per message type: buf -> (message, offset after it)
+
 
 def _begin(buf: bytes):
     _need(buf, 1, 20, "B", "Begin body")
@@ -340,7 +363,7 @@ def _update(buf: bytes):
         if off >= len(buf):
             raise _err("U", off, "truncated: 'N' and new tuple missing after the old tuple", buf)
         if buf[off] != 78:
-            raise _err("U", off, f"expected 'N' after the old tuple but got {buf[off:off + 1]!r}", buf)
+            raise _err("U", off, f"expected 'N' after the old tuple but got {buf[off : off + 1]!r}", buf)
         new, off = _tuple(buf, off + 1, "U")
         return Update(relid, old, "K" if k == 75 else "O", new), off
     raise _err("U", 5, f"expected 'K', 'O' or 'N' but got {buf[5:6]!r}", buf)
@@ -377,12 +400,19 @@ def _message(buf: bytes):
         raise _err("M", off, f"negative content length {ln}", buf)
     off += 4
     _need(buf, off, ln, "M", "content")
-    return LogicalMessage(bool(flags & 1), Lsn(lsn), prefix, buf[off:off + ln]), off + ln
+    return LogicalMessage(bool(flags & 1), Lsn(lsn), prefix, buf[off : off + ln]), off + ln
 
 
 _DISPATCH = {
-    ord("B"): _begin, ord("C"): _commit, ord("O"): _origin, ord("R"): _relation, ord("Y"): _type,
-    ord("I"): _insert, ord("U"): _update, ord("D"): _delete, ord("T"): _truncate,
+    ord("B"): _begin,
+    ord("C"): _commit,
+    ord("O"): _origin,
+    ord("R"): _relation,
+    ord("Y"): _type,
+    ord("I"): _insert,
+    ord("U"): _update,
+    ord("D"): _delete,
+    ord("T"): _truncate,
     ord("M"): _message,
 }
 
@@ -399,8 +429,10 @@ def decode(data: Union[bytes, bytearray, memoryview]) -> Message:
     if fn is None:
         mt = chr(buf[0])
         if mt in _NEWER:
-            raise DecodeError(f"pgoutput {_NEWER[mt]} message {mt!r} at byte offset 0 belongs to "
-                              "protocol version 2 or later; this decoder requests proto_version '1'")
+            raise DecodeError(
+                f"pgoutput {_NEWER[mt]} message {mt!r} at byte offset 0 belongs to "
+                "protocol version 2 or later; this decoder requests proto_version '1'"
+            )
         raise DecodeError(f"unknown pgoutput message type {buf[:1]!r} at byte offset 0")
     try:
         msg, off = fn(buf)
@@ -418,4 +450,5 @@ def check_tuple(rel: Relation, values: tuple) -> None:
         raise DecodeError(
             f"relation {rel.namespace}.{rel.name} (relid {rel.relid}): tuple column count mismatch, "
             f"expected {len(rel.columns)} (from its Relation message), got {len(values)}; the "
-            "stream is corrupt or a Relation message was missed")
+            "stream is corrupt or a Relation message was missed"
+        )

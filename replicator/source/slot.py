@@ -7,6 +7,7 @@ Contracts:
   (``wal_status = 'lost'``) or belongs to another system: never recreate it silently (invariant 5).
 * Names reaching SQL are quoted with psycopg.sql; slot names are validated by the config.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,8 @@ import os
 import re
 import threading
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import psycopg
 from psycopg import sql
@@ -39,8 +41,10 @@ def replication_connection(dsn: str, app_name: Optional[str] = None) -> psycopg.
     try:
         return psycopg.connect(source_conninfo(dsn, **extra), replication="database", autocommit=True)
     except psycopg.OperationalError as e:
-        raise SourceUnavailable(f"cannot open a replication connection to the source: {redact(e)}; "
-                          "the role needs the REPLICATION attribute and pg_hba.conf must allow it") from None
+        raise SourceUnavailable(
+            f"cannot open a replication connection to the source: {redact(e)}; "
+            "the role needs the REPLICATION attribute and pg_hba.conf must allow it"
+        ) from None
 
 
 def identify_system(repl: psycopg.Connection) -> tuple[str, int, Lsn]:
@@ -73,27 +77,36 @@ def blockers(conn: psycopg.Connection, exclude_pid: int = 0) -> list[str]:
     return [describe_blocker(r) for r in blocker_rows(conn, exclude_pid)]
 
 
-def create_slot(repl: psycopg.Connection, slot: str, temporary: bool = False, timeout: float = 300.0,
-                dsn: Optional[str] = None) -> tuple[Lsn, str]:
+def create_slot(
+    repl: psycopg.Connection,
+    slot: str,
+    temporary: bool = False,
+    timeout: float = 300.0,
+    dsn: Optional[str] = None,
+) -> tuple[Lsn, str]:
     """CREATE_REPLICATION_SLOT … LOGICAL pgoutput (SNAPSHOT 'export') → (consistent point, snapshot).
 
     Creation waits until every transaction running at its start has ended (pgcopydb once hung 5
     hours on this).  After ``timeout`` seconds it is cancelled and the error names the blocking
     pids (found through a normal connection to ``dsn``)."""
     q = sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput (SNAPSHOT 'export')").format(
-        sql.Identifier(slot), sql.SQL("TEMPORARY " if temporary else ""))
+        sql.Identifier(slot), sql.SQL("TEMPORARY " if temporary else "")
+    )
     found: list[str] = []
     done = threading.Event()
-    watcher = threading.Thread(target=_watch_creation, args=(repl, dsn, found, timeout, done),
-                               name="slot-timeout", daemon=True)
+    watcher = threading.Thread(
+        target=_watch_creation, args=(repl, dsn, found, timeout, done), name="slot-timeout", daemon=True
+    )
     watcher.start()
     try:
         _name, lsn, snapshot, _plugin = repl.execute(q).fetchone()
     except psycopg.errors.QueryCanceled:
         stopping.check(f"creating replication slot {slot} (nothing was created)")
-        raise SourceError(f"creating replication slot {slot} waited {timeout:.0f}s for open "
-                          f"transactions to end: {'; '.join(found) or 'none found any more'}. End or "
-                          f"commit them (or pg_terminate_backend(pid)) and run again") from None
+        raise SourceError(
+            f"creating replication slot {slot} waited {timeout:.0f}s for open "
+            f"transactions to end: {'; '.join(found) or 'none found any more'}. End or "
+            f"commit them (or pg_terminate_backend(pid)) and run again"
+        ) from None
     except psycopg.Error as e:
         raise SourceError(f"cannot create replication slot {slot}: {e}".strip()) from None
     finally:
@@ -103,8 +116,9 @@ def create_slot(repl: psycopg.Connection, slot: str, temporary: bool = False, ti
     return Lsn.parse(lsn), snapshot
 
 
-def _watch_creation(repl: psycopg.Connection, dsn: Optional[str], found: list[str], timeout: float,
-                    done: threading.Event) -> None:
+def _watch_creation(
+    repl: psycopg.Connection, dsn: Optional[str], found: list[str], timeout: float, done: threading.Event
+) -> None:
     """Cancel slot creation after ``timeout`` seconds (naming the blockers) or on a stop request."""
     deadline = time.monotonic() + timeout
     while not done.wait(0.2):
@@ -128,7 +142,9 @@ def slot_info(conn: psycopg.Connection, slot: str) -> Optional[dict]:
         "SELECT slot_name, slot_type, plugin, database, active, active_pid, restart_lsn,"
         " confirmed_flush_lsn, wal_status, safe_wal_size, pg_current_wal_lsn() AS current_lsn,"
         " current_database() AS this_database"
-        " FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    )
     row = cur.fetchone()
     if row is None:
         return None
@@ -143,8 +159,10 @@ def holder(conn: psycopg.Connection, walsender_pid: Optional[int]) -> str:
     ours, which put it in its application name) the client's own pid, not the walsender's."""
     if not walsender_pid:
         return "no process (the slot is not in use right now)"
-    row = conn.execute("SELECT application_name, client_addr, client_port FROM pg_stat_activity "
-                       "WHERE pid = %s", (walsender_pid,)).fetchone()
+    row = conn.execute(
+        "SELECT application_name, client_addr, client_port FROM pg_stat_activity WHERE pid = %s",
+        (walsender_pid,),
+    ).fetchone()
     if row is None:
         return f"a process that just left (walsender pid {walsender_pid})"
     app, addr, port = row
@@ -154,33 +172,54 @@ def holder(conn: psycopg.Connection, walsender_pid: Optional[int]) -> str:
     return f"'{app or '?'}' ({who}) from {where}, walsender pid {walsender_pid}"
 
 
-def check_slot(info: Optional[dict], slot: str, name: str, system_id: str, expected_system: str,
-               applied: Optional[Lsn] = None) -> dict:
+def check_slot(
+    info: Optional[dict],
+    slot: str,
+    name: str,
+    system_id: str,
+    expected_system: str,
+    applied: Optional[Lsn] = None,
+) -> dict:
     """Raise SlotLostError unless the slot exists, is usable, is a pgoutput slot of this database
     on the recorded system, and has not confirmed more than the target applied (``applied``)."""
-    resync = (f"run 'replicator drop --name {name}' and start again to re-copy every table "
-              f"(data applied so far stays on the target)")
+    resync = (
+        f"run 'replicator drop --name {name}' and start again to re-copy every table "
+        f"(data applied so far stays on the target)"
+    )
     if expected_system and system_id != expected_system:
-        raise SlotLostError(f"source system identifier is {system_id}, but stream {name} was "
-                            f"started on {expected_system}: this is another server; {resync}")
+        raise SlotLostError(
+            f"source system identifier is {system_id}, but stream {name} was "
+            f"started on {expected_system}: this is another server; {resync}"
+        )
     if info is None:
-        raise SlotLostError(f"replication slot {slot} no longer exists on the source, so changes "
-                            f"since the last applied LSN may be lost; {resync}")
+        raise SlotLostError(
+            f"replication slot {slot} no longer exists on the source, so changes "
+            f"since the last applied LSN may be lost; {resync}"
+        )
     if info.get("wal_status") == "lost":
-        raise SlotLostError(f"replication slot {slot} was invalidated (wal_status = lost: WAL it "
-                            f"needed was removed, see max_slot_wal_keep_size); {resync}")
-    if info.get("slot_type", "logical") != "logical" or info.get("plugin") != "pgoutput" \
-            or info.get("database") != info.get("this_database", info.get("database")):
-        raise SlotLostError(f"replication slot {slot} is not the pgoutput slot of database "
-                            f"{info.get('this_database')} this stream created (type "
-                            f"{info.get('slot_type')}, plugin {info.get('plugin')}, database "
-                            f"{info.get('database')}); {resync}")
+        raise SlotLostError(
+            f"replication slot {slot} was invalidated (wal_status = lost: WAL it "
+            f"needed was removed, see max_slot_wal_keep_size); {resync}"
+        )
+    if (
+        info.get("slot_type", "logical") != "logical"
+        or info.get("plugin") != "pgoutput"
+        or info.get("database") != info.get("this_database", info.get("database"))
+    ):
+        raise SlotLostError(
+            f"replication slot {slot} is not the pgoutput slot of database "
+            f"{info.get('this_database')} this stream created (type "
+            f"{info.get('slot_type')}, plugin {info.get('plugin')}, database "
+            f"{info.get('database')}); {resync}"
+        )
     confirmed = info.get("confirmed_flush_lsn")
     if applied is not None and confirmed and Lsn.parse(confirmed) > applied:
-        raise SlotLostError(f"replication slot {slot} has confirmed {confirmed}, beyond {applied}, "
-                            f"the last position this target applied: another client consumed "
-                            f"changes this target never got (a second stream named {name}?), or "
-                            f"the target was restored from a backup; {resync}")
+        raise SlotLostError(
+            f"replication slot {slot} has confirmed {confirmed}, beyond {applied}, "
+            f"the last position this target applied: another client consumed "
+            f"changes this target never got (a second stream named {name}?), or "
+            f"the target was restored from a backup; {resync}"
+        )
     return info
 
 
@@ -188,8 +227,9 @@ def publication_exists(conn: psycopg.Connection, pub: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)).fetchone() is not None
 
 
-def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[PublishedTable],
-                       insert_only: bool = False) -> None:
+def ensure_publication(
+    conn: psycopg.Connection, pub: str, tables: Sequence[PublishedTable], insert_only: bool = False
+) -> None:
     """Make publication ``pub`` list exactly ``tables`` (column lists and row filters included);
     ``insert_only`` publishes INSERT and TRUNCATE only.  ``tables`` must not be empty."""
     if publication_matches(conn, pub, tables):
@@ -199,9 +239,11 @@ def ensure_publication(conn: psycopg.Connection, pub: str, tables: Sequence[Publ
         conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(pub), items))
     else:
         publish = "insert, truncate" if insert_only else "insert, update, delete, truncate"
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {}, "
-                             "publish_via_partition_root = true)")
-                     .format(sql.Identifier(pub), items, sql.Literal(publish)))
+        conn.execute(
+            sql.SQL(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {}, publish_via_partition_root = true)"
+            ).format(sql.Identifier(pub), items, sql.Literal(publish))
+        )
     conn.commit()
 
 
@@ -223,8 +265,11 @@ def publication_matches(conn: psycopg.Connection, pub: str, tables: Sequence[Pub
     if any(t.columns is not None or t.where for t in tables):
         return False
     rows = conn.execute(PUBLISHED_SQL, (pub,)).fetchall()
-    return bool(rows) and all(r[2] and r[3] for r in rows) and \
-        {(r[0], r[1]) for r in rows} == {(t.schema, t.name) for t in tables}
+    return (
+        bool(rows)
+        and all(r[2] and r[3] for r in rows)
+        and {(r[0], r[1]) for r in rows} == {(t.schema, t.name) for t in tables}
+    )
 
 
 def _published(t: PublishedTable) -> sql.Composable:
@@ -249,8 +294,10 @@ def drop_slot(conn: psycopg.Connection, slot: str, terminate: bool = False, wait
         if info["active_pid"] and terminate:
             conn.execute("SELECT pg_terminate_backend(%s)", (info["active_pid"],))
         elif info["active_pid"] and time.monotonic() >= deadline:
-            raise SourceError(f"replication slot {slot} is in use by "
-                              f"{holder(conn, info['active_pid'])}: stop that process first")
+            raise SourceError(
+                f"replication slot {slot} is in use by "
+                f"{holder(conn, info['active_pid'])}: stop that process first"
+            )
         if not info["active_pid"] or terminate:
             try:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
@@ -259,8 +306,7 @@ def drop_slot(conn: psycopg.Connection, slot: str, terminate: bool = False, wait
             except psycopg.errors.ObjectInUse:
                 conn.rollback()
         if time.monotonic() >= deadline + (10 if terminate else 0):
-            raise SourceError(f"replication slot {slot} is still in use; stop the process using it "
-                              f"and retry")
+            raise SourceError(f"replication slot {slot} is still in use; stop the process using it and retry")
         time.sleep(0.1)
 
 

@@ -4,11 +4,13 @@ Contract: :func:`snapshot_connection` returns a connection inside a REPEATABLE R
 transaction that sees exactly the exported snapshot, so every table copied through it is consistent
 with the slot's consistent point.  Output is streamed in bounded chunks: memory never holds a table.
 """
+
 from __future__ import annotations
 
 import contextlib
 import re
-from typing import Callable, Generator, Iterator, Optional, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Optional
 
 import psycopg
 from psycopg import sql
@@ -38,8 +40,10 @@ def snapshot_connection(dsn: str, snapshot: Optional[str]) -> psycopg.Connection
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         except psycopg.Error as e:
             conn.close()
-            raise SourceError(f"cannot import exported snapshot {snapshot}: {e}; the slot's "
-                              f"snapshot is valid only while its creating session is idle") from None
+            raise SourceError(
+                f"cannot import exported snapshot {snapshot}: {e}; the slot's "
+                f"snapshot is valid only while its creating session is idle"
+            ) from None
     return conn
 
 
@@ -54,8 +58,9 @@ def copy_progress(conn: psycopg.Connection, stream: str) -> dict[str, int]:
     rows = conn.execute(
         "SELECT a.application_name, p.tuples_processed FROM pg_stat_progress_copy p "
         "JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE %s",
-        (prefix.replace("_", "\\_") + "%",)).fetchall()
-    return {name[len(prefix):]: int(n) for name, n in rows}
+        (prefix.replace("_", "\\_") + "%",),
+    ).fetchall()
+    return {name[len(prefix) :]: int(n) for name, n in rows}
 
 
 def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
@@ -63,15 +68,17 @@ def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
     row = conn.execute(
         "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
         "WHERE c.oid = %s::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
-        (sql.Identifier(t.schema, t.name).as_string(conn),) * 2).fetchone()
+        (sql.Identifier(t.schema, t.name).as_string(conn),) * 2,
+    ).fetchone()
     return int(row[0])
 
 
 def _partitioned(t: TableSchema) -> sql.Composed:
     """A condition, constant for the query: ``t`` is a partitioned table (relkind 'p')."""
-    return sql.SQL("(SELECT c.relkind = 'p' FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                   "ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {})").format(
-        sql.Literal(t.schema), sql.Literal(t.name))
+    return sql.SQL(
+        "(SELECT c.relkind = 'p' FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {})"
+    ).format(sql.Literal(t.schema), sql.Literal(t.name))
 
 
 def own_rows_select(t: TableSchema, select: sql.Composable, where: str = "") -> sql.Composed:
@@ -85,15 +92,19 @@ def own_rows_select(t: TableSchema, select: sql.Composable, where: str = "") -> 
     so a branch that does not apply reads no table."""
     name = sql.Identifier(t.schema, t.name)
     cond = sql.SQL(" AND ({})").format(sql.SQL(where)) if where else sql.SQL("")
-    return sql.SQL("SELECT {s} FROM ONLY {t} WHERE NOT {p}{w} UNION ALL SELECT {s} FROM {t} WHERE {p}{w}").format(
-        s=select, t=name, p=_partitioned(t), w=cond)
+    return sql.SQL(
+        "SELECT {s} FROM ONLY {t} WHERE NOT {p}{w} UNION ALL SELECT {s} FROM {t} WHERE {p}{w}"
+    ).format(s=select, t=name, p=_partitioned(t), w=cond)
 
 
 def relation(conn: psycopg.Connection, t: TableSchema) -> sql.Composed:
     """``t`` as a FROM item reading its own rows: ``ONLY t`` unless it is partitioned (see
     :func:`own_rows_select`); for queries that need one FROM item (ORDER BY, system columns)."""
-    row = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                       "WHERE n.nspname = %s AND c.relname = %s", (t.schema, t.name)).fetchone()
+    row = conn.execute(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (t.schema, t.name),
+    ).fetchone()
     name = sql.Identifier(t.schema, t.name)
     return name if row and row[0] == "p" else sql.SQL("ONLY {}").format(name)
 
@@ -103,9 +114,11 @@ def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = 
     One expression per column of ``t``; expressions beyond them are output as they are (a
     target's own extra output columns).  Reads the rows of ``t`` itself, never those of
     inheritance children (:func:`own_rows_select`)."""
-    cols = [sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e
-            else sql.SQL(e) for e, c in zip(exprs, t.columns)]
-    cols += [sql.SQL(e) for e in exprs[len(t.columns):]]
+    cols = [
+        sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e else sql.SQL(e)
+        for e, c in zip(exprs, t.columns)
+    ]
+    cols += [sql.SQL(e) for e in exprs[len(t.columns) :]]
     q = own_rows_select(t, sql.SQL(", ").join(cols), where)
     return sql.SQL("COPY ({}) TO STDOUT ({})").format(q, sql.SQL(options))
 
@@ -150,7 +163,9 @@ def parse_text_line(line: str) -> tuple:
     return tuple(out)
 
 
-def copy_rows(conn: psycopg.Connection, query: sql.Composed, batch: int = ROWS_PER_BATCH) -> Iterator[list[tuple]]:
+def copy_rows(
+    conn: psycopg.Connection, query: sql.Composed, batch: int = ROWS_PER_BATCH
+) -> Iterator[list[tuple]]:
     """Stream a COPY in text format as batches of tuples of PostgreSQL text values."""
     rows: list[tuple] = []
     tail = ""
@@ -176,8 +191,13 @@ class CopyOut:
     (progress, abort checks: it may raise).  Closed before the end, the COPY is cancelled on the
     server first, so the connection is free at once instead of reading the rest of the table."""
 
-    def __init__(self, conn: psycopg.Connection, query: sql.Composed, chunk: int = CHUNK_BYTES,
-                 watch: Optional[Callable[[object], None]] = None):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        query: sql.Composed,
+        chunk: int = CHUNK_BYTES,
+        watch: Optional[Callable[[object], None]] = None,
+    ):
         self.conn, self.query, self.chunk, self.watch = conn, query, chunk, watch
         self._it: Optional[Generator] = None
 

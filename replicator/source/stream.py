@@ -4,6 +4,7 @@ The waiting lives here; the parsing is sans-IO (frames.py, pgoutput.py).  Contra
 sent only with positions the caller passes; this module never advances the slot on its own
 (psycopg2 did, TRAPS.md).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,7 @@ def _seconds(setting: str) -> float:
     """A PostgreSQL duration setting ('60s', '1min', '500ms', '0') in seconds; 0 → 60."""
     units = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
     num = "".join(ch for ch in setting if ch.isdigit() or ch == ".")
-    unit = setting[len(num):].strip() or "ms"
+    unit = setting[len(num) :].strip() or "ms"
     value = float(num or 0) * units.get(unit, 1)
     return value or 60.0
 
@@ -50,8 +51,10 @@ class ReplicationStream:
         self.conn = replication_connection(self.dsn, self.app_name)
         self.dead_after = max(10.0, 2 * _seconds(self.conn.execute("SHOW wal_sender_timeout").fetchone()[0]))
         q = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})").format(
-            sql.Identifier(self.slot), sql.SQL(str(Lsn(start_lsn))),
-            sql.Literal(",".join(sql.Identifier(p).as_string(self.conn) for p in self.publications)))
+            sql.Identifier(self.slot),
+            sql.SQL(str(Lsn(start_lsn))),
+            sql.Literal(",".join(sql.Identifier(p).as_string(self.conn) for p in self.publications)),
+        )
         try:
             self.conn.execute(q)
         except psycopg.errors.UndefinedObject as e:
@@ -93,15 +96,19 @@ class ReplicationStream:
         (a half-open TCP path never errors by itself)."""
         silent = time.monotonic() - self.last_frame
         if silent > self.dead_after:
-            raise TransientError(f"no message from the source on slot {self.slot} for {silent:.0f}s "
-                                 f"(more than 2 × wal_sender_timeout): reconnecting")
+            raise TransientError(
+                f"no message from the source on slot {self.slot} for {silent:.0f}s "
+                f"(more than 2 × wal_sender_timeout): reconnecting"
+            )
 
     def _ended(self) -> None:
         res = self.conn.pgconn.get_result()
         msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
         if "does not exist" in msg or "invalidated" in msg or "removed" in msg:
             raise SlotLostError(f"replication slot {self.slot}: {msg}")
-        raise TransientError(f"the source ended replication on slot {self.slot}: {msg or 'connection closed'}")
+        raise TransientError(
+            f"the source ended replication on slot {self.slot}: {msg or 'connection closed'}"
+        )
 
     def send_status(self, flush: Lsn, reply: bool = False) -> None:
         """Standby Status Update with write = received and flush = apply = ``flush``."""

@@ -16,6 +16,7 @@ Contracts:
   that path with it).
 * Nothing here connects.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,9 +40,11 @@ _MODULES = {
 }
 EMBEDDED = ("duckdb", "sqlite")
 GENERIC = "generic+"  # generic+<URL>: the base Target on <URL>, whatever its dialect
-SUPPORTED = ("duckdb:///path.duckdb, sqlite:///path.sqlite, mysql+pymysql://user@host/db (also "
-             "mysql://, mariadb://), postgresql://user@host/db, or any installed SQLAlchemy dialect "
-             "with its driver")
+SUPPORTED = (
+    "duckdb:///path.duckdb, sqlite:///path.sqlite, mysql+pymysql://user@host/db (also "
+    "mysql://, mariadb://), postgresql://user@host/db, or any installed SQLAlchemy dialect "
+    "with its driver"
+)
 
 
 def _parse(url: str) -> sa.URL:
@@ -49,9 +52,11 @@ def _parse(url: str) -> sa.URL:
         return sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         scheme = url.split("://")[0] if "://" in url else "(none)"
-        raise ConfigError(f"the target URL (scheme {scheme}) is not an SQLAlchemy URL: write "
-                          f"{SUPPORTED}; percent-encode special characters of a password "
-                          f"(@ as %40, / as %2F, % as %25)") from None
+        raise ConfigError(
+            f"the target URL (scheme {scheme}) is not an SQLAlchemy URL: write "
+            f"{SUPPORTED}; percent-encode special characters of a password "
+            f"(@ as %40, / as %2F, % as %25)"
+        ) from None
 
 
 def check_url(url: str | None) -> sa.URL:
@@ -62,12 +67,16 @@ def check_url(url: str | None) -> sa.URL:
         raise ConfigError(f"the password in the target URL {MISPLACED}")
     backend = u.get_backend_name()
     if backend in EMBEDDED and (u.database or ":memory:").startswith((":memory:", "file::memory:")):
-        raise ConfigError(f"target {u.drivername}:// without a file is an in-memory database: the "
-                          f"replica would be lost at exit; give a file path, e.g. "
-                          f"{backend}:///replica.{backend}")
+        raise ConfigError(
+            f"target {u.drivername}:// without a file is an in-memory database: the "
+            f"replica would be lost at exit; give a file path, e.g. "
+            f"{backend}:///replica.{backend}"
+        )
     if backend in ("mysql", "mariadb") and not u.database:
-        raise ConfigError(f"the target {u.drivername}:// URL names no database: put the database "
-                          f"name in the URL, e.g. {u.drivername}://user@host/mydb")
+        raise ConfigError(
+            f"the target {u.drivername}:// URL names no database: put the database "
+            f"name in the URL, e.g. {u.drivername}://user@host/mydb"
+        )
     if backend not in _MODULES:
         _check_dialect(u)
     return u
@@ -77,18 +86,19 @@ def _check_dialect(u: sa.URL) -> None:
     try:
         dialect = u.get_dialect()
     except sa.exc.NoSuchModuleError:
-        raise ConfigError(f"target scheme {u.drivername}:// is not supported here: use "
-                          f"{SUPPORTED}") from None
+        raise ConfigError(f"target scheme {u.drivername}:// is not supported here: use {SUPPORTED}") from None
     try:
         dialect.import_dbapi()
     except ImportError as e:
-        raise ConfigError(f"target scheme {u.drivername}://: its driver is not installed ({e}); "
-                          f"install it, or use {SUPPORTED}") from None
+        raise ConfigError(
+            f"target scheme {u.drivername}://: its driver is not installed ({e}); "
+            f"install it, or use {SUPPORTED}"
+        ) from None
 
 
 def _generic_inner(url: str | None) -> str | None:
     """``<URL>`` of ``generic+<URL>``, else ``url`` as it is."""
-    return url[len(GENERIC):] if url and url.startswith(GENERIC) else url
+    return url[len(GENERIC) :] if url and url.startswith(GENERIC) else url
 
 
 def target_class(url: str) -> type[Target]:
@@ -106,8 +116,9 @@ def open_target(url: str | None, must_exist: bool = False) -> Target:
     url = url or DEFAULT_URL
     target = target_class(url)(_generic_inner(url))
     if must_exist and not target_exists(target):
-        raise TargetError(f"target file {target.url.database} does not exist: check the --target "
-                          f"path (nothing was created)")
+        raise TargetError(
+            f"target file {target.url.database} does not exist: check the --target path (nothing was created)"
+        )
     return target
 
 

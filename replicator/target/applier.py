@@ -7,11 +7,13 @@ table matches all old columns NULL-safely and touches exactly one row even among
 change that finds no row raises :class:`DivergenceError` (or is logged and skipped when the mapping
 says ``on_missing_row: skip``).  ``UNCHANGED`` (TOAST) columns are left out of the SET list.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from itertools import groupby
-from typing import Any, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -40,7 +42,8 @@ class GenericApplier:
         names = [c.name for c in cols]
         self.key_idx = [names.index(k) for k in m.view.key]
         self.insert_stmt = sa.insert(self.t).values(
-            {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols)})
+            {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols)}
+        )
         self._updates: dict[tuple, Any] = {}
         self._delete = None
 
@@ -63,7 +66,8 @@ class GenericApplier:
         return ValueRangeError(
             f"{self.m.label}.{self.cols[i].name}: value {str(v)[:60]!r} cannot be stored in the "
             f"{self.target.name} target table {self.target.display(self.m)}: {why} ({where}); "
-            f"choose a value policy (error | null | clamp | text) or a column type in the mapping")
+            f"choose a value policy (error | null | clamp | text) or a column type in the mapping"
+        )
 
     def row_key_text(self, row: Sequence) -> str:
         idx = self.key_idx or range(len(self.cols))
@@ -148,29 +152,40 @@ class GenericApplier:
     def missing(self, chs: list[RowChange], count: int) -> None:
         """A change found no row: DivergenceError, or a warning under ``on_missing_row: skip``."""
         ch = chs[0]
-        what = f"{ch.kind.name} of {self.m.label}: no row with {self.key_text(ch)} in target " \
-               f"{self.target.display(self.m)} (LSN {ch.lsn})"
+        what = (
+            f"{ch.kind.name} of {self.m.label}: no row with {self.key_text(ch)} in target "
+            f"{self.target.display(self.m)} (LSN {ch.lsn})"
+        )
         if self.m.on_missing_row == "skip":
             log.warning("skipped %d change(s) whose row is missing; first: %s", count, what)
             return
         raise DivergenceError(
             f"{what}: the target diverged from the source. Re-sync the table "
-            f"(replicator resync --tables {self.m.label}) or set on_missing_row: skip in the mapping")
+            f"(replicator resync --tables {self.m.label}) or set on_missing_row: skip in the mapping"
+        )
 
     # ------------------------------------------------------------ FULL identity without key
     def match(self, ch: RowChange):
         """NULL-safe equality on every old column the source sent (exactly-one is the caller's job)."""
         old = ch.old if ch.old is not None else ch.new
-        return sa.and_(*[c.is_not_distinct_from(sa.literal(self.convert(i, v, ch), c.type))
-                         for i, (c, v) in enumerate(zip(self.cols, old)) if v is not UNCHANGED])
+        return sa.and_(
+            *[
+                c.is_not_distinct_from(sa.literal(self.convert(i, v, ch), c.type))
+                for i, (c, v) in enumerate(zip(self.cols, old))
+                if v is not UNCHANGED
+            ]
+        )
 
     def apply_one_full(self, conn, ch: RowChange) -> None:
         match = self.match(ch)
         if ch.kind is ChangeKind.DELETE:
             n = self.target.delete_one(conn, self.t, match)
         else:
-            sets = {c: self.convert(i, v, ch) for i, (c, v) in enumerate(zip(self.cols, ch.new))
-                    if v is not UNCHANGED}
+            sets = {
+                c: self.convert(i, v, ch)
+                for i, (c, v) in enumerate(zip(self.cols, ch.new))
+                if v is not UNCHANGED
+            }
             n = self.target.update_one(conn, self.t, match, sets)
         if n < 1:
             self.missing([ch], 1)

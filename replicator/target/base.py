@@ -18,12 +18,14 @@ type, source SQL of the copy, Python conversion of the change path, value rule).
 applies the mapping's ``target_type`` and ``policy`` (``value_rules.py``) on top, identically for
 ``copy_expressions`` (copy path) and ``value_loader`` (change path and row copies).
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -37,11 +39,24 @@ from .typemap import Conv
 log = logging.getLogger(__name__)
 
 FAMILY_TYPES: dict[str, Any] = {
-    "bool": sa.Boolean(), "bytes": sa.LargeBinary(), "int2": sa.SmallInteger(),
-    "int4": sa.Integer(), "int8": sa.BigInteger(), "float4": sa.Float(), "float8": sa.Float(),
-    "numeric": sa.Numeric(), "date": sa.Date(), "time": sa.Time(), "timestamp": sa.DateTime(),
-    "timestamptz": sa.DateTime(), "uuid": sa.Uuid(), "json": sa.Text(), "text": sa.Text(),
-    "varchar": sa.Text(), "bpchar": sa.Text(), "array": sa.Text(),
+    "bool": sa.Boolean(),
+    "bytes": sa.LargeBinary(),
+    "int2": sa.SmallInteger(),
+    "int4": sa.Integer(),
+    "int8": sa.BigInteger(),
+    "float4": sa.Float(),
+    "float8": sa.Float(),
+    "numeric": sa.Numeric(),
+    "date": sa.Date(),
+    "time": sa.Time(),
+    "timestamp": sa.DateTime(),
+    "timestamptz": sa.DateTime(),
+    "uuid": sa.Uuid(),
+    "json": sa.Text(),
+    "text": sa.Text(),
+    "varchar": sa.Text(),
+    "bpchar": sa.Text(),
+    "array": sa.Text(),
 }
 
 
@@ -183,7 +198,9 @@ class Target:
             else:
                 c = self.conv(typemap.target_type_column(col, self.decimal_default))
                 if col.target_type:
-                    rule = typemap.target_type_rule(col, self.name, self.decimal_holds_nan, self.decimal_default)
+                    rule = typemap.target_type_rule(
+                        col, self.name, self.decimal_holds_nan, self.decimal_default
+                    )
                     c = dataclasses.replace(c, ddl=self.target_type(col.target_type), rule=rule or c.rule)
             self._convs[col] = c
         return self._convs[col]
@@ -206,12 +223,14 @@ class Target:
         """The SQLAlchemy Table for a mapping (identifiers are quoted by the dialect)."""
         key = self.table_key(m)
         if key not in self._tables:
-            cols = [sa.Column(c.name, self.column_type(c), nullable=self.nullable(c, m))
-                    for c in m.view.columns]
+            cols = [
+                sa.Column(c.name, self.column_type(c), nullable=self.nullable(c, m)) for c in m.view.columns
+            ]
             pk = m.view.primary_key
             args = [sa.PrimaryKeyConstraint(*pk)] if pk else []
-            self._tables[key] = sa.Table(m.target_name, self.metadata, *cols, *args,
-                                         schema=m.target_schema, quote=True)
+            self._tables[key] = sa.Table(
+                m.target_name, self.metadata, *cols, *args, schema=m.target_schema, quote=True
+            )
         return self._tables[key]
 
     @staticmethod
@@ -229,15 +248,18 @@ class Target:
             except sa.exc.DBAPIError as e:
                 if self.transient(e):
                     raise
-                raise TargetError(f"{m.label}: creating target table {self.display(m)} failed: "
-                                  f"{str(e.orig).strip().splitlines()[0]}") from e
+                raise TargetError(
+                    f"{m.label}: creating target table {self.display(m)} failed: "
+                    f"{str(e.orig).strip().splitlines()[0]}"
+                ) from e
             return True
         have = {c["name"] for c in insp.get_columns(t.name, schema=t.schema)}
         missing = [c.name for c in t.columns if c.name not in have]
         if missing:
             raise TargetError(
                 f"target table {self.display(m)} exists but lacks column(s) {', '.join(missing)} "
-                f"replicated from {m.label}: add them, or drop the target table so it is created")
+                f"replicated from {m.label}: add them, or drop the target table so it is created"
+            )
         return False
 
     # ---------------------------------------------------------------- schema changes
@@ -262,8 +284,9 @@ class Target:
         conn.execute(sa.update(self.table(m)).values({name: self.value_loader(col)(text)}))
 
     # ---------------------------------------------------------------- cutover
-    def set_next_value(self, conn: Connection, m: TableMapping, column: str, next_value: int,
-                       sequence: str) -> str:
+    def set_next_value(
+        self, conn: Connection, m: TableMapping, column: str, next_value: int, sequence: str
+    ) -> str:
         """Make new rows of ``column`` start at ``next_value`` (cutover); returns what was done."""
         return f"{self.display(m)}.{column}: not supported on {self.name}; set it by hand to {next_value}"
 
@@ -279,12 +302,16 @@ class Target:
         n = len(m.view.columns)
         leave_out = "leave the table out (--tables, or exclude it from the mapping)"
         if n == 0 and not self.holds_no_columns:
-            return [f"{m.label}: has no columns, and a {self.name} table needs at least one (target "
-                    f"{self.display(m)}): add a column on the source, or {leave_out}"]
+            return [
+                f"{m.label}: has no columns, and a {self.name} table needs at least one (target "
+                f"{self.display(m)}): add a column on the source, or {leave_out}"
+            ]
         if self.max_columns is not None and n > self.max_columns:
-            return [f"{m.label}: {n} columns, more than the {self.max_columns} a {self.name} table "
-                    f"holds ({self.max_columns_why}): leave columns out in the mapping "
-                    f"(columns.exclude), or {leave_out}"]
+            return [
+                f"{m.label}: {n} columns, more than the {self.max_columns} a {self.name} table "
+                f"holds ({self.max_columns_why}): leave columns out in the mapping "
+                f"(columns.exclude), or {leave_out}"
+            ]
         return []
 
     def display(self, m: TableMapping) -> str:
@@ -307,7 +334,9 @@ class Target:
             if c.copy == "{v}" and (c.rule is None or vc.policy == "text"):
                 out.append("{col}")
             else:  # complex: the identifier is quoted here (the template may hold braces)
-                out.append(value_rules.copy_sql(c.rule, vc.policy, c.copy, quote_braceless(oc.name), oc.type_name))
+                out.append(
+                    value_rules.copy_sql(c.rule, vc.policy, c.copy, quote_braceless(oc.name), oc.type_name)
+                )
         return out
 
     def clear(self, conn: Connection, m: TableMapping) -> None:

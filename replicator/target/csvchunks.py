@@ -3,9 +3,10 @@
 Contract: :func:`whole_rows` yields blocks that each end at a row-ending newline (outside quotes)
 and together are exactly the input bytes; it holds at most one chunk plus a partial row.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 
 def whole_rows(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -37,6 +37,7 @@ Contracts
   quoting of DuckDB's type_function keywords, and column / primary-key reflection
   (``duckdb_compat.py``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,12 @@ from sqlalchemy.pool import NullPool
 from .. import stopping
 from ..errors import TargetError, ValueRangeError
 from ..model import Column, CopyOutput, TableMapping
-from . import duckdb_compat  # noqa: F401  (process-wide duckdb-engine repairs)
-from . import names, typemap, value_rules
+from . import (
+    duckdb_compat,  # noqa: F401  (process-wide duckdb-engine repairs)
+    names,
+    typemap,
+    value_rules,
+)
 from .base import Target
 from .csvchunks import whole_rows
 from .duckdb_apply import DuckDBApplier
@@ -69,6 +74,7 @@ if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
     pass
 
 log = logging.getLogger(__name__)
+
 
 def is_lock_error(e: BaseException) -> bool:
     orig = getattr(e, "orig", e)
@@ -110,13 +116,20 @@ class DuckDBTarget(Target):
         return None
 
     def read_only_engine(self, memory_limit: str, temp_dir: str) -> sa.Engine:
-        eng = sa.create_engine(self.url, poolclass=NullPool, connect_args={
-            "read_only": True, "config": {"memory_limit": memory_limit, "temp_directory": temp_dir}})
+        eng = sa.create_engine(
+            self.url,
+            poolclass=NullPool,
+            connect_args={
+                "read_only": True,
+                "config": {"memory_limit": memory_limit, "temp_directory": temp_dir},
+            },
+        )
 
         @sa.event.listens_for(eng, "connect")
         def _session(dbapi_conn, _record):
             dbapi_conn.execute("SET TimeZone = 'UTC'")
             dbapi_conn.execute("SET enable_progress_bar = false")
+
         return eng
 
     def __init__(self, url: str, lock_wait_s: float | None = None):
@@ -168,10 +181,15 @@ class DuckDBTarget(Target):
                         f"DuckDB file {self.path} is held by another process (gave up after "
                         f"{waited:.0f}s): {e.orig}. Close that process's connection to the file "
                         f"(queries must not keep it open), or wait longer with ?lock_wait=<seconds> "
-                        f"in the target URL") from None
+                        f"in the target URL"
+                    ) from None
                 if waited - warned >= 30:
-                    log.warning("DuckDB file %s is held by another process; waiting for it "
-                                "(retrying for up to %.0fs)", self.path, self.lock_wait_s - waited)
+                    log.warning(
+                        "DuckDB file %s is held by another process; waiting for it "
+                        "(retrying for up to %.0fs)",
+                        self.path,
+                        self.lock_wait_s - waited,
+                    )
                     warned = waited
                 if stopping.sleep(min(delay, self.lock_wait_s - waited)):
                     stopping.check(f"waiting for DuckDB file {self.path}, held by another process")
@@ -211,19 +229,22 @@ class DuckDBTarget(Target):
         have = conn.exec_driver_sql(
             "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
             "AND table_name = $1 AND schema_name = coalesce($2, current_schema())",
-            (t.name, t.schema)).scalar()
+            (t.name, t.schema),
+        ).scalar()
         if not have:
             q = conn.dialect.identifier_preparer
             with self.errors(m, "primary key after the snapshot copy"):
-                conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY "
-                                     f"({', '.join(q.quote(c) for c in pk)})")
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY ({', '.join(q.quote(c) for c in pk)})"
+                )
 
     def fill_column(self, conn: sa.Connection, m: TableMapping, name: str, text: str) -> None:
         """The change path's own conversion (the column's cast) applied to one bound value."""
         cv, q = self.column_conv(m.view.column(name)), conn.dialect.identifier_preparer
         value = text if cv.load is str else cv.load(text)
-        conn.exec_driver_sql(f"UPDATE {q.format_table(self.table(m))} SET {q.quote(name)} = "
-                             f"{cv.cast.format(v='$1')}", (value,))
+        conn.exec_driver_sql(
+            f"UPDATE {q.format_table(self.table(m))} SET {q.quote(name)} = {cv.cast.format(v='$1')}", (value,)
+        )
 
     def plan(self, m: TableMapping) -> Plan:
         """SQL of this exact mapping (its options, e.g. on_missing_row, are part of it)."""
@@ -243,7 +264,9 @@ class DuckDBTarget(Target):
             try:
                 for block in whole_rows(out.chunks()):
                     if spool is None:
-                        spool = tempfile.NamedTemporaryFile("wb", suffix=".csv", dir=self.temp_dir, delete=False)
+                        spool = tempfile.NamedTemporaryFile(
+                            "wb", suffix=".csv", dir=self.temp_dir, delete=False
+                        )
                     spool.write(block)
                     size += len(block)
                     if size >= self.load_file_bytes:
@@ -272,10 +295,12 @@ class DuckDBTarget(Target):
             cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(max(len(p.cols), 2)))
             path = spool.name.replace("'", "''")
             size = os.path.getsize(spool.name)
-            src = (f"read_csv('{path}', columns = {{{cols}}}, header = false, auto_detect = false, "
-                   f"delim = ',', quote = '\"', escape = '\"', nullstr = '\\N', "
-                   f"allow_quoted_nulls = false, new_line = '\\n', strict_mode = true, "
-                   f"max_line_size = {max(size + 1, 2 << 20)})")
+            src = (
+                f"read_csv('{path}', columns = {{{cols}}}, header = false, auto_detect = false, "
+                f"delim = ',', quote = '\"', escape = '\"', nullstr = '\\N', "
+                f"allow_quoted_nulls = false, new_line = '\\n', strict_mode = true, "
+                f"max_line_size = {max(size + 1, 2 << 20)})"
+            )
             with self.errors(p.m, "snapshot copy"):
                 return raw.execute(f"{p.insert_sql} FROM {src}").fetchall()[0][0]
         finally:
@@ -292,10 +317,13 @@ class DuckDBTarget(Target):
         except duckdb.ConversionException as e:
             raise ValueRangeError(
                 f"{m.label}: a value cannot be stored in DuckDB table {self.display(m)} ({where}): "
-                f"{e}; choose a value policy or a column type in the mapping") from None
+                f"{e}; choose a value policy or a column type in the mapping"
+            ) from None
         except duckdb.ConstraintException as e:
-            raise TargetError(f"{m.label} → DuckDB table {self.display(m)} ({where}): {e}; the "
-                              f"target no longer matches the source: re-sync the table") from None
+            raise TargetError(
+                f"{m.label} → DuckDB table {self.display(m)} ({where}): {e}; the "
+                f"target no longer matches the source: re-sync the table"
+            ) from None
 
     def _refused(self, m: TableMapping, msg: str) -> ValueRangeError:
         """The error() of :meth:`Plan.load_sql`: column number, key values, value."""
@@ -304,21 +332,29 @@ class DuckDBTarget(Target):
         a = self.applier(m)
         c = a.cols[int(i)]
         rule = self.column_conv(m.view.columns[int(i)]).rule
-        row = dict(zip((a.cols[k].name for k in a.key_idx or range(len(a.cols))),
-                       map(value_rules.unmark, keys.split("\x1f"))))  # the source's values, unmarked
+        row = dict(
+            zip(
+                (a.cols[k].name for k in a.key_idx or range(len(a.cols))),
+                map(value_rules.unmark, keys.split("\x1f")),
+            )
+        )  # the source's values, unmarked
         key = ", ".join(f"{k}={v!r}" for k, v in row.items())
         return ValueRangeError(
             f"{m.label}.{c.name}: value {value_rules.unmark(value)[:60]!r} cannot be stored in the duckdb "
             f"target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot copy, key "
-            f"{key}); choose a value policy (error | null | clamp | text) or a column type in the mapping")
+            f"{key}); choose a value policy (error | null | clamp | text) or a column type in the mapping"
+        )
 
-    def set_next_value(self, conn: sa.Connection, m: TableMapping, column: str, next_value: int,
-                       sequence: str) -> str:
+    def set_next_value(
+        self, conn: sa.Connection, m: TableMapping, column: str, next_value: int, sequence: str
+    ) -> str:
         """A sequence starting at ``next_value`` as the column's default."""
         q, t = conn.dialect.identifier_preparer, self.table(m)
         seq = q.quote(sequence)
         conn.exec_driver_sql(f"DROP SEQUENCE IF EXISTS {seq} CASCADE")
         conn.exec_driver_sql(f"CREATE SEQUENCE {seq} START WITH {int(next_value)}")
-        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ALTER COLUMN {q.quote(column)} "
-                             f"SET DEFAULT nextval('{sequence.replace(chr(39), chr(39) * 2)}')")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {q.format_table(t)} ALTER COLUMN {q.quote(column)} "
+            f"SET DEFAULT nextval('{sequence.replace(chr(39), chr(39) * 2)}')"
+        )
         return f"{self.display(m)}.{column}: sequence {sequence} starts at {next_value}"

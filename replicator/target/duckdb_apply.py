@@ -7,10 +7,12 @@ divergence, named by the missing keys.  Updates of one key within a run are coal
 values win, UNCHANGED keeps an earlier one).  Key-less FULL-identity tables are changed one row
 at a time, exactly one row each.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 

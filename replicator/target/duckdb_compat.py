@@ -9,6 +9,7 @@ patch duckdb-engine's dialect class itself:
    pg_inherits: absent in DuckDB): reflect columns and primary keys from duckdb_columns() /
    duckdb_constraints(); the rest is reported as not reflectable.
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -16,33 +17,62 @@ import duckdb_engine
 import sqlalchemy as sa
 
 _Prep = duckdb_engine.DuckDBIdentifierPreparer
-_Prep.reserved_words = set(_Prep.reserved_words) | {k for (k,) in duckdb.connect().execute(
-    "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'").fetchall()}
+_Prep.reserved_words = set(_Prep.reserved_words) | {
+    k
+    for (k,) in duckdb.connect()
+    .execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'")
+    .fetchall()
+}
 REFLECTED = {  # DuckDB type name → SQLAlchemy type
-    "BOOLEAN": sa.Boolean, "TINYINT": sa.SmallInteger, "SMALLINT": sa.SmallInteger, "INTEGER": sa.Integer,
-    "BIGINT": sa.BigInteger, "FLOAT": sa.REAL, "DOUBLE": sa.Double, "VARCHAR": sa.String,
-    "BLOB": sa.LargeBinary, "DATE": sa.Date, "TIME": sa.Time, "TIMESTAMP": sa.DateTime,
-    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True), "JSON": sa.JSON, "INTERVAL": sa.Interval}
+    "BOOLEAN": sa.Boolean,
+    "TINYINT": sa.SmallInteger,
+    "SMALLINT": sa.SmallInteger,
+    "INTEGER": sa.Integer,
+    "BIGINT": sa.BigInteger,
+    "FLOAT": sa.REAL,
+    "DOUBLE": sa.Double,
+    "VARCHAR": sa.String,
+    "BLOB": sa.LargeBinary,
+    "DATE": sa.Date,
+    "TIME": sa.Time,
+    "TIMESTAMP": sa.DateTime,
+    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True),
+    "JSON": sa.JSON,
+    "INTERVAL": sa.Interval,
+}
 _IN_SCHEMA = "database_name = current_database() AND schema_name = coalesce($1, current_schema())"
 
 
 def _get_multi_columns(self, connection, schema=None, filter_names=None, **kw):
     out: dict = {}
     for t, name, dtype, nullable, default, prec, scale in connection.exec_driver_sql(
-            "SELECT table_name, column_name, data_type, is_nullable, column_default, numeric_precision, "
-            f"numeric_scale FROM duckdb_columns() WHERE {_IN_SCHEMA} ORDER BY table_name, column_index", (schema,)):
+        "SELECT table_name, column_name, data_type, is_nullable, column_default, numeric_precision, "
+        f"numeric_scale FROM duckdb_columns() WHERE {_IN_SCHEMA} ORDER BY table_name, column_index",
+        (schema,),
+    ):
         if not filter_names or t in filter_names:
-            typ = sa.Numeric(prec, scale) if dtype.startswith("DECIMAL") else REFLECTED.get(dtype, sa.types.NullType)()
+            typ = (
+                sa.Numeric(prec, scale)
+                if dtype.startswith("DECIMAL")
+                else REFLECTED.get(dtype, sa.types.NullType)()
+            )
             out.setdefault((schema, t), []).append(
-                {"name": name, "type": typ, "nullable": nullable, "default": default, "autoincrement": False})
+                {"name": name, "type": typ, "nullable": nullable, "default": default, "autoincrement": False}
+            )
     return out.items()
 
 
 def _get_multi_pk_constraint(self, connection, schema=None, filter_names=None, **kw):
-    rows = connection.exec_driver_sql("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
-                                      f"WHERE constraint_type = 'PRIMARY KEY' AND {_IN_SCHEMA}", (schema,))
-    return [((schema, t), {"constrained_columns": list(c), "name": None})
-            for t, c in rows if not filter_names or t in filter_names]
+    rows = connection.exec_driver_sql(
+        "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+        f"WHERE constraint_type = 'PRIMARY KEY' AND {_IN_SCHEMA}",
+        (schema,),
+    )
+    return [
+        ((schema, t), {"constrained_columns": list(c), "name": None})
+        for t, c in rows
+        if not filter_names or t in filter_names
+    ]
 
 
 def _not_reflected(self, *a, **kw):

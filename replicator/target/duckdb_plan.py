@@ -3,10 +3,12 @@ conversions and refusal marks, and the change path's set-based statements over a
 relation (UPDATE … FROM, DELETE … USING … RETURNING, the divergence checks), built once per
 mapping.  Used by duckdb.py only.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -24,11 +26,10 @@ DONE = "_rp_done"  # rows a DELETE ... RETURNING removed
 REFUSED = "replicator-refused:"  # prefix of the error() a marked copy value raises
 
 
-
 class Plan:
     """SQL for one mapped table, built once: conversions, staging statements, key handling."""
 
-    def __init__(self, target: "DuckDBTarget", m: TableMapping):
+    def __init__(self, target: DuckDBTarget, m: TableMapping):
         q = target.engine.dialect.identifier_preparer
         self.m, self.cols = m, m.view.columns
         self.table = q.format_table(target.table(m))
@@ -37,14 +38,21 @@ class Plan:
         convs = [target.column_conv(c) for c in self.cols]
         self.conv = [lambda v, c=c: c.cast.format(v=v) for c in convs]
         #: columns whose change-path text goes through Python first (array JSON, value policies)
-        self.loaded = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
-                       if cv.load is not str or (cv.rule is not None and c.policy != "text")]
-        self.marked = [i for i, (c, cv) in enumerate(zip(self.cols, convs))
-                       if cv.rule is not None and c.policy == "error"]
+        self.loaded = [
+            i
+            for i, (c, cv) in enumerate(zip(self.cols, convs))
+            if cv.load is not str or (cv.rule is not None and c.policy != "text")
+        ]
+        self.marked = [
+            i
+            for i, (c, cv) in enumerate(zip(self.cols, convs))
+            if cv.rule is not None and c.policy == "error"
+        ]
         #: column → two unequal values of its type, where ``=`` holds between differing values
         self.loose = {i: pair for i, cv in enumerate(convs) if (pair := loose_equality(cv.ddl))}
-        self.insert_sql = (f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT "
-                           + ", ".join(self.load_sql(i) for i in range(len(self.cols))))
+        self.insert_sql = f"INSERT INTO {self.table} ({', '.join(self.names)}) SELECT " + ", ".join(
+            self.load_sql(i) for i in range(len(self.cols))
+        )
         self.key_match = self.match("_rp_t")
 
     def load_sql(self, i: int) -> str:
@@ -53,12 +61,16 @@ class Plan:
         if i not in self.marked:
             return self.conv[i](f"c{i}")
         key = ", ".join(f"coalesce(c{k}, 'NULL')" for k in self.key_idx or range(len(self.cols)))
-        return (f"CASE WHEN starts_with(c{i}, '{value_rules.MARK}') THEN error(concat('{REFUSED}', {i}, "
-                f"chr(31), concat_ws(chr(31), {key}), chr(30), c{i})) ELSE {self.conv[i](f'c{i}')} END")
+        return (
+            f"CASE WHEN starts_with(c{i}, '{value_rules.MARK}') THEN error(concat('{REFUSED}', {i}, "
+            f"chr(31), concat_ws(chr(31), {key}), chr(30), c{i})) ELSE {self.conv[i](f'c{i}')} END"
+        )
+
     def match(self, alias: str) -> str:
         """``alias``'s key columns equal the converted staged keys ``s.k0, s.k1 ...``."""
-        return " AND ".join(f"{alias}.{self.names[i]} = {self.conv[i](f's.k{j}')}"
-                            for j, i in enumerate(self.key_idx))
+        return " AND ".join(
+            f"{alias}.{self.names[i]} = {self.conv[i](f's.k{j}')}" for j, i in enumerate(self.key_idx)
+        )
 
     def key_of(self, ch: RowChange) -> tuple:
         src = ch.old if ch.old is not None else ch.new
@@ -101,7 +113,9 @@ class Plan:
         """Staged keys without a target row (or, after a DELETE, without a ``done`` RETURNING row)."""
         keys = ", ".join(f"s.k{j}" for j in range(len(self.key_idx)))
         src = f"{self.table} AS _rp_t" if done is None else f"{done} AS _rp_t"
-        return f"SELECT {keys} FROM {STAGE} AS s WHERE NOT EXISTS (SELECT 1 FROM {src} WHERE {self.key_match})"
+        return (
+            f"SELECT {keys} FROM {STAGE} AS s WHERE NOT EXISTS (SELECT 1 FROM {src} WHERE {self.key_match})"
+        )
 
     def find_one_sql(self, match_idx: Sequence[int]) -> str:
         """The rowid of one row whose columns ``match_idx`` hold ``$1..``, NULL-safe; a
@@ -134,6 +148,7 @@ def _unregister(raw, *names: str) -> None:
             raw.unregister(name)
 
 
-def _stage(columns: dict[str, list]) -> "pa.Table":
+def _stage(columns: dict[str, list]) -> pa.Table:
     import pyarrow as pa  # only the change path needs it: keeps start-up fast
+
     return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})

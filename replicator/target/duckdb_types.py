@@ -15,6 +15,7 @@ microseconds, as PostgreSQL); UUID; JSON (the text as sent); arrays as LISTs of 
 with the column's declared number of dimensions (arrays of other dimensions or with explicit lower
 bounds refused); everything else VARCHAR holding PostgreSQL's exact text (char(n) keeps padding).
 """
+
 from __future__ import annotations
 
 import duckdb
@@ -23,39 +24,71 @@ from ..model import Column
 from . import pgarray, typemap, value_rules
 from .typemap import DDL, Conv
 
-_BC = ("CASE WHEN suffix({v}, ' BC') THEN CAST(CAST(1 - CAST(split_part({v}, '-', 1) AS INTEGER) AS "
-       "VARCHAR) || substr({v}, strpos({v}, '-'), length({v}) - strpos({v}, '-') - 2) AS {t}) "
-       "ELSE CAST({v} AS {t}) END")
-_ISO = ("^P(?:(-?[0-9]+)Y)?(?:(-?[0-9]+)M)?(?:(-?[0-9]+)D)?"
-        "(?:T(?:(-?[0-9]+)H)?(?:(-?[0-9]+)M)?(?:(-?[0-9.]+)S)?)?$")
+_BC = (
+    "CASE WHEN suffix({v}, ' BC') THEN CAST(CAST(1 - CAST(split_part({v}, '-', 1) AS INTEGER) AS "
+    "VARCHAR) || substr({v}, strpos({v}, '-'), length({v}) - strpos({v}, '-') - 2) AS {t}) "
+    "ELSE CAST({v} AS {t}) END"
+)
+_ISO = (
+    "^P(?:(-?[0-9]+)Y)?(?:(-?[0-9]+)M)?(?:(-?[0-9]+)D)?"
+    "(?:T(?:(-?[0-9]+)H)?(?:(-?[0-9]+)M)?(?:(-?[0-9.]+)S)?)?$"
+)
 _PART = "CAST(coalesce(nullif(r.{p}, ''), '0') AS {t})"
 #: ISO 8601 interval text (IntervalStyle=iso_8601) → INTERVAL, component by component.
 _INTERVAL = (
     "CASE WHEN {v} IS NULL THEN NULL ELSE list_transform([regexp_extract({v}, '" + _ISO + "', "
     "['y', 'mo', 'd', 'h', 'mi', 's'])], lambda r: "
-    "to_months(CAST(" + _PART.format(p="y", t="BIGINT") + " * 12 + " + _PART.format(p="mo", t="BIGINT")
-    + " AS INTEGER)) + to_days(" + _PART.format(p="d", t="INTEGER") + ") + to_microseconds("
-    + _PART.format(p="h", t="BIGINT") + " * 3600000000 + " + _PART.format(p="mi", t="BIGINT")
-    + " * 60000000 + CAST(round(" + _PART.format(p="s", t="DECIMAL(38,6)") + " * 1000000) AS BIGINT)))[1] END")
+    "to_months(CAST("
+    + _PART.format(p="y", t="BIGINT")
+    + " * 12 + "
+    + _PART.format(p="mo", t="BIGINT")
+    + " AS INTEGER)) + to_days("
+    + _PART.format(p="d", t="INTEGER")
+    + ") + to_microseconds("
+    + _PART.format(p="h", t="BIGINT")
+    + " * 3600000000 + "
+    + _PART.format(p="mi", t="BIGINT")
+    + " * 60000000 + CAST(round("
+    + _PART.format(p="s", t="DECIMAL(38,6)")
+    + " * 1000000) AS BIGINT)))[1] END"
+)
 
-JSON = "JSON" if duckdb.connect().execute(  # the json extension may be absent from a build
-    "SELECT count(*) FROM duckdb_types() WHERE type_name = 'JSON'").fetchall()[0][0] else "VARCHAR"
+JSON = (
+    "JSON"
+    if duckdb.connect()
+    .execute(  # the json extension may be absent from a build
+        "SELECT count(*) FROM duckdb_types() WHERE type_name = 'JSON'"
+    )
+    .fetchall()[0][0]
+    else "VARCHAR"
+)
 #: family → (DuckDB type, cast template on {v} and {t}); unlisted families store VARCHAR text.
 SCALARS: dict[str, tuple[str, str]] = {
-    "int2": ("SMALLINT", ""), "int4": ("INTEGER", ""), "int8": ("BIGINT", ""),
-    "float4": ("REAL", ""), "float8": ("DOUBLE", ""), "bool": ("BOOLEAN", ""),
+    "int2": ("SMALLINT", ""),
+    "int4": ("INTEGER", ""),
+    "int8": ("BIGINT", ""),
+    "float4": ("REAL", ""),
+    "float8": ("DOUBLE", ""),
+    "bool": ("BOOLEAN", ""),
     "bytes": ("BLOB", "unhex(substr({v}, 3))"),  # bytea_output=hex: '\x0aff'
-    "date": ("DATE", _BC), "timestamp": ("TIMESTAMP", _BC), "timestamptz": ("TIMESTAMPTZ", _BC),
-    "time": ("TIME", ""), "timetz": ("TIMETZ", ""), "interval": ("INTERVAL", _INTERVAL),
-    "uuid": ("UUID", ""), "json": (JSON, ""),
+    "date": ("DATE", _BC),
+    "timestamp": ("TIMESTAMP", _BC),
+    "timestamptz": ("TIMESTAMPTZ", _BC),
+    "time": ("TIME", ""),
+    "timetz": ("TIMETZ", ""),
+    "interval": ("INTERVAL", _INTERVAL),
+    "uuid": ("UUID", ""),
+    "json": (JSON, ""),
 }
 MAX_DECIMAL = 38
 WHERE = "DuckDB"
 #: types whose ``=`` holds between values that differ (``-0.0 = 0.0``, ``'1 mon' = '30 days'``) →
 #: two values of the type that are not equal.  DuckDB's UPDATE skips a value equal by ``=`` to the
 #: stored one, and ``=`` cannot tell such values apart when matching rows (see ``duckdb.Plan``).
-LOOSE_EQUALITY = {t: ("CAST(1 AS {t})", "CAST(2 AS {t})") for t in
-                  ("REAL", "FLOAT", "FLOAT4", "DOUBLE", "FLOAT8", "DOUBLE PRECISION")}
+LOOSE_EQUALITY = {
+    t: ("CAST(1 AS {t})", "CAST(2 AS {t})")
+    for t in ("REAL", "FLOAT", "FLOAT4", "DOUBLE", "FLOAT8", "DOUBLE PRECISION")
+}
 LOOSE_EQUALITY["INTERVAL"] = ("INTERVAL 1 MICROSECOND", "INTERVAL 2 MICROSECONDS")
 
 
@@ -73,7 +106,11 @@ def scalar(col: Column) -> tuple[str, str, value_rules.Rule | None]:
         args = typemap.type_args(col)
         p, s = (args + (0, 0))[:2]
         if args and 0 <= s <= p <= MAX_DECIMAL:
-            return f"DECIMAL({p},{s})", f"CAST({{v}} AS DECIMAL({p},{s}))", value_rules.numeric_nan_rule(f"{WHERE} DECIMAL({p},{s})")
+            return (
+                f"DECIMAL({p},{s})",
+                f"CAST({{v}} AS DECIMAL({p},{s}))",
+                value_rules.numeric_nan_rule(f"{WHERE} DECIMAL({p},{s})"),
+            )
         return "VARCHAR", "{v}", None
     if fam not in SCALARS:
         return "VARCHAR", "{v}", None

@@ -24,6 +24,7 @@ Contracts
   identity without key uses ``DELETE/UPDATE ... LIMIT 1``.  Truncate stays DELETE (transactional).
 * Note: MySQL commits implicitly before DDL, so ``ensure_table`` ends the caller's transaction.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,8 @@ import queue
 import re
 import tempfile
 import threading
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pymysql
 import sqlalchemy as sa
@@ -53,13 +55,15 @@ from .typemap import Conv
 
 log = logging.getLogger(__name__)
 
-SQL_MODE = ("STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
-            "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO")
+SQL_MODE = (
+    "STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
+)
 SESSION_SQL = f"SET SESSION sql_mode = '{SQL_MODE}', time_zone = '+00:00', innodb_strict_mode = ON"
-INDEX_BYTES = 3072        # InnoDB (DYNAMIC rows) index key limit
-ROW_BYTES = 60000         # inline VARCHAR budget, below MySQL's 65,535-byte row limit
+INDEX_BYTES = 3072  # InnoDB (DYNAMIC rows) index key limit
+ROW_BYTES = 60000  # inline VARCHAR budget, below MySQL's 65,535-byte row limit
 MIN_KEY_CHARS = 32
-PREFETCH = 2              # COPY chunks read ahead of LOAD DATA (each ≤ ~8 MB)
+PREFETCH = 2  # COPY chunks read ahead of LOAD DATA (each ≤ ~8 MB)
 DATA_WARNINGS = {1264, 1265, 1292, 1366, 1406, 1048, 1101, 4025, 3819}
 MARK_BYTES = value_rules.MARK.encode()
 
@@ -75,12 +79,14 @@ def _unescaping(parse):
         parse(self, line, state)
         for col in state.columns[n:]:
             col["name"] = self.preparer._unescape_identifier(col["name"])
+
     return wrapper
 
 
 def _unescaped_keys(parse):
     def wrapper(self, identifiers):
         return [(self.preparer._unescape_identifier(c), n, mod) for c, n, mod in parse(self, identifiers)]
+
     return wrapper
 
 
@@ -95,7 +101,9 @@ def mysql_url(url: str) -> sa.URL:
     """``mysql://``/``mariadb://``/``mysql+pymysql://`` → a pymysql URL with utf8mb4 and local_infile."""
     u = sa.make_url(url)
     if u.get_backend_name() not in ("mysql", "mariadb") or u.get_driver_name() not in ("pymysql", "mysqldb"):
-        raise ConfigError(f"{u.drivername}://: the MySQL target uses pymysql; write mysql+pymysql://user@host/db")
+        raise ConfigError(
+            f"{u.drivername}://: the MySQL target uses pymysql; write mysql+pymysql://user@host/db"
+        )
     return u.set(drivername="mysql+pymysql").update_query_dict({"charset": "utf8mb4", "local_infile": "1"})
 
 
@@ -117,6 +125,7 @@ class MySQLTarget(Target):
         orig = getattr(e, "orig", None)
         code = orig.args[0] if getattr(orig, "args", None) else None
         return code in MYSQL_TRANSIENT or super().transient(e)
+
     copy_options = "FORMAT csv, NULL 'NULL', ENCODING 'UTF8'"
     decimal_default = (10, 0)
     max_columns, max_columns_why = MAX_COLUMNS, "InnoDB's limit"
@@ -134,8 +143,9 @@ class MySQLTarget(Target):
         # nothing waits forever (DESIGN.md 12): pymysql's connect_timeout bounds only the TCP
         # connect, so the server's greeting is read under a read_timeout lifted once connected
         bounded = "read_timeout" not in self.url.query
-        args.update({k: connect_timeout() for k in ("connect_timeout", "read_timeout")
-                     if k not in self.url.query})
+        args.update(
+            {k: connect_timeout() for k in ("connect_timeout", "read_timeout") if k not in self.url.query}
+        )
         eng = sa.create_engine(self.url, hide_parameters=True, pool_pre_ping=True, connect_args=args)
 
         @sa.event.listens_for(eng, "connect")
@@ -151,11 +161,16 @@ class MySQLTarget(Target):
         """The server's binary NO PAD utf8mb4 collation (utf8mb4_bin pads: 'a' = 'a ')."""
         if self._collation is None:
             with self.engine.connect() as c:
-                have = {r[0] for r in c.exec_driver_sql(
-                    "SELECT collation_name FROM information_schema.collations "
-                    "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')")}
-            self._collation = next((x for x in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin") if x in have),
-                                   "utf8mb4_bin")
+                have = {
+                    r[0]
+                    for r in c.exec_driver_sql(
+                        "SELECT collation_name FROM information_schema.collations "
+                        "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')"
+                    )
+                }
+            self._collation = next(
+                (x for x in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin") if x in have), "utf8mb4_bin"
+            )
             if self._collation == "utf8mb4_bin":
                 log.warning("no NO PAD binary collation on this server: trailing spaces compare equal")
         return self._collation
@@ -171,14 +186,17 @@ class MySQLTarget(Target):
         """Column names are case-insensitive (every letter); names hold 64 BMP characters; with
         ``lower_case_table_names`` ≠ 0, table names are case-insensitive too (checked against the
         tables seen by earlier calls)."""
-        out = (names.case_collisions(m, "MySQL", self.display(m), str.lower)
-               + names.bad_names(m, "MySQL", self.display(m), names.mysql_name_problem))
+        out = names.case_collisions(m, "MySQL", self.display(m), str.lower) + names.bad_names(
+            m, "MySQL", self.display(m), names.mysql_name_problem
+        )
         key = (m.target_schema, m.target_name.lower())
         label, name = self._table_names.setdefault(key, (m.label, m.target_name))
         if label != m.label and name != m.target_name and self.lower_case_table_names():
-            out.append(f"{label} and {m.label}: target tables {name!r} and {m.target_name!r} would be "
-                       f"the same MySQL table (lower_case_table_names={self.lower_case_table_names()}): "
-                       f"map one of them to another name in the mapping (target:)")
+            out.append(
+                f"{label} and {m.label}: target tables {name!r} and {m.target_name!r} would be "
+                f"the same MySQL table (lower_case_table_names={self.lower_case_table_names()}): "
+                f"map one of them to another name in the mapping (target:)"
+            )
         return out
 
     def limit_problems(self, m: TableMapping) -> list[str]:
@@ -199,7 +217,9 @@ class MySQLTarget(Target):
         if self._lower_case_names is None:
             try:
                 with self.engine.connect() as c:
-                    self._lower_case_names = int(c.exec_driver_sql("SELECT @@lower_case_table_names").scalar())
+                    self._lower_case_names = int(
+                        c.exec_driver_sql("SELECT @@lower_case_table_names").scalar()
+                    )
             except sa.exc.SQLAlchemyError:
                 return 0
         return self._lower_case_names
@@ -217,15 +237,25 @@ class MySQLTarget(Target):
         if self.table_key(m) not in self._tables:
             col_types = self._column_types(m)
             pk, key = m.view.primary_key, m.view.key
-            cols = [sa.Column(c.name, col_types[c.name], autoincrement=False,
-                              nullable=self.nullable(c, m)) for c in m.view.columns]
+            cols = [
+                sa.Column(c.name, col_types[c.name], autoincrement=False, nullable=self.nullable(c, m))
+                for c in m.view.columns
+            ]
             extra = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             if key and tuple(key) != tuple(pk):
                 extra.append(sa.Index(f"rk_{m.target_name}"[:64], *key))
             self._tables[self.table_key(m)] = sa.Table(
-                m.target_name, self.metadata, *cols, *extra, schema=m.target_schema, quote=True,
-                mysql_engine="InnoDB", mysql_charset="utf8mb4", mysql_collate=self.collation(),
-                mysql_row_format="DYNAMIC")
+                m.target_name,
+                self.metadata,
+                *cols,
+                *extra,
+                schema=m.target_schema,
+                quote=True,
+                mysql_engine="InnoDB",
+                mysql_charset="utf8mb4",
+                mysql_collate=self.collation(),
+                mysql_row_format="DYNAMIC",
+            )
         return self._tables[self.table_key(m)]
 
     def _column_types(self, m: TableMapping) -> dict[str, Any]:
@@ -251,7 +281,8 @@ class MySQLTarget(Target):
             raise TargetError(
                 f"{m.label}: key ({', '.join(c.name for c in keys)}) cannot be indexed by MySQL: "
                 f"InnoDB keys hold {INDEX_BYTES} bytes and utf8mb4 takes 4 bytes per character; "
-                f"declare a shorter key in the mapping")
+                f"declare a shorter key in the mapping"
+            )
         try:
             return {**bounded, **{c.name: self.column_type(c, chars) for c in unbounded}}
         except TargetError as e:
@@ -267,9 +298,11 @@ class MySQLTarget(Target):
                 sets.append(f"{q.quote(c.name)} = UNHEX(@v{i})")
             else:
                 targets.append(q.quote(c.name))
-        sql = (f"LOAD DATA LOCAL INFILE {_quote_literal(path)} INTO TABLE {q.format_table(self.table(m))} "
-               "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
-               f"ESCAPED BY '' LINES TERMINATED BY '\\n' ({', '.join(targets)})")
+        sql = (
+            f"LOAD DATA LOCAL INFILE {_quote_literal(path)} INTO TABLE {q.format_table(self.table(m))} "
+            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' "
+            f"ESCAPED BY '' LINES TERMINATED BY '\\n' ({', '.join(targets)})"
+        )
         return sql + (f" SET {', '.join(sets)}" if sets else "")
 
     def copy_expressions(self, m: TableMapping) -> list[str]:
@@ -314,8 +347,9 @@ class MySQLTarget(Target):
                 if code >= 2000:  # client-side: the connection dropped
                     raise TransientError(f"{m.label}: MySQL connection lost during LOAD DATA: {e}") from None
                 hint = "; the server and the client need local_infile=1" if code in (1148, 3948, 4166) else ""
-                raise TargetError(f"{m.label}: LOAD DATA LOCAL INFILE into {self.display(m)} "
-                                  f"failed: {e}{hint}") from None
+                raise TargetError(
+                    f"{m.label}: LOAD DATA LOCAL INFILE into {self.display(m)} failed: {e}{hint}"
+                ) from None
 
     def _marked_error(self, m: TableMapping, chunk: bytes) -> ValueRangeError:
         """ValueRangeError for the first value of ``chunk`` the copy query marked as refused."""
@@ -329,16 +363,20 @@ class MySQLTarget(Target):
                     f"{m.label}.{cols[i]}: value {value_rules.unmark(rec[i])[:60]!r} cannot be stored in the "
                     f"mysql target table {self.display(m)}: {rule.what if rule else 'refused'} (snapshot "
                     f"copy, key {key}); choose a value policy (error | null | clamp | text) or a column "
-                    f"type in the mapping")
-        return ValueRangeError(f"{m.label}: a value cannot be stored in the mysql target table "
-                               f"{self.display(m)} (snapshot copy)")
+                    f"type in the mapping"
+                )
+        return ValueRangeError(
+            f"{m.label}: a value cannot be stored in the mysql target table {self.display(m)} (snapshot copy)"
+        )
 
     def _warning_error(self, m: TableMapping, chunk: bytes, code: int, msg: str) -> TargetError:
         where = re.search(r"for column (.+) at row (\d+)", msg)
         if code not in DATA_WARNINGS or not where:
-            return TargetError(f"{m.label}: MySQL warned while loading the snapshot copy into "
-                               f"{self.display(m)} ({code}: {msg}); refusing a lossy load "
-                               f"(the target table must be empty before a copy)")
+            return TargetError(
+                f"{m.label}: MySQL warned while loading the snapshot copy into "
+                f"{self.display(m)} ({code}: {msg}); refusing a lossy load "
+                f"(the target table must be empty before a copy)"
+            )
         column = re.findall(r"[`']([^`']*)[`']", where.group(1))[-1:] or [where.group(1)]
         row = _csv_record(chunk, int(where.group(2)))
         cols = m.view.column_names
@@ -347,7 +385,8 @@ class MySQLTarget(Target):
         return ValueRangeError(
             f"{m.label}.{column[0]}: value {value[:60]!r} cannot be stored in the mysql target table "
             f"{self.display(m)}: {msg} (snapshot copy, key {key or '?'}); choose a value policy "
-            f"(error | null | clamp | text) or a column type in the mapping")
+            f"(error | null | clamp | text) or a column type in the mapping"
+        )
 
     # ---------------------------------------------------------------- changes
     def apply(self, conn: Connection, m: TableMapping, changes) -> None:
@@ -355,11 +394,13 @@ class MySQLTarget(Target):
         try:
             super().apply(conn, m, changes)
         except sa.exc.DataError as e:
-            raise ValueRangeError(f"{m.label}: the mysql target refused a value in "
-                                  f"{self.display(m)}: {e.orig}") from None
+            raise ValueRangeError(
+                f"{m.label}: the mysql target refused a value in {self.display(m)}: {e.orig}"
+            ) from None
         except sa.exc.IntegrityError as e:
-            raise TargetError(f"{m.label}: the mysql target refused a change in "
-                              f"{self.display(m)}: {e.orig}") from None
+            raise TargetError(
+                f"{m.label}: the mysql target refused a change in {self.display(m)}: {e.orig}"
+            ) from None
 
     def delete_one(self, conn: Connection, t: sa.Table, match) -> int:
         return conn.execute(sa.delete(t).where(match).with_dialect_options(mysql_limit=1)).rowcount
@@ -368,14 +409,15 @@ class MySQLTarget(Target):
         stmt = sa.update(t).where(match).values(sets).with_dialect_options(mysql_limit=1)
         return conn.execute(stmt).rowcount
 
-
-    def set_next_value(self, conn: Connection, m: TableMapping, column: str, next_value: int,
-                       sequence: str) -> str:
+    def set_next_value(
+        self, conn: Connection, m: TableMapping, column: str, next_value: int, sequence: str
+    ) -> str:
         """The key column becomes AUTO_INCREMENT, starting at ``next_value``."""
         q, t = conn.dialect.identifier_preparer, self.table(m)
         typ = t.c[column].type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} MODIFY {q.quote(column)} {typ} NOT NULL "
-                             f"AUTO_INCREMENT")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {q.format_table(t)} MODIFY {q.quote(column)} {typ} NOT NULL AUTO_INCREMENT"
+        )
         conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} AUTO_INCREMENT = {int(next_value)}")
         return f"{self.display(m)}.{column}: AUTO_INCREMENT set to {next_value}"
 
@@ -409,7 +451,7 @@ def _prefetch(items: Iterable, depth: int) -> Iterator:
                     break
             else:
                 put((False, None))
-        except BaseException as e:  # handed to the consumer
+        except BaseException as e:  # noqa: BLE001  handed to the consumer
             put((False, e))
         finally:  # in this thread: a stopped COPY is cancelled on the thread that read it
             getattr(items, "close", lambda: None)()

@@ -14,10 +14,12 @@
 * ``copy`` is what the source COPY sends to ``LOAD DATA``: booleans as 0/1, timestamptz in UTC
   without offset, bytea as hex (``UNHEX`` in the LOAD DATA ``SET`` clause), arrays as JSON.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -27,7 +29,7 @@ from . import pgarray, typemap, value_rules
 from .typemap import Conv
 
 WHERE = "MySQL"
-MAX_VARCHAR = 16383       # utf8mb4 characters in one VARCHAR
+MAX_VARCHAR = 16383  # utf8mb4 characters in one VARCHAR
 HEX = "encode({v}, 'hex')"
 
 
@@ -72,15 +74,19 @@ def _float(c: Column) -> Conv:
 
 
 def _array(c: Column) -> Conv:
-    return Conv(RawJSON(), pgarray.array_json(c), pgarray.array_json_sql(c),
-                value_rules.array_rule(f"{WHERE} JSON"))
+    return Conv(
+        RawJSON(), pgarray.array_json(c), pgarray.array_json_sql(c), value_rules.array_rule(f"{WHERE} JSON")
+    )
 
 
 #: PostgreSQL family → Conv (unlisted: LONGTEXT holding PostgreSQL's text form).
 CONVS: dict[str, Callable[[Column], Conv]] = {
-    "int2": lambda c: Conv(mysql.SMALLINT(), int), "int4": lambda c: Conv(mysql.INTEGER(), int),
-    "int8": lambda c: Conv(mysql.BIGINT(), int), "numeric": _decimal,
-    "float4": _float, "float8": _float,
+    "int2": lambda c: Conv(mysql.SMALLINT(), int),
+    "int4": lambda c: Conv(mysql.INTEGER(), int),
+    "int8": lambda c: Conv(mysql.BIGINT(), int),
+    "numeric": _decimal,
+    "float4": _float,
+    "float8": _float,
     "bool": lambda c: Conv(mysql.BOOLEAN(), typemap.python_loader(c), "({v})::int"),
     "bytes": lambda c: Conv(mysql.LONGBLOB(), typemap.python_loader(c), HEX),
     "date": lambda c: _datetime("date", mysql.DATE()),
@@ -88,7 +94,9 @@ CONVS: dict[str, Callable[[Column], Conv]] = {
     "timestamptz": lambda c: _datetime("timestamptz", mysql.DATETIME(fsp=6), "({v} AT TIME ZONE 'UTC')"),
     "time": lambda c: Conv(mysql.TIME(fsp=6)),  # MySQL parses the text as LOAD DATA does (24:00:00)
     "uuid": lambda c: Conv(mysql.CHAR(36, charset="ascii", collation="ascii_bin")),
-    "json": lambda c: Conv(RawJSON()), "varchar": _varchar, "bpchar": _varchar,
+    "json": lambda c: Conv(RawJSON()),
+    "varchar": _varchar,
+    "bpchar": _varchar,
     "array": _array,
 }
 
@@ -100,12 +108,18 @@ def mysql_conv(col: Column) -> Conv:
 
 
 # ---------------------------------------------------------------- limits (checked while planning)
-MAX_COLUMNS = 1017        # InnoDB's columns per table (MySQL's own limit, 4096, is higher)
-RECORD_BYTES = 8126       # InnoDB (16 KB pages): a record's worst case must stay below half a page
-ROW_BYTES = 65535         # MySQL's row size, not counting BLOB/TEXT contents
-EXTERNAL = 21             # a column InnoDB may store off the record: 20-byte pointer + length
-FIXED = {mysql.BOOLEAN: 1, mysql.SMALLINT: 2, mysql.INTEGER: 4, mysql.BIGINT: 8, mysql.DOUBLE: 8,
-         mysql.DATE: 3}
+MAX_COLUMNS = 1017  # InnoDB's columns per table (MySQL's own limit, 4096, is higher)
+RECORD_BYTES = 8126  # InnoDB (16 KB pages): a record's worst case must stay below half a page
+ROW_BYTES = 65535  # MySQL's row size, not counting BLOB/TEXT contents
+EXTERNAL = 21  # a column InnoDB may store off the record: 20-byte pointer + length
+FIXED = {
+    mysql.BOOLEAN: 1,
+    mysql.SMALLINT: 2,
+    mysql.INTEGER: 4,
+    mysql.BIGINT: 8,
+    mysql.DOUBLE: 8,
+    mysql.DATE: 3,
+}
 _DIGIT_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 
 
@@ -140,13 +154,19 @@ def row_problems(label: str, display: str, col_types: dict[str, Any], nullable: 
     sizes = [column_bytes(t) for t in col_types.values()]
     record = 5 + (nullable + 7) // 8 + 13 + (0 if pk else 6) + sum(s[0] for s in sizes)
     row = (nullable + 7) // 8 + sum(s[1] for s in sizes)
-    fix = ("store some columns as text (columns.policy: text, a LONGTEXT kept off the record), or leave "
-           "columns out (columns.exclude) in the mapping")
+    fix = (
+        "store some columns as text (columns.policy: text, a LONGTEXT kept off the record), or leave "
+        "columns out (columns.exclude) in the mapping"
+    )
     out = []
     if record >= RECORD_BYTES:
-        out.append(f"{label}: a row of MySQL table {display} ({len(sizes)} columns) takes up to {record} "
-                   f"bytes in InnoDB's record, which holds less than {RECORD_BYTES}: {fix}")
+        out.append(
+            f"{label}: a row of MySQL table {display} ({len(sizes)} columns) takes up to {record} "
+            f"bytes in InnoDB's record, which holds less than {RECORD_BYTES}: {fix}"
+        )
     if row > ROW_BYTES:
-        out.append(f"{label}: a row of MySQL table {display} takes up to {row} bytes, more than "
-                   f"MySQL's row size limit of {ROW_BYTES}: {fix}")
+        out.append(
+            f"{label}: a row of MySQL table {display} takes up to {row} bytes, more than "
+            f"MySQL's row size limit of {ROW_BYTES}: {fix}"
+        )
     return out

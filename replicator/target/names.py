@@ -7,9 +7,10 @@ or hold some names at all (MySQL: 64 characters, no trailing space, no character
 Basic Multilingual Plane such as emoji; PostgreSQL: 63 bytes).  Each problem is one line naming
 both names (or the name and the limit) and the fix.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..model import TableMapping
 
@@ -20,16 +21,19 @@ def ascii_lower(name: str) -> str:
     return "".join(ch.lower() if ch.isascii() else ch for ch in name)
 
 
-def case_collisions(m: TableMapping, where: str, display: str,
-                    fold: Callable[[str], str] = ascii_lower) -> list[str]:
+def case_collisions(
+    m: TableMapping, where: str, display: str, fold: Callable[[str], str] = ascii_lower
+) -> list[str]:
     """Columns whose names differ only by letter case (as ``fold`` compares them)."""
     seen: dict[str, str] = {}
     out = []
     for c in m.view.columns:
         k = fold(c.name)
         if k in seen:
-            out.append(f"{m.label}: columns {seen[k]!r} and {c.name!r} would be the same column of "
-                       f"{where} table {display} (column names are case-insensitive there): {FIX}")
+            out.append(
+                f"{m.label}: columns {seen[k]!r} and {c.name!r} would be the same column of "
+                f"{where} table {display} (column names are case-insensitive there): {FIX}"
+            )
         else:
             seen[k] = c.name
     return out
@@ -40,13 +44,17 @@ def bad_names(m: TableMapping, where: str, display: str, ok: Callable[[str], str
     out = []
     why = ok(m.target_name)
     if why:
-        out.append(f"{m.label}: target table name {m.target_name!r} cannot be used in {where}: {why}; "
-                   f"map the table to another name in the mapping (target:)")
+        out.append(
+            f"{m.label}: target table name {m.target_name!r} cannot be used in {where}: {why}; "
+            f"map the table to another name in the mapping (target:)"
+        )
     for c in m.view.columns:
         why = ok(c.name)
         if why:
-            out.append(f"{m.label}: column {c.name!r} cannot be a column name of {where} table "
-                       f"{display}: {why}; rename it in the mapping (columns.rename)")
+            out.append(
+                f"{m.label}: column {c.name!r} cannot be a column name of {where} table "
+                f"{display}: {why}; rename it in the mapping (columns.rename)"
+            )
     return out
 
 

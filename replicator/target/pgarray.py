@@ -11,11 +11,12 @@ of a pgoutput tuple or a text COPY row in Python (the change path), :func:`array
 the source-side SQL of the copy path (``array_to_json``).  Explicit lower bounds
 (``'[0:1]={1,2}'``) have no JSON form: the value rules (``value_rules.py``) refuse them first.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ..model import Column
 
@@ -67,8 +68,13 @@ def _leaf(kind: str | None) -> Callable[[str], str]:
 
 
 def _render(value: list, leaf: Callable[[str], str]) -> str:
-    return "[" + ",".join("null" if v is None else _render(v, leaf) if isinstance(v, list) else leaf(v)
-                          for v in value) + "]"
+    return (
+        "["
+        + ",".join(
+            "null" if v is None else _render(v, leaf) if isinstance(v, list) else leaf(v) for v in value
+        )
+        + "]"
+    )
 
 
 def element_kind(col: Column) -> str | None:

@@ -28,10 +28,12 @@ Contracts:
   :data:`EXACT_EQUALITY`) are matched on their text form.  ``truncate`` and ``clear`` are one
   ``TRUNCATE`` (transactional in PostgreSQL).  Nothing here commits.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
@@ -48,19 +50,34 @@ from .base import Target
 from .typemap import Conv
 
 #: libpq ``options`` every target session carries (after the URL's own, so these win).
-SESSION_OPTIONS = ("-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
-                   " -c extra_float_digits=3 -c bytea_output=hex")
+SESSION_OPTIONS = (
+    "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601"
+    " -c extra_float_digits=3 -c bytea_output=hex"
+)
 #: pg_type OIDs below this are built in (FirstNormalObjectId); extensions and user types are above.
 FIRST_USER_OID = 16384
 #: types whose input looks names up in the catalog: stored as their text form.
-REG_TYPES = frozenset({
-    "regproc", "regprocedure", "regoper", "regoperator", "regclass", "regtype", "regconfig",
-    "regdictionary", "regnamespace", "regrole", "regcollation"})
+REG_TYPES = frozenset(
+    {
+        "regproc",
+        "regprocedure",
+        "regoper",
+        "regoperator",
+        "regclass",
+        "regtype",
+        "regconfig",
+        "regdictionary",
+        "regnamespace",
+        "regrole",
+        "regcollation",
+    }
+)
 #: types whose ``=`` holds exactly when the values are the same: FULL identity compares with ``=``.
 #: Every other type compares its text form (``=`` is loose for interval '1 mon' = '30 days',
 #: float 0 = -0, numeric 1.0 = 1.00, citext; json, xml and geometric types have no usable ``=``).
-EXACT_EQUALITY = frozenset({"smallint", "integer", "bigint", "text", "boolean", "uuid", "date",
-                            "bytea", "character varying"})
+EXACT_EQUALITY = frozenset(
+    {"smallint", "integer", "bigint", "text", "boolean", "uuid", "date", "bytea", "character varying"}
+)
 
 
 class PgType(UserDefinedType):
@@ -100,7 +117,7 @@ class _Chunks:
     def __iter__(self):
         try:
             for chunk in self.chunks:
-                self.recent = (self.recent + [(self.lines + 1, chunk)])[-self.KEEP:]
+                self.recent = (self.recent + [(self.lines + 1, chunk)])[-self.KEEP :]
                 self.lines += chunk.count(b"\n")
                 yield chunk
         except Exception:  # not GeneratorExit: a target error closes this generator too
@@ -153,7 +170,9 @@ class PgApplier(GenericApplier):
         column against that of the value parsed as the column's type (one session renders both)."""
         if re.sub(r"\(.*\)$", "", c.type.spec) in EXACT_EQUALITY:
             return c.is_not_distinct_from(sa.literal(v, c.type))
-        return sa.cast(c, sa.Text).is_not_distinct_from(sa.cast(sa.cast(sa.literal(v, c.type), c.type), sa.Text))
+        return sa.cast(c, sa.Text).is_not_distinct_from(
+            sa.cast(sa.cast(sa.literal(v, c.type), c.type), sa.Text)
+        )
 
     def execute_checked(self, conn, stmt, params: list[dict], run: list) -> None:
         raw: psycopg.Connection = conn.connection.driver_connection
@@ -186,6 +205,7 @@ class PostgresTarget(Target):
     def byte_order(self, column: Any, bpchar: bool) -> Any:
         """Byte order is the C collation (a char(n) column keeps its pad semantics)."""
         return (column if bpchar else sa.cast(column, sa.Text)).collate("C")
+
     copy_options = "FORMAT text"
     row_id = "ctid"
     applier_class = PgApplier
@@ -246,8 +266,7 @@ class PostgresTarget(Target):
 
     def _probe_types(self, conn: Connection, cols: Sequence[Column]) -> None:
         """Remember which of the source's non-built-in type names also exist on the target."""
-        names = {n for c in cols if c.type_oid >= FIRST_USER_OID
-                 for n in (c.type_name, c.base_name) if n}
+        names = {n for c in cols if c.type_oid >= FIRST_USER_OID for n in (c.type_name, c.base_name) if n}
         probe = sa.text("SELECT to_regtype(:n) IS NOT NULL")
         found = {n for n in names - self._target_types if conn.execute(probe, {"n": n}).scalar()}
         if found:
@@ -290,8 +309,9 @@ class PostgresTarget(Target):
                 raise
             if value_rules.MARK in str(e):
                 raise self._range_error(m, e, src) from None
-            raise TargetError(f"COPY of {m.label} into target {self.display(m)} failed: "
-                              f"{str(e).strip()}") from e
+            raise TargetError(
+                f"COPY of {m.label} into target {self.display(m)} failed: {str(e).strip()}"
+            ) from e
 
     def _range_error(self, m: TableMapping, e: psycopg.Error, src: _Chunks) -> ValueRangeError:
         """A value the copy query marked as refused (``value_rules.MARK``): name column, key and value."""
@@ -300,12 +320,15 @@ class PostgresTarget(Target):
         names_ = m.view.column_names
         col = where.group(2) if where and where.group(2) in names_ else "?"
         value = next((f for f in row or () if value_rules.MARK in f), "?")
-        key = ", ".join(f"{k}={value_rules.unmark(row[names_.index(k)])!r}" for k in m.view.key) if row else "?"
+        key = (
+            ", ".join(f"{k}={value_rules.unmark(row[names_.index(k)])!r}" for k in m.view.key) if row else "?"
+        )
         return ValueRangeError(
             f"{m.label}.{col}: value {value_rules.unmark(value)[:60]!r} cannot be stored in the postgresql "
             f"target table {self.display(m)}: its column type refuses it (snapshot copy, key "
             f"{key or '?'}); choose a value policy (error | null | clamp | text) or a column type "
-            f"in the mapping")
+            f"in the mapping"
+        )
 
     def clear(self, conn: Connection, m: TableMapping) -> None:
         """Empty the table before a (re-)copy: TRUNCATE, rolled back with the transaction."""
@@ -317,14 +340,21 @@ class PostgresTarget(Target):
         if ms:
             conn.exec_driver_sql("TRUNCATE " + ", ".join(self.quoted(conn, m) for m in ms))
 
-    def set_next_value(self, conn: Connection, m: TableMapping, column: str, next_value: int,
-                       sequence: str) -> str:
+    def set_next_value(
+        self, conn: Connection, m: TableMapping, column: str, next_value: int, sequence: str
+    ) -> str:
         """A sequence owned by the column, as its default, positioned at ``next_value``."""
         q, t = conn.dialect.identifier_preparer, self.table(m)
         seq = q.format_table(sa.Table(sequence, sa.MetaData(), schema=t.schema))
-        conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {seq} OWNED BY {q.format_table(t)}.{q.quote(column)}")
-        conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ALTER COLUMN {q.quote(column)} "
-                             f"SET DEFAULT nextval('{seq.replace(chr(39), chr(39) * 2)}'::regclass)")
-        conn.execute(sa.text(f"SELECT setval('{seq.replace(chr(39), chr(39) * 2)}'::regclass, :v, false)"),
-                     {"v": next_value})
+        conn.exec_driver_sql(
+            f"CREATE SEQUENCE IF NOT EXISTS {seq} OWNED BY {q.format_table(t)}.{q.quote(column)}"
+        )
+        conn.exec_driver_sql(
+            f"ALTER TABLE {q.format_table(t)} ALTER COLUMN {q.quote(column)} "
+            f"SET DEFAULT nextval('{seq.replace(chr(39), chr(39) * 2)}'::regclass)"
+        )
+        conn.execute(
+            sa.text(f"SELECT setval('{seq.replace(chr(39), chr(39) * 2)}'::regclass, :v, false)"),
+            {"v": next_value},
+        )
         return f"{self.display(m)}.{column}: sequence {sequence} set to {next_value}"

@@ -8,6 +8,7 @@ booleans 0/1, bytea BLOB.  date, timestamp and timestamptz (in UTC) are SQLAlche
 interval, timetz, money, inet, ranges, composites, ...) is TEXT holding PostgreSQL's exact text.
 The copy path reads COPY text rows and converts them with the same Python functions as changes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,10 +24,19 @@ from . import names, pgarray, typemap, value_rules
 from .base import Target
 from .typemap import Conv
 
-SQLITE_TYPES = {"bool": sa.Boolean(), "bytes": sa.LargeBinary(), "int2": sa.SmallInteger(),
-                "int4": sa.Integer(), "int8": sa.BigInteger(), "float4": sa.Float(), "float8": sa.Float(),
-                "date": sa.Date(), "time": sa.Time(), "timestamp": sa.DateTime(),
-                "timestamptz": sa.DateTime()}
+SQLITE_TYPES = {
+    "bool": sa.Boolean(),
+    "bytes": sa.LargeBinary(),
+    "int2": sa.SmallInteger(),
+    "int4": sa.Integer(),
+    "int8": sa.BigInteger(),
+    "float4": sa.Float(),
+    "float8": sa.Float(),
+    "date": sa.Date(),
+    "time": sa.Time(),
+    "timestamp": sa.DateTime(),
+    "timestamptz": sa.DateTime(),
+}
 WHERE = "SQLite"
 
 
@@ -66,19 +76,21 @@ class SQLiteTarget(Target):
 
     def read_only_engine(self, memory_limit: str, temp_dir: str) -> sa.Engine:
         path = quote(os.path.abspath(self.url.database))
-        return sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool,
-                                connect_args={"timeout": 60})
+        return sa.create_engine(
+            f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool, connect_args={"timeout": 60}
+        )
 
     def transient(self, e: BaseException) -> bool:
         """A locked or busy file, a full disk, a file that cannot be opened right now."""
-        return any(w in str(getattr(e, "orig", e)).lower() for w in SQLITE_TRANSIENT) \
-            or super().transient(e)
+        return any(w in str(getattr(e, "orig", e)).lower() for w in SQLITE_TRANSIENT) or super().transient(e)
+
     row_id = "rowid"
     busy_timeout_s = 60.0
 
     def create_engine(self):
-        eng = sa.create_engine(self.url, hide_parameters=True, poolclass=NullPool,
-                               connect_args={"timeout": self.busy_timeout_s})
+        eng = sa.create_engine(
+            self.url, hide_parameters=True, poolclass=NullPool, connect_args={"timeout": self.busy_timeout_s}
+        )
 
         @sa.event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn, _record):
@@ -111,6 +123,10 @@ class SQLiteTarget(Target):
         """An INTEGER PRIMARY KEY takes max(rowid)+1 by itself; other columns have no sequences."""
         pk = m.view.primary_key
         if pk == (column,):
-            return (f"{self.display(m)}.{column}: SQLite assigns max({column})+1 to new rows by itself "
-                    f"(the source's next value is {next_value})")
-        return f"{self.display(m)}.{column}: SQLite has no sequences; new rows must set it (next {next_value})"
+            return (
+                f"{self.display(m)}.{column}: SQLite assigns max({column})+1 to new rows by itself "
+                f"(the source's next value is {next_value})"
+            )
+        return (
+            f"{self.display(m)}.{column}: SQLite has no sequences; new rows must set it (next {next_value})"
+        )

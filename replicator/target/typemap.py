@@ -14,15 +14,17 @@ exact PostgreSQL text form is stored.  A mapping's ``target_type`` is read by
 chosen target type (``DECIMAL(12,2)`` → ``numeric(12,2)``), with that type's value value_rules.
 docs/typemap.md is the user-facing table.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import sqlalchemy as sa
 
@@ -32,18 +34,57 @@ from .value_rules import Rule
 
 # pg_type OIDs of the built-in types the map knows by name.
 OID = {
-    "bool": 16, "bytea": 17, "char": 18, "name": 19, "int8": 20, "int2": 21, "int4": 23,
-    "text": 25, "oid": 26, "json": 114, "xml": 142, "float4": 700, "float8": 701, "money": 790,
-    "bpchar": 1042, "varchar": 1043, "date": 1082, "time": 1083, "timestamp": 1114,
-    "timestamptz": 1184, "interval": 1186, "timetz": 1266, "numeric": 1700, "uuid": 2950,
+    "bool": 16,
+    "bytea": 17,
+    "char": 18,
+    "name": 19,
+    "int8": 20,
+    "int2": 21,
+    "int4": 23,
+    "text": 25,
+    "oid": 26,
+    "json": 114,
+    "xml": 142,
+    "float4": 700,
+    "float8": 701,
+    "money": 790,
+    "bpchar": 1042,
+    "varchar": 1043,
+    "date": 1082,
+    "time": 1083,
+    "timestamp": 1114,
+    "timestamptz": 1184,
+    "interval": 1186,
+    "timetz": 1266,
+    "numeric": 1700,
+    "uuid": 2950,
     "jsonb": 3802,
 }
 
 FAMILY_BY_OID = {
-    16: "bool", 17: "bytes", 18: "text", 19: "text", 20: "int8", 21: "int2", 23: "int4",
-    25: "text", 26: "int8", 114: "json", 700: "float4", 701: "float8", 1042: "bpchar",
-    1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz",
-    1186: "interval", 1266: "timetz", 1700: "numeric", 2950: "uuid", 3802: "json",
+    16: "bool",
+    17: "bytes",
+    18: "text",
+    19: "text",
+    20: "int8",
+    21: "int2",
+    23: "int4",
+    25: "text",
+    26: "int8",
+    114: "json",
+    700: "float4",
+    701: "float8",
+    1042: "bpchar",
+    1043: "varchar",
+    1082: "date",
+    1083: "time",
+    1114: "timestamp",
+    1184: "timestamptz",
+    1186: "interval",
+    1266: "timetz",
+    1700: "numeric",
+    2950: "uuid",
+    3802: "json",
 }
 
 
@@ -97,7 +138,7 @@ def type_args(col: Column) -> tuple[int, ...]:
     name = col.base_name or col.type_name
     if "(" not in name or col.elem_oid:
         return ()
-    inner = name[name.index("(") + 1: name.index(")")]
+    inner = name[name.index("(") + 1 : name.index(")")]
     try:
         return tuple(int(p) for p in inner.split(","))
     except ValueError:
@@ -107,14 +148,24 @@ def type_args(col: Column) -> tuple[int, ...]:
 def element(col: Column) -> Column:
     """The element of an array column as a column of its own (same name, policy and nullability)."""
     name = (col.base_name if col.base_oid else col.type_name).removesuffix("[]")
-    return dataclasses.replace(col, type_oid=col.elem_oid, type_name=name, base_oid=col.elem_base_oid,
-                               base_name="", elem_oid=0, elem_base_oid=0, ndims=0, target_type="")
+    return dataclasses.replace(
+        col,
+        type_oid=col.elem_oid,
+        type_name=name,
+        base_oid=col.elem_base_oid,
+        base_name="",
+        elem_oid=0,
+        elem_base_oid=0,
+        ndims=0,
+        target_type="",
+    )
 
 
 def with_type(col: Column, oid: int, name: str) -> Column:
     """``col`` as if it had the built-in type ``name`` (used for target_type and the text policy)."""
-    return dataclasses.replace(col, type_oid=oid, type_name=name, base_oid=0, base_name="",
-                               elem_oid=0, elem_base_oid=0, ndims=0)
+    return dataclasses.replace(
+        col, type_oid=oid, type_name=name, base_oid=0, base_name="", elem_oid=0, elem_base_oid=0, ndims=0
+    )
 
 
 # ---------------------------------------------------------------- target_type
@@ -130,11 +181,23 @@ _TT = [  # (pattern on the upper-cased target type, PostgreSQL type it converts 
     (r"(?:VARCHAR|CHARACTER VARYING|CHAR|CHARACTER|NVARCHAR|NCHAR)\s*\(\s*(\d+)\s*\)", "varchar"),
     (r"(?:TEXT|TINYTEXT|MEDIUMTEXT|LONGTEXT|STRING|VARCHAR|CLOB)", "text"),
 ]
-INT_RANGE = {"tinyint": (-128, 127), "smallint": (-32768, 32767),
-             "integer": (-2147483648, 2147483647),
-             "bigint": (-9223372036854775808, 9223372036854775807)}
-_TT_OID = {"numeric": 1700, "smallint": 21, "tinyint": 21, "integer": 23, "bigint": 20, "real": 700,
-           "double precision": 701, "varchar": 1043, "text": 25}
+INT_RANGE = {
+    "tinyint": (-128, 127),
+    "smallint": (-32768, 32767),
+    "integer": (-2147483648, 2147483647),
+    "bigint": (-9223372036854775808, 9223372036854775807),
+}
+_TT_OID = {
+    "numeric": 1700,
+    "smallint": 21,
+    "tinyint": 21,
+    "integer": 23,
+    "bigint": 20,
+    "real": 700,
+    "double precision": 701,
+    "varchar": 1043,
+    "text": 25,
+}
 
 
 def parse_target_type(expr: str) -> tuple[str, tuple[int, ...]] | None:
@@ -162,8 +225,9 @@ def target_type_column(col: Column, decimal_default: tuple[int, int] | None) -> 
     return with_type(col, _TT_OID[kind], name)
 
 
-def target_type_rule(col: Column, where: str, nan: bool = False,
-                     decimal_default: tuple[int, int] | None = None) -> Rule | None:
+def target_type_rule(
+    col: Column, where: str, nan: bool = False, decimal_default: tuple[int, int] | None = None
+) -> Rule | None:
     """The rule of a checked target type kind (decimal digits, integer range, text length);
     ``nan``: the target's decimal type holds NaN (PostgreSQL's numeric); ``decimal_default``:
     the precision and scale of a bare DECIMAL there."""
@@ -224,9 +288,19 @@ def _integer(s: str) -> int:
 
 
 PYTHON_LOADERS: dict[str, Callable[[str], Any]] = {
-    "bool": _bool, "bytes": _bytea, "int2": _integer, "int4": _integer, "int8": _integer,
-    "float4": float, "float8": float, "numeric": Decimal, "date": _date, "time": _time,
-    "timestamp": _timestamp, "timestamptz": _timestamptz, "uuid": uuid.UUID,
+    "bool": _bool,
+    "bytes": _bytea,
+    "int2": _integer,
+    "int4": _integer,
+    "int8": _integer,
+    "float4": float,
+    "float8": float,
+    "numeric": Decimal,
+    "date": _date,
+    "time": _time,
+    "timestamp": _timestamp,
+    "timestamptz": _timestamptz,
+    "uuid": uuid.UUID,
 }
 
 

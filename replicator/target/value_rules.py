@@ -14,12 +14,14 @@ The column's ``policy`` (``Column.policy``) then applies on both paths:
   arrays of another shape).
 * ``text``: not a rule matter: the target creates the column as text holding PostgreSQL's text.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, localcontext
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 POLICIES = ("error", "null", "clamp", "text")
 #: prefix of a refused value in the copy stream (no PostgreSQL rendering of a checked type has it)
@@ -59,7 +61,11 @@ class Rule:
         if self.typed_sql:
             return f"({self.typed_sql.format(v=v)})"
         match = f"{t} ~ '^(?:{self.pattern})$'"
-        return f"(CASE WHEN {match} THEN {self.check_sql.format(t=t)} ELSE false END)" if self.check_sql else match
+        return (
+            f"(CASE WHEN {match} THEN {self.check_sql.format(t=t)} ELSE false END)"
+            if self.check_sql
+            else match
+        )
 
 
 # ---------------------------------------------------------------- policies
@@ -120,10 +126,13 @@ def decimal_rule(p: int, s: int, where: str, nan: bool = False) -> Rule:
         d = top if v == "Infinity" else -top if v == "-Infinity" else _round(v, q)
         return f"{max(-top, min(top, d)):f}"
 
-    return Rule(f"{where} DECIMAL({p},{s}) holds no {'' if nan else 'NaN, '}±Infinity or more digits",
-                f"-?{ip}{fp}" + ("|NaN" if nan else ""),
-                clamp, f"CASE WHEN {{t}} = 'NaN' THEN NULL ELSE greatest(least(round(({{v}})::numeric, {s}), "
-                       f"{top:f}), -{top:f}) END")
+    return Rule(
+        f"{where} DECIMAL({p},{s}) holds no {'' if nan else 'NaN, '}±Infinity or more digits",
+        f"-?{ip}{fp}" + ("|NaN" if nan else ""),
+        clamp,
+        f"CASE WHEN {{t}} = 'NaN' THEN NULL ELSE greatest(least(round(({{v}})::numeric, {s}), "
+        f"{top:f}), -{top:f}) END",
+    )
 
 
 def _round(v: str, q: Decimal) -> Decimal:
@@ -136,28 +145,43 @@ def _round(v: str, q: Decimal) -> Decimal:
 
 def integer_rule(lo: int, hi: int, where: str) -> Rule:
     """Integers in [lo, hi] (a numeric source may carry '.000')."""
+
     def clamp(v: str) -> Optional[str]:
         if v == "NaN":
             return None
         d = Decimal(hi if v == "Infinity" else lo) if "Infinity" in v else _round(v, Decimal(1))
         return str(max(lo, min(hi, int(d))))
 
-    return Rule(f"{where} holds integers from {lo} to {hi}", r"-?[0-9]+(\.0*)?", clamp,
-                f"CASE WHEN {{t}} = 'NaN' THEN NULL ELSE greatest(least(round(({{v}})::numeric), {hi}), {lo}) END",
-                check=lambda v: lo <= Decimal(v) <= hi, check_sql=f"({{t}})::numeric BETWEEN {lo} AND {hi}")
+    return Rule(
+        f"{where} holds integers from {lo} to {hi}",
+        r"-?[0-9]+(\.0*)?",
+        clamp,
+        f"CASE WHEN {{t}} = 'NaN' THEN NULL ELSE greatest(least(round(({{v}})::numeric), {hi}), {lo}) END",
+        check=lambda v: lo <= Decimal(v) <= hi,
+        check_sql=f"({{t}})::numeric BETWEEN {lo} AND {hi}",
+    )
 
 
 def length_rule(n: int, where: str) -> Rule:
-    return Rule(f"{where} holds {n} characters", ".*", lambda v: v[:n], f"left({{t}}, {n})",
-                check=lambda v: len(v) <= n, check_sql=f"char_length({{t}}) <= {n}")
+    return Rule(
+        f"{where} holds {n} characters",
+        ".*",
+        lambda v: v[:n],
+        f"left({{t}}, {n})",
+        check=lambda v: len(v) <= n,
+        check_sql=f"char_length({{t}}) <= {n}",
+    )
 
 
 def finite_float_rule(where: str) -> Rule:
     top = "1.7976931348623157e+308"
-    return Rule(f"{where} holds no NaN or ±Infinity", r"-?[0-9][0-9.e+-]*",
-                lambda v: {"Infinity": top, "-Infinity": f"-{top}"}.get(v),
-                f"CASE {{t}} WHEN 'Infinity' THEN '{top}'::float8 WHEN '-Infinity' THEN '-{top}'::float8 END",
-                typed_sql=f"{{v}} BETWEEN '-{top}'::float8 AND '{top}'::float8")  # NaN sorts above all
+    return Rule(
+        f"{where} holds no NaN or ±Infinity",
+        r"-?[0-9][0-9.e+-]*",
+        lambda v: {"Infinity": top, "-Infinity": f"-{top}"}.get(v),
+        f"CASE {{t}} WHEN 'Infinity' THEN '{top}'::float8 WHEN '-Infinity' THEN '-{top}'::float8 END",
+        typed_sql=f"{{v}} BETWEEN '-{top}'::float8 AND '{top}'::float8",
+    )  # NaN sorts above all
 
 
 def not_nan_rule(where: str) -> Rule:
@@ -171,28 +195,42 @@ def numeric_nan_rule(where: str) -> Rule:
 
 def year_rule(kind: str, where: str) -> Rule:
     """Dates/timestamps of years 1..9999 (no infinity, no BC)."""
-    lo, hi = {"date": ("0001-01-01", "9999-12-31"),
-              "timestamp": ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999"),
-              "timestamptz": ("0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00")}[kind]
-    return Rule(f"{where} holds years 1 to 9999 (no infinity, no BC)", "[0-9]{4}-[-0-9 :.+]*",
-                lambda v: lo if v == "-infinity" or v.endswith(" BC") else hi,
-                f"CASE WHEN {{t}} = '-infinity' OR {{t}} LIKE '% BC' THEN '{lo}'::{{type}} ELSE '{hi}'::{{type}} END",
-                typed_sql=f"{{v}} BETWEEN '{lo}' AND '{hi}'")
+    lo, hi = {
+        "date": ("0001-01-01", "9999-12-31"),
+        "timestamp": ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999"),
+        "timestamptz": ("0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00"),
+    }[kind]
+    return Rule(
+        f"{where} holds years 1 to 9999 (no infinity, no BC)",
+        "[0-9]{4}-[-0-9 :.+]*",
+        lambda v: lo if v == "-infinity" or v.endswith(" BC") else hi,
+        f"CASE WHEN {{t}} = '-infinity' OR {{t}} LIKE '% BC' THEN '{lo}'::{{type}} ELSE '{hi}'::{{type}} END",
+        typed_sql=f"{{v}} BETWEEN '{lo}' AND '{hi}'",
+    )
 
 
 def duckdb_year_rule(kind: str) -> Rule:
     """DuckDB timestamps end in January 294247; PostgreSQL's in December 294276."""
     tz = "+00" if kind == "timestamptz" else ""
     hi = f"294246-12-31 23:59:59.999999{tz}"
-    return Rule("DuckDB TIMESTAMP holds years up to 294246",
-                "-?infinity|[0-9]{4,5}-.*|(1[0-9]{5}|2[0-8][0-9]{4}|29[0-3][0-9]{3}|294[01][0-9]{2}"
-                "|2942[0-3][0-9]|29424[0-6])-.*", lambda v: hi, f"'{hi}'::{{type}}",
-                typed_sql=f"{{v}} < '294247-01-01 00:00:00{tz}' OR {{v}} = 'infinity'")
+    return Rule(
+        "DuckDB TIMESTAMP holds years up to 294246",
+        "-?infinity|[0-9]{4,5}-.*|(1[0-9]{5}|2[0-8][0-9]{4}|29[0-3][0-9]{3}|294[01][0-9]{2}"
+        "|2942[0-3][0-9]|29424[0-6])-.*",
+        lambda v: hi,
+        f"'{hi}'::{{type}}",
+        typed_sql=f"{{v}} < '294247-01-01 00:00:00{tz}' OR {{v}} = 'infinity'",
+    )
 
 
 def time_rule(where: str) -> Rule:
-    return Rule(f"{where} holds times before 24:00:00", "([01][0-9]|2[0-3]):.*",
-                lambda v: "23:59:59.999999", "'23:59:59.999999'::{type}", typed_sql="{v} < '24:00:00'")
+    return Rule(
+        f"{where} holds times before 24:00:00",
+        "([01][0-9]|2[0-3]):.*",
+        lambda v: "23:59:59.999999",
+        "'23:59:59.999999'::{type}",
+        typed_sql="{v} < '24:00:00'",
+    )
 
 
 def array_rule(where: str, dims: int | None = None, nan: bool = False) -> Rule:
@@ -203,5 +241,9 @@ def array_rule(where: str, dims: int | None = None, nan: bool = False) -> Rule:
     if not nan:
         return Rule(what, pattern)
     nan_re = re.compile(r"(^|[{,])NaN([,}]|$)")
-    return Rule(what + " and no NaN elements", pattern, check=lambda v: not nan_re.search(v),
-                check_sql="{t} !~ '(^|[{{,])NaN([,}}]|$)'")
+    return Rule(
+        what + " and no NaN elements",
+        pattern,
+        check=lambda v: not nan_re.search(v),
+        check_sql="{t} !~ '(^|[{{,])NaN([,}}]|$)'",
+    )

@@ -5,6 +5,7 @@ Modules: ``run`` (the tables' checks and re-check rounds), ``ranges`` (scan, cla
 ``sql`` (how one table is read on both sides), ``read`` (read-only target access), ``values``
 and ``nested`` (one canonical form per type family), ``report`` (the human form).
 """
+
 from .report import render
 from .run import Settings, verify
 

@@ -7,14 +7,16 @@ PostgreSQL's array text, the JSON form the type map gives targets without arrays
 a driver list (DuckDB LIST); a driver value of a text-family column is rendered as PostgreSQL
 would print it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from ..target.pgarray import parse_array  # the one PostgreSQL array-text parser
 
@@ -66,8 +68,13 @@ def json_value(v):
 
 def _json_text(o) -> str:
     if isinstance(o, dict):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(x)}"
-                              for k, x in sorted(o.items())) + "}"
+        return (
+            "{"
+            + ",".join(
+                f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(x)}" for k, x in sorted(o.items())
+            )
+            + "}"
+        )
     if isinstance(o, (list, tuple)):
         return "[" + ",".join(_json_text(x) for x in o) + "]"
     if isinstance(o, bool) or o is None:
@@ -124,6 +131,7 @@ def _iso_interval(v: dt.timedelta) -> str:
 def array_value(leaf: Callable[[Any], Any], delim: str) -> Callable[[Any], Any]:
     """Arrays as nested tuples of canonical elements, read from PostgreSQL's array text, the JSON
     form (``pgarray.py``: numbers, booleans, else the element's text) or a driver list."""
+
     def canon(v):
         if v is None:
             return None
@@ -141,12 +149,14 @@ def array_value(leaf: Callable[[Any], Any], delim: str) -> Callable[[Any], Any]:
         if not isinstance(v, (list, tuple)):
             return pg_text(v)
         return _tree(v, leaf)
+
     return canon
 
 
 def _tree(v, leaf):
-    return tuple(None if x is None else _tree(x, leaf) if isinstance(x, (list, tuple)) else leaf(x)
-                 for x in v)
+    return tuple(
+        None if x is None else _tree(x, leaf) if isinstance(x, (list, tuple)) else leaf(x) for x in v
+    )
 
 
 _BOUNDS = re.compile(r"^\[-?\d+:-?\d+\]")

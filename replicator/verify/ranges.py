@@ -16,12 +16,14 @@ tuples, ``values`` canonical (``values``), ``key`` the raw key values a later qu
 A side whose sort keys go down is a bug in the ORDER BY pairing, raised as :class:`OrderError`
 rather than reported as a difference.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from marshal import dumps as _dumps
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional, Sequence
+from marshal import dumps as _dumps
+from typing import Optional
 
 SK, VALUES, KEY, VERSION = 0, 1, 2, 3
 MASK = (1 << 64) - 1
@@ -72,8 +74,7 @@ class _Side:
     def pop(self) -> tuple:
         row = self.head
         if self.last_sk is not None and row[SK] < self.last_sk:
-            raise OrderError(f"{self.name} rows are not ordered by key: {row[SK]!r} after "
-                             f"{self.last_sk!r}")
+            raise OrderError(f"{self.name} rows are not ordered by key: {row[SK]!r} after {self.last_sk!r}")
         self.last_sk = row[SK]
         self.head = next(self.it, None)
         return row
@@ -111,8 +112,16 @@ def scan(source: Iterable[tuple], target: Iterable[tuple], chunk: int) -> Iterat
             t_head = next(tgt, None)
         firsts = [r for r, k in ((s_first, n), (t_first, tn)) if k]
         lasts = [r for r in (last, t_row) if r is not None]
-        yield RangeSum(lo, hi, n, tn, digest & MASK, tdigest & MASK,
-                       min(firsts, key=_sk) if firsts else None, max(lasts, key=_sk) if lasts else None)
+        yield RangeSum(
+            lo,
+            hi,
+            n,
+            tn,
+            digest & MASK,
+            tdigest & MASK,
+            min(firsts, key=_sk) if firsts else None,
+            max(lasts, key=_sk) if lasts else None,
+        )
         if hi is None:
             return
         lo = hi
@@ -188,8 +197,7 @@ def compare_group(sk, s: Sequence[tuple], t: Sequence[tuple], keyed: bool) -> li
     return [Diff(kind, sk, (s or t)[0], (), versions, tvals)]
 
 
-def drill(source: Iterable[tuple], target: Iterable[tuple], sub: int, keyed: bool,
-          max_diffs: int) -> Drilled:
+def drill(source: Iterable[tuple], target: Iterable[tuple], sub: int, keyed: bool, max_diffs: int) -> Drilled:
     """Compare one range key by key; differences are grouped in sub-ranges of ``sub`` source keys
     (target-only keys join the current one).  At most ``max_diffs`` differences are kept."""
     out = Drilled()

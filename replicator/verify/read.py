@@ -12,13 +12,15 @@ Contracts:
   about ``slice_seconds`` (keyset pagination on the key), the file closed between slices and while
   the rows are converted, so the mirror's batches get through.
 """
+
 from __future__ import annotations
 
 import contextlib
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import psycopg
 import sqlalchemy as sa
@@ -65,8 +67,10 @@ class TargetReader:
                 break
             except sa.exc.DBAPIError as e:
                 if not _busy(e) or time.monotonic() - start > self.busy_wait_s:
-                    raise TargetError(f"cannot open the target for reading: "
-                                      f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}") from None
+                    raise TargetError(
+                        f"cannot open the target for reading: "
+                        f"{str(getattr(e, 'orig', e)).strip().splitlines()[0]}"
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         with conn:
@@ -112,8 +116,7 @@ class TargetReader:
                 yield plan.target_row(r)
             if not full:
                 return
-            limit = int(min(max(limit * self.slice_seconds / max(held, 1e-3), self.slice_rows),
-                            500_000))
+            limit = int(min(max(limit * self.slice_seconds / max(held, 1e-3), self.slice_rows), 500_000))
 
 
 def _busy(e: BaseException) -> bool:

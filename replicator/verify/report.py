@@ -4,6 +4,7 @@
 target id=7``; ``public.t: ERROR <what and what to do>``.  The JSON form is the document itself
 (``verify.verify``).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -19,8 +20,11 @@ def _line(t: dict) -> str:
     if t["error"]:
         return f"{t['source']}: ERROR {t['error']}"
     if t["equal"]:
-        note = (f" ({t['unsettled']} row(s) changing during every re-check were not compared)"
-                if t["unsettled"] else "")
+        note = (
+            f" ({t['unsettled']} row(s) changing during every re-check were not compared)"
+            if t["unsettled"]
+            else ""
+        )
         return f"{t['source']}: OK {t['source_rows']} rows{note}"
     parts = [f"{t['source']}: DIFFERS rows source {t['source_rows']} target {t['target_rows']}"]
     for r in t["ranges"]:
@@ -33,8 +37,11 @@ def _line(t: dict) -> str:
 
 def _kinds(r: dict) -> str:
     out = []
-    for kind, label in (("missing", "missing on target"), ("extra", "extra on target"),
-                        ("changed", "changed")):
+    for kind, label in (
+        ("missing", "missing on target"),
+        ("extra", "extra on target"),
+        ("changed", "changed"),
+    ):
         if r[kind]:
             cols = f" ({', '.join(r['columns'])})" if kind == "changed" and r["columns"] else ""
             out.append(f"{label} " + ", ".join(_key_text(k) for k in r[kind]) + cols)
@@ -47,6 +54,7 @@ def _span(a: Optional[dict], b: Optional[dict]) -> str:
             return edge
         vals = [_value_text(v) for v in k.values()]
         return vals[0] if len(vals) == 1 else "(" + ",".join(vals) + ")"
+
     return f"{one(a, 'start')}..{one(b, 'end')}"
 
 

@@ -24,6 +24,7 @@ columns and renames):
 The result is one document (``--json``, stable) and one line per table for humans
 (``report.render``); see README.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,11 +37,12 @@ from typing import Optional
 import psycopg
 import sqlalchemy.exc
 
+from .. import stream_tables
 from ..dsn import redact
 from ..errors import ConfigError
 from ..model import Lsn, TableMapping
-from ..source import slot as slots, snapshot
-from .. import stream_tables
+from ..source import slot as slots
+from ..source import snapshot
 from ..state import StateStore
 from .ranges import KEY, SK, VALUES, VERSION, OrderError, classify, drill, scan
 from .read import TargetReader, source_snapshot
@@ -57,13 +59,13 @@ READ_ERRORS = (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, ValueError, Overfl
 
 @dataclass
 class Settings:
-    chunk_rows: int = 10_000      # source keys per checksummed range
-    sub_rows: int = 100           # source keys per reported sub-range of a differing range
-    max_keys: int = 20            # differing keys listed per table
-    max_ranges: int = 20          # differing sub-ranges listed per table
-    rounds: int = 3               # consistent re-checks on a live mirror
-    wait_seconds: float = 60.0    # time the re-checks may wait for a live mirror, in all
-    slice_seconds: float = 0.5    # how long a live DuckDB file is held per read
+    chunk_rows: int = 10_000  # source keys per checksummed range
+    sub_rows: int = 100  # source keys per reported sub-range of a differing range
+    max_keys: int = 20  # differing keys listed per table
+    max_ranges: int = 20  # differing sub-ranges listed per table
+    rounds: int = 3  # consistent re-checks on a live mirror
+    wait_seconds: float = 60.0  # time the re-checks may wait for a live mirror, in all
+    slice_seconds: float = 0.5  # how long a live DuckDB file is held per read
 
 
 @dataclass
@@ -92,6 +94,7 @@ class _Found:
 def verify(opts, settings: Optional[Settings] = None) -> dict:
     """Verify every mapped table; ``opts`` is a :class:`replicator.options.Options`."""
     from ..planner import Planner
+
     settings = settings or Settings()
     _check_file(opts.target)
     planner = Planner.for_options(opts)
@@ -105,12 +108,15 @@ def verify(opts, settings: Optional[Settings] = None) -> dict:
         slot, states = _stream_state(opts, reader)
         mirror = Mirror(opts.source, slot, settings.wait_seconds)
         if mirror.slot:
-            log.info("a mirror is applying into %s (slot %s active): differing ranges are "
-                     "re-checked at consistent points", target.describe(), mirror.slot)
+            log.info(
+                "a mirror is applying into %s (slot %s active): differing ranges are "
+                "re-checked at consistent points",
+                target.describe(),
+                mirror.slot,
+            )
             if target.readers_block_writer:  # read in slices, so the mirror can write between
                 reader.slice_seconds = settings.slice_seconds
-        checks = [TableCheck(opts.source, reader, m, settings, mirror, states.get(m.label))
-                  for m in mappings]
+        checks = [TableCheck(opts.source, reader, m, settings, mirror, states.get(m.label)) for m in mappings]
         with _no_gc():
             for c in checks:
                 c.scan()
@@ -121,7 +127,7 @@ def verify(opts, settings: Optional[Settings] = None) -> dict:
     return {"tables": tables, "equal": all(t["equal"] for t in tables)}
 
 
-def _rounds(dsn: str, checks: list["TableCheck"], mirror: "Mirror", s: Settings) -> None:
+def _rounds(dsn: str, checks: list[TableCheck], mirror: Mirror, s: Settings) -> None:
     """Drill into every differing range until each is confirmed, equal, or out of rounds: one
     source snapshot (and one wait for the mirror) per round, shared by all tables."""
     for _ in range(s.rounds if mirror.slot else 1):
@@ -130,8 +136,12 @@ def _rounds(dsn: str, checks: list["TableCheck"], mirror: "Mirror", s: Settings)
         with source_snapshot(dsn) as (sc, lsn):
             t0 = time.monotonic()
             caught = mirror.wait(lsn)
-            log.debug("re-checking %d range(s) at %s (waited %.2fs for the mirror)",
-                      sum(len(c.pending) for c in checks), lsn, time.monotonic() - t0)
+            log.debug(
+                "re-checking %d range(s) at %s (waited %.2fs for the mirror)",
+                sum(len(c.pending) for c in checks),
+                lsn,
+                time.monotonic() - t0,
+            )
             for c in checks:
                 c.recheck(sc, caught)
 
@@ -139,10 +149,12 @@ def _rounds(dsn: str, checks: list["TableCheck"], mirror: "Mirror", s: Settings)
 def _check_file(url: Optional[str]) -> None:
     """An embedded target must exist: opening it would create an empty one."""
     from ..target import open_target, target_exists
+
     target = open_target(url)
     if not target_exists(target):
-        raise ConfigError(f"target file {target.url.database} does not exist: nothing to verify "
-                          f"(check --target)")
+        raise ConfigError(
+            f"target file {target.url.database} does not exist: nothing to verify (check --target)"
+        )
 
 
 def _stream_state(opts, reader: TargetReader) -> tuple[Optional[str], dict]:
@@ -193,14 +205,30 @@ class Mirror:
 class TableCheck:
     """Scan, drill-down and (on a live mirror) consistent re-checks of one table."""
 
-    def __init__(self, dsn: str, reader: TargetReader, m: TableMapping, s: Settings, mirror: Mirror,
-                 state: Optional[str] = None):
+    def __init__(
+        self,
+        dsn: str,
+        reader: TargetReader,
+        m: TableMapping,
+        s: Settings,
+        mirror: Mirror,
+        state: Optional[str] = None,
+    ):
         self.dsn, self.reader, self.m, self.s, self.mirror = dsn, reader, m, s, mirror
         self.state = state
         self.plan: Optional[TablePlan] = None
-        self.doc = {"source": m.label, "target": reader.target.display(m), "equal": False,
-                    "source_rows": 0, "target_rows": 0, "ranges": [], "differing_ranges": 0,
-                    "truncated": False, "unsettled": 0, "error": None}
+        self.doc = {
+            "source": m.label,
+            "target": reader.target.display(m),
+            "equal": False,
+            "source_rows": 0,
+            "target_rows": 0,
+            "ranges": [],
+            "differing_ranges": 0,
+            "truncated": False,
+            "unsettled": 0,
+            "error": None,
+        }
         self.found: list[_Found] = []
         self.pending: list[_Range] = []
         self.unchecked: list[_Range] = []
@@ -210,8 +238,10 @@ class TableCheck:
     def scan(self) -> None:
         """Counts and range digests of the whole table (one source snapshot)."""
         if self.state in ("i", "d"):
-            self.doc["error"] = (f"the copy of this table has not finished (state {self.state}): "
-                                 f"verify it once it is s or r (replicator status)")
+            self.doc["error"] = (
+                f"the copy of this table has not finished (state {self.state}): "
+                f"verify it once it is s or r (replicator status)"
+            )
             return
         types = self.reader.reflect(self.m)
         if types is None:
@@ -219,8 +249,7 @@ class TableCheck:
             return
         missing = [c for c in self.m.view.column_names if c not in types]
         if missing:
-            self.doc["error"] = (f"target table {self.doc['target']} lacks column(s) "
-                                 f"{', '.join(missing)}")
+            self.doc["error"] = f"target table {self.doc['target']} lacks column(s) {', '.join(missing)}"
             return
         self.plan = TablePlan(self.m, self.reader.target, types)
         t0 = time.monotonic()
@@ -232,12 +261,25 @@ class TableCheck:
                         self.doc["source_rows"] += r.source_rows
                         self.doc["target_rows"] += r.target_rows
                         if not r.equal:
-                            self.pending.append(_Range(_bound(r.lo), _bound(r.hi), r.source_rows,
-                                                       r.target_rows, r.first, r.last,
-                                                       seq=len(self.pending)))
-        log.debug("%s: scanned %d/%d rows in %.2fs, %d range(s) differ", self.m.label,
-                  self.doc["source_rows"], self.doc["target_rows"], time.monotonic() - t0,
-                  len(self.pending))
+                            self.pending.append(
+                                _Range(
+                                    _bound(r.lo),
+                                    _bound(r.hi),
+                                    r.source_rows,
+                                    r.target_rows,
+                                    r.first,
+                                    r.last,
+                                    seq=len(self.pending),
+                                )
+                            )
+        log.debug(
+            "%s: scanned %d/%d rows in %.2fs, %d range(s) differ",
+            self.m.label,
+            self.doc["source_rows"],
+            self.doc["target_rows"],
+            time.monotonic() - t0,
+            len(self.pending),
+        )
 
     @contextlib.contextmanager
     def _guarded(self):
@@ -245,8 +287,9 @@ class TableCheck:
         try:
             yield
         except OrderError as e:
-            self.doc["error"] = (f"cannot compare in key order ({e}): the key's type orders "
-                                 f"differently on the target")
+            self.doc["error"] = (
+                f"cannot compare in key order ({e}): the key's type orders differently on the target"
+            )
         except READ_ERRORS as e:
             log.debug("%s: verify failed", self.m.label, exc_info=True)
             orig = getattr(e, "orig", None) or e
@@ -274,8 +317,13 @@ class TableCheck:
         """One range at snapshot ``sc``; True when it must be looked at again next round."""
         live = self.mirror.slot is not None
         with contextlib.closing(self.reader.rows(self.plan, rng.lo, rng.hi)) as tgt:
-            d = drill(self.plan.source_rows(sc, rng.lo, rng.hi, version=live), tgt,
-                      self.s.sub_rows, self.plan.keyed, max(2 * self.s.chunk_rows, self.s.max_keys))
+            d = drill(
+                self.plan.source_rows(sc, rng.lo, rng.hi, version=live),
+                tgt,
+                self.s.sub_rows,
+                self.plan.keyed,
+                max(2 * self.s.chunk_rows, self.s.max_keys),
+            )
         self.doc["source_rows"] += d.source_rows - rng.source_rows
         self.doc["target_rows"] += d.target_rows - rng.target_rows
         rng.source_rows, rng.target_rows = d.source_rows, d.target_rows
@@ -293,8 +341,16 @@ class TableCheck:
             unsettled = unsettled or d.diffs  # not every difference was kept: look again
         if confirmed:
             keep = {id(x) for x in confirmed}
-            self.found.append(_Found(rng, [(s.first, s.last, [x for x in s.diffs if id(x) in keep])
-                                      for s in d.subranges if any(id(x) in keep for x in s.diffs)]))
+            self.found.append(
+                _Found(
+                    rng,
+                    [
+                        (s.first, s.last, [x for x in s.diffs if id(x) in keep])
+                        for s in d.subranges
+                        if any(id(x) in keep for x in s.diffs)
+                    ],
+                )
+            )
             return False
         rng.unsettled = len(unsettled)
         return bool(unsettled)
@@ -320,9 +376,11 @@ class TableCheck:
         """The table's document, once the rounds are over."""
         lagging = [r for r in self.pending if r.lagging]
         if lagging:
-            self.doc["error"] = (f"the mirror did not confirm the source's position within "
-                                 f"{self.s.wait_seconds:.0f}s (lagging?): {len(lagging)} differing "
-                                 f"range(s) could not be checked at a consistent point")
+            self.doc["error"] = (
+                f"the mirror did not confirm the source's position within "
+                f"{self.s.wait_seconds:.0f}s (lagging?): {len(lagging)} differing "
+                f"range(s) could not be checked at a consistent point"
+            )
             self.unchecked += lagging
         self.doc["unsettled"] = sum(r.unsettled for r in self.pending if not r.lagging)
         self._report(self.unchecked)
@@ -340,14 +398,21 @@ class TableCheck:
                 if budget <= 0 or len(out) >= self.s.max_ranges:
                     cut = True
                     break
-                entry = {"from": self._key(first), "to": self._key(last),
-                         "missing": [], "extra": [], "changed": [], "columns": []}
+                entry = {
+                    "from": self._key(first),
+                    "to": self._key(last),
+                    "missing": [],
+                    "extra": [],
+                    "changed": [],
+                    "columns": [],
+                }
                 for d in diffs[:budget]:
                     entry[d.kind].append(self._key(d.row))
                 cut |= len(diffs) > budget
                 budget -= min(budget, len(diffs))
-                entry["columns"] = [self.plan.source_names[i]
-                                    for i in sorted({c for d in diffs for c in d.columns})]
+                entry["columns"] = [
+                    self.plan.source_names[i] for i in sorted({c for d in diffs for c in d.columns})
+                ]
                 out.append(entry)
                 listed += 1
             if not listed:
@@ -355,13 +420,22 @@ class TableCheck:
         room = max(0, self.s.max_ranges - len(out))
         keyless.sort(key=lambda r: r.seq)
         for rng in keyless[:room]:
-            out.append({"from": rng.first and self._key(rng.first), "to": rng.last and self._key(rng.last),
-                        "missing": [], "extra": [], "changed": [], "columns": []})
+            out.append(
+                {
+                    "from": rng.first and self._key(rng.first),
+                    "to": rng.last and self._key(rng.last),
+                    "missing": [],
+                    "extra": [],
+                    "changed": [],
+                    "columns": [],
+                }
+            )
         self.doc["truncated"] = cut or len(keyless) > room
 
     def _key(self, row: tuple) -> dict:
         names, idx = self.plan.source_names, self.plan.key_idx
         return {names[i]: display(row[VALUES][i]) for i in idx}
+
 
 @contextlib.contextmanager
 def _no_gc():

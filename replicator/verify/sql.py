@@ -16,10 +16,12 @@ Contracts:
 * Rows are ``(sort_key, canonical values, raw key, version)``; source rows optionally carry
   ``xmin`` (the row version) for the live-mirror settlement.  Connections: ``read``.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Optional
 
 import psycopg
 import sqlalchemy as sa
@@ -83,7 +85,9 @@ class _Sql:
         self.q = q
 
     def _op(self, op, other):
-        return _Sql(sql.SQL("({} " + op + " {})").format(self.q, other.q if isinstance(other, _Sql) else other))
+        return _Sql(
+            sql.SQL("({} " + op + " {})").format(self.q, other.q if isinstance(other, _Sql) else other)
+        )
 
     def __gt__(self, o):
         return self._op(">", o)
@@ -103,6 +107,7 @@ def _sql_join(word: str, empty: str):
         if not parts:
             return _Sql(sql.SQL(empty))
         return _Sql(sql.SQL("(") + sql.SQL(f" {word} ").join(parts) + sql.SQL(")"))
+
     return join
 
 
@@ -120,17 +125,22 @@ class TablePlan:
         self.key_idx = [view.column_names.index(k) for k in view.key] or list(range(len(view.columns)))
         fams = [family(c) for c in view.columns]
         self.signed_zero = target.keeps_signed_zero
-        self.source_convert = compile_row([self._source_canon(c) for c in view.columns],
-                                          [f if c.policy in ("", "error") else "" for f, c in zip(fams, view.columns)])
+        self.source_convert = compile_row(
+            [self._source_canon(c) for c in view.columns],
+            [f if c.policy in ("", "error") else "" for f, c in zip(fams, view.columns)],
+        )
         self.target_convert = compile_row([canonical(c, self.signed_zero) for c in view.columns], fams)
-        self.text_oids = {o for c, f in zip(src.columns, fams) if f not in PSYCOPG_NATIVE
-                          for o in (c.type_oid, c.base_oid) if o}
+        self.text_oids = {
+            o
+            for c, f in zip(src.columns, fams)
+            if f not in PSYCOPG_NATIVE
+            for o in (c.type_oid, c.base_oid)
+            if o
+        }
         kcols = [view.columns[i] for i in self.key_idx]
-        self.text_order = [family(c) not in NATIVE_ORDER or _is_text(target_types.get(c.name))
-                           for c in kcols]
+        self.text_order = [family(c) not in NATIVE_ORDER or _is_text(target_types.get(c.name)) for c in kcols]
         self.sort_fns = [sort_key(c, t) for c, t in zip(kcols, self.text_order)]
-        self.sk = compile_sort_key(self.sort_fns, self.key_idx,
-                                   [f is plain_order for f in self.sort_fns])
+        self.sk = compile_sort_key(self.sort_fns, self.key_idx, [f is plain_order for f in self.sort_fns])
         self.nullable = [not c.not_null for c in kcols]
         self.bpchar = [family(c) == "bpchar" for c in kcols]
         self.target_cast = [self._target_cast(c, f) for c, f in zip(view.columns, fams)]
@@ -155,8 +165,9 @@ class TablePlan:
                 return None
             try:
                 return canon(load(v if v.__class__ is str else str(v)))
-            except Exception:  # the value could not have been replicated: compare it as it is
+            except Exception:  # noqa: BLE001  the value could not have been replicated: compare it as it is
                 return canon(v)
+
         return through
 
     def key_values(self, values: tuple) -> tuple:
@@ -182,7 +193,9 @@ class TablePlan:
         order = []
         for i in range(len(self.key_idx)):
             if self.nullable[i]:
-                order.append(sql.SQL("({} IS NULL)").format(sql.Identifier(self.source_names[self.key_idx[i]])))
+                order.append(
+                    sql.SQL("({} IS NULL)").format(sql.Identifier(self.source_names[self.key_idx[i]]))
+                )
             order.append(self._src_sort_expr(i))
         rel = self.source_relation or sql.SQL("ONLY {}").format(sql.Identifier(t.schema, t.name))
         q = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols), rel)
@@ -191,12 +204,15 @@ class TablePlan:
         return sql.SQL("{} ORDER BY {}").format(q, sql.SQL(", ").join(order))
 
     def _src_bound(self, bound: tuple, op: str) -> _Sql:
-        f = _Flavour(lambda i: _Sql(self._src_sort_expr(i)),
-                     lambda i: None if bound[i] is None else sql.Literal(str(bound[i])),
-                     lambda i: self.nullable[i],
-                     lambda c: _Sql(sql.SQL("({} IS NULL)").format(c.q)),
-                     lambda c: _Sql(sql.SQL("({} IS NOT NULL)").format(c.q)),
-                     _sql_join("AND", "TRUE"), _sql_join("OR", "FALSE"))
+        f = _Flavour(
+            lambda i: _Sql(self._src_sort_expr(i)),
+            lambda i: None if bound[i] is None else sql.Literal(str(bound[i])),
+            lambda i: self.nullable[i],
+            lambda c: _Sql(sql.SQL("({} IS NULL)").format(c.q)),
+            lambda c: _Sql(sql.SQL("({} IS NOT NULL)").format(c.q)),
+            _sql_join("AND", "TRUE"),
+            _sql_join("OR", "FALSE"),
+        )
         return f.bound(len(self.key_idx), op)
 
     def source_rows(self, conn: psycopg.Connection, lo=None, hi=None, version=False) -> Iterator[tuple]:
@@ -220,8 +236,9 @@ class TablePlan:
 
     # ------------------------------------------------------------------------- target side
     def _tgt_table(self):
-        return sa.table(self.m.target_name, *[sa.column(n, _RAW) for n in self.target_names],
-                        schema=self.m.target_schema)
+        return sa.table(
+            self.m.target_name, *[sa.column(n, _RAW) for n in self.target_names], schema=self.m.target_schema
+        )
 
     def _tgt_sort_expr(self, t, i: int):
         c = t.c[self.target_names[self.key_idx[i]]]
@@ -230,8 +247,10 @@ class TablePlan:
     def target_select(self, lo=None, hi=None, after=None, limit=None):
         """Rows in ``(lo, hi]`` (source raw keys) and past ``after`` (a target raw key)."""
         t = self._tgt_table()
-        cols = [t.c[n] if cast is None else sa.cast(t.c[n], cast)
-                for n, cast in zip(self.target_names, self.target_cast)]
+        cols = [
+            t.c[n] if cast is None else sa.cast(t.c[n], cast)
+            for n, cast in zip(self.target_names, self.target_cast)
+        ]
         q = sa.select(*cols).select_from(t)
         for bound, op, from_source in ((lo, ">", True), (hi, "<=", True), (after, ">", False)):
             if bound is not None:
@@ -263,9 +282,16 @@ class TablePlan:
             if isinstance(v, str) and self.target.casts_bound_text:  # converted in the target's SQL
                 return sa.cast(sa.bindparam(None, v, type_=sa.String()), self.target.column_type(col))
             return sa.bindparam(None, v, type_=typed[col.name].type)
-        f = _Flavour(lambda i: self._tgt_sort_expr(t, i), val, lambda i: self.nullable[i],
-                     lambda c: c.is_(None), lambda c: c.is_not(None),
-                     lambda parts: sa.and_(sa.true(), *parts), lambda parts: sa.or_(sa.false(), *parts))
+
+        f = _Flavour(
+            lambda i: self._tgt_sort_expr(t, i),
+            val,
+            lambda i: self.nullable[i],
+            lambda c: c.is_(None),
+            lambda c: c.is_not(None),
+            lambda parts: sa.and_(sa.true(), *parts),
+            lambda parts: sa.or_(sa.false(), *parts),
+        )
         return f.bound(len(self.key_idx), op)
 
     def target_row(self, r) -> tuple:
@@ -276,7 +302,8 @@ class TablePlan:
     def target_raw(self, conn, lo=None, hi=None, after=None, limit=None) -> Iterator[tuple]:
         """Raw target tuples, streamed (server-side cursor where the driver has one)."""
         res = conn.execution_options(stream_results=True, yield_per=YIELD_ROWS).execute(
-            self.target_select(lo, hi, after, limit))
+            self.target_select(lo, hi, after, limit)
+        )
         for part in res.partitions():
             yield from part
 
@@ -303,10 +330,11 @@ def _is_text(t) -> bool:
 #: targets that keep -0 apart from 0 (MySQL and SQLite store -0 as 0: docs/types.md)
 PSYCOPG_NATIVE = frozenset({"int2", "int4", "int8", "text", "varchar"})
 #: per family, an inline expression on ``{x}`` skipping the call when the value is already canonical
-_INLINE = {"int2": "({x} if {x}.__class__ is int else {f}({x}))",
-           "text": "({x} if {x}.__class__ is str else {f}({x}))"}
-_INLINE.update(int4=_INLINE["int2"], int8=_INLINE["int2"], varchar=_INLINE["text"],
-               bpchar=_INLINE["text"])
+_INLINE = {
+    "int2": "({x} if {x}.__class__ is int else {f}({x}))",
+    "text": "({x} if {x}.__class__ is str else {f}({x}))",
+}
+_INLINE.update(int4=_INLINE["int2"], int8=_INLINE["int2"], varchar=_INLINE["text"], bpchar=_INLINE["text"])
 
 
 def compile_row(fns: Sequence[Callable], families: Sequence[str]) -> Callable[[Sequence], tuple]:
@@ -327,6 +355,7 @@ def compile_sort_key(fns: Sequence[Callable], idx: Sequence[int], plain: Sequenc
         i, f = idx[0], fns[0]
         return (lambda raw, values: values[i]) if plain[0] else (lambda raw, values: f(raw[0], values[i]))
     env = {f"f{j}": f for j, f in enumerate(fns)}
-    parts = [f"values[{i}]" if p else f"f{j}(raw[{j}], values[{i}])"
-             for j, (i, p) in enumerate(zip(idx, plain))]
+    parts = [
+        f"values[{i}]" if p else f"f{j}(raw[{j}], values[{i}])" for j, (i, p) in enumerate(zip(idx, plain))
+    ]
     return eval(f"lambda raw, values: ({', '.join(parts)},)", env)  # noqa: S307

@@ -26,6 +26,7 @@ hash their ``marshal`` bytes.  :func:`sort_key` gives the ordering value of a ke
 canonical value where both databases order natively, or the raw text where the target stores text
 (it is then ordered by bytes on both sides).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,16 +34,33 @@ import math
 import re
 import struct
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from ..model import Column
 from ..target import typemap
 from .nested import array_value, json_value, numeric_text, text_value
 
 #: families whose values both sides can order natively (else: ordered as text, byte-wise)
-NATIVE_ORDER = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric", "bool", "bytes",
-                          "date", "time", "timestamp", "timestamptz", "uuid", "interval"})
+NATIVE_ORDER = frozenset(
+    {
+        "int2",
+        "int4",
+        "int8",
+        "float4",
+        "float8",
+        "numeric",
+        "bool",
+        "bytes",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "uuid",
+        "interval",
+    }
+)
 _F32 = struct.Struct("<f")
 _MAX_TS, _MIN_TS = "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00.000000"
 
@@ -55,8 +73,10 @@ def canonical(col: Column, signed_zero: bool = False) -> Callable[[Any], Any]:
         canon.update(float4=_signed(_float4), float8=_signed(_float8))
     if fam == "array":
         oid = getattr(col, "elem_base_oid", 0) or col.elem_oid
-        return array_value(canon.get(typemap.FAMILY_BY_OID.get(oid, "text"), text_value),
-                           getattr(col, "elem_delim", ",") or ",")
+        return array_value(
+            canon.get(typemap.FAMILY_BY_OID.get(oid, "text"), text_value),
+            getattr(col, "elem_delim", ",") or ",",
+        )
     return canon.get(fam, text_value)
 
 
@@ -110,11 +130,13 @@ def _float4(v):
 
 def _signed(canon: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``canon`` keeping negative zero apart: ``'-0'``."""
+
     def signed(v):
         out = canon(v)
         if out == 0 and out.__class__ is float and math.copysign(1.0, float(v)) < 0:
             return "-0"
         return out
+
     return signed
 
 
@@ -209,7 +231,7 @@ def _timetz(v):
     cut = max(s.rfind("+"), s.rfind("-"))
     if cut < 8:
         return _time(s)
-    parts = [int(p) for p in s[cut + 1:].split(":")] + [0, 0]
+    parts = [int(p) for p in s[cut + 1 :].split(":")] + [0, 0]
     secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
     return _time(s[:cut]) + _offset(-secs if s[cut] == "-" else secs)
 
@@ -219,8 +241,10 @@ def _offset(secs: int) -> str:
     return f"{sign}{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
 
 
-_ISO_INTERVAL = re.compile(r"^P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?"
-                           r"(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?[\d.]+)S)?)?$")
+_ISO_INTERVAL = re.compile(
+    r"^P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?"
+    r"(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?[\d.]+)S)?)?$"
+)
 
 
 def _interval(v):
@@ -249,7 +273,7 @@ def _verbose_interval(s: str):
     words = s.split(" ")
     parts, i = [0, 0, 0], 0
     while i < len(words):
-        m = _UNIT.fullmatch(" ".join(words[i:i + 2])) if i + 1 < len(words) else None
+        m = _UNIT.fullmatch(" ".join(words[i : i + 2])) if i + 1 < len(words) else None
         if m and m.group(2):
             part, mult = _UNIT_PART[m.group(2)[0]]
             parts[part] += int(m.group(1)) * mult
@@ -258,7 +282,9 @@ def _verbose_interval(s: str):
         m = _UNIT.fullmatch(words[i])
         if not m or not m.group(4):
             return s  # not an interval text we know: compare it as it is
-        us = (int(m.group(4)) * 3600 + int(m.group(5)) * 60) * 1_000_000 + int(Decimal(m.group(6)) * 1_000_000)
+        us = (int(m.group(4)) * 3600 + int(m.group(5)) * 60) * 1_000_000 + int(
+            Decimal(m.group(6)) * 1_000_000
+        )
         parts[2] += -us if m.group(3) == "-" else us
         i += 1
     return tuple(parts)
@@ -282,10 +308,22 @@ def _bytes(v):
 
 
 _CANON: dict[str, Callable[[Any], Any]] = {
-    "bool": _bool, "bytes": _bytes, "int2": _int, "int4": _int, "int8": _int,
-    "float4": _float4, "float8": _float8, "numeric": numeric_text, "date": _date, "time": _time,
-    "timestamp": _timestamp, "timestamptz": _timestamp, "uuid": _uuid, "json": json_value,
-    "interval": _interval, "timetz": _timetz,
+    "bool": _bool,
+    "bytes": _bytes,
+    "int2": _int,
+    "int4": _int,
+    "int8": _int,
+    "float4": _float4,
+    "float8": _float8,
+    "numeric": numeric_text,
+    "date": _date,
+    "time": _time,
+    "timestamp": _timestamp,
+    "timestamptz": _timestamp,
+    "uuid": _uuid,
+    "json": json_value,
+    "interval": _interval,
+    "timetz": _timetz,
 }
 
 

@@ -3,11 +3,13 @@
 Tests that crash or reconfigure a server never use the shared session servers: they get their own
 instance here (settings noted on each fixture), so a fault never leaks into another test.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from tests.faults.harness import REPORT, Tally
+
 # leftover mirror and pgbench processes are ended after every test by tests/conftest.py
 from tests.servers import MariaDBServer, PostgresServer
 
@@ -44,6 +46,7 @@ def pytest_terminal_summary(terminalreporter):
 
 def _managed_or_skip(env_var):
     import os
+
     if os.environ.get(env_var):
         pytest.skip(f"{env_var} points at an external server: this test must stop and restart its own")
 
@@ -61,6 +64,7 @@ def fault_pg():
 def fault_db(fault_pg, request):
     """A fresh database on ``fault_pg`` (the server is started again if a test left it down)."""
     from tests.servers import unique_name
+
     if not fault_pg.is_running():
         fault_pg.start()
     name = unique_name("src", request.node.name, maxlen=60)

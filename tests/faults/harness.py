@@ -9,14 +9,16 @@ Nothing here waits for time to pass: load runs until the test stops it (bounded 
 count, never by a duration), tests wait for conditions (:func:`wait_until`, :meth:`Load.more`),
 and every wait has a generous deadline and says what it waited for.
 """
+
 from __future__ import annotations
 
 import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 import psycopg
 import sqlalchemy as sa
@@ -50,8 +52,10 @@ class FaultReport:
             self.lines.append(f"    {note}")
 
     def summary(self) -> str:
-        return (f"fault-injection report: {self.faults} faults injected, {self.rows} rows compared "
-                f"row by row in {self.tests} passing test(s)")
+        return (
+            f"fault-injection report: {self.faults} faults injected, {self.rows} rows compared "
+            f"row by row in {self.tests} passing test(s)"
+        )
 
 
 REPORT = FaultReport()
@@ -91,14 +95,18 @@ EXIT_TIMEOUT = 240
 def source_position(dsn: str) -> Lsn:
     """A position every transaction committed so far ends at or before (and flushed)."""
     from replicator.source.slot import catchup_lsn
+
     with psycopg.connect(dsn, autocommit=True) as c:
         return catchup_lsn(c)
 
 
 def slot_row(dsn: str, slot: str = "replicator") -> Optional[dict]:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
-        cur = c.execute("SELECT slot_name, active, active_pid, confirmed_flush_lsn, restart_lsn, "
-                        "wal_status FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        cur = c.execute(
+            "SELECT slot_name, active, active_pid, confirmed_flush_lsn, restart_lsn, "
+            "wal_status FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
         row = cur.fetchone()
         return dict(zip([d.name for d in cur.description], row)) if row else None
 
@@ -111,8 +119,12 @@ def slot_confirmed(dsn: str, slot: str = "replicator") -> Lsn:
 
 def slots_of(dsn: str) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as c:
-        return sorted(r[0] for r in c.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"))
+        return sorted(
+            r[0]
+            for r in c.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+            )
+        )
 
 
 def target_applied(url: str, name: str = "replicator") -> Optional[Lsn]:
@@ -120,8 +132,9 @@ def target_applied(url: str, name: str = "replicator") -> Optional[Lsn]:
     eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:
-            v = c.execute(sa.text("SELECT applied_lsn FROM replicator_state_streams WHERE stream = :s"),
-                          {"s": name}).scalar()
+            v = c.execute(
+                sa.text("SELECT applied_lsn FROM replicator_state_streams WHERE stream = :s"), {"s": name}
+            ).scalar()
         return None if v is None else Lsn(int(v))
     finally:
         eng.dispose()
@@ -137,8 +150,9 @@ def wait_until(cond, timeout: float, what: str, mirror: Optional[Mirror] = None,
         if v:
             return v
         if mirror is not None and not mirror.alive():
-            raise AssertionError(f"mirror exited ({mirror.proc.returncode}) while waiting for {what}:\n"
-                                 f"{mirror.tail()}")
+            raise AssertionError(
+                f"mirror exited ({mirror.proc.returncode}) while waiting for {what}:\n{mirror.tail()}"
+            )
         if time.monotonic() > deadline:
             tail = f"\nmirror log:\n{mirror.tail()}" if mirror is not None else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
@@ -147,9 +161,11 @@ def wait_until(cond, timeout: float, what: str, mirror: Optional[Mirror] = None,
 
 def wait_streaming(dsn: str, mirror: Mirror, timeout: float = STREAMING_TIMEOUT) -> None:
     """Until the mirror's slot is active (the copy is done and the stream started)."""
+
     def active():
         row = slot_row(dsn, mirror.name)
         return bool(row and row["active"])
+
     wait_until(active, timeout, f"slot {mirror.name} to become active", mirror)
 
 
@@ -163,8 +179,10 @@ def wait_caught_up(dsn: str, mirror: Mirror, timeout: float = CATCH_UP_TIMEOUT) 
             row = slot_row(dsn, mirror.name)
         except psycopg.OperationalError:
             return False
-        return bool(row and row["confirmed_flush_lsn"]
-                    and reached(Lsn.parse(row["confirmed_flush_lsn"]), pos))
+        return bool(
+            row and row["confirmed_flush_lsn"] and reached(Lsn.parse(row["confirmed_flush_lsn"]), pos)
+        )
+
     wait_until(done, timeout, f"the mirror to confirm {pos}", mirror, every=0.2)
     return pos
 
@@ -191,6 +209,7 @@ def pgbench_source(dsn: str, scale: int = 1) -> None:
     """pgbench tables; history gets REPLICA IDENTITY FULL (no key: its exact row count shows any
     transaction lost or applied twice)."""
     from tests.servers import pgbench_init
+
     pgbench_init(dsn, scale=scale)
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
@@ -206,9 +225,11 @@ class Load:
 
     def __init__(self, dsn: str, transactions: int = 50_000, rate: float = 150, clients: int = 2):
         from tests.servers import pgbench_run
+
         self.dsn = dsn
-        self.proc = pgbench_run(dsn, transactions=transactions, clients=clients, builtin="tpcb-like",
-                                rate=rate, background=True)
+        self.proc = pgbench_run(
+            dsn, transactions=transactions, clients=clients, builtin="tpcb-like", rate=rate, background=True
+        )
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -221,9 +242,12 @@ class Load:
         def enough():
             got = history_count(self.dsn)
             if got < want and not self.running():
-                raise AssertionError(f"the load ended (exit {self.proc.returncode}) before {n} more "
-                                     f"transactions: {got} of {want} history rows\n{self.stop()}")
+                raise AssertionError(
+                    f"the load ended (exit {self.proc.returncode}) before {n} more "
+                    f"transactions: {got} of {want} history rows\n{self.stop()}"
+                )
             return got >= want and got
+
         return wait_until(enough, timeout, f"{n} more load transactions", mirror, every=0.1)
 
     def stop(self) -> str:

@@ -16,6 +16,7 @@ Every connection is a pair of sockets with one pump thread per direction; a pump
 forward (stalled) simply does not read, so TCP flow control holds the peer as a stalled network
 would.  Plain library: no pytest dependency.
 """
+
 from __future__ import annotations
 
 import select
@@ -32,12 +33,11 @@ _POLL = 0.05
 class _Pair:
     """One proxied connection: client socket ↔ upstream socket."""
 
-    def __init__(self, proxy: "Proxy", client: socket.socket, upstream: Optional[socket.socket],
-                 stalled: bool):
+    def __init__(self, proxy: Proxy, client: socket.socket, upstream: Optional[socket.socket], stalled: bool):
         self.proxy, self.client, self.upstream = proxy, client, upstream
         self.stalled = stalled
         self.closed = False
-        self.half_open = False          # upstream gone, client kept silent
+        self.half_open = False  # upstream gone, client kept silent
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
@@ -227,7 +227,7 @@ class Proxy:
         self.drop()
         self._thread.join(timeout=2)
 
-    def __enter__(self) -> "Proxy":
+    def __enter__(self) -> Proxy:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,6 +5,7 @@ load, starts it again and requires every table to equal the source row by row; p
 (no key, REPLICA IDENTITY FULL) must hold exactly the source's rows, so a transaction lost or
 applied twice fails the test.  The targets alternate so every one crashes somewhere.
 """
+
 from __future__ import annotations
 
 import signal
@@ -14,9 +15,20 @@ import pytest
 import sqlalchemy as sa
 
 from tests import targets
-from tests.faults.harness import (EXIT_TIMEOUT, PGBENCH, Load, Mirror, compare, pgbench_source,
-                                  slot_confirmed, slots_of, target_applied, wait_caught_up,
-                                  wait_streaming, wait_until)
+from tests.faults.harness import (
+    EXIT_TIMEOUT,
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slot_confirmed,
+    slots_of,
+    target_applied,
+    wait_caught_up,
+    wait_streaming,
+    wait_until,
+)
 
 KILLED = -signal.SIGKILL
 ORDERED = ["pgbench_branches", "pgbench_accounts", "pgbench_tellers", "pgbench_history"]
@@ -26,8 +38,10 @@ def states(url: str) -> dict[str, str]:
     eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:
-            return {r[0].split(".", 1)[1]: r[1] for r in c.execute(sa.text(
-                "SELECT source_table, state FROM replicator_state_tables"))}
+            return {
+                r[0].split(".", 1)[1]: r[1]
+                for r in c.execute(sa.text("SELECT source_table, state FROM replicator_state_tables"))
+            }
     finally:
         eng.dispose()
 
@@ -78,15 +92,17 @@ def test_kill_after_a_table_is_loaded_before_its_commit(bench_db, duckdb_target_
     try:
         assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
-        before = ORDERED[:ORDERED.index(table)]
+        before = ORDERED[: ORDERED.index(table)]
         st = states(duckdb_target_url)
         assert st[table] == "d" and all(st[t] == "s" for t in before), st
         m = Mirror(bench_db, duckdb_target_url, args=args)
         wait_streaming(bench_db, m)
         redo = [t for t in ORDERED if t not in before]
         if before:  # resumed: the slot is needed, the rest comes from a temporary slot's snapshot
-            assert (f"copying {len(redo)} table(s) from a fresh snapshot: "
-                    + ", ".join(f"public.{t}" for t in redo)) in m.log(), m.tail()
+            assert (
+                f"copying {len(redo)} table(s) from a fresh snapshot: "
+                + ", ".join(f"public.{t}" for t in redo)
+            ) in m.log(), m.tail()
         else:  # nothing was copied through the slot: our own interrupted first start begins again
             assert "dropping slot replicator left by an interrupted start" in m.log(), m.tail()
         load.more(20, m)  # the restarted mirror streams under load
@@ -108,8 +124,9 @@ def test_kill_mid_batch_before_commit(bench_db, request, tally, target):
         assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         applied = target_applied(url)
-        assert applied is not None and slot_confirmed(bench_db) <= applied, \
+        assert applied is not None and slot_confirmed(bench_db) <= applied, (
             "the slot was confirmed past what the target committed"
+        )
         m = Mirror(bench_db, url)
         wait_streaming(bench_db, m)
         load.more(20, m)  # the restarted mirror streams under load
@@ -130,8 +147,9 @@ def test_kill_between_target_commit_and_feedback(bench_db, request, tally, targe
         assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
         tally.fault()
         applied = target_applied(url)
-        assert applied is not None and slot_confirmed(bench_db) < applied, \
+        assert applied is not None and slot_confirmed(bench_db) < applied, (
             "the failpoint sits between the target commit and the feedback"
+        )
         m = Mirror(bench_db, url)
         wait_streaming(bench_db, m)
         load.more(20, m)  # the restarted mirror streams under load
@@ -184,8 +202,7 @@ def test_kill_before_committing_a_huge_transaction(big_db, duckdb_target_url, ta
         m.close()
 
 
-def test_sigkill_while_a_huge_transaction_is_half_applied(big_db, pg_target_server, pg_target_url,
-                                                          tally):
+def test_sigkill_while_a_huge_transaction_is_half_applied(big_db, pg_target_server, pg_target_url, tally):
     """SIGKILL from the test while the PostgreSQL target holds part of a 200k-row transaction in
     an open transaction (seen in its pg_stat_activity): nothing of it is visible, the restart
     applies it once."""
@@ -198,7 +215,10 @@ def test_sigkill_while_a_huge_transaction_is_half_applied(big_db, pg_target_serv
         def writing():
             return pg_target_server.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_xid IS NOT NULL "
-                "AND xact_start < now() - interval '200 milliseconds'", (db,))[0][0]
+                "AND xact_start < now() - interval '200 milliseconds'",
+                (db,),
+            )[0][0]
+
         wait_until(writing, 180, "the target to hold an open transaction of the huge one", m, every=0.05)
         m.kill()
         tally.fault()

@@ -5,6 +5,7 @@ to the server directly.  The source (``fault_pg``) drops a silent walsender afte
 (wal_sender_timeout).  After each fault the mirror must reconnect by itself and catch up, with
 every table equal to the source row by row.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -12,9 +13,20 @@ import uuid
 import pytest
 
 from tests import targets
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, under_load, pgbench_source, slot_confirmed,
-                                  slot_row, target_applied, wait_caught_up, wait_streaming,
-                                  wait_until)
+from tests.faults.harness import (
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slot_confirmed,
+    slot_row,
+    target_applied,
+    under_load,
+    wait_caught_up,
+    wait_streaming,
+    wait_until,
+)
 from tests.faults.proxy import Proxy
 
 
@@ -32,6 +44,7 @@ def new_walsender(dsn: str, old_pid: int):
     def check():
         row = slot_row(dsn)
         return bool(row and row["active"] and row["active_pid"] != old_pid)
+
     return check
 
 
@@ -57,8 +70,12 @@ def test_stall_longer_than_wal_sender_timeout(proxied, duckdb_target_url, tally)
         pid = slot_row(dsn)["active_pid"]
         px.stall()
         tally.fault()
-        wait_until(lambda: not slot_row(dsn)["active"], 120,
-                   "the source to drop the stalled walsender (wal_sender_timeout 5s)", m)
+        wait_until(
+            lambda: not slot_row(dsn)["active"],
+            120,
+            "the source to drop the stalled walsender (wal_sender_timeout 5s)",
+            m,
+        )
         px.resume()
         wait_until(new_walsender(dsn, pid), 120, "the mirror to reconnect", m)
 

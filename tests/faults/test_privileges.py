@@ -2,6 +2,7 @@
 and the documented source and target roles doing a whole migrate and mirror.
 
 Roles are created on private servers of this module (no cluster-wide roles leak into others)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,16 @@ import os
 import pytest
 
 from tests import procs
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slots_of,
-                                  wait_caught_up, wait_streaming)
+from tests.faults.harness import (
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slots_of,
+    wait_caught_up,
+    wait_streaming,
+)
 from tests.servers import MariaDBServer, PostgresServer, unique_name
 
 # the source role of docs/security.md, for a database whose tables the role app_owner owns
@@ -25,8 +34,9 @@ CREATE ROLE {role} LOGIN;
 GRANT CONNECT ON DATABASE {db} TO {role};
 GRANT USAGE, CREATE ON SCHEMA public TO {role};
 """
-MYSQL_TARGET_GRANT = ("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX "
-                      "ON `{db}`.* TO '{user}'@'%'")
+MYSQL_TARGET_GRANT = (
+    "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX ON `{db}`.* TO '{user}'@'%'"
+)
 
 
 def replicator(*args, timeout=300):
@@ -48,9 +58,11 @@ def app_db(priv_pg):
     name = unique_name("app")
     dsn = priv_pg.create_database(name)
     pgbench_source(dsn, scale=1)
-    priv_pg.psql("DO $$ BEGIN CREATE ROLE app_owner NOLOGIN; EXCEPTION WHEN duplicate_object "
-                 "THEN NULL; END $$;" + "".join(f"ALTER TABLE {t} OWNER TO app_owner;" for t in PGBENCH),
-                 dbname=name)
+    priv_pg.psql(
+        "DO $$ BEGIN CREATE ROLE app_owner NOLOGIN; EXCEPTION WHEN duplicate_object "
+        "THEN NULL; END $$;" + "".join(f"ALTER TABLE {t} OWNER TO app_owner;" for t in PGBENCH),
+        dbname=name,
+    )
     return name, dsn
 
 
@@ -60,6 +72,7 @@ def as_role(dsn: str, role: str) -> str:
 
 def target_tables(path) -> list[str]:
     import sqlite3
+
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return []
     with sqlite3.connect(path) as c:
@@ -72,8 +85,10 @@ def test_replication_and_select_only_role(priv_pg, app_db, tmp_path):
     exists (no slot, no publication, no table on the target)."""
     name, dsn = app_db
     role = unique_name("ro")
-    priv_pg.psql(f"CREATE ROLE {role} LOGIN REPLICATION; "
-                 f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};", dbname=name)
+    priv_pg.psql(
+        f"CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};",
+        dbname=name,
+    )
     src = as_role(dsn, role)
     path = tmp_path / "t.sqlite"
     check = replicator("check", "--source", src, "--target", f"sqlite:///{path}")
@@ -84,8 +99,9 @@ def test_replication_and_select_only_role(priv_pg, app_db, tmp_path):
     problems = "\n".join(ln for ln in check.stdout.splitlines() if ln.startswith("problem:"))
     assert role in problems and ("GRANT" in problems or "OWNER" in problems), check.stdout
     assert migrate.returncode != 0
-    assert role in migrate.stderr and ("GRANT" in migrate.stderr or "OWNER" in migrate.stderr), \
+    assert role in migrate.stderr and ("GRANT" in migrate.stderr or "OWNER" in migrate.stderr), (
         migrate.stderr[-2000:]
+    )
     assert slots_of(dsn) == []
     assert priv_pg.execute("SELECT pubname FROM pg_publication", dbname=name) == []
     assert target_tables(path) == [], "state or data tables were created before the refusal"

@@ -5,6 +5,7 @@ targets with the source row by row.
 ``REPLICATOR_FAULT_SEED`` replays a run (the seed is printed); ``REPLICATOR_FAULT_KILLS`` sets the
 number of kills (default 30).  Run with ``bash scripts/test.sh -m slow -s tests/faults``.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,15 @@ from collections import Counter
 
 import pytest
 
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, wait_caught_up,
-                                  wait_streaming)
+from tests.faults.harness import (
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    wait_caught_up,
+    wait_streaming,
+)
 
 
 def phase(log: str) -> str:
@@ -34,8 +42,10 @@ def test_random_sigkills_under_load(source_db, duckdb_target_url, sqlite_target_
     pgbench_source(source_db, scale=2)
     targets = {"rnd_duckdb": duckdb_target_url, "rnd_sqlite": sqlite_target_url}
     load = Load(source_db, rate=250, clients=3)
-    mirrors = {n: Mirror(source_db, url, name=n, args=["--batch-rows", str(rng.choice([200, 2000, 50000]))])
-               for n, url in targets.items()}
+    mirrors = {
+        n: Mirror(source_db, url, name=n, args=["--batch-rows", str(rng.choice([200, 2000, 50000]))])
+        for n, url in targets.items()
+    }
     phases: Counter = Counter()
     t0 = time.monotonic()
     try:
@@ -51,10 +61,14 @@ def test_random_sigkills_under_load(source_db, duckdb_target_url, sqlite_target_
             m.close()
             if rng.random() < 0.3:
                 time.sleep(rng.uniform(0, 1.0))  # sometimes the source runs on alone a while
-            mirrors[name] = Mirror(source_db, targets[name], name=name,
-                                   args=["--batch-rows", str(rng.choice([200, 2000, 50000]))])
+            mirrors[name] = Mirror(
+                source_db,
+                targets[name],
+                name=name,
+                args=["--batch-rows", str(rng.choice([200, 2000, 50000]))],
+            )
         load.stop()
-        for name, m in mirrors.items():
+        for m in mirrors.values():
             wait_streaming(source_db, m)
             wait_caught_up(source_db, m)
         for m in mirrors.values():
@@ -65,9 +79,11 @@ def test_random_sigkills_under_load(source_db, duckdb_target_url, sqlite_target_
         load.stop()
         for m in mirrors.values():
             m.close()
-    line = (f"random kill loop (seed {seed}): {tally.faults} SIGKILLs "
-            f"({', '.join(f'{n} {k}' for k, n in sorted(phases.items()))}) in "
-            f"{time.monotonic() - t0:.0f}s, {tally.rows} rows compared row by row on DuckDB and SQLite")
+    line = (
+        f"random kill loop (seed {seed}): {tally.faults} SIGKILLs "
+        f"({', '.join(f'{n} {k}' for k, n in sorted(phases.items()))}) in "
+        f"{time.monotonic() - t0:.0f}s, {tally.rows} rows compared row by row on DuckDB and SQLite"
+    )
     print("\n" + line)
     tally.note = line
     assert tally.faults >= 20

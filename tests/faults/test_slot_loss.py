@@ -1,13 +1,24 @@
 """The slot is lost while the mirror is stopped: invalidated (max_slot_wal_keep_size exceeded) or
 dropped.  Starting again is a terminal error (exit 3) naming the slot and the resync command, and
 no slot is created in its place (invariant 5: a new slot would silently skip the lost changes)."""
+
 from __future__ import annotations
 
 import psycopg
 import pytest
 
-from tests.faults.harness import (EXIT_TIMEOUT, Load, Mirror, compare, pgbench_source, slot_row,
-                                  slots_of, target_applied, wait_caught_up, wait_streaming)
+from tests.faults.harness import (
+    EXIT_TIMEOUT,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slot_row,
+    slots_of,
+    target_applied,
+    wait_caught_up,
+    wait_streaming,
+)
 from tests.servers import PostgresServer, unique_name
 
 SLOT_LOST = 3
@@ -17,11 +28,13 @@ SLOT_LOST = 3
 def small_keep_pg():
     """A source that invalidates slots lagging more than 16 MB (one WAL segment) of WAL."""
     import os
+
     if os.environ.get("REPLICATOR_TEST_PG_DSN"):
         pytest.skip("needs a private server with max_slot_wal_keep_size = 16MB")
-    with PostgresServer(name="small-keep", settings={"max_slot_wal_keep_size": "16MB",
-                                                      "wal_keep_size": 0,
-                                                      "synchronous_commit": "on"}) as srv:
+    with PostgresServer(
+        name="small-keep",
+        settings={"max_slot_wal_keep_size": "16MB", "wal_keep_size": 0, "synchronous_commit": "on"},
+    ) as srv:
         yield srv
 
 

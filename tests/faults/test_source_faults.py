@@ -1,6 +1,7 @@
 """The source goes away under a running mirror: a crash (``pg_ctl stop -m immediate``) and
 restart, a terminated walsender.  The source is a private server (``fault_pg``:
 synchronous_commit=on, so what was committed before the crash survives it)."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,20 @@ import psycopg
 import pytest
 
 from replicator.model import Lsn
-from tests.faults.harness import (under_load, PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
-                                  slot_row, target_applied, wait_caught_up, wait_streaming, wait_until)
+from tests.faults.harness import (
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slot_confirmed,
+    slot_row,
+    target_applied,
+    under_load,
+    wait_caught_up,
+    wait_streaming,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -97,8 +110,7 @@ def test_walsender_terminated(bench_db, mysql_target_url, tally):
             with psycopg.connect(bench_db, autocommit=True) as c:
                 assert c.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
             tally.fault()
-            wait_until(lambda: (slot_row(bench_db)["active_pid"] or pid) != pid, 120,
-                       "a new walsender", m)
+            wait_until(lambda: (slot_row(bench_db)["active_pid"] or pid) != pid, 120, "a new walsender", m)
         assert "retrying in" in m.log()
 
 
@@ -117,8 +129,13 @@ def test_backoff_starts_over_after_a_successful_reconnect(bench_db, sqlite_targe
             with psycopg.connect(bench_db, autocommit=True) as c:
                 c.execute("SELECT pg_terminate_backend(%s)", (pid,))
             tally.fault()
-            wait_until(lambda: (slot_row(bench_db)["active_pid"] or pid) != pid, 120,
-                       "a new walsender", m, every=0.05)
+            wait_until(
+                lambda: (slot_row(bench_db)["active_pid"] or pid) != pid,
+                120,
+                "a new walsender",
+                m,
+                every=0.05,
+            )
             found = re.findall(r"retrying in (\d+)s", m.log())
             assert len(found) > retries, f"no retry logged after the termination:\n{m.tail()}"
             delays.append(int(found[retries]))

@@ -6,6 +6,7 @@ reached through the test's proxy, so the test can read the target's applied LSN 
 while the mirror is still shut out.  While the target is down the slot's confirmed position must
 never pass what the target holds (invariant 2: nothing is acknowledged before it is applied).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,21 @@ import sqlalchemy as sa
 
 from replicator.model import Lsn
 from tests import targets
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slot_confirmed,
-                                  source_position, target_applied, wait_caught_up, wait_streaming,
-                                  wait_until)
+from tests.faults.harness import (
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slot_confirmed,
+    source_position,
+    target_applied,
+    wait_caught_up,
+    wait_streaming,
+    wait_until,
+)
 from tests.faults.proxy import Proxy
-from tests.procs import Replicator
-from tests.procs import track
+from tests.procs import Replicator, track
 
 
 @pytest.fixture
@@ -74,8 +84,9 @@ def test_target_crash_and_restart(bench_db, request, tally, kind):
         proxy.refuse(True)  # the mirror stays shut out while the test reads the target
         srv.start()
         applied = target_applied(direct)
-        assert max(confirmed) <= applied, (f"the slot was confirmed at {max(confirmed)} while the "
-                                           f"target held only {applied}")
+        assert max(confirmed) <= applied, (
+            f"the slot was confirmed at {max(confirmed)} while the target held only {applied}"
+        )
         assert m.alive(), m.tail()
         proxy.refuse(False)
         load.more(30, m)
@@ -123,8 +134,14 @@ def test_duckdb_file_held_by_another_process(fault_db, tmp_path, tally):
     try:
         wait_streaming(fault_db, m)
         load.more(30, m)
-        holder = track(subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "6"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        holder = track(
+            subprocess.Popen(
+                [sys.executable, "-c", HOLDER, str(path), "6"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         first = holder.stdout.readline().split()
         assert first and first[0] == "held", holder.stderr.read()
         tally.fault()
@@ -135,8 +152,9 @@ def test_duckdb_file_held_by_another_process(fault_db, tmp_path, tally):
         out, err = holder.communicate(timeout=60)
         assert holder.returncode == 0, err
         held_lsn = Lsn(int(out.split()[-1]))
-        assert max(confirmed) <= held_lsn, (f"the slot was confirmed at {max(confirmed)} while the "
-                                            f"locked file held {held_lsn}")
+        assert max(confirmed) <= held_lsn, (
+            f"the slot was confirmed at {max(confirmed)} while the locked file held {held_lsn}"
+        )
         assert m.alive(), m.tail()
         load.stop()
         wait_caught_up(fault_db, m)
@@ -154,8 +172,9 @@ def tiny_fs(tmp_path):
     """An 8 MB tmpfs (we run as root in CI; skipped where mount is not allowed)."""
     d = tmp_path / "tiny"
     d.mkdir()
-    cp = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(d)],
-                        capture_output=True, text=True)
+    cp = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(d)], capture_output=True, text=True
+    )
     if cp.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {cp.stderr.strip()}")
     try:
@@ -181,8 +200,10 @@ def test_sqlite_target_disk_full(source_db, tiny_fs, tally):
     """The target's disk fills up under a batch: the batch rolls back, the slot does not move past
     it, the log says the disk is full; once space is freed the mirror goes on exactly."""
     with psycopg.connect(source_db, autocommit=True) as c:
-        c.execute("CREATE TABLE items (id int PRIMARY KEY, payload text);"
-                  "INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series(1, 200) g")
+        c.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, payload text);"
+            "INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series(1, 200) g"
+        )
     url = f"sqlite:///{tiny_fs / 't.sqlite'}"
     m = Mirror(source_db, url)
     try:
@@ -190,7 +211,9 @@ def test_sqlite_target_disk_full(source_db, tiny_fs, tally):
         wait_caught_up(source_db, m)
         filler = fill(tiny_fs, leave=256 * 1024)
         with psycopg.connect(source_db, autocommit=True) as c:
-            c.execute("INSERT INTO items SELECT g, repeat(md5(g::text), 40) FROM generate_series(201, 1700) g")
+            c.execute(
+                "INSERT INTO items SELECT g, repeat(md5(g::text), 40) FROM generate_series(201, 1700) g"
+            )
         end = source_position(source_db)
         tally.fault()
         wait_until(lambda: "disk is full" in m.log(), 120, "the mirror to report the full disk", m)
@@ -217,6 +240,7 @@ def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_targe
     on every retry, so the mirror must stop (non-zero) naming the table instead of retrying
     silently for ever; the slot stays before the failed batch."""
     import sqlite3
+
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
     m = Mirror(source_db, sqlite_target_url)
@@ -244,8 +268,10 @@ def test_sqlite_disk_full_during_a_copy_ends_migrate_and_cleans_up(source_db, ti
     for ever (the worker rolled back while the source COPY was still open).  It ends now, naming
     the table and the full disk, and removes the slot and publication it created."""
     with psycopg.connect(source_db, autocommit=True) as c:
-        c.execute("CREATE TABLE items (id int PRIMARY KEY, payload text);"
-                  "INSERT INTO items SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 100000) g")
+        c.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, payload text);"
+            "INSERT INTO items SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 100000) g"
+        )
     url = f"sqlite:///{tiny_fs / 't.sqlite'}"
     p = Replicator("migrate", "--no-progress", source=source_db, target=url)
     try:
@@ -257,6 +283,10 @@ def test_sqlite_disk_full_during_a_copy_ends_migrate_and_cleans_up(source_db, ti
     assert rc == 1 and "public.items" in last and "full" in last, log
     assert "removed replication slot replicator" in last, last
     with psycopg.connect(source_db) as c:
-        assert c.execute("SELECT count(*) FROM pg_replication_slots WHERE database = "
-                         "current_database()").fetchone()[0] == 0
+        assert (
+            c.execute(
+                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+            ).fetchone()[0]
+            == 0
+        )
         assert c.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0

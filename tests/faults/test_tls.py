@@ -2,6 +2,7 @@
 PostgreSQL target: a private server with TLS on and a self-signed certificate for 127.0.0.1.
 With the right root certificate and sslmode=verify-full everything runs over verified TLS; with
 a wrong one nothing connects and nothing is created (docs/security.md)."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,28 @@ from tests.servers import PostgresServer, unique_name
 
 def self_signed(directory, name: str) -> tuple[str, str]:
     crt, key = os.path.join(directory, f"{name}.crt"), os.path.join(directory, f"{name}.key")
-    cp = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                         "-keyout", key, "-out", crt, "-subj", "/CN=127.0.0.1",
-                         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
+    cp = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            key,
+            "-out",
+            crt,
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if cp.returncode != 0:
         pytest.skip(f"openssl cannot make a certificate here: {cp.stderr.strip()[:200]}")
     return crt, key
@@ -37,6 +57,7 @@ def tls_pg():
         other, _ = self_signed(d, "other")
         if os.geteuid() == 0:
             import pwd
+
             pw = pwd.getpwnam(PostgresServer.superuser)
             os.chown(key, pw.pw_uid, pw.pw_gid)
         os.chmod(key, 0o600)
@@ -63,8 +84,10 @@ def test_verified_tls_to_source_and_postgres_target(tls_pg):
     tdb = unique_name("tgt")
     srv.create_database(tdb)
     with psycopg.connect(src, autocommit=True) as c:
-        c.execute("CREATE TABLE t (id int PRIMARY KEY, v text);"
-                  "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+        c.execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);"
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g"
+        )
     source, target = with_tls(src, root), with_tls(srv.sqlalchemy_url(tdb), root)
     m = Mirror(source, target)
     try:
@@ -78,7 +101,8 @@ def test_verified_tls_to_source_and_postgres_target(tls_pg):
             plain = c.execute(
                 "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
                 "WHERE a.datname IN (%s, %s) AND a.pid <> pg_backend_pid() AND NOT s.ssl",
-                (psycopg.conninfo.conninfo_to_dict(src)["dbname"], tdb)).fetchone()[0]
+                (psycopg.conninfo.conninfo_to_dict(src)["dbname"], tdb),
+            ).fetchone()[0]
         assert plain == 0, "a replicator connection is not TLS"
         assert m.stop() == 0, m.tail()
     finally:
@@ -91,13 +115,20 @@ def test_wrong_root_certificate_is_refused_before_anything_is_created(tls_pg, tm
     src = srv.create_database(unique_name("src"))
     with psycopg.connect(src, autocommit=True) as c:
         c.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    cp = replicator("migrate", "--source", with_tls(src, other), "--target",
-                    f"sqlite:///{tmp_path / 'a.sqlite'}")
+    cp = replicator(
+        "migrate", "--source", with_tls(src, other), "--target", f"sqlite:///{tmp_path / 'a.sqlite'}"
+    )
     assert cp.returncode == 1 and "certificate verify failed" in cp.stderr, cp.stderr[-2000:]
     tdb = unique_name("tgt")
     srv.create_database(tdb)
-    cp = replicator("migrate", "--source", with_tls(src, root), "--target",
-                    with_tls(srv.sqlalchemy_url(tdb), other))
+    cp = replicator(
+        "migrate", "--source", with_tls(src, root), "--target", with_tls(srv.sqlalchemy_url(tdb), other)
+    )
     assert cp.returncode == 1 and "certificate verify failed" in cp.stderr, cp.stderr[-2000:]
     assert slots_of(src) == []
-    assert srv.execute("SELECT pubname FROM pg_publication", dbname=psycopg.conninfo.conninfo_to_dict(src)["dbname"]) == []
+    assert (
+        srv.execute(
+            "SELECT pubname FROM pg_publication", dbname=psycopg.conninfo.conninfo_to_dict(src)["dbname"]
+        )
+        == []
+    )

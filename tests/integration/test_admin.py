@@ -1,4 +1,5 @@
 """drop and resync against real servers."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ def test_drop_is_complete_and_idempotent(db, sqlite_target_url):
     out = replicator("drop", "--source", db, "--target", sqlite_target_url).stdout
     assert "dropped replication slot replicator" in out and "dropped publication replicator" in out
     assert slots_and_publications(db) == ([], [])
-    assert target_tables(sqlite_target_url) == {"a", "b"}       # data stays, state is gone
+    assert target_tables(sqlite_target_url) == {"a", "b"}  # data stays, state is gone
     again = replicator("drop", "--source", db, "--target", sqlite_target_url).stdout
     assert "nothing to drop" in again
     replicator("migrate", "--source", db, "--target", sqlite_target_url, "--keep-slot")
@@ -72,7 +73,7 @@ def test_resync_one_table_while_the_other_streams(db, duckdb_target_url):
         wait_slot_active(db, "replicator", proc=p)
         _wait(lambda: states(duckdb_target_url) == {"public.a": "r", "public.b": "r"})
         eng = sa.create_engine(duckdb_target_url, poolclass=sa.pool.NullPool)
-        _retry(lambda: _exec(eng, "DELETE FROM a WHERE id <= 100"))     # the target diverged
+        _retry(lambda: _exec(eng, "DELETE FROM a WHERE id <= 100"))  # the target diverged
         eng.dispose()
         cp = replicator("resync", "--source", db, "--target", duckdb_target_url, "--tables", "a")
         assert "running mirror re-copies" in cp.stdout
@@ -98,7 +99,6 @@ def test_resync_without_a_running_mirror_copies_now(db, sqlite_target_url):
     assert_same(db, "public", "b", sqlite_target_url)
     cp = replicator("resync", "--source", db, "--target", sqlite_target_url, "--tables", "nope", check=False)
     assert cp.returncode == 2 and "public.nope" in cp.stderr
-
 
 
 def test_resync_acts_on_the_streams_own_tables_only(db, sqlite_target_url):

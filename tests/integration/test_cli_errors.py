@@ -1,4 +1,5 @@
 """Refusals: preflight problems, errors before anything is created, a lost slot, no leaked secret."""
+
 from __future__ import annotations
 
 import psycopg
@@ -13,10 +14,12 @@ CANARY = "Canary-Pw-7f3a9"
 @pytest.fixture
 def keyless_db(source_db):
     with psycopg.connect(source_db, autocommit=True) as c:
-        c.execute("CREATE TABLE good (id int PRIMARY KEY, v text);"
-                  "CREATE TABLE nokey (v text);"
-                  "CREATE TABLE \"Nothing\" (id int PRIMARY KEY); ALTER TABLE \"Nothing\" REPLICA IDENTITY NOTHING;"
-                  "INSERT INTO good VALUES (1, 'a')")
+        c.execute(
+            "CREATE TABLE good (id int PRIMARY KEY, v text);"
+            "CREATE TABLE nokey (v text);"
+            'CREATE TABLE "Nothing" (id int PRIMARY KEY); ALTER TABLE "Nothing" REPLICA IDENTITY NOTHING;'
+            "INSERT INTO good VALUES (1, 'a')"
+        )
     return source_db
 
 
@@ -43,8 +46,16 @@ def test_migrate_refuses_before_creating_anything(keyless_db, sqlite_target_url,
 
 
 def test_unknown_table_and_bad_name_are_config_errors(keyless_db, sqlite_target_url):
-    cp = replicator("migrate", "--source", keyless_db, "--target", sqlite_target_url,
-                    "--tables", "public.missing", check=False)
+    cp = replicator(
+        "migrate",
+        "--source",
+        keyless_db,
+        "--target",
+        sqlite_target_url,
+        "--tables",
+        "public.missing",
+        check=False,
+    )
     assert cp.returncode == 2 and "public.missing" in cp.stderr
     cp = replicator("migrate", "--source", keyless_db, "--name", "Bad-Name", check=False)
     assert cp.returncode == 2 and "--name" in cp.stderr
@@ -52,12 +63,22 @@ def test_unknown_table_and_bad_name_are_config_errors(keyless_db, sqlite_target_
 
 
 def test_lost_slot_is_terminal_and_never_recreated(keyless_db, sqlite_target_url):
-    replicator("migrate", "--source", keyless_db, "--target", sqlite_target_url, "--tables", "good",
-               "--keep-slot")
+    replicator(
+        "migrate", "--source", keyless_db, "--target", sqlite_target_url, "--tables", "good", "--keep-slot"
+    )
     with psycopg.connect(keyless_db, autocommit=True) as c:
         c.execute("SELECT pg_drop_replication_slot('replicator')")
-    cp = replicator("mirror", "--source", keyless_db, "--target", sqlite_target_url, "--tables", "good",
-                    check=False, timeout=60)
+    cp = replicator(
+        "mirror",
+        "--source",
+        keyless_db,
+        "--target",
+        sqlite_target_url,
+        "--tables",
+        "good",
+        check=False,
+        timeout=60,
+    )
     assert cp.returncode == 3, cp.stderr
     assert "replicator" in cp.stderr and "no longer exists" in cp.stderr and "replicator drop" in cp.stderr
     assert slots_and_publications(keyless_db)[0] == []
@@ -72,12 +93,19 @@ def test_wal_level_replica_is_reported(tmp_path):
 def test_password_never_printed(keyless_db, sqlite_target_url):
     dsn = keyless_db.replace("postgres@", f"postgres:{CANARY}@")
     outputs = []
-    for args in (["check", "--source", dsn],
-                 ["migrate", "--source", dsn, "--target", sqlite_target_url],
-                 ["migrate", "--source", dsn.replace(keyless_db.rsplit("/", 1)[1], "no_such_db"),
-                  "--target", sqlite_target_url],
-                 ["migrate", "--source", dsn, "--target", f"mysql+pymysql://u:{CANARY}@127.0.0.1:1/x"],
-                 ["status", "--source", dsn, "--target", sqlite_target_url, "--json"]):
+    for args in (
+        ["check", "--source", dsn],
+        ["migrate", "--source", dsn, "--target", sqlite_target_url],
+        [
+            "migrate",
+            "--source",
+            dsn.replace(keyless_db.rsplit("/", 1)[1], "no_such_db"),
+            "--target",
+            sqlite_target_url,
+        ],
+        ["migrate", "--source", dsn, "--target", f"mysql+pymysql://u:{CANARY}@127.0.0.1:1/x"],
+        ["status", "--source", dsn, "--target", sqlite_target_url, "--json"],
+    ):
         cp = replicator(*args, check=False, env={"REPLICATOR_LOG": "1"})
         outputs.append(cp.stdout + cp.stderr)
     assert all(CANARY not in o for o in outputs), [o for o in outputs if CANARY in o][0][-2000:]
@@ -86,12 +114,14 @@ def test_password_never_printed(keyless_db, sqlite_target_url):
 
 def test_existing_target_table_missing_a_column_is_refused_first(keyless_db, sqlite_target_url):
     import sqlalchemy as sa
+
     eng = sa.create_engine(sqlite_target_url)
     with eng.begin() as c:
         c.execute(sa.text("CREATE TABLE good (id integer PRIMARY KEY)"))
     eng.dispose()
-    cp = replicator("migrate", "--source", keyless_db, "--target", sqlite_target_url, "--tables", "good",
-                    check=False)
+    cp = replicator(
+        "migrate", "--source", keyless_db, "--target", sqlite_target_url, "--tables", "good", check=False
+    )
     assert cp.returncode == 1 and "good" in cp.stderr and "v" in cp.stderr and "lacks" in cp.stderr
     assert slots_and_publications(keyless_db) == ([], [])
 
@@ -100,10 +130,25 @@ def test_password_not_in_process_title(keyless_db, sqlite_target_url):
     import subprocess
     import sys
     import time
+
     dsn = keyless_db.replace("postgres@", f"postgres:{CANARY}@")
-    p = subprocess.Popen([sys.executable, "-m", "replicator", "mirror", "--source", dsn,
-                          "--target", sqlite_target_url, "--tables", "good"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "replicator",
+            "mirror",
+            "--source",
+            dsn,
+            "--target",
+            sqlite_target_url,
+            "--tables",
+            "good",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         cmdline = ""
@@ -124,10 +169,13 @@ def test_password_not_in_process_title(keyless_db, sqlite_target_url):
 
 def test_password_not_in_logs_or_state_tables(keyless_db, sqlite_target_url):
     import sqlalchemy as sa
+
     dsn = keyless_db.replace("postgres@", f"postgres:{CANARY}@")
     target = sqlite_target_url
-    for args in (["-vv", "migrate", "--source", dsn, "--target", target, "--tables", "good", "--keep-slot"],
-                 ["-vv", "--log-format", "json", "status", "--source", dsn, "--target", target]):
+    for args in (
+        ["-vv", "migrate", "--source", dsn, "--target", target, "--tables", "good", "--keep-slot"],
+        ["-vv", "--log-format", "json", "status", "--source", dsn, "--target", target],
+    ):
         cp = replicator(*args)
         assert CANARY not in cp.stdout + cp.stderr
     eng = sa.create_engine(target)

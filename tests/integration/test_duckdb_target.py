@@ -5,6 +5,7 @@ key changes inside a run, divergence, and waiting for a file another process hol
 Real servers and files only: a throwaway PostgreSQL source, DuckDB files in tmp_path, and a real
 second Python process holding the DuckDB file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,6 +99,7 @@ def D(key, lsn="0/20"):  # noqa: N802
 
 # ------------------------------------------------------------------ copy path and change path
 
+
 def test_csv_edge_values_copy_and_change_path_agree(src, duckdb_target_url):
     target = open_target(duckdb_target_url)
     target.load_file_bytes = 64 << 10  # several spool files, loaded while the next one fills
@@ -105,7 +107,10 @@ def test_csv_edge_values_copy_and_change_path_agree(src, duckdb_target_url):
     assert copy_in(src, target, m, chunk=4096) == 17  # tiny chunks: cuts inside quoted newlines
     cols = ["id", "t", "n", "n50", "j", "js", "ch", "b", "u"]  # psycopg can't load iv/arr as text
     assert_same(src, "public", "edge", duckdb_target_url, columns=cols)
-    mc, other = mapping(src, "edge", "edge_changes"), open_target(duckdb_target_url)  # tables cached by source
+    mc, other = (
+        mapping(src, "edge", "edge_changes"),
+        open_target(duckdb_target_url),
+    )  # tables cached by source
     with other.connect() as conn:
         other.ensure_table(conn, mc)
         other.apply(conn, mc, [RowChange(ChangeKind.INSERT, "public.edge", new=r) for r in text_rows(src, m)])
@@ -113,15 +118,24 @@ def test_csv_edge_values_copy_and_change_path_agree(src, duckdb_target_url):
     # Kept as PostgreSQL's exact text: no DECIMAL(38) squeeze, json spacing, padding; intervals
     # keep months and days apart (INTERVAL), arrays are LISTs (docs/types.md).
     with snapshot.connect(src) as c:
-        want = c.execute("SELECT id, n::text, n50::text, js::text, (extract(year FROM iv) * 12 + "
-                         "extract(month FROM iv))::int, extract(day FROM iv)::int, arr, ch "
-                         "FROM edge ORDER BY id").fetchall()
+        want = c.execute(
+            "SELECT id, n::text, n50::text, js::text, (extract(year FROM iv) * 12 + "
+            "extract(month FROM iv))::int, extract(day FROM iv)::int, arr, ch "
+            "FROM edge ORDER BY id"
+        ).fetchall()
     for table in ("edge", "edge_changes"):
-        assert duck(duckdb_target_url, f"SELECT id, n, n50, CAST(js AS VARCHAR), datepart('year', iv) * 12 + "
-                                       f"datepart('month', iv), datepart('day', iv), arr, ch "
-                                       f"FROM {table} ORDER BY id") == want
-    assert duck(duckdb_target_url, "SELECT typeof(n), typeof(n50), typeof(j) FROM edge LIMIT 1") == \
-        [("VARCHAR", "VARCHAR", "JSON")]
+        assert (
+            duck(
+                duckdb_target_url,
+                f"SELECT id, n, n50, CAST(js AS VARCHAR), datepart('year', iv) * 12 + "
+                f"datepart('month', iv), datepart('day', iv), arr, ch "
+                f"FROM {table} ORDER BY id",
+            )
+            == want
+        )
+    assert duck(duckdb_target_url, "SELECT typeof(n), typeof(n50), typeof(j) FROM edge LIMIT 1") == [
+        ("VARCHAR", "VARCHAR", "JSON")
+    ]
     target.dispose()
 
 
@@ -132,17 +146,30 @@ def test_infinity_bc_and_big_years_identical_on_both_paths(src, duckdb_target_ur
     with other.connect() as conn:
         other.ensure_table(conn, mc)
         other.apply(conn, mc, [RowChange(ChangeKind.INSERT, "public.odd", new=r) for r in text_rows(src, m)])
-    assert duck(duckdb_target_url, "SELECT count(*) FROM (SELECT * FROM odd EXCEPT SELECT * FROM odd_changes)") == [(0,)]
-    rows = duck(duckdb_target_url, "SELECT id, isinf(d), isinf(ts), isinf(tz), CAST(f4 AS VARCHAR), "
-                                   "CAST(f8 AS VARCHAR), CAST(tm AS VARCHAR) FROM odd_changes ORDER BY id")
+    assert duck(
+        duckdb_target_url, "SELECT count(*) FROM (SELECT * FROM odd EXCEPT SELECT * FROM odd_changes)"
+    ) == [(0,)]
+    rows = duck(
+        duckdb_target_url,
+        "SELECT id, isinf(d), isinf(ts), isinf(tz), CAST(f4 AS VARCHAR), "
+        "CAST(f8 AS VARCHAR), CAST(tm AS VARCHAR) FROM odd_changes ORDER BY id",
+    )
     assert rows[0] == (1, True, True, True, "nan", "nan", "24:00:00")
     assert rows[1][:6] == (2, True, True, True, "inf", "-inf")
     with snapshot.connect(src) as c:  # same instants: seconds since 1970 agree (BC, leap 5 BC, year > 9999)
         us = "(extract(epoch FROM {}) * 1000000)::int8"
-        want = c.execute(f"SELECT id, {us.format('d::timestamp')}, {us.format('ts')}, {us.format('tz')}, "
-                         f"f4::float8, f8 FROM odd WHERE id > 2 ORDER BY id").fetchall()
-    assert duck(duckdb_target_url, "SELECT id, epoch_us(CAST(d AS TIMESTAMP)), epoch_us(ts), epoch_us(tz), "
-                                   "CAST(f4 AS DOUBLE), f8 FROM odd_changes WHERE id > 2 ORDER BY id") == want
+        want = c.execute(
+            f"SELECT id, {us.format('d::timestamp')}, {us.format('ts')}, {us.format('tz')}, "
+            f"f4::float8, f8 FROM odd WHERE id > 2 ORDER BY id"
+        ).fetchall()
+    assert (
+        duck(
+            duckdb_target_url,
+            "SELECT id, epoch_us(CAST(d AS TIMESTAMP)), epoch_us(ts), epoch_us(tz), "
+            "CAST(f4 AS DOUBLE), f8 FROM odd_changes WHERE id > 2 ORDER BY id",
+        )
+        == want
+    )
     target.dispose()
 
 
@@ -159,7 +186,9 @@ class CutChunks:
 def test_chunks_cut_anywhere_are_recut_at_real_row_ends(src, duckdb_target_url):
     m = mapping(src, "edge")
     with snapshot.snapshot_connection(src, None) as sc:  # the target's copy form (arrays as JSON)
-        q = snapshot.copy_query(m.view, DuckDBTarget(duckdb_target_url).copy_expressions(m), DuckDBTarget.copy_options)
+        q = snapshot.copy_query(
+            m.view, DuckDBTarget(duckdb_target_url).copy_expressions(m), DuckDBTarget.copy_options
+        )
         data = b"".join(snapshot.copy_bytes(sc, q))
     rnd = random.Random(7)
     for _ in range(50):
@@ -174,23 +203,35 @@ def test_chunks_cut_anywhere_are_recut_at_real_row_ends(src, duckdb_target_url):
     with target.connect() as conn:
         target.ensure_table(conn, m)
         assert target.load_copy(conn, m, CutChunks(parts)) == 17  # cut inside quoted newlines, commas, UTF-8
-    assert_same(src, "public", "edge", duckdb_target_url, columns=["id", "t", "n", "n50", "j", "js", "ch", "b", "u"])
+    assert_same(
+        src, "public", "edge", duckdb_target_url, columns=["id", "t", "n", "n50", "j", "js", "ch", "b", "u"]
+    )
     target.dispose()
 
 
 # ------------------------------------------------------------------ change path
 
+
 def test_update_run_coalesces_keys_and_keeps_unchanged(src, duckdb_target_url):
     target = open_target(duckdb_target_url)
     m = mapping(src, "acc")
     copy_in(src, target, m)
-    run_sql(src, "UPDATE acc SET big = 'big1-new' WHERE id = 1; UPDATE acc SET a = 11 WHERE id = 1;"
-                 "UPDATE acc SET a = 21 WHERE id = 2; UPDATE acc SET b = 'b1-new' WHERE id = 1;"
-                 "UPDATE acc SET a = 31, big = 'big3-new' WHERE id = 3; UPDATE acc SET a = 22 WHERE id = 2;"
-                 "UPDATE acc SET b = NULL WHERE id = 3")
-    changes = [U("1", "10", "b1", "big1-new"), U("1", "11", "b1", UNCHANGED), U("2", "21", "b2", UNCHANGED),
-               U("1", "11", "b1-new", UNCHANGED), U("3", "31", "b3", "big3-new"), U("2", "22", "b2", UNCHANGED),
-               U("3", "31", None, UNCHANGED)]
+    run_sql(
+        src,
+        "UPDATE acc SET big = 'big1-new' WHERE id = 1; UPDATE acc SET a = 11 WHERE id = 1;"
+        "UPDATE acc SET a = 21 WHERE id = 2; UPDATE acc SET b = 'b1-new' WHERE id = 1;"
+        "UPDATE acc SET a = 31, big = 'big3-new' WHERE id = 3; UPDATE acc SET a = 22 WHERE id = 2;"
+        "UPDATE acc SET b = NULL WHERE id = 3",
+    )
+    changes = [
+        U("1", "10", "b1", "big1-new"),
+        U("1", "11", "b1", UNCHANGED),
+        U("2", "21", "b2", UNCHANGED),
+        U("1", "11", "b1-new", UNCHANGED),
+        U("3", "31", "b3", "big3-new"),
+        U("2", "22", "b2", UNCHANGED),
+        U("3", "31", None, UNCHANGED),
+    ]
     with target.connect() as conn:
         target.apply(conn, m, changes)
     assert_same(src, "public", "acc", duckdb_target_url)  # big of 1 and 3 from earlier updates; 2 untouched
@@ -201,26 +242,39 @@ def test_key_change_inside_a_run_and_key_reuse(src, duckdb_target_url):
     target = open_target(duckdb_target_url)
     m = mapping(src, "acc")
     copy_in(src, target, m)
-    run_sql(src, "UPDATE acc SET a = 12 WHERE id = 1; UPDATE acc SET id = 20 WHERE id = 2;"
-                 "UPDATE acc SET a = 23 WHERE id = 20; UPDATE acc SET a = 13 WHERE id = 1;"
-                 "UPDATE acc SET id = 2, b = 'was 3' WHERE id = 3; UPDATE acc SET a = 99 WHERE id = 2;"
-                 "DELETE FROM acc WHERE id = 1; INSERT INTO acc VALUES (1, 1, 'again', NULL)")
+    run_sql(
+        src,
+        "UPDATE acc SET a = 12 WHERE id = 1; UPDATE acc SET id = 20 WHERE id = 2;"
+        "UPDATE acc SET a = 23 WHERE id = 20; UPDATE acc SET a = 13 WHERE id = 1;"
+        "UPDATE acc SET id = 2, b = 'was 3' WHERE id = 3; UPDATE acc SET a = 99 WHERE id = 2;"
+        "DELETE FROM acc WHERE id = 1; INSERT INTO acc VALUES (1, 1, 'again', NULL)",
+    )
     key = lambda k: (k, None, None, None)  # noqa: E731
-    changes = [U("1", "12", "b1", UNCHANGED), U("20", "20", "b2", UNCHANGED, old=key("2")),
-               U("20", "23", "b2", UNCHANGED), U("1", "13", "b1", UNCHANGED),
-               U("2", "30", "was 3", UNCHANGED, old=key("3")), U("2", "99", "was 3", UNCHANGED),
-               D("1"), RowChange(ChangeKind.INSERT, "public.acc", new=("1", "1", "again", None))]
+    changes = [
+        U("1", "12", "b1", UNCHANGED),
+        U("20", "20", "b2", UNCHANGED, old=key("2")),
+        U("20", "23", "b2", UNCHANGED),
+        U("1", "13", "b1", UNCHANGED),
+        U("2", "30", "was 3", UNCHANGED, old=key("3")),
+        U("2", "99", "was 3", UNCHANGED),
+        D("1"),
+        RowChange(ChangeKind.INSERT, "public.acc", new=("1", "1", "again", None)),
+    ]
     with target.connect() as conn:
         target.apply(conn, m, changes)
     assert_same(src, "public", "acc", duckdb_target_url)
     target.dispose()
 
 
-@pytest.mark.parametrize("changes, key", [
-    ([U("1", "5", "x", None), U("999", "5", "x", None, lsn="1/2"), U("2", "6", "y", None)], "999"),
-    ([D("1"), D("998", lsn="1/2")], "998"),
-    ([D("3", lsn="1/2"), D("2"), D("3", lsn="1/2")], "3"),  # deleted twice: the second finds nothing
-], ids=["update", "delete", "delete-twice"])
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ([U("1", "5", "x", None), U("999", "5", "x", None, lsn="1/2"), U("2", "6", "y", None)], "999"),
+        ([D("1"), D("998", lsn="1/2")], "998"),
+        ([D("3", lsn="1/2"), D("2"), D("3", lsn="1/2")], "3"),  # deleted twice: the second finds nothing
+    ],
+    ids=["update", "delete", "delete-twice"],
+)
 def test_divergence_names_table_key_lsn_and_rolls_back(src, duckdb_target_url, changes, key, caplog):
     target = open_target(duckdb_target_url)
     m = mapping(src, "acc")
@@ -250,7 +304,9 @@ HOLDER = textwrap.dedent("""
 
 
 def hold(path, seconds):
-    p = subprocess.Popen([sys.executable, "-c", HOLDER, path, str(seconds)], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline().strip() == "3"  # it could open the file: we had closed it after the batch
     return p
 

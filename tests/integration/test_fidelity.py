@@ -4,6 +4,7 @@
   ``ONLY``; pgoutput publishes a child's changes as the child's); partitioned tables are still read
   whole.  Checked after the snapshot copy and after streamed changes, and ``verify`` agrees.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ from replicator.verify import verify
 from tests import targets
 from tests.compare import norm, target_rows
 from tests.integration.test_types_conformance import interval_parts
+
 
 def source_rows(dsn: str, table: str, relation: str = "ONLY") -> tuple[list[str], list[tuple]]:
     """(column names, sorted rows) of ``relation`` ``table`` (``ONLY``: its own rows)."""
@@ -86,8 +88,12 @@ def test_inheritance_parents_hold_their_own_rows(source_db, target_url):
     doc = verify(opts)
     assert doc["equal"], doc
     assert {t["source"]: t["source_rows"] for t in doc["tables"]} == {
-        "public.cities": 2, "public.capitals": 2, "public.towns": 1, "public.villages": 2,
-        "public.parted": 4}
+        "public.cities": 2,
+        "public.capitals": 2,
+        "public.towns": 1,
+        "public.villages": 2,
+        "public.parted": 4,
+    }
 
 
 ONE_COLUMN = """
@@ -156,14 +162,21 @@ def loose_rows(kind: str, dsn_or_url: str, table: str, cols: list[str]) -> list[
     """Rows with intervals as parts and floats with their sign, from the source or a target."""
     if kind == "duckdb":
         import duckdb
-        exprs = [f"[datepart('year', {c}) * 12 + datepart('month', {c}), datepart('day', {c}), "
-                 f"datepart('hour', {c}) * 3600000000 + datepart('minute', {c}) * 60000000 + "
-                 f"datepart('microsecond', {c})]" if c == "iv" else f"CAST({c} AS VARCHAR)" for c in cols]
+
+        exprs = [
+            f"[datepart('year', {c}) * 12 + datepart('month', {c}), datepart('day', {c}), "
+            f"datepart('hour', {c}) * 3600000000 + datepart('minute', {c}) * 60000000 + "
+            f"datepart('microsecond', {c})]"
+            if c == "iv"
+            else f"CAST({c} AS VARCHAR)"
+            for c in cols
+        ]
         with duckdb.connect(dsn_or_url.split(":///", 1)[1], read_only=True) as db:
             rows = db.execute(f"SELECT {', '.join(exprs)} FROM {table}").fetchall()
     else:
         if kind == "pg":
             import sqlalchemy as sa
+
             u = sa.make_url(dsn_or_url)
             dsn_or_url = f"host={u.host} port={u.port} user={u.username} dbname={u.database}"
         with psycopg.connect(dsn_or_url, options="-c IntervalStyle=iso_8601 -c extra_float_digits=3") as c:
@@ -189,10 +202,17 @@ def test_updates_between_equal_but_different_values_are_written(source_db, kind,
         assert loose_rows(kind, url, table, cols) == want, table
     assert verify(opts)["equal"]
     # a target value equal by '=' but not the source's is a difference; so is 0 for -0
-    tamper(kind, url, "DELETE FROM loose WHERE id IN (1, 2)",
-           "INSERT INTO loose VALUES (1, INTERVAL '32 days', 0.0, -0.0), (2, INTERVAL '1 day', 0.0, 0.0)")
+    tamper(
+        kind,
+        url,
+        "DELETE FROM loose WHERE id IN (1, 2)",
+        "INSERT INTO loose VALUES (1, INTERVAL '32 days', 0.0, -0.0), (2, INTERVAL '1 day', 0.0, 0.0)",
+    )
     doc = verify(opts)
-    assert {t["source"]: t["equal"] for t in doc["tables"]} == {"public.loose": False, "public.loose_full": True}
+    assert {t["source"]: t["equal"] for t in doc["tables"]} == {
+        "public.loose": False,
+        "public.loose_full": True,
+    }
     assert doc["tables"][0]["ranges"][0]["changed"] == [{"id": 1}, {"id": 2}], doc
 
 
@@ -200,11 +220,13 @@ def tamper(kind: str, url: str, *statements: str) -> None:
     """Run statements on the target directly (DuckDB: DELETE + INSERT, not UPDATE: see above)."""
     if kind == "duckdb":
         import duckdb
+
         with duckdb.connect(url.split(":///", 1)[1]) as db:
             for st in statements:
                 db.execute(st)
         return
     import sqlalchemy as sa
+
     eng = sa.create_engine(url)
     with eng.begin() as c:
         for st in statements:
@@ -212,8 +234,11 @@ def tamper(kind: str, url: str, *statements: str) -> None:
     eng.dispose()
 
 
-REFUSED_KEYS = {"duckdb": ("int[]", "[4:4]={NULL}"), "mysql": ("timestamp", "infinity"),
-                "pg": ("numeric", "123.5")}
+REFUSED_KEYS = {
+    "duckdb": ("int[]", "[4:4]={NULL}"),
+    "mysql": ("timestamp", "infinity"),
+    "pg": ("numeric", "123.5"),
+}
 
 
 @pytest.mark.parametrize("kind", targets.params("duckdb", "mysql", "pg"))
@@ -223,8 +248,14 @@ def test_refusals_name_the_source_key_value_not_the_copy_mark(source_db, kind, r
     url = request.getfixturevalue(targets.fixture(kind))
     typ, value = REFUSED_KEYS[kind]
     with psycopg.connect(source_db, autocommit=True) as c:
-        c.execute(f"CREATE TABLE refused (a {typ} PRIMARY KEY, v int); INSERT INTO refused VALUES ('{value}', 1)")
-    cfg = parse("tables:\n- source: public.refused\n  columns: {types: {a: 'numeric(3,1)'}}\n") if kind == "pg" else None
+        c.execute(
+            f"CREATE TABLE refused (a {typ} PRIMARY KEY, v int); INSERT INTO refused VALUES ('{value}', 1)"
+        )
+    cfg = (
+        parse("tables:\n- source: public.refused\n  columns: {types: {a: 'numeric(3,1)'}}\n")
+        if kind == "pg"
+        else None
+    )
     with pytest.raises(ValueRangeError) as e:
         Pipeline(Options(source=source_db, target=url, name="marked", mapping=cfg)).migrate()
     assert "\x1a" not in str(e.value) and "out-of-range" not in str(e.value), str(e.value)

@@ -1,6 +1,7 @@
 """One source transaction of 1M rows reaches the target in one target transaction, applied in
 chunks: the mirror's memory stays bounded (its peak RSS is read from /proc; holding the changes
 as Python objects would take well over 500 MB).  DESIGN.md invariant 3."""
+
 from __future__ import annotations
 
 import signal
@@ -25,6 +26,7 @@ def peak_rss_mb(pid: int) -> float:
 
 def count(url, table):
     import sqlalchemy as sa
+
     eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:

@@ -3,6 +3,7 @@ letters replicate through the real pipeline (copy and streamed changes) to every
 named like an injection leaves the ``canary`` tables alone; names a target cannot keep apart or
 hold are refused before any slot or table exists, with both names shown.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -57,8 +58,13 @@ def test_odd_names_replicate_and_injection_does_nothing(source_db, target_url):
         c.execute(SETUP)
     target_sql(target_url, "CREATE TABLE canary (id int)")
     target_sql(target_url, "INSERT INTO canary VALUES (7)")
-    opts = Options(source=source_db, target=target_url, name="idents", keep_slot=True,
-                   tables=[f"public.{t}" for t in TABLES])
+    opts = Options(
+        source=source_db,
+        target=target_url,
+        name="idents",
+        keep_slot=True,
+        tables=[f"public.{t}" for t in TABLES],
+    )
     assert Pipeline(opts).migrate().rows_copied == 4
     with psycopg.connect(source_db, autocommit=True) as c:
         for stmt in CHANGES:

@@ -5,6 +5,7 @@ check) never creates a target file; hints and messages are true.
 
 Every subprocess runs through :func:`run`, which kills it (its whole process group) when the test
 ends, pass or fail; every wait has a deadline."""
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,14 @@ class Result:
 
 def run(*args: str, env: dict | None = None, timeout: float = 90) -> Result:
     """``python -m replicator *args``; killed (process group) if it outlives ``timeout`` or the test."""
-    p = subprocess.Popen([sys.executable, "-m", "replicator", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-                         start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "replicator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     t0 = time.monotonic()
     try:
         out, err = p.communicate(timeout=timeout)
@@ -92,8 +98,10 @@ def nothing_created(dsn: str, tmp_path) -> None:
 # --------------------------------------------------------------------------- A. connect timeout
 def test_a_source_that_never_answers_fails_within_the_connect_timeout(silent_port):
     src = f"postgresql://u:{CANARY}@127.0.0.1:{silent_port}/db"
-    for args, env in ((["--connect-timeout", "2", "check", "--source", src], None),
-                      (["check", "--source", src], {"REPLICATOR_CONNECT_TIMEOUT": "2"})):
+    for args, env in (
+        (["--connect-timeout", "2", "check", "--source", src], None),
+        (["check", "--source", src], {"REPLICATOR_CONNECT_TIMEOUT": "2"}),
+    ):
         r = run(*args, env=env, timeout=60)
         assert r.code == 1 and r.seconds < 15, (r.code, r.seconds, r.err)
         lines = r.err.strip().splitlines()
@@ -112,12 +120,13 @@ def test_a_target_that_never_answers_fails_within_the_connect_timeout(keyed_db, 
     assert slots_and_publications(keyed_db) == ([], [])
 
 
-
 def test_the_connect_timeout_bounds_connecting_only(mysql_target_url, pg_target_url, monkeypatch):
     """MySQL's greeting is read under the timeout, which is lifted once connected: a statement
     that takes longer than it still finishes (on both server targets)."""
     import sqlalchemy as sa
+
     from replicator.target import open_target
+
     monkeypatch.setenv("REPLICATOR_CONNECT_TIMEOUT", "2")
     for url, sleep in ((mysql_target_url, "SELECT SLEEP(3)"), (pg_target_url, "SELECT pg_sleep(3)")):
         t = open_target(url)
@@ -127,11 +136,13 @@ def test_the_connect_timeout_bounds_connecting_only(mysql_target_url, pg_target_
         finally:
             t.dispose()
 
+
 # --------------------------------------------------------------------------- B. secrets
 @pytest.fixture(scope="module")
 def scram_pg():
     """A private PostgreSQL where role ``app`` must give password ``right`` (scram-sha-256)."""
     from tests.servers import PostgresServer
+
     if os.environ.get("REPLICATOR_TEST_PG_DSN"):
         pytest.skip("needs a private server to set pg_hba.conf")
     srv = PostgresServer(name="scram", start=False)
@@ -184,8 +195,9 @@ def _assert_clean(r: Result, what: str, json_mode: bool) -> None:
         assert last.startswith(("error:", "problem:")), (what, last)
 
 
-def test_no_password_in_any_output(keyed_db, scram_pg, sqlite_target_url, mysql_target_url,
-                                   pg_target_url, tmp_path):
+def test_no_password_in_any_output(
+    keyed_db, scram_pg, sqlite_target_url, mysql_target_url, pg_target_url, tmp_path
+):
     sqlite3.connect(tmp_path / "t.sqlite").close()  # an existing target: status reads the source
     runs = []
     for what, src in _sources(keyed_db, scram_pg).items():
@@ -202,15 +214,22 @@ def test_no_password_in_any_output(keyed_db, scram_pg, sqlite_target_url, mysql_
 
 
 # --------------------------------------------------------------------------- C. refused up front
-OPTIONS = {"--batch-rows": "migrate", "--batch-seconds": "mirror", "--slot-timeout": "migrate",
-           "--jobs": "migrate", "--chunk-rows": "verify", "--wait": "verify", "--connect-timeout": None}
+OPTIONS = {
+    "--batch-rows": "migrate",
+    "--batch-seconds": "mirror",
+    "--slot-timeout": "migrate",
+    "--jobs": "migrate",
+    "--chunk-rows": "verify",
+    "--wait": "verify",
+    "--connect-timeout": None,
+}
 
 
 def test_numeric_options_must_be_positive_and_finite(keyed_db, tmp_path):
     target = f"sqlite:///{tmp_path / 't.sqlite'}"
     for option, command in OPTIONS.items():
         for value in ("nan", "0", "-1", "inf"):
-            args = ([option, value, "migrate"] if command is None else [command, option, value])
+            args = [option, value, "migrate"] if command is None else [command, option, value]
             r = run(*args, "--source", keyed_db, "--target", target, timeout=60)
             assert r.code == 2 and f"Invalid value for '{option}'" in r.err, (option, value, r.err)
     nothing_created(keyed_db, tmp_path)
@@ -267,8 +286,15 @@ def test_status_of_a_target_without_state_says_so_and_exits_1(keyed_db, sqlite_t
 
 # --------------------------------------------------------------------------- E. true hints and messages
 def test_an_unknown_table_points_at_a_command_that_lists_tables(keyed_db, tmp_path):
-    r = run("migrate", "--source", keyed_db, "--tables", "public.missing",
-            "--target", f"sqlite:///{tmp_path / 't.sqlite'}")
+    r = run(
+        "migrate",
+        "--source",
+        keyed_db,
+        "--tables",
+        "public.missing",
+        "--target",
+        f"sqlite:///{tmp_path / 't.sqlite'}",
+    )
     assert r.code == 2 and "replicator init" in r.err and "replicator check" not in r.err, r.err
     listing = run("init", "--source", keyed_db)
     assert listing.code == 0 and "public.t:" in listing.out, listing.text
@@ -279,8 +305,10 @@ def test_json_log_format_makes_the_final_lines_json(keyed_db, tmp_path):
     with psycopg.connect(keyed_db, autocommit=True) as c:
         c.execute("CREATE TABLE nokey (v text)")
     target = f"sqlite:///{tmp_path / 't.sqlite'}"
-    for args, kind, code in ((["migrate", "--source", keyed_db, "--target", target], "problem", 1),
-                             (["migrate", "--source", keyed_db, "--tables", "nope"], "error", 2)):
+    for args, kind, code in (
+        (["migrate", "--source", keyed_db, "--target", target], "problem", 1),
+        (["migrate", "--source", keyed_db, "--tables", "nope"], "error", 2),
+    ):
         r = run("--log-format", "json", *args)
         docs = [json.loads(line) for line in r.err.splitlines()]
         assert r.code == code and docs and docs[-1]["kind"] == kind and docs[-1]["exit_code"] == code, r.err

@@ -1,5 +1,6 @@
 """Mapping files against real servers: the worked examples in mappings/, row-filter semantics,
 excluded columns never leaving the source, init, and a mapping changed between runs."""
+
 from __future__ import annotations
 
 import json
@@ -56,6 +57,7 @@ def run_sql(dsn, *stmts):
 def same(dsn, src_sql, url, tgt_table, tgt_cols):
     """Source query result equals the target table (row by row, as multisets)."""
     from tests.compare import _key, norm
+
     with psycopg.connect(dsn) as c:
         src = sorted((tuple(norm(v) for v in r) for r in c.execute(src_sql)), key=_key)
     dst = target_rows(url, tgt_table, tgt_cols)
@@ -64,8 +66,9 @@ def same(dsn, src_sql, url, tgt_table, tgt_cols):
 
 
 def test_whole_database_example(shop, pg_target_url):
-    replicator("migrate", "--mapping", str(ROOT / "mappings/whole_database.yaml"),
-               env=env_for(shop, pg_target_url))
+    replicator(
+        "migrate", "--mapping", str(ROOT / "mappings/whole_database.yaml"), env=env_for(shop, pg_target_url)
+    )
     for t in ("customers", "orders", "order_items", "tmp_import", "tenant_orders"):
         cols = target_columns(pg_target_url, t)
         assert source_rows(shop, "public", t, cols) == target_rows(pg_target_url, t, cols)
@@ -79,23 +82,38 @@ def test_analytics_example_into_duckdb_with_row_filter_semantics(shop, duckdb_ta
     replicator("migrate", "--mapping", m, "--keep-slot", env=env)
     # excluded columns never left the source: not in the publication's column list, not on the target
     with psycopg.connect(shop) as c:
-        attnames = c.execute("SELECT attnames FROM pg_publication_tables WHERE pubname = 'analytics' "
-                             "AND tablename = 'customers'").fetchone()[0]
+        attnames = c.execute(
+            "SELECT attnames FROM pg_publication_tables WHERE pubname = 'analytics' "
+            "AND tablename = 'customers'"
+        ).fetchone()[0]
     assert attnames == ["id", "name"]
     assert target_columns(duckdb_target_url, "dim_customers") == ["id", "customer_name"]
     # UPDATE into the filter = INSERT, out of it = DELETE, inside it = UPDATE
-    run_sql(shop, "UPDATE orders SET status = 'paid' WHERE order_no = 3",     # draft → paid: enters
-                  "UPDATE orders SET status = 'draft' WHERE order_no = 1",    # paid → draft: leaves
-                  "UPDATE orders SET amount = 99 WHERE order_no = 2",         # stays
-                  "INSERT INTO orders VALUES (100, 1, 'draft', 1), (101, 1, 'paid', 2)",
-                  "UPDATE customers SET name = 'renamed', secret = 'new secret' WHERE id = 5")
+    run_sql(
+        shop,
+        "UPDATE orders SET status = 'paid' WHERE order_no = 3",  # draft → paid: enters
+        "UPDATE orders SET status = 'draft' WHERE order_no = 1",  # paid → draft: leaves
+        "UPDATE orders SET amount = 99 WHERE order_no = 2",  # stays
+        "INSERT INTO orders VALUES (100, 1, 'draft', 1), (101, 1, 'paid', 2)",
+        "UPDATE customers SET name = 'renamed', secret = 'new secret' WHERE id = 5",
+    )
     replicator("migrate", "--mapping", m, env=env)
-    n = same(shop, "SELECT order_no, cust_id, status, amount FROM orders WHERE status <> 'draft'",
-             duckdb_target_url, "fact_orders", ["order_no", "customer_id", "status", "amount"])
+    n = same(
+        shop,
+        "SELECT order_no, cust_id, status, amount FROM orders WHERE status <> 'draft'",
+        duckdb_target_url,
+        "fact_orders",
+        ["order_no", "customer_id", "status", "amount"],
+    )
     assert n == 21
     same(shop, "SELECT id, name FROM customers", duckdb_target_url, "dim_customers", ["id", "customer_name"])
-    same(shop, "SELECT id, order_no, sku FROM order_items", duckdb_target_url, "order_items",
-         ["id", "order_no", "sku"])
+    same(
+        shop,
+        "SELECT id, order_no, sku FROM order_items",
+        duckdb_target_url,
+        "order_items",
+        ["id", "order_no", "sku"],
+    )
     tables = target_tables(duckdb_target_url)
     assert "tmp_import" not in tables and "tenant_orders" not in tables and "log" not in tables
 
@@ -104,14 +122,27 @@ def test_tenant_example_into_mysql(shop, mysql_target_url):
     env = env_for(shop, mysql_target_url)
     m = str(ROOT / "mappings/tenant_mysql.yaml")
     replicator("migrate", "--mapping", m, "--keep-slot", env=env)
-    run_sql(shop, "INSERT INTO tenant_orders VALUES (42, 11, 110, 'x'), (41, 11, 110, 'x')",
-                  "UPDATE tenant_orders SET total = 0 WHERE order_no = 1",
-                  "DELETE FROM tenant_customers WHERE id = 2")
+    run_sql(
+        shop,
+        "INSERT INTO tenant_orders VALUES (42, 11, 110, 'x'), (41, 11, 110, 'x')",
+        "UPDATE tenant_orders SET total = 0 WHERE order_no = 1",
+        "DELETE FROM tenant_customers WHERE id = 2",
+    )
     replicator("migrate", "--mapping", m, env=env)
-    same(shop, "SELECT tenant_id, order_no, total FROM tenant_orders WHERE tenant_id = 42",
-         mysql_target_url, "orders", ["tenant_id", "order_no", "total"])
-    same(shop, "SELECT tenant_id, id, name FROM tenant_customers WHERE tenant_id = 42",
-         mysql_target_url, "customers", ["tenant_id", "id", "name"])
+    same(
+        shop,
+        "SELECT tenant_id, order_no, total FROM tenant_orders WHERE tenant_id = 42",
+        mysql_target_url,
+        "orders",
+        ["tenant_id", "order_no", "total"],
+    )
+    same(
+        shop,
+        "SELECT tenant_id, id, name FROM tenant_customers WHERE tenant_id = 42",
+        mysql_target_url,
+        "customers",
+        ["tenant_id", "id", "name"],
+    )
     assert "internal_note" not in target_columns(mysql_target_url, "orders")
 
 
@@ -139,22 +170,29 @@ def test_mapping_changed_between_runs(shop, sqlite_target_url, tmp_path):
     assert "public.tmp_import is no longer selected" in cp.stderr
     assert "copying 1 table(s) from a fresh snapshot: public.order_items" in cp.stderr
     assert len(target_rows(sqlite_target_url, "order_items", ["id"])) == 50
-    assert len(target_rows(sqlite_target_url, "tmp_import", ["id"])) == 5   # no longer applied
+    assert len(target_rows(sqlite_target_url, "tmp_import", ["id"])) == 5  # no longer applied
     assert len(target_rows(sqlite_target_url, "customers", ["id"])) == 21
     with psycopg.connect(shop) as c:
-        pub = {r[0] for r in c.execute("SELECT tablename FROM pg_publication_tables WHERE pubname = 'replicator'")}
+        pub = {
+            r[0]
+            for r in c.execute("SELECT tablename FROM pg_publication_tables WHERE pubname = 'replicator'")
+        }
     assert pub == {"customers", "order_items"}
     doc = json.loads(replicator("status", "--target", sqlite_target_url, "--json").stdout)
-    assert {t["source"]: t["state"] for t in doc["tables"]} == {"public.customers": "r", "public.order_items": "r"}
+    assert {t["source"]: t["state"] for t in doc["tables"]} == {
+        "public.customers": "r",
+        "public.order_items": "r",
+    }
 
 
 def test_bad_mapping_is_refused_before_anything_exists(shop, sqlite_target_url, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("tables:\n  - source: customers\n    columns: {exclude: [emial]}\n")
-    cp = replicator("migrate", "--mapping", str(path), "--source", shop, "--target", sqlite_target_url,
-                    check=False)
+    cp = replicator(
+        "migrate", "--mapping", str(path), "--source", shop, "--target", sqlite_target_url, check=False
+    )
     assert cp.returncode == 2 and f"{path}:3:25: column 'emial'" in cp.stderr and "'email'" in cp.stderr
-    path.write_text("tables:\n  - source: customers\n    where: \"nosuch > 1\"\n")
+    path.write_text('tables:\n  - source: customers\n    where: "nosuch > 1"\n')
     cp = replicator("check", "--mapping", str(path), "--source", shop, check=False)
     assert cp.returncode == 1 and "row filter of public.customers" in cp.stdout
     assert slots_and_publications(shop) == ([], [])

@@ -1,6 +1,7 @@
 """A real `replicator mirror --metrics-port` scraped over HTTP while changes stream; its output
 carries no progress control characters (not a terminal), and with --log-format json every stderr
 line is a JSON object without the password."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,11 @@ def scrape(port: int):
             text = r.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return None
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def value(m, name, **labels):
@@ -42,8 +46,10 @@ def wait_for(port, proc, what, ok, timeout=120):
         if m is not None and ok(m):
             return m
         time.sleep(0.2)
-    raise AssertionError(f"metrics did not show {what} within {timeout}s; last scrape: "
-                         f"{ {k[0]: v for k, v in (m or {}).items() if k[0].startswith('replicator')} }")
+    raise AssertionError(
+        f"metrics did not show {what} within {timeout}s; last scrape: "
+        f"{ {k[0]: v for k, v in (m or {}).items() if k[0].startswith('replicator')} }"
+    )
 
 
 def with_password(dsn: str, password: str) -> str:
@@ -62,14 +68,26 @@ def make_tables(dsn):
 def start_mirror(dsn, url, port, *args, failpoints=""):
     """``replicator [args] mirror --metrics-port PORT`` (tests/procs.py: stdout and stderr in
     files, killed at the end of the test if still running)."""
-    return Replicator("mirror", "--batch-seconds", "0.2", "--metrics-port", str(port), source=dsn,
-                      target=url, failpoints=failpoints, pre_args=args)
+    return Replicator(
+        "mirror",
+        "--batch-seconds",
+        "0.2",
+        "--metrics-port",
+        str(port),
+        source=dsn,
+        target=url,
+        failpoints=failpoints,
+        pre_args=args,
+    )
 
 
 def copied(m):
-    return all((value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="s") or 0)
-               + (value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="r") or 0) == 1
-               for t in ("public.items", "public.notes"))
+    return all(
+        (value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="s") or 0)
+        + (value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="r") or 0)
+        == 1
+        for t in ("public.items", "public.notes")
+    )
 
 
 def wait_slot(dsn, proc, timeout=120):
@@ -79,8 +97,10 @@ def wait_slot(dsn, proc, timeout=120):
             assert proc.alive(), f"mirror exited {proc.returncode}: {proc.tail(3000)}"
             # created and consistent (confirmed_flush_lsn is set once its snapshot is): every
             # change made from now on is streamed, none is in the copy's snapshot
-            if c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replicator' "
-                         "AND confirmed_flush_lsn IS NOT NULL").fetchone():
+            if c.execute(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replicator' "
+                "AND confirmed_flush_lsn IS NOT NULL"
+            ).fetchone():
                 return
             time.sleep(0.05)
     raise AssertionError(f"the mirror created no slot within {timeout}s:\n{proc.tail(3000)}")
@@ -91,8 +111,14 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
     port = free_port()
     secret = "s3cr3t-pw"
     # the copy waits 2 s after the slot exists: the changes made meanwhile are streamed after it
-    proc = start_mirror(with_password(source_db, secret), sqlite_target_url, port, "--log-format", "json",
-                        failpoints="slot.created=sleep:2")
+    proc = start_mirror(
+        with_password(source_db, secret),
+        sqlite_target_url,
+        port,
+        "--log-format",
+        "json",
+        failpoints="slot.created=sleep:2",
+    )
     try:
         wait_slot(source_db, proc)
         with psycopg.connect(source_db, autocommit=True) as c:
@@ -104,8 +130,12 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
         m = wait_for(port, proc, "both tables copied", copied)
         assert value(m, "replicator_table_rows_copied", table="public.items") == 500
         assert value(m, "replicator_table_rows_estimate", table="public.items") == 500
-        m = wait_for(port, proc, f"{CHANGES} changes applied",
-                     lambda m: (value(m, "replicator_changes_applied_total") or 0) >= CHANGES)
+        m = wait_for(
+            port,
+            proc,
+            f"{CHANGES} changes applied",
+            lambda m: (value(m, "replicator_changes_applied_total") or 0) >= CHANGES,
+        )
         assert value(m, "replicator_changes_applied_total") == CHANGES
         assert value(m, "replicator_table_changes_applied_total", table="public.items") == 40
         assert value(m, "replicator_table_changes_applied_total", table="public.notes") == 20
@@ -121,8 +151,12 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
         assert value(m, "replicator_last_commit_timestamp_seconds") > time.time() - 120
         assert value(m, "replicator_stream_info", stream="replicator") == 1
         # the slot watcher reads the slot every 1 s until it exists, then every 10 s
-        m = wait_for(port, proc, "the slot's figures",
-                     lambda m: value(m, "replicator_slot_retained_wal_bytes") is not None)
+        m = wait_for(
+            port,
+            proc,
+            "the slot's figures",
+            lambda m: value(m, "replicator_slot_retained_wal_bytes") is not None,
+        )
         assert value(m, "replicator_slot_exists") == 1  # (active: not while the copy sleeps)
         assert value(m, "replicator_slot_active") in (0, 1)
         assert value(m, "replicator_slot_retained_wal_bytes") > 0
@@ -151,9 +185,18 @@ def test_idle_mirror_reports_ready_tables_and_applied_lsn(source_db, sqlite_targ
     proc = start_mirror(source_db, sqlite_target_url, port)
     try:
         wait_for(port, proc, "both tables copied", copied)
-        wait_for(port, proc, "ready tables and an applied LSN", lambda m: all(
-            value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="r") == 1
-            for t in ("public.items", "public.notes")) and value(m, "replicator_applied_lsn") > 0)
+        wait_for(
+            port,
+            proc,
+            "ready tables and an applied LSN",
+            lambda m: (
+                all(
+                    value(m, "replicator_table_state", table=t, target=t.split(".")[1], state="r") == 1
+                    for t in ("public.items", "public.notes")
+                )
+                and value(m, "replicator_applied_lsn") > 0
+            ),
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)

@@ -3,6 +3,7 @@
 pgbench at scale 2 (200k accounts) with pgbench_history set to REPLICA IDENTITY FULL; after the
 migration every table equals the source row by row and no slot or publication is left behind.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -50,13 +51,20 @@ def test_migrate_pgbench_into_every_target(pgbench_db, target_url):
     assert slots_and_publications(pgbench_db) == ([], [])
     if target_url.startswith("duckdb"):  # the key is added after the bulk load
         import duckdb
+
         with duckdb.connect(target_url.split(":///", 1)[1], read_only=True) as db:
-            pks = db.execute("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
-                             "WHERE constraint_type = 'PRIMARY KEY' AND table_name LIKE 'pgbench%' ORDER BY 1").fetchall()
-        assert pks == [("pgbench_accounts", ["aid"]), ("pgbench_branches", ["bid"]),
-                       ("pgbench_tellers", ["tid"])]
+            pks = db.execute(
+                "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+                "WHERE constraint_type = 'PRIMARY KEY' AND table_name LIKE 'pgbench%' ORDER BY 1"
+            ).fetchall()
+        assert pks == [
+            ("pgbench_accounts", ["aid"]),
+            ("pgbench_branches", ["bid"]),
+            ("pgbench_tellers", ["tid"]),
+        ]
     st = replicator("status", "--target", target_url, "--json")
     import json
+
     doc = json.loads(st.stdout)
     assert {t["source"]: t["state"] for t in doc["tables"]} == {f"public.{t}": "r" for t in PGBENCH}
     assert sum(t["rows_copied"] for t in doc["tables"]) >= 200_000
@@ -65,6 +73,7 @@ def test_migrate_pgbench_into_every_target(pgbench_db, target_url):
 def test_changes_during_copy_are_applied_once(pgbench_db, sqlite_target_url):
     """pgbench runs while migrate copies and catches up: history counts must match exactly."""
     from tests.faults.harness import Load
+
     load = Load(pgbench_db, rate=300)  # for as long as migrate runs, however long that is
     try:
         replicator("migrate", "--source", pgbench_db, "--target", sqlite_target_url, "--keep-slot")
@@ -83,21 +92,28 @@ def wait_slot_active(dsn, slot, timeout=240, proc=None):
     """Until ``slot`` is active (the copy is done and the stream started); fails at once when
     ``proc`` (the mirror) exits meanwhile."""
     import time
+
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as c:
         while time.monotonic() < deadline:
-            row = c.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            row = c.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
             if row and row[0]:
                 return
             if proc is not None and not proc.alive():
-                raise AssertionError(f"the mirror exited {proc.returncode} before slot {slot} became "
-                                     f"active:\n{proc.tail()}")
+                raise AssertionError(
+                    f"the mirror exited {proc.returncode} before slot {slot} became active:\n{proc.tail()}"
+                )
             time.sleep(0.1)
-    raise AssertionError(f"slot {slot} did not become active within {timeout}s"
-                         + (f"; mirror log:\n{proc.tail()}" if proc is not None else ""))
+    raise AssertionError(
+        f"slot {slot} did not become active within {timeout}s"
+        + (f"; mirror log:\n{proc.tail()}" if proc is not None else "")
+    )
 
 
 def _wait_caught_up(dsn, url, timeout=240, proc=None):
     """Until the target's history has the source's row count (pgbench has stopped)."""
     from tests.integration.test_mirror import wait_equal_history
+
     wait_equal_history(dsn, url, timeout=timeout, proc=proc)

@@ -5,6 +5,7 @@ no key, insert-only) has an exact row count, so a transaction applied twice or l
 The load runs until the test has seen what it needs (never for a fixed time that may be over
 before the mirror gets there), and every wait has a generous deadline.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ EXIT_TIMEOUT = 300  # for a mirror to reach its failpoint (a copy of 200k rows o
 def start_mirror(dsn, url, failpoints=""):
     """``replicator mirror --batch-seconds 0.2`` (tests/procs.py: killed at the end of the test
     if still running; Popen-like: poll, returncode, send_signal, communicate -> (out, err))."""
-    return Replicator("mirror", "--batch-seconds", "0.2", source=dsn, target=url,
-                      failpoints=failpoints)
+    return Replicator("mirror", "--batch-seconds", "0.2", source=dsn, target=url, failpoints=failpoints)
 
 
 def table_states(dsn, url):
@@ -38,6 +38,7 @@ def table_states(dsn, url):
 def wait_equal_history(dsn, url, timeout=240, proc=None):
     """Until the target's pgbench_history has the source's row count (the load has stopped)."""
     import sqlalchemy as sa
+
     with psycopg.connect(dsn) as c:
         want = c.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]
     eng = sa.create_engine(targets.engine_url(url), poolclass=sa.pool.NullPool)
@@ -53,13 +54,16 @@ def wait_equal_history(dsn, url, timeout=240, proc=None):
             if got == want:
                 return
             assert got is None or got < want, f"target has {got} history rows, source {want}: applied twice"
-            assert proc is None or proc.alive(), \
+            assert proc is None or proc.alive(), (
                 f"mirror exited {proc.returncode} at {got} of {want} history rows:\n{proc.tail()}"
+            )
             time.sleep(0.3)
     finally:
         eng.dispose()
-    raise AssertionError(f"mirror did not catch up in {timeout}s: {got} of {want} history rows"
-                         + (f"\n{proc.tail()}" if proc is not None else ""))
+    raise AssertionError(
+        f"mirror did not catch up in {timeout}s: {got} of {want} history rows"
+        + (f"\n{proc.tail()}" if proc is not None else "")
+    )
 
 
 # every target, the generic SQLAlchemy path too (tests/targets.py)

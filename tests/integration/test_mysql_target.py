@@ -4,6 +4,7 @@ Real servers only (the ``source_db`` PostgreSQL and the ``mysql_target_url`` Mar
 test does the same thing on both sides and compares row by row, through the copy path (LOAD DATA
 LOCAL INFILE) and the change path (executemany), which must store identical values.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,6 +49,7 @@ INSERT INTO edge VALUES
 def float_safe_compare(monkeypatch):
     """tests/compare.py reflects MySQL DOUBLE as DOUBLE(asdecimal=True), which SQLAlchemy rounds to
     10 decimals: read floats as floats until compare.py does so itself."""
+
     def target_rows(url, table, columns, schema=None):
         eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
         try:
@@ -60,6 +62,7 @@ def float_safe_compare(monkeypatch):
                 return sorted((tuple(compare.norm(v) for v in r) for r in rows), key=compare._key)
         finally:
             eng.dispose()
+
     monkeypatch.setattr(compare, "target_rows", target_rows)
 
 
@@ -137,10 +140,18 @@ def test_edge_values_copy_and_change_path_store_the_source_exactly(source_db, my
         assert assert_same(source_db, "public", "edge", mysql_target_url, name, plain) == 27
     # Text-stored numerics, JSON, time: compare with PostgreSQL's text rendering; arrays are JSON.
     with psycopg.connect(source_db) as c:
-        src = {r[0]: r[1:] for r in c.execute("SELECT id, n::text, big::text, j::text, js::text, tm::text, "
-                                              "array_to_json(arr)::text FROM edge")}
+        src = {
+            r[0]: r[1:]
+            for r in c.execute(
+                "SELECT id, n::text, big::text, j::text, js::text, tm::text, "
+                "array_to_json(arr)::text FROM edge"
+            )
+        }
     for name in ("edge", "edge_changes"):
-        got = {r[0]: r[1:] for r in mysql_rows(mysql_target_url, f"SELECT id, n, big, j, js, tm, arr FROM {name}")}
+        got = {
+            r[0]: r[1:]
+            for r in mysql_rows(mysql_target_url, f"SELECT id, n, big, j, js, tm, arr FROM {name}")
+        }
         for k, (n, big, j, js, tm, arr) in src.items():
             gn, gbig, gj, gjs, gtm, garr = got[k]
             assert (gn, gbig, gjs) == (n, big, js)  # exact PostgreSQL text
@@ -152,65 +163,100 @@ def test_edge_values_copy_and_change_path_store_the_source_exactly(source_db, my
 
 
 def test_char_n_keeps_postgresql_padding(source_db, mysql_target_url):
-    run_sql(source_db, "CREATE TABLE ch (id int PRIMARY KEY, c char(5), k char(3) UNIQUE);"
-                       "INSERT INTO ch VALUES (1, 'ab', 'a'), (2, '', 'b'), (3, 'abcde', 'c'),"
-                       " (4, 'é', 'd'), (5, NULL, NULL), (6, ' x ', 'e')")
+    run_sql(
+        source_db,
+        "CREATE TABLE ch (id int PRIMARY KEY, c char(5), k char(3) UNIQUE);"
+        "INSERT INTO ch VALUES (1, 'ab', 'a'), (2, '', 'b'), (3, 'abcde', 'c'),"
+        " (4, 'é', 'd'), (5, NULL, NULL), (6, ' x ', 'e')",
+    )
     target = open_target(mysql_target_url)
     m = mapping(source_db, "ch")
     copy_table(source_db, target, m)
     assert assert_same(source_db, "public", "ch", mysql_target_url) == 6
     assert mysql_rows(mysql_target_url, "SELECT c FROM ch WHERE id = 1") == [("ab   ",)]
     run_sql(source_db, "UPDATE ch SET c = 'z' WHERE id = 2; INSERT INTO ch VALUES (7, 'q', 'f')")
-    apply(target, m, [RowChange(ChangeKind.UPDATE, m.label, new=text_rows(source_db, m, "id = 2")[0], lsn=LSN),
-                      *inserts(m, text_rows(source_db, m, "id = 7"))])
+    apply(
+        target,
+        m,
+        [
+            RowChange(ChangeKind.UPDATE, m.label, new=text_rows(source_db, m, "id = 2")[0], lsn=LSN),
+            *inserts(m, text_rows(source_db, m, "id = 7")),
+        ],
+    )
     assert assert_same(source_db, "public", "ch", mysql_target_url) == 7
 
 
 def test_case_accent_and_space_variants_of_a_text_key_stay_apart(source_db, mysql_target_url):
-    run_sql(source_db, "CREATE TABLE k (name text PRIMARY KEY, v int);"
-                       "INSERT INTO k VALUES ('abc', 1), ('ABC', 2), ('abc ', 3), ('äbc', 4), ('Abc', 5)")
+    run_sql(
+        source_db,
+        "CREATE TABLE k (name text PRIMARY KEY, v int);"
+        "INSERT INTO k VALUES ('abc', 1), ('ABC', 2), ('abc ', 3), ('äbc', 4), ('Abc', 5)",
+    )
     target = open_target(mysql_target_url)
     m = mapping(source_db, "k")
     assert copy_table(source_db, target, m) == 5
     assert assert_same(source_db, "public", "k", mysql_target_url) == 5
-    run_sql(source_db, "UPDATE k SET v = 10 WHERE name = 'abc'; DELETE FROM k WHERE name = 'ABC';"
-                       "INSERT INTO k VALUES ('abC', 6)")
+    run_sql(
+        source_db,
+        "UPDATE k SET v = 10 WHERE name = 'abc'; DELETE FROM k WHERE name = 'ABC';"
+        "INSERT INTO k VALUES ('abC', 6)",
+    )
     key = lambda k: (k, None)  # noqa: E731
-    apply(target, m, [RowChange(ChangeKind.UPDATE, m.label, new=("abc", "10"), lsn=LSN),
-                      RowChange(ChangeKind.DELETE, m.label, old=key("ABC"), lsn=LSN),
-                      *inserts(m, [("abC", "6")])])
+    apply(
+        target,
+        m,
+        [
+            RowChange(ChangeKind.UPDATE, m.label, new=("abc", "10"), lsn=LSN),
+            RowChange(ChangeKind.DELETE, m.label, old=key("ABC"), lsn=LSN),
+            *inserts(m, [("abC", "6")]),
+        ],
+    )
     assert assert_same(source_db, "public", "k", mysql_target_url) == 5
 
 
 def test_update_that_changes_nothing_is_not_divergence(source_db, mysql_target_url):
-    run_sql(source_db, "CREATE TABLE same (id int PRIMARY KEY, v text); CREATE TABLE dup (a int, b text);"
-                       "ALTER TABLE dup REPLICA IDENTITY FULL;"
-                       "INSERT INTO same VALUES (1, 'x'), (2, 'y'), (3, 'z'); INSERT INTO dup VALUES (1, 'x'), (1, 'x')")
+    run_sql(
+        source_db,
+        "CREATE TABLE same (id int PRIMARY KEY, v text); CREATE TABLE dup (a int, b text);"
+        "ALTER TABLE dup REPLICA IDENTITY FULL;"
+        "INSERT INTO same VALUES (1, 'x'), (2, 'y'), (3, 'z'); INSERT INTO dup VALUES (1, 'x'), (1, 'x')",
+    )
     target = open_target(mysql_target_url)
     m, d = mapping(source_db, "same"), mapping(source_db, "dup")
     copy_table(source_db, target, m)
     copy_table(source_db, target, d)
     same = [RowChange(ChangeKind.UPDATE, m.label, new=r, lsn=LSN) for r in text_rows(source_db, m)]
-    apply(target, m, same[:1])   # one statement
-    apply(target, m, same)       # executemany
-    apply(target, d, [RowChange(ChangeKind.UPDATE, d.label, old=("1", "x"), new=("1", "x"), old_is_key=False)])
+    apply(target, m, same[:1])  # one statement
+    apply(target, m, same)  # executemany
+    apply(
+        target, d, [RowChange(ChangeKind.UPDATE, d.label, old=("1", "x"), new=("1", "x"), old_is_key=False)]
+    )
     assert assert_same(source_db, "public", "same", mysql_target_url) == 3
     assert assert_same(source_db, "public", "dup", mysql_target_url) == 2
     with pytest.raises(DivergenceError, match="id='9'"):
         apply(target, m, [RowChange(ChangeKind.UPDATE, m.label, new=("9", "x"), lsn=LSN)])
 
 
-BAD_VALUES = [("float8", "'NaN'"), ("real", "'-Infinity'"), ("numeric(10,2)", "'NaN'"),
-              ("timestamp", "'infinity'"), ("timestamptz", "'-infinity'"), ("date", "'0044-03-15 BC'"),
-              ("timestamp", "'10000-01-01 00:00:00'")]
+BAD_VALUES = [
+    ("float8", "'NaN'"),
+    ("real", "'-Infinity'"),
+    ("numeric(10,2)", "'NaN'"),
+    ("timestamp", "'infinity'"),
+    ("timestamptz", "'-infinity'"),
+    ("date", "'0044-03-15 BC'"),
+    ("timestamp", "'10000-01-01 00:00:00'"),
+]
 
 
 def test_values_mysql_cannot_hold_are_refused_naming_table_and_column(source_db, mysql_target_url):
-    ddl = "".join(f"CREATE TABLE bad{i} (id int PRIMARY KEY, good text, val {typ});"
-                  f"INSERT INTO bad{i} VALUES (1, 'ok', NULL), (2, 'ok', {v});" for i, (typ, v) in enumerate(BAD_VALUES))
+    ddl = "".join(
+        f"CREATE TABLE bad{i} (id int PRIMARY KEY, good text, val {typ});"
+        f"INSERT INTO bad{i} VALUES (1, 'ok', NULL), (2, 'ok', {v});"
+        for i, (typ, v) in enumerate(BAD_VALUES)
+    )
     run_sql(source_db, ddl)
     target = open_target(mysql_target_url)
-    for i, (typ, v) in enumerate(BAD_VALUES):
+    for i, (_typ, _v) in enumerate(BAD_VALUES):
         m = mapping(source_db, f"bad{i}")
         with pytest.raises(ValueRangeError) as e:
             copy_table(source_db, target, m)
@@ -231,25 +277,40 @@ def test_strict_session_refuses_truncation_on_the_change_path(source_db, mysql_t
     with target.engine.connect() as c:
         mode, tz = c.exec_driver_sql("SELECT @@sql_mode, @@time_zone").one()
     assert tz == "+00:00"
-    assert {"STRICT_ALL_TABLES", "NO_ZERO_DATE", "NO_ZERO_IN_DATE", "ERROR_FOR_DIVISION_BY_ZERO",
-            "NO_ENGINE_SUBSTITUTION"} <= set(mode.split(","))
+    assert {
+        "STRICT_ALL_TABLES",
+        "NO_ZERO_DATE",
+        "NO_ZERO_IN_DATE",
+        "ERROR_FOR_DIVISION_BY_ZERO",
+        "NO_ENGINE_SUBSTITUTION",
+    } <= set(mode.split(","))
     assert mysql_rows(mysql_target_url, "SELECT count(*) FROM s") == [(0,)]
 
 
 def test_a_zero_integer_key_stays_zero_and_copies_refuse_duplicates(source_db, mysql_target_url):
-    run_sql(source_db, "CREATE TABLE z (id int PRIMARY KEY, v text); INSERT INTO z VALUES (0, 'zero'), (5, 'five')")
+    run_sql(
+        source_db,
+        "CREATE TABLE z (id int PRIMARY KEY, v text); INSERT INTO z VALUES (0, 'zero'), (5, 'five')",
+    )
     target = open_target(mysql_target_url)
     m = mapping(source_db, "z")
     copy_table(source_db, target, m)
-    apply(target, m, [RowChange(ChangeKind.DELETE, m.label, old=("0", None), lsn=LSN), *inserts(m, [("0", "zero")])])
+    apply(
+        target,
+        m,
+        [RowChange(ChangeKind.DELETE, m.label, old=("0", None), lsn=LSN), *inserts(m, [("0", "zero")])],
+    )
     assert assert_same(source_db, "public", "z", mysql_target_url) == 2
     with pytest.raises(TargetError, match="Duplicate entry"):
         copy_table(source_db, target, m)  # a copy into a non-empty table must not skip rows silently
 
 
 def test_key_too_wide_for_an_innodb_index_is_refused_when_building_the_table(source_db, mysql_target_url):
-    run_sql(source_db, "CREATE TABLE wide (a varchar(700), b varchar(100), PRIMARY KEY (a, b));"
-                       "CREATE TABLE two (a text, b text, c int, PRIMARY KEY (a, b, c))")
+    run_sql(
+        source_db,
+        "CREATE TABLE wide (a varchar(700), b varchar(100), PRIMARY KEY (a, b));"
+        "CREATE TABLE two (a text, b text, c int, PRIMARY KEY (a, b, c))",
+    )
     target = open_target(mysql_target_url)
     with pytest.raises(TargetError, match=r"public\.wide.*3072"):
         with target.connect() as conn:
@@ -263,9 +324,12 @@ def test_key_too_wide_for_an_innodb_index_is_refused_when_building_the_table(sou
 
 
 def test_a_refused_chunk_stops_the_source_copy_and_rolls_back(source_db, mysql_target_url):
-    run_sql(source_db, "CREATE TABLE many (id int PRIMARY KEY, f float8, pad text);"
-                       "INSERT INTO many SELECT g, CASE WHEN g = 30 THEN 'NaN'::float8 ELSE g END, repeat('p', 100)"
-                       " FROM generate_series(1, 20000) g")  # NaN in the first of ~140 chunks
+    run_sql(
+        source_db,
+        "CREATE TABLE many (id int PRIMARY KEY, f float8, pad text);"
+        "INSERT INTO many SELECT g, CASE WHEN g = 30 THEN 'NaN'::float8 ELSE g END, repeat('p', 100)"
+        " FROM generate_series(1, 20000) g",
+    )  # NaN in the first of ~140 chunks
     target = open_target(mysql_target_url)
     m = mapping(source_db, "many")
     threads = threading.active_count()
@@ -287,8 +351,11 @@ def test_a_refused_chunk_stops_the_source_copy_and_rolls_back(source_db, mysql_t
 def test_multiline_values_across_copy_chunk_boundaries(source_db, mysql_target_url):
     """In CSV a newline may sit inside a quoted value: chunks must end at row ends (copy_bytes does,
     as libpq returns one whole row per CopyData), never at the last newline of a raw buffer."""
-    run_sql(source_db, "CREATE TABLE ml (id int PRIMARY KEY, t text);"
-                       "INSERT INTO ml SELECT g, repeat(E'line\\n\"q\",\\n', g % 7) || g FROM generate_series(1, 3000) g")
+    run_sql(
+        source_db,
+        "CREATE TABLE ml (id int PRIMARY KEY, t text);"
+        "INSERT INTO ml SELECT g, repeat(E'line\\n\"q\",\\n', g % 7) || g FROM generate_series(1, 3000) g",
+    )
     target = open_target(mysql_target_url)
     m = mapping(source_db, "ml")
     with snapshot.snapshot_connection(source_db, None) as sc, target.connect() as conn:

@@ -5,6 +5,7 @@ stop requests during every kind of wait, a pre-created publication owned by anot
 Each scenario failed on the code before it: the second stream dropped the first one's slot, the
 copy hung for ever, Ctrl-C was ignored, the migration with a pre-created publication exited 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ import uuid
 import psycopg
 import pytest
 
-from tests.faults.harness import (PGBENCH, Load, Mirror, compare, pgbench_source, slot_row,
-                                  wait_caught_up, wait_streaming, wait_until)
+from tests.faults.harness import (
+    PGBENCH,
+    Load,
+    Mirror,
+    compare,
+    pgbench_source,
+    slot_row,
+    wait_caught_up,
+    wait_streaming,
+    wait_until,
+)
 from tests.faults.proxy import Proxy
 from tests.integration.test_migrate import replicator
 from tests.procs import Replicator
@@ -28,8 +38,12 @@ from tests.procs import Replicator
 def source_objects(dsn: str) -> tuple[list[str], list[str]]:
     """(slot names, publication names) on the source."""
     with psycopg.connect(dsn) as c:
-        slots = [r[0] for r in c.execute("SELECT slot_name FROM pg_replication_slots "
-                                         "WHERE database = current_database() ORDER BY 1")]
+        slots = [
+            r[0]
+            for r in c.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = current_database() ORDER BY 1"
+            )
+        ]
         pubs = [r[0] for r in c.execute("SELECT pubname FROM pg_publication ORDER BY 1")]
     return slots, pubs
 
@@ -111,21 +125,25 @@ def test_a_target_restored_from_an_older_backup_stops_with_exit_3(source_db, tmp
 def infinity_at_50k(source_db):
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute("CREATE TABLE big (id int PRIMARY KEY, ts timestamp, pad text)")
-        c.execute("INSERT INTO big SELECT g, CASE WHEN g = 50000 THEN 'infinity' ELSE "
-                  "'2024-01-01'::timestamp + g * interval '1 s' END, repeat('x', 40) "
-                  "FROM generate_series(1, 100000) g")
+        c.execute(
+            "INSERT INTO big SELECT g, CASE WHEN g = 50000 THEN 'infinity' ELSE "
+            "'2024-01-01'::timestamp + g * interval '1 s' END, repeat('x', 40) "
+            "FROM generate_series(1, 100000) g"
+        )
         c.execute("CREATE TABLE small (id int PRIMARY KEY)")
         c.execute("INSERT INTO small SELECT generate_series(1, 10)")
     return source_db
 
 
-def test_a_value_refused_mid_copy_ends_the_run_and_removes_what_it_created(infinity_at_50k,
-                                                                           sqlite_target_url):
+def test_a_value_refused_mid_copy_ends_the_run_and_removes_what_it_created(
+    infinity_at_50k, sqlite_target_url
+):
     """Row 50,000 holds 'infinity', which SQLite cannot take: the run ends at once (it hung for
     ever: the worker waited on a source COPY still open), names table, column and key, and
     removes the slot and publication it created."""
-    cp = run("migrate", "--source", infinity_at_50k, "--target", sqlite_target_url,
-             "--no-progress", timeout=120)
+    cp = run(
+        "migrate", "--source", infinity_at_50k, "--target", sqlite_target_url, "--no-progress", timeout=120
+    )
     assert cp.returncode == 1, cp.stderr
     err = cp.stderr.strip().splitlines()[-1]
     assert "public.big.ts" in err and "infinity" in err and "id='50000'" in err, err
@@ -139,12 +157,16 @@ def wait_copying(dsn: str, proc, timeout: float = 90) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_stop_request_during_the_copy_ends_migrate_and_cleans_up(infinity_at_50k, duckdb_target_url,
-                                                                   sig):
+def test_a_stop_request_during_the_copy_ends_migrate_and_cleans_up(infinity_at_50k, duckdb_target_url, sig):
     """The target stalls at the first chunk (a failpoint sleeping 10 minutes): the signal ends the
     run within seconds (it was ignored until the copy ended), exit 130, nothing left."""
-    p = Replicator("migrate", "--no-progress", source=infinity_at_50k, target=duckdb_target_url,
-                   failpoints="copy.chunk=sleep:600")
+    p = Replicator(
+        "migrate",
+        "--no-progress",
+        source=infinity_at_50k,
+        target=duckdb_target_url,
+        failpoints="copy.chunk=sleep:600",
+    )
     try:
         wait_copying(infinity_at_50k, p)
         t0 = time.monotonic()
@@ -157,8 +179,9 @@ def test_a_stop_request_during_the_copy_ends_migrate_and_cleans_up(infinity_at_5
         p.close()
 
 
-def test_a_stop_request_during_a_mirror_copy_exits_0_and_the_next_start_copies(infinity_at_50k,
-                                                                              duckdb_target_url):
+def test_a_stop_request_during_a_mirror_copy_exits_0_and_the_next_start_copies(
+    infinity_at_50k, duckdb_target_url
+):
     """A mirror stopped while one table's copy stalls exits 0 within seconds; the next start
     copies what is missing and the target equals the source."""
     with psycopg.connect(infinity_at_50k, autocommit=True) as c:
@@ -187,10 +210,18 @@ def test_a_stop_request_while_waiting_for_a_locked_duckdb_file(source_db, tmp_pa
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute("CREATE TABLE t (id int PRIMARY KEY)")
     path = tmp_path / "held.duckdb"
-    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect("
-                               "sys.argv[1]); c.execute('CREATE TABLE x (a int)'); print('held', "
-                               "flush=True); time.sleep(600)", str(path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect("
+            "sys.argv[1]); c.execute('CREATE TABLE x (a int)'); print('held', "
+            "flush=True); time.sleep(600)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     p = None
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -236,11 +267,17 @@ def test_a_stop_request_while_slot_creation_waits_for_a_transaction(source_db, s
         blocker.execute("INSERT INTO t VALUES (1)")  # an open transaction with an xid
         p = Replicator("migrate", "--no-progress", source=source_db, target=sqlite_target_url)
         try:
+
             def waiting():
                 with psycopg.connect(source_db) as c:
-                    return c.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-                                     "'walsender' AND wait_event IS NOT NULL AND state = 'active'"
-                                     ).fetchone()[0] > 0
+                    return (
+                        c.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                            "'walsender' AND wait_event IS NOT NULL AND state = 'active'"
+                        ).fetchone()[0]
+                        > 0
+                    )
+
             wait_until(waiting, 60, "slot creation to wait", p)
             p.proc.send_signal(signal.SIGINT)
             assert p.wait(30) == 130, p.tail()
@@ -293,7 +330,7 @@ def test_a_row_filter_that_is_not_one_expression_is_refused_by_check_and_migrate
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute("CREATE TABLE acc (aid int PRIMARY KEY)")
     mapping = tmp_path / "m.yaml"
-    mapping.write_text("tables:\n  - source: public.acc\n    where: \"aid > 0) OR (1=1\"\n")
+    mapping.write_text('tables:\n  - source: public.acc\n    where: "aid > 0) OR (1=1"\n')
     url = f"sqlite:///{tmp_path / 't.sqlite'}"
     for command in ("check", "migrate"):
         cp = run(command, "--source", source_db, "--target", url, "--mapping", str(mapping))

@@ -5,6 +5,7 @@ Rows are compared with the source twice: as the text both servers render under t
 session (exact, and works for values Python cannot hold: NaN, infinity, BC, 1000-digit numerics),
 and through ``tests/compare.assert_same`` for the columns Python can load.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,10 @@ from replicator.target import target_class
 from replicator.target.postgres import PostgresTarget
 from tests.compare import assert_same
 
-BYTES_10K = ("decode((SELECT string_agg(lpad(to_hex((random() * 255)::int), 2, '0'), '') "
-             "FROM generate_series(1, 10240)), 'hex')")
+BYTES_10K = (
+    "decode((SELECT string_agg(lpad(to_hex((random() * 255)::int), 2, '0'), '') "
+    "FROM generate_series(1, 10240)), 'hex')"
+)
 DDL = f"""
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
@@ -81,7 +84,8 @@ def text_rows(dsn: str, qualified: tuple, cols) -> list[tuple]:
     with psycopg.connect(source_conninfo(dsn)) as c:
         q = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(x)) for x in cols),
-            sql.Identifier(*qualified))
+            sql.Identifier(*qualified),
+        )
         return sorted(c.execute(q).fetchall(), key=lambda r: [(v is None, v or "") for v in r])
 
 
@@ -114,10 +118,13 @@ def row_text(dsn: str, table, where: str) -> tuple:
 
 def target_types(url: str, qualified: tuple) -> dict[str, str]:
     with psycopg.connect(libpq(url)) as c:
-        return dict(c.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-            (sql.Identifier(*qualified).as_string(c),)).fetchall())
+        return dict(
+            c.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (sql.Identifier(*qualified).as_string(c),),
+            ).fetchall()
+        )
 
 
 @pytest.fixture
@@ -154,13 +161,16 @@ def test_change_path_exact_round_trip(src, tgt):
     m = order_mapping(src)
     t = m.view
     copy_table(src, target, m)
-    run_sql(src, 'INSERT INTO "Sch"."Order" SELECT "a""b" + 10, "select", "Mixed Case", n40, nu, f8, tstz, '
-                 'ts, iv, ia, ta, j, m, by, dom, ch FROM "Sch"."Order" WHERE "a""b" IN (1, 2, 4);'
-                 """UPDATE "Sch"."Order" SET nu = repeat('7', 900)::numeric, f8 = 'NaN', ts = '-infinity',
+    run_sql(
+        src,
+        'INSERT INTO "Sch"."Order" SELECT "a""b" + 10, "select", "Mixed Case", n40, nu, f8, tstz, '
+        'ts, iv, ia, ta, j, m, by, dom, ch FROM "Sch"."Order" WHERE "a""b" IN (1, 2, 4);'
+        """UPDATE "Sch"."Order" SET nu = repeat('7', 900)::numeric, f8 = 'NaN', ts = '-infinity',
                     ia = '{NULL}', ta = '{"\\""}', j = '{}', m = 'sad', tstz = '2000-01-01 00:00:00+14',
                     iv = 'P-1Y-2M3DT-4H', n40 = '-1.5' WHERE "a""b" = 1;"""
-                 'UPDATE "Sch"."Order" SET "a""b" = 20, "select" = \'moved\' WHERE "a""b" = 2;'
-                 'UPDATE "Sch"."Order" SET "Mixed Case" = \'upd\' WHERE "a""b" = 4')
+        'UPDATE "Sch"."Order" SET "a""b" = 20, "select" = \'moved\' WHERE "a""b" = 2;'
+        'UPDATE "Sch"."Order" SET "Mixed Case" = \'upd\' WHERE "a""b" = 4',
+    )
     new = {k: row_text(src, t, f'"a""b" = {k}') for k in (11, 12, 14, 1, 20, 4)}
     run_sql(src, 'DELETE FROM "Sch"."Order" WHERE "a""b" IN (12, 3)')
     key = lambda k: (k,) + (None,) * 15  # noqa: E731  (old key tuple: non-key columns NULL)
@@ -172,7 +182,8 @@ def test_change_path_exact_round_trip(src, tgt):
         RowChange(ChangeKind.UPDATE, t.qualified, old=key("2"), new=new[20], lsn=lsn),
         RowChange(ChangeKind.UPDATE, t.qualified, new=tuple(row4), lsn=lsn),
         RowChange(ChangeKind.DELETE, t.qualified, old=key("12"), lsn=lsn),
-        RowChange(ChangeKind.DELETE, t.qualified, old=key("3"), lsn=lsn)]
+        RowChange(ChangeKind.DELETE, t.qualified, old=key("3"), lsn=lsn),
+    ]
     with target.connect() as conn:
         target.apply(conn, m, changes)
     assert assert_exact(src, tgt, ORDER, ("select", "Order"), PY_COLS) == 6
@@ -184,15 +195,19 @@ def test_full_identity_exactly_one_with_nan_arrays_json_point(src, tgt):
     m = TableMapping(schema_of(src, *DUP), "dup tab", target_schema="select")
     assert m.view.key == ()
     copy_table(src, target, m)
-    first_nan = "ctid = (SELECT min(ctid) FROM \"Sch\".\"dup tab\" WHERE f = 'NaN')"
+    first_nan = 'ctid = (SELECT min(ctid) FROM "Sch"."dup tab" WHERE f = \'NaN\')'
     first = row_text(src, m.view, first_nan)
-    run_sql(src, f'DELETE FROM "Sch"."dup tab" WHERE {first_nan};'
-                 'UPDATE "Sch"."dup tab" SET n = 2, p = \'(3,4)\', j = \'{"x": null}\' '
-                 'WHERE ctid = (SELECT min(ctid) FROM "Sch"."dup tab" WHERE n IS NULL)')
+    run_sql(
+        src,
+        f'DELETE FROM "Sch"."dup tab" WHERE {first_nan};'
+        'UPDATE "Sch"."dup tab" SET n = 2, p = \'(3,4)\', j = \'{"x": null}\' '
+        'WHERE ctid = (SELECT min(ctid) FROM "Sch"."dup tab" WHERE n IS NULL)',
+    )
     updated = row_text(src, m.view, "n = 2")
-    changes = [RowChange(ChangeKind.DELETE, m.view.qualified, old=first, old_is_key=False),
-               RowChange(ChangeKind.UPDATE, m.view.qualified, old=(None,) * 7, new=updated,
-                         old_is_key=False)]
+    changes = [
+        RowChange(ChangeKind.DELETE, m.view.qualified, old=first, old_is_key=False),
+        RowChange(ChangeKind.UPDATE, m.view.qualified, old=(None,) * 7, new=updated, old_is_key=False),
+    ]
     with target.connect() as conn:
         target.apply(conn, m, changes)
     assert assert_exact(src, tgt, DUP, ("select", "dup tab")) == 4
@@ -203,8 +218,10 @@ def test_divergence_names_the_missing_change_inside_a_batch(src, tgt):
     target = PostgresTarget(tgt)
     m = order_mapping(src)
     copy_table(src, target, m)
-    dels = [RowChange(ChangeKind.DELETE, m.view.qualified, old=(k,) + (None,) * 15, lsn=Lsn.parse("2/A"))
-            for k in ("1", "9999", "2")]
+    dels = [
+        RowChange(ChangeKind.DELETE, m.view.qualified, old=(k,) + (None,) * 15, lsn=Lsn.parse("2/A"))
+        for k in ("1", "9999", "2")
+    ]
     with pytest.raises(DivergenceError) as e:
         with target.connect() as conn:
             target.apply(conn, m, dels)
@@ -223,9 +240,13 @@ def test_copy_refused_by_target_is_a_target_error(src, tgt):
     m = order_mapping(src)
     run_sql(libpq(tgt), 'CREATE TABLE "select"."Order" AS SELECT * FROM (SELECT 1 "a""b") x WHERE false')
     with target.connect() as conn:
-        conn.exec_driver_sql('ALTER TABLE "select"."Order" ' + ", ".join(
-            f'ADD COLUMN "{c.name}" {"varchar(2)" if c.name == "Mixed Case" else target.type_spec(c)}'
-            for c in m.view.columns[1:]))
+        conn.exec_driver_sql(
+            'ALTER TABLE "select"."Order" '
+            + ", ".join(
+                f'ADD COLUMN "{c.name}" {"varchar(2)" if c.name == "Mixed Case" else target.type_spec(c)}'
+                for c in m.view.columns[1:]
+            )
+        )
     with pytest.raises(TargetError, match=r"Sch\.Order.*select\.Order.*too long"):
         copy_table(src, target, m)
     target.dispose()
@@ -239,6 +260,7 @@ def test_truncate_is_one_transactional_statement(src, tgt):
 
     def count(conn, m):
         return conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
+
     with pytest.raises(RuntimeError):
         with target.connect() as conn:
             target.truncate(conn, ms)
@@ -260,16 +282,19 @@ def test_url_forms_session_and_existing_target_type(src, tgt):
     target = PostgresTarget(url)
     assert target.url.drivername == "postgresql+psycopg"
     with target.connect() as conn:
-        shown = [conn.exec_driver_sql(f"SHOW {s}").scalar() for s in
-                 ("TimeZone", "DateStyle", "IntervalStyle", "search_path")]
+        shown = [
+            conn.exec_driver_sql(f"SHOW {s}").scalar()
+            for s in ("TimeZone", "DateStyle", "IntervalStyle", "search_path")
+        ]
     assert shown == ["UTC", "ISO, YMD", "iso_8601", "other"]
     m = TableMapping(schema_of(src, *ORDER), "Order")  # no schema: lands in search_path 'other'
     copy_table(src, target, m)
     assert target_types(tgt, ("other", "Order"))["m"] == "other.mood"
     run_sql(src, 'UPDATE "Sch"."Order" SET m = \'ok\' WHERE "a""b" = 5')
     with target.connect() as conn:
-        target.apply(conn, m, [RowChange(ChangeKind.UPDATE, m.view.qualified,
-                                         new=row_text(src, m.view, '"a""b" = 5'))])
+        target.apply(
+            conn, m, [RowChange(ChangeKind.UPDATE, m.view.qualified, new=row_text(src, m.view, '"a""b" = 5'))]
+        )
     assert_exact(src, tgt, ORDER, ("other", "Order"), PY_COLS)
     target.dispose()
 
@@ -279,6 +304,7 @@ def test_url_forms_session_and_existing_target_type(src, tgt):
 def test_bench_copy_pass_through_and_apply_rates(source_db, pg_target_url):
     """1M pgbench_accounts rows through COPY pass-through, then 20k UPDATEs through the applier."""
     from tests.servers import pgbench_init
+
     pgbench_init(source_db, scale=10)
     target = PostgresTarget(pg_target_url)
     m = TableMapping(schema_of(source_db, "public", "pgbench_accounts"), "pgbench_accounts")
@@ -286,8 +312,10 @@ def test_bench_copy_pass_through_and_apply_rates(source_db, pg_target_url):
     n = copy_table(source_db, target, m)
     dt = time.perf_counter() - t0
     print(f"\nCOPY pass-through: {n} rows in {dt:.2f}s = {n / dt:,.0f} rows/s")
-    ups = [RowChange(ChangeKind.UPDATE, m.view.qualified, new=(str(i), "1", str(i % 97), "x" * 84))
-           for i in range(1, 20001)]
+    ups = [
+        RowChange(ChangeKind.UPDATE, m.view.qualified, new=(str(i), "1", str(i % 97), "x" * 84))
+        for i in range(1, 20001)
+    ]
     t0 = time.perf_counter()
     with target.connect() as conn:
         target.apply(conn, m, ups)

@@ -1,5 +1,6 @@
 """`replicator migrate` with and without a terminal: the live display only on a tty (run under
 `script`), no control characters when output is captured, none with --no-progress."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,14 @@ def on_terminal(*args: str) -> str:
     if not shutil.which("script"):
         pytest.skip("script(1) (util-linux) is not installed")
     cmd = shlex.join([sys.executable, "-m", "replicator", *args])
-    cp = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=120,
-                        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"},
-                        stdin=subprocess.DEVNULL)
+    cp = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL,
+    )
     assert cp.returncode == 0, cp.stdout[-3000:]
     return cp.stdout
 

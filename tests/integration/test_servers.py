@@ -70,13 +70,23 @@ def test_mariadb_load_data_local_infile(mariadb_server, mysql_target_url, tmp_pa
     assert url.query.get("local_infile") == "1" and url.query.get("charset") == "utf8mb4"
     data = tmp_path / "rows.tsv"
     data.write_text("1\talpha\n2\tbeta\n3\t\\N\n4\tgrüße ✓\n", encoding="utf-8")
-    conn = pymysql.connect(host=url.host, port=url.port, user=url.username, password=url.password or "",
-                           database=url.database, local_infile=True, charset="utf8mb4", autocommit=True)
+    conn = pymysql.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password or "",
+        database=url.database,
+        local_infile=True,
+        charset="utf8mb4",
+        autocommit=True,
+    )
     try:
         with conn.cursor() as cur:
             cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(50))")
-            cur.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE t "
-                        "FIELDS TERMINATED BY '\\t' LINES TERMINATED BY '\\n' (id, v)")
+            cur.execute(
+                f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE t "
+                "FIELDS TERMINATED BY '\\t' LINES TERMINATED BY '\\n' (id, v)"
+            )
             cur.execute("SELECT id, v FROM t ORDER BY id")
             rows = cur.fetchall()
     finally:

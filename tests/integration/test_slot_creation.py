@@ -1,5 +1,6 @@
 """Slot creation waits for open transactions: it gives up after --slot-timeout naming their pids;
 check warns about them and about unlimited WAL retention."""
+
 from __future__ import annotations
 
 import psycopg
@@ -12,10 +13,19 @@ def test_slot_creation_gives_up_naming_the_blocking_pid(source_db, sqlite_target
         c.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
     holder = psycopg.connect(source_db)
     try:
-        holder.execute("INSERT INTO t VALUES (2)")          # an open transaction with an xid
+        holder.execute("INSERT INTO t VALUES (2)")  # an open transaction with an xid
         pid = holder.info.backend_pid
-        cp = replicator("migrate", "--source", source_db, "--target", sqlite_target_url,
-                        "--slot-timeout", "2", check=False, timeout=60)
+        cp = replicator(
+            "migrate",
+            "--source",
+            source_db,
+            "--target",
+            sqlite_target_url,
+            "--slot-timeout",
+            "2",
+            check=False,
+            timeout=60,
+        )
         assert cp.returncode == 1, cp.stderr
         assert f"pid {pid}" in cp.stderr and "waited 2s" in cp.stderr, cp.stderr
         assert "usename" not in cp.stderr, cp.stderr  # the tool's own blocker query is no blocker
@@ -34,11 +44,13 @@ def test_check_warns_about_wal_retention_and_old_transactions(source_db):
         holder.execute("INSERT INTO t VALUES (1)")
         holder.execute("SELECT pg_sleep(0)")
         pid = holder.info.backend_pid
-        with psycopg.connect(source_db, autocommit=True) as c:      # make it look old
+        with psycopg.connect(source_db, autocommit=True) as c:  # make it look old
             c.execute("SELECT 1")
         import time
+
         time.sleep(1.2)
         from replicator.check import warnings
+
         ws = warnings(source_db, long_transaction_s=1)
     finally:
         holder.rollback()

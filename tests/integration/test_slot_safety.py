@@ -1,5 +1,6 @@
 """Slot safety: an idle mirror's slot follows the server's WAL (invariant 4), and a value the target
 refuses never advances the slot past it (invariant 9)."""
+
 from __future__ import annotations
 
 import signal
@@ -8,14 +9,15 @@ import time
 import psycopg
 
 from replicator.model import Lsn
-from tests.integration.test_mirror import start_mirror
 from tests.integration.test_migrate import wait_slot_active
+from tests.integration.test_mirror import start_mirror
 
 
 def slot_confirmed(dsn, slot="replicator") -> Lsn:
     with psycopg.connect(dsn) as c:
-        row = c.execute("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s",
-                        (slot,)).fetchone()
+        row = c.execute(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
     return Lsn.parse(row[0])
 
 

@@ -10,6 +10,7 @@
 * A table this role cannot read (a row-level security policy that fails) is named by every phase
   that reads it: the copy, the count fence, verify.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,6 +23,7 @@ from replicator.pipeline import Options, Pipeline
 from tests import procs, targets
 from tests.compare import assert_same, target_tables
 
+
 def run(*args: str, source: str, target: str, check: bool = False):
     """``replicator <args> --source … --target …`` to completion (CompletedProcess)."""
     return procs.run(*args, "--source", source, "--target", target, timeout=300, check=check)
@@ -30,7 +32,9 @@ def run(*args: str, source: str, target: str, check: bool = False):
 def source_objects(dsn: str) -> tuple[list, list]:
     """(replication slots of this database, publications)."""
     with psycopg.connect(dsn) as c:
-        slots = c.execute("SELECT slot_name FROM pg_replication_slots WHERE database = current_database()").fetchall()
+        slots = c.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+        ).fetchall()
         return slots, c.execute("SELECT pubname FROM pg_publication").fetchall()
 
 
@@ -100,6 +104,7 @@ def count(url_or_dsn: str, table: str) -> int:
         with psycopg.connect(url_or_dsn) as c:
             return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     import sqlalchemy as sa
+
     eng = sa.create_engine(url_or_dsn)
     try:
         with eng.connect() as c:
@@ -116,7 +121,10 @@ def test_tables_without_columns_are_refused_where_the_target_cannot_hold_them(so
         cp = run(command, source=source_db, target=url)
         out = cp.stdout + cp.stderr
         assert cp.returncode == 1, out
-        assert f"public.odd: has no columns, and a {'mysql' if kind == 'mysql' else kind} table needs at least one" in out, out
+        assert (
+            f"public.odd: has no columns, and a {'mysql' if kind == 'mysql' else kind} table needs at least one"
+            in out
+        ), out
         assert_nothing_created(source_db, url)
     run("migrate", "--tables", "kept", source=source_db, target=url, check=True)
 
@@ -126,8 +134,11 @@ def test_tables_without_columns_replicate_into_postgresql_with_their_row_count(s
     assert run("check", source=source_db, target=pg_target_url).returncode == 0
     run("migrate", "--keep-slot", source=source_db, target=pg_target_url, check=True)
     assert count(pg_target_url, "odd") == 2
-    execute(source_db, "INSERT INTO odd SELECT FROM generate_series(1, 3); "
-                       "DELETE FROM odd WHERE ctid = (SELECT min(ctid) FROM odd)")
+    execute(
+        source_db,
+        "INSERT INTO odd SELECT FROM generate_series(1, 3); "
+        "DELETE FROM odd WHERE ctid = (SELECT min(ctid) FROM odd)",
+    )
     run("migrate", source=source_db, target=pg_target_url, check=True)
     assert count(source_db, "odd") == count(pg_target_url, "odd") == 4
 
@@ -149,18 +160,25 @@ def test_a_1600_column_table_is_refused_by_mysql_and_replicated_elsewhere(source
         cp = run(command, source=source_db, target=target_url)
         out = cp.stdout + cp.stderr
         assert cp.returncode == 1, out
-        assert "public.w1600: 1600 columns, more than the 1017 a mysql table holds (InnoDB's limit)" in out, out
+        assert "public.w1600: 1600 columns, more than the 1017 a mysql table holds (InnoDB's limit)" in out, (
+            out
+        )
         assert "1005" not in out, out
         assert_nothing_created(source_db, target_url)
 
 
 # (table, fits) pairs at InnoDB's record limit (8126 bytes), measured on MariaDB 10.11
 AT_THE_LIMIT = [
-    ("b997", wide("b997", 997, "bigint"), True), ("b998", wide("b998", 998, "bigint"), False),
-    ("v32", wide("v32", 32, "varchar(63)"), True), ("v33", wide("v33", 33, "varchar(63)"), False),
-    ("n268", wide("n268", 268, "numeric(65,30)"), True), ("n269", wide("n269", 269, "numeric(65,30)"), False),
-    ("t383", wide("t383", 383, "text"), True), ("t384", wide("t384", 384, "text"), False),
-    ("u224", wide("u224", 224, "uuid"), True), ("u225", wide("u225", 225, "uuid"), False),
+    ("b997", wide("b997", 997, "bigint"), True),
+    ("b998", wide("b998", 998, "bigint"), False),
+    ("v32", wide("v32", 32, "varchar(63)"), True),
+    ("v33", wide("v33", 33, "varchar(63)"), False),
+    ("n268", wide("n268", 268, "numeric(65,30)"), True),
+    ("n269", wide("n269", 269, "numeric(65,30)"), False),
+    ("t383", wide("t383", 383, "text"), True),
+    ("t384", wide("t384", 384, "text"), False),
+    ("u224", wide("u224", 224, "uuid"), True),
+    ("u225", wide("u225", 225, "uuid"), False),
     ("k3", "CREATE TABLE k3 (id int, a varchar(400), b varchar(400), PRIMARY KEY (a, b));", False),
 ]
 
@@ -199,23 +217,33 @@ def test_a_table_the_role_cannot_read_at_the_count_fence_is_named(source_db, sql
     """A row-level security policy that fails on one row (a table PostgreSQL cannot read for this
     role) stopped the count fence of a resumed migrate with a bare 'division by zero'."""
     role = f"repl_{uuid.uuid4().hex[:8]}"
-    execute(source_db, "CREATE TABLE kept (id int PRIMARY KEY); CREATE TABLE odd (id int PRIMARY KEY);"
-                       "INSERT INTO odd SELECT generate_series(1, 5);"
-                       "CREATE PUBLICATION replicator FOR TABLE kept, odd;"
-                       f"CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON kept, odd TO {role}")
+    execute(
+        source_db,
+        "CREATE TABLE kept (id int PRIMARY KEY); CREATE TABLE odd (id int PRIMARY KEY);"
+        "INSERT INTO odd SELECT generate_series(1, 5);"
+        "CREATE PUBLICATION replicator FOR TABLE kept, odd;"
+        f"CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON kept, odd TO {role}",
+    )
     dsn = source_db.replace("postgres@", f"{role}@", 1)
     try:
         run("migrate", "--keep-slot", source=dsn, target=sqlite_target_url, check=True)
-        execute(source_db, "ALTER TABLE odd ENABLE ROW LEVEL SECURITY;"
-                           "CREATE POLICY p ON odd USING (10 / (id - 3) <> 0)")
+        execute(
+            source_db,
+            "ALTER TABLE odd ENABLE ROW LEVEL SECURITY;CREATE POLICY p ON odd USING (10 / (id - 3) <> 0)",
+        )
         cp = run("migrate", source=dsn, target=sqlite_target_url)
         assert cp.returncode == 1, cp.stderr
-        assert "counting the source rows of public.odd at the end point: division by zero" in cp.stderr, cp.stderr
+        assert "counting the source rows of public.odd at the end point: division by zero" in cp.stderr, (
+            cp.stderr
+        )
         cp = run("verify", source=dsn, target=sqlite_target_url)  # verify named it already
         assert cp.returncode == 1 and "public.odd: ERROR could not be compared: division by zero" in cp.stdout
     finally:
-        execute(source_db, f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                           f"WHERE database = current_database(); DROP OWNED BY {role}; DROP ROLE {role}")
+        execute(
+            source_db,
+            f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            f"WHERE database = current_database(); DROP OWNED BY {role}; DROP ROLE {role}",
+        )
 
 
 def test_a_wide_table_within_the_limits_migrates_into_mysql(source_db, mysql_target_url):

@@ -1,4 +1,5 @@
 """status through a whole run: i/d/s/r, copy progress while copying, slot fields, lag, warnings."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,11 @@ def status(dsn, url, check=True):
 
 def test_status_through_a_run(source_db, sqlite_target_url):
     with psycopg.connect(source_db, autocommit=True) as c:
-        c.execute("CREATE TABLE big (id int PRIMARY KEY, pad text);"
-                  "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g;"
-                  "CREATE TABLE small (id int PRIMARY KEY); ANALYZE big")
+        c.execute(
+            "CREATE TABLE big (id int PRIMARY KEY, pad text);"
+            "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g;"
+            "CREATE TABLE small (id int PRIMARY KEY); ANALYZE big"
+        )
     p = start_mirror(source_db, sqlite_target_url, "copy.chunk:public.big=sleep:4@2")
     try:
         seen = None

@@ -6,6 +6,7 @@ IDENTITY USING INDEX with a change of the identity column and an unchanged TOAST
 `migrate --keep-slot` copies; changes are made on the source; a second `migrate --keep-slot`
 resumes from the kept slot and applies them.  Each target must then equal the source row by row.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -40,7 +41,9 @@ CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent);
 INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (1, 1), (2, 2);
 """
 
-CHANGES = [s for s in """
+CHANGES = [
+    s
+    for s in """
 UPDATE toasty SET small = small + 100 WHERE id <= 3;
 UPDATE toasty SET big = 'replaced' WHERE id = 4;
 UPDATE toasty SET id = 50 WHERE id = 5;
@@ -62,14 +65,17 @@ UPDATE by_index SET n = 100 WHERE id = 2
 DELETE FROM by_index WHERE code = 'c3'
 TRUNCATE parent RESTART IDENTITY CASCADE
 INSERT INTO parent VALUES (7)
-""".strip().splitlines()]  # one line = one simple query (a multi-statement string is one transaction)
+""".strip().splitlines()
+]  # one line = one simple query (a multi-statement string is one transaction)
 
 
 def test_toast_and_full_identity_through_the_stream(source_db, target_url):
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(SETUP)
-        toasted = c.execute("SELECT count(*) FROM pg_class c WHERE c.relname = 'toasty' "
-                            "AND pg_relation_size(c.reltoastrelid) > 0").fetchone()[0]
+        toasted = c.execute(
+            "SELECT count(*) FROM pg_class c WHERE c.relname = 'toasty' "
+            "AND pg_relation_size(c.reltoastrelid) > 0"
+        ).fetchone()[0]
         assert toasted == 1, "the test values must be stored out of line (TOAST)"
     opts = Options(source=source_db, target=target_url, name="ident", keep_slot=True)
     first = Pipeline(opts).migrate()

@@ -3,6 +3,7 @@
 Real servers only: the source is a throwaway PostgreSQL, targets are real files or servers.  Every
 test compares the target with the source row by row after doing the same thing on both.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -16,7 +17,6 @@ from replicator.state import StateStore
 from replicator.target import open_target
 from tests import targets
 from tests.compare import assert_same
-
 
 DDL = """
 CREATE TABLE conf (
@@ -100,11 +100,14 @@ def test_change_path_insert_update_key_change_delete_toast(src, target_url):
     target = open_target(target_url)
     m = TableMapping(schema_of(src, "conf"), "conf")
     copy_table(src, target, m)
-    run_sql(src, "INSERT INTO conf SELECT 100, i2, i8, num, f8, b, t, vc, ch, ts, tstz, d, by, u FROM conf WHERE id = 1;"
-                 "UPDATE conf SET i2 = 42, t = 'changed', tstz = '2020-06-01 10:00:00-07' WHERE id = 1;"
-                 "UPDATE conf SET id = 200, vc = 'moved' WHERE id = 2;"
-                 "DELETE FROM conf WHERE id = 3;"
-                 "UPDATE conf SET i2 = 99 WHERE id = 4")
+    run_sql(
+        src,
+        "INSERT INTO conf SELECT 100, i2, i8, num, f8, b, t, vc, ch, ts, tstz, d, by, u FROM conf WHERE id = 1;"
+        "UPDATE conf SET i2 = 42, t = 'changed', tstz = '2020-06-01 10:00:00-07' WHERE id = 1;"
+        "UPDATE conf SET id = 200, vc = 'moved' WHERE id = 2;"
+        "DELETE FROM conf WHERE id = 3;"
+        "UPDATE conf SET i2 = 99 WHERE id = 4",
+    )
     key_only = lambda k: (k,) + (None,) * 13  # noqa: E731 ('K' tuple: non-key columns NULL)
     row4 = list(text_row(src, "conf", "id = 4"))
     row4[6] = UNCHANGED  # TOASTed text not sent
@@ -112,7 +115,13 @@ def test_change_path_insert_update_key_change_delete_toast(src, target_url):
     changes = [
         RowChange(ChangeKind.INSERT, "public.conf", new=text_row(src, "conf", "id = 100"), lsn=lsn),
         RowChange(ChangeKind.UPDATE, "public.conf", new=text_row(src, "conf", "id = 1"), lsn=lsn),
-        RowChange(ChangeKind.UPDATE, "public.conf", old=key_only("2"), new=text_row(src, "conf", "id = 200"), lsn=lsn),
+        RowChange(
+            ChangeKind.UPDATE,
+            "public.conf",
+            old=key_only("2"),
+            new=text_row(src, "conf", "id = 200"),
+            lsn=lsn,
+        ),
         RowChange(ChangeKind.DELETE, "public.conf", old=key_only("3"), lsn=lsn),
         RowChange(ChangeKind.UPDATE, "public.conf", new=tuple(row4), lsn=lsn),
     ]
@@ -127,10 +136,15 @@ def test_full_identity_touches_exactly_one_duplicate(src, target_url):
     m = TableMapping(schema_of(src, "dup"), "dup")
     assert m.view.key == ()
     copy_table(src, target, m)
-    run_sql(src, "DELETE FROM dup WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 1);"
-                 "UPDATE dup SET a = 4 WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 2)")
-    changes = [RowChange(ChangeKind.DELETE, "public.dup", old=("1", "x"), old_is_key=False),
-               RowChange(ChangeKind.UPDATE, "public.dup", old=("2", None), old_is_key=False, new=("4", None))]
+    run_sql(
+        src,
+        "DELETE FROM dup WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 1);"
+        "UPDATE dup SET a = 4 WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 2)",
+    )
+    changes = [
+        RowChange(ChangeKind.DELETE, "public.dup", old=("1", "x"), old_is_key=False),
+        RowChange(ChangeKind.UPDATE, "public.dup", old=("2", None), old_is_key=False, new=("4", None)),
+    ]
     with target.connect() as conn:
         target.apply(conn, m, changes)
     same(src, "dup", target_url)
@@ -141,8 +155,10 @@ def test_missing_row_is_a_divergence_error_and_rolls_back(src, target_url):
     target = open_target(target_url)
     m = TableMapping(schema_of(src, "conf"), "conf")
     copy_table(src, target, m)
-    changes = [RowChange(ChangeKind.DELETE, "public.conf", old=("1",) + (None,) * 13),
-               RowChange(ChangeKind.DELETE, "public.conf", old=("9999",) + (None,) * 13, lsn=Lsn.parse("1/2"))]
+    changes = [
+        RowChange(ChangeKind.DELETE, "public.conf", old=("1",) + (None,) * 13),
+        RowChange(ChangeKind.DELETE, "public.conf", old=("9999",) + (None,) * 13, lsn=Lsn.parse("1/2")),
+    ]
     with pytest.raises(DivergenceError) as e:
         with target.connect() as conn:
             target.apply(conn, m, changes)

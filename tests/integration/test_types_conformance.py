@@ -10,6 +10,7 @@ as changes must equal the rows that arrived by the copy, value for value.
 Values some target cannot hold (NaN into MySQL, infinite timestamps into SQLite ...) are in
 test_types_policies.py.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -125,7 +126,9 @@ def prepare(dsn: str, kind: str) -> list[tuple[str, str]]:
             c.execute("UPDATE types_all SET tm = NULL WHERE id = 7")
         if kind == "generic":  # a generic dialect's numbers refuse NaN/±Infinity (policies test)
             for col in ("n", "r", "d"):
-                c.execute(f"UPDATE types_all SET {col} = NULL WHERE {col}::text IN ('NaN', 'Infinity', '-Infinity')")
+                c.execute(
+                    f"UPDATE types_all SET {col} = NULL WHERE {col}::text IN ('NaN', 'Infinity', '-Infinity')"
+                )
         if kind != "pg":  # explicit array bounds: PostgreSQL only
             c.execute("UPDATE types_all SET ai = '{1,2}' WHERE id = 7")
         if kind == "duckdb":  # a LIST has the declared number of dimensions
@@ -202,14 +205,20 @@ def test_values_equal_by_eq_but_different_arrive_exactly(source_db, target):
                 w = 0.0  # documented: MySQL and SQLite store -0 as 0 (targets.GENERIC_FORMS["-0"])
             assert repr(g) == repr(w), f"{kind}: row {i} column {name} ({typ}): target {g!r} != source {w!r}"
     want = sorted(text_rows(source_db, ['"t"'], "one_col"), key=repr)
-    assert sorted(one_col_values(kind, url), key=repr) == want == sorted([("",), ("",), ("b",), (None,)], key=repr)
+    assert (
+        sorted(one_col_values(kind, url), key=repr)
+        == want
+        == sorted([("",), ("",), ("b",), (None,)], key=repr)
+    )
 
 
 def one_col_values(kind: str, url: str) -> list[tuple]:
     """The rows of one_col as PostgreSQL text tuples (a text column is stored as its text)."""
     if kind == "pg":
         u = sa.make_url(url)
-        return text_rows(f"host={u.host} port={u.port} user={u.username} dbname={u.database}", ['"t"'], "one_col")
+        return text_rows(
+            f"host={u.host} port={u.port} user={u.username} dbname={u.database}", ['"t"'], "one_col"
+        )
     eng = sa.create_engine(targets.engine_url(url), poolclass=sa.pool.NullPool)
     try:
         with eng.connect() as c:
@@ -225,7 +234,11 @@ ISO = re.compile(r"P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?(?:T(?:(-?\d+)H)?(?:(
 def interval_parts(text: str) -> tuple[int, int, int]:
     """ISO 8601 interval text → (months, days, microseconds), as PostgreSQL and DuckDB keep them."""
     y, mo, d, h, mi, s = (g or "0" for g in ISO.fullmatch(text).groups())
-    return int(y) * 12 + int(mo), int(d), int(h) * 3600_000_000 + int(mi) * 60_000_000 + int(Decimal(s) * 1_000_000)
+    return (
+        int(y) * 12 + int(mo),
+        int(d),
+        int(h) * 3600_000_000 + int(mi) * 60_000_000 + int(Decimal(s) * 1_000_000),
+    )
 
 
 def f32(x: float) -> float:
@@ -293,7 +306,7 @@ def generic_numeric(text: str):
     if text == "NaN":
         return None
     v = float(text)
-    return int(v) if v.is_integer() and abs(v) < 2 ** 63 else v
+    return int(v) if v.is_integer() and abs(v) < 2**63 else v
 
 
 def duck_list(typ: str, value):
@@ -310,37 +323,54 @@ SESSION = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c ext
 
 def text_rows(dsn: str, exprs: list[str], table: str = "types_all") -> list[tuple]:
     """Rows rendered by the types' output functions (COPY text: exactly what pgoutput sends)."""
-    with psycopg.connect(dsn, options=SESSION) as c, c.cursor().copy(
-            f"COPY (SELECT {', '.join(exprs)} FROM {table}) TO STDOUT") as cp:
+    with (
+        psycopg.connect(dsn, options=SESSION) as c,
+        c.cursor().copy(f"COPY (SELECT {', '.join(exprs)} FROM {table}) TO STDOUT") as cp,
+    ):
         data = b"".join(bytes(b) for b in cp).decode()
     return [snapshot.parse_text_line(line) for line in data.split("\n")[:-1]]
 
 
 def source_values(dsn: str, cols, kind: str, table: str = "types_all") -> dict[int, tuple]:
-    exprs = [f'"{n}"' for n, _ in cols] + [array_json_expr(n, t) if t.endswith("[]") else "NULL" for n, t in cols]
+    exprs = [f'"{n}"' for n, _ in cols] + [
+        array_json_expr(n, t) if t.endswith("[]") else "NULL" for n, t in cols
+    ]
     n = len(cols)
-    return {int(r[0]): tuple(expected(kind, t, r[i], r[n + i]) for i, (_, t) in enumerate(cols))
-            for r in text_rows(dsn, exprs, table)}
+    return {
+        int(r[0]): tuple(expected(kind, t, r[i], r[n + i]) for i, (_, t) in enumerate(cols))
+        for r in text_rows(dsn, exprs, table)
+    }
 
 
 # ------------------------------------------------------------------ each target, read natively
 def pg_values(url, cols, table="types_all"):
     u = sa.make_url(url)
-    rows = text_rows(f"host={u.host} port={u.port} user={u.username} dbname={u.database}",
-                     [f'"{n}"' for n, _ in cols], table)
+    rows = text_rows(
+        f"host={u.host} port={u.port} user={u.username} dbname={u.database}",
+        [f'"{n}"' for n, _ in cols],
+        table,
+    )
     return {int(r[0]): tuple(r) for r in rows}
 
 
 def duck_expr(name: str, typ: str) -> str:
     q = f'"{name}"'
     if typ == "interval":
-        return (f"CASE WHEN {q} IS NOT NULL THEN [datepart('year', {q}) * 12 + datepart('month', {q}), "
-                f"datepart('day', {q}), datepart('hour', {q}) * 3600000000 + datepart('minute', {q}) * 60000000 "
-                f"+ datepart('microsecond', {q})] END")
+        return (
+            f"CASE WHEN {q} IS NOT NULL THEN [datepart('year', {q}) * 12 + datepart('month', {q}), "
+            f"datepart('day', {q}), datepart('hour', {q}) * 3600000000 + datepart('minute', {q}) * 60000000 "
+            f"+ datepart('microsecond', {q})] END"
+        )
     if typ.endswith("[]"):
         return f"CAST({q} AS VARCHAR[])" if typ.startswith("timestamp") else q
-    if typ in ("time with time zone", "time without time zone", "date", "uuid", "json", "jsonb") \
-            or typ.startswith("numeric"):
+    if typ in (
+        "time with time zone",
+        "time without time zone",
+        "date",
+        "uuid",
+        "json",
+        "jsonb",
+    ) or typ.startswith("numeric"):
         return f"CAST({q} AS VARCHAR)"  # the same text as PostgreSQL's
     return q
 
@@ -352,7 +382,7 @@ def duck_values(url, cols, table="types_all"):
     out = {}
     for r in rows:
         vals = []
-        for (n, t), v in zip(cols, r):
+        for (_n, t), v in zip(cols, r):
             if t == "interval" and v is not None:
                 v = tuple(v)
             elif isinstance(v, dt.datetime):
@@ -374,8 +404,14 @@ def duck_leaves(v):
 
 def mysql_values(url, cols, table="types_all"):
     u = sa.make_url(url)
-    c = pymysql.connect(host=u.host, port=u.port, user=u.username, password=u.password or "", database=u.database,
-                        charset="utf8mb4")
+    c = pymysql.connect(
+        host=u.host,
+        port=u.port,
+        user=u.username,
+        password=u.password or "",
+        database=u.database,
+        charset="utf8mb4",
+    )
     try:
         with c.cursor() as cur:
             cur.execute(f"SELECT {', '.join('`' + n + '`' for n, _ in cols)} FROM {table}")
@@ -387,7 +423,9 @@ def mysql_values(url, cols, table="types_all"):
 
 def sqlite_values(url, cols, table="types_all"):
     with sqlite3.connect(sa.make_url(url).database) as c:
-        rows = c.execute(f"SELECT {', '.join(chr(34) + n + chr(34) for n, _ in cols)} FROM {table}").fetchall()
+        rows = c.execute(
+            f"SELECT {', '.join(chr(34) + n + chr(34) for n, _ in cols)} FROM {table}"
+        ).fetchall()
     return {r[0]: tuple(plain("sqlite", t, v) for (_, t), v in zip(cols, r)) for r in rows}
 
 
@@ -412,11 +450,16 @@ def plain(kind: str, typ: str, v):
     return v
 
 
-TARGETS = {"pg": pg_values, "duckdb": duck_values, "mysql": mysql_values, "sqlite": sqlite_values,
-           "generic": sqlite_values}  # the base Target on SQLite (tests/targets.py)
+TARGETS = {
+    "pg": pg_values,
+    "duckdb": duck_values,
+    "mysql": mysql_values,
+    "sqlite": sqlite_values,
+    "generic": sqlite_values,
+}  # the base Target on SQLite (tests/targets.py)
 
 
 def target_columns(kind: str, url: str) -> list[str]:
     from tests.compare import target_columns as columns
-    return columns(url, "types_all")
 
+    return columns(url, "types_all")

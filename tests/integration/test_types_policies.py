@@ -6,6 +6,7 @@ type map cannot hold (docs/types.md); ``n`` also carries the target type DECIMAL
 the mapping.  Mappings are built directly (dataclasses.replace on the columns), as a mapping file
 would build them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,25 @@ INSERT INTO odd (id, a1) VALUES (14, '{{1,2},{3,4}}');
 INSERT INTO odd (id, an) VALUES (15, '{1.5,NaN}');
 INSERT INTO odd (id, n) VALUES (16, 123.45), (17, 12345), (18, 'NaN');
 """
-COLUMN = {2: "f8", 3: "f8", 4: "f4", 5: "n52", 6: "d", 7: "d", 8: "d", 9: "ts", 10: "tz", 11: "tz",
-          12: "tm", 13: "ai", 14: "a1", 15: "an", 16: "n", 17: "n", 18: "n"}
+COLUMN = {
+    2: "f8",
+    3: "f8",
+    4: "f4",
+    5: "n52",
+    6: "d",
+    7: "d",
+    8: "d",
+    9: "ts",
+    10: "tz",
+    11: "tz",
+    12: "tm",
+    13: "ai",
+    14: "a1",
+    15: "an",
+    16: "n",
+    17: "n",
+    18: "n",
+}
 REFUSED = {
     "duckdb": {5, 11, 13, 14, 15, 16, 17, 18},
     "mysql": {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 16, 17, 18},
@@ -51,14 +69,46 @@ REFUSED = {
 }
 # the nearest value each target holds, in the form read_rows gives (None: nothing is near)
 CLAMPED = {
-    "duckdb": {5: None, 11: "294246-12-31 23:59:59.999999+00", 13: None, 14: None, 15: None, 16: "123.5",
-               17: "999.9", 18: None},
-    "mysql": {2: None, 3: "1.7976931348623157e+308", 4: "-1.7976931348623157e+308", 5: None, 6: "9999-12-31",
-              7: "0001-01-01", 8: "0001-01-01", 9: "9999-12-31 23:59:59.999999", 10: "0001-01-01 00:00:00",
-              11: "9999-12-31 23:59:59.999999", 13: None, 16: "123.5", 17: "999.9", 18: None},
-    "sqlite": {2: None, 6: "9999-12-31", 7: "0001-01-01", 8: "0001-01-01", 9: "9999-12-31 23:59:59.999999",
-               10: "0001-01-01 00:00:00.000000", 11: "9999-12-31 23:59:59.999999", 12: "23:59:59.999999",
-               13: None, 16: "123.5", 17: "999.9", 18: None},
+    "duckdb": {
+        5: None,
+        11: "294246-12-31 23:59:59.999999+00",
+        13: None,
+        14: None,
+        15: None,
+        16: "123.5",
+        17: "999.9",
+        18: None,
+    },
+    "mysql": {
+        2: None,
+        3: "1.7976931348623157e+308",
+        4: "-1.7976931348623157e+308",
+        5: None,
+        6: "9999-12-31",
+        7: "0001-01-01",
+        8: "0001-01-01",
+        9: "9999-12-31 23:59:59.999999",
+        10: "0001-01-01 00:00:00",
+        11: "9999-12-31 23:59:59.999999",
+        13: None,
+        16: "123.5",
+        17: "999.9",
+        18: None,
+    },
+    "sqlite": {
+        2: None,
+        6: "9999-12-31",
+        7: "0001-01-01",
+        8: "0001-01-01",
+        9: "9999-12-31 23:59:59.999999",
+        10: "0001-01-01 00:00:00.000000",
+        11: "9999-12-31 23:59:59.999999",
+        12: "23:59:59.999999",
+        13: None,
+        16: "123.5",
+        17: "999.9",
+        18: None,
+    },
     "pg": {16: "123.5", 17: "999.9"},
 }
 SESSION = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex"
@@ -74,8 +124,10 @@ def target(target_kind, target_url, source_db):
 def mapping(dsn: str, name: str = "odd", policy: str = "error", **kw) -> TableMapping:
     with snapshot.connect(dsn) as c:
         t = catalog.load_schemas(c, [x for x in catalog.list_tables(c) if x[2] == "odd"])[0]
-    cols = tuple(dataclasses.replace(c, policy=policy, target_type="DECIMAL(4,1)" if c.name == "n" else "")
-                 for c in t.columns)
+    cols = tuple(
+        dataclasses.replace(c, policy=policy, target_type="DECIMAL(4,1)" if c.name == "n" else "")
+        for c in t.columns
+    )
     return TableMapping(dataclasses.replace(t, columns=cols), name, **kw)
 
 
@@ -88,8 +140,10 @@ def copy(dsn: str, target, m: TableMapping) -> int:
 
 def text_rows(dsn: str, where: str = "true") -> list[tuple]:
     """Rows as the output functions render them: what pgoutput sends."""
-    with psycopg.connect(dsn, options=SESSION) as c, c.cursor().copy(
-            f"COPY (SELECT * FROM odd WHERE {where} ORDER BY id) TO STDOUT") as cp:
+    with (
+        psycopg.connect(dsn, options=SESSION) as c,
+        c.cursor().copy(f"COPY (SELECT * FROM odd WHERE {where} ORDER BY id) TO STDOUT") as cp,
+    ):
         data = b"".join(bytes(b) for b in cp).decode()
     return [snapshot.parse_text_line(line) for line in data.split("\n")[:-1]]
 
@@ -97,8 +151,14 @@ def text_rows(dsn: str, where: str = "true") -> list[tuple]:
 def insert_changes(dsn: str, target, m: TableMapping, where: str = "true") -> None:
     with target.connect() as conn:
         target.ensure_table(conn, m)
-        target.apply(conn, m, [RowChange(ChangeKind.INSERT, "public.odd", new=r, lsn=Lsn.parse("0/AB" + r[0]))
-                               for r in text_rows(dsn, where)])
+        target.apply(
+            conn,
+            m,
+            [
+                RowChange(ChangeKind.INSERT, "public.odd", new=r, lsn=Lsn.parse("0/AB" + r[0]))
+                for r in text_rows(dsn, where)
+            ],
+        )
 
 
 def test_refused_values_name_table_column_key_and_lsn(target, source_db):
@@ -153,15 +213,20 @@ def read_rows(kind: str, url: str, table: str) -> dict[int, tuple]:
     SQLite values as Python gives them, in a text form."""
     if kind == "duckdb":
         with duckdb.connect(sa.make_url(url).database, read_only=True) as c:
-            if not c.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]:
+            if not c.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[
+                0
+            ]:
                 return {}
             c.execute("SET TimeZone = 'UTC'")
             cols = [r[0] for r in c.execute(f"DESCRIBE {table}").fetchall()]
-            rows = c.execute(f"SELECT {', '.join(f'CAST({x} AS VARCHAR)' for x in cols)} FROM {table}").fetchall()
+            rows = c.execute(
+                f"SELECT {', '.join(f'CAST({x} AS VARCHAR)' for x in cols)} FROM {table}"
+            ).fetchall()
     elif kind == "pg":
         u = sa.make_url(url)
-        with psycopg.connect(f"host={u.host} port={u.port} user={u.username} dbname={u.database}",
-                             options=SESSION) as c:
+        with psycopg.connect(
+            f"host={u.host} port={u.port} user={u.username} dbname={u.database}", options=SESSION
+        ) as c:
             if c.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
                 return {}
             with c.cursor().copy(f"COPY {table} TO STDOUT") as cp:
@@ -198,5 +263,7 @@ def as_text(v):
         return v.isoformat(" ") if isinstance(v, dt.datetime) else v.isoformat()
     if isinstance(v, dt.timedelta):
         s = v // dt.timedelta(seconds=1)
-        return f"{s // 3600:02}:{s // 60 % 60:02}:{s % 60:02}" + (f".{v.microseconds:06}" if v.microseconds else "")
+        return f"{s // 3600:02}:{s // 60 % 60:02}:{s % 60:02}" + (
+            f".{v.microseconds:06}" if v.microseconds else ""
+        )
     return str(v)

@@ -8,6 +8,7 @@
   target meanwhile is still found.
 * 200k rows verify with a small Python heap (sampled allocated blocks), streamed.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests import targets
+from tests.faults.harness import Load
 from tests.integration.test_migrate import replicator
 from tests.integration.test_mirror import start_mirror, table_states
-from tests.faults.harness import Load
 from tests.servers import pgbench_init
 
 SCHEMA = """
@@ -86,6 +87,7 @@ def target_sql(url, *stmts, seconds=60):
         try:
             if url.startswith("duckdb"):
                 import duckdb
+
                 with duckdb.connect(url.split(":///", 1)[1]) as con:
                     for s in stmts:
                         con.execute(s)
@@ -128,14 +130,21 @@ def test_verify_faithful_copy_then_changed_deleted_added_rows(source_db, target_
 
     cp, _ = verify(env, "--mapping", str(mapping), "--chunk-rows", "100", json_out=False)
     assert cp.returncode == 0, cp.stdout + cp.stderr[-3000:]
-    assert cp.stdout.splitlines() == ["public.items: OK 3000 rows", "public.log: OK 300 rows",
-                                      "public.orders: OK 400 rows", "public.pairs: OK 300 rows"]
+    assert cp.stdout.splitlines() == [
+        "public.items: OK 3000 rows",
+        "public.log: OK 300 rows",
+        "public.orders: OK 400 rows",
+        "public.pairs: OK 300 rows",
+    ]
 
-    target_sql(target_url, "UPDATE items SET name = 'changed' WHERE id = 1234",
-               "DELETE FROM items WHERE id = 2345",
-               "INSERT INTO items (id, name) VALUES (5000, 'extra')",
-               "DELETE FROM pairs WHERE b = 'é151'",
-               "UPDATE sales SET customer_id = 99 WHERE order_no = 10")
+    target_sql(
+        target_url,
+        "UPDATE items SET name = 'changed' WHERE id = 1234",
+        "DELETE FROM items WHERE id = 2345",
+        "INSERT INTO items (id, name) VALUES (5000, 'extra')",
+        "DELETE FROM pairs WHERE b = 'é151'",
+        "UPDATE sales SET customer_id = 99 WHERE order_no = 10",
+    )
     cp, doc = verify(env, "--mapping", str(mapping), "--chunk-rows", "100")
     assert cp.returncode == 1
     items = doc["public.items"]
@@ -156,17 +165,23 @@ def test_verify_faithful_copy_then_changed_deleted_added_rows(source_db, target_
     assert orders["ranges"][0]["columns"] == ["cust_id"] and orders["target"] == "sales"
     assert doc["public.log"]["equal"]
 
-    cp, _ = verify(env, "--mapping", str(mapping), "--chunk-rows", "100", "--tables", "items",
-                   json_out=False)
-    assert re.fullmatch(r"public\.items: DIFFERS rows source 3000 target 3000; "
-                        r"keys 1201\.\.1300: changed id=1234 \(name\); "
-                        r"keys 2301\.\.2400: missing on target id=2345; "
-                        r"keys 2901\.\.5000: extra on target id=5000\n", cp.stdout), cp.stdout
+    cp, _ = verify(env, "--mapping", str(mapping), "--chunk-rows", "100", "--tables", "items", json_out=False)
+    assert re.fullmatch(
+        r"public\.items: DIFFERS rows source 3000 target 3000; "
+        r"keys 1201\.\.1300: changed id=1234 \(name\); "
+        r"keys 2301\.\.2400: missing on target id=2345; "
+        r"keys 2901\.\.5000: extra on target id=5000\n",
+        cp.stdout,
+    ), cp.stdout
 
 
 def test_verify_reports_a_missing_target_table_and_filters_tables(source_db, sqlite_target_url):
-    run_sql(source_db, "CREATE TABLE a (id int PRIMARY KEY)", "CREATE TABLE b (id int PRIMARY KEY)",
-            "INSERT INTO a SELECT generate_series(1, 10)")
+    run_sql(
+        source_db,
+        "CREATE TABLE a (id int PRIMARY KEY)",
+        "CREATE TABLE b (id int PRIMARY KEY)",
+        "INSERT INTO a SELECT generate_series(1, 10)",
+    )
     env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": sqlite_target_url}
     replicator("migrate", "--tables", "a", env=env)
     cp, _ = verify(env, "--tables", "a", json_out=False)
@@ -212,12 +227,14 @@ def test_values_stored_by_a_policy_compare_as_replication_stored_them(source_db,
     """NaN and Infinity under policy null, infinite timestamps under clamp: the target holds what
     the policy made of them, and verify compares with that, not with the source's raw value."""
     url = request.getfixturevalue(targets.fixture(kind))
-    run_sql(source_db, "CREATE TABLE p (id int PRIMARY KEY, f float8, ts timestamptz)",
-            "INSERT INTO p VALUES (1, 'NaN', 'infinity'), (2, 1.5, '2024-01-01 00:00:00+00'), "
-            "(3, '-Infinity', '-infinity')")
+    run_sql(
+        source_db,
+        "CREATE TABLE p (id int PRIMARY KEY, f float8, ts timestamptz)",
+        "INSERT INTO p VALUES (1, 'NaN', 'infinity'), (2, 1.5, '2024-01-01 00:00:00+00'), "
+        "(3, '-Infinity', '-infinity')",
+    )
     mapping = tmp_path / "p.yaml"
-    mapping.write_text('tables:\n  - source: public.p\n    columns:\n'
-                       '      policy: {f: "null", ts: clamp}\n')
+    mapping.write_text('tables:\n  - source: public.p\n    columns:\n      policy: {f: "null", ts: clamp}\n')
     env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": url}
     replicator("migrate", "--mapping", str(mapping), env=env)
     cp, _ = verify(env, "--mapping", str(mapping), json_out=False)
@@ -233,6 +250,7 @@ def test_sliced_duckdb_reads_equal_one_streamed_read(source_db, duckdb_target_ur
     from replicator.pipeline import Options, Pipeline
     from replicator.verify.read import TargetReader
     from replicator.verify.sql import TablePlan
+
     run_sql(source_db, SCHEMA)
     replicator("migrate", "--source", source_db, "--target", duckdb_target_url, "--tables", "log,pairs")
     p = Pipeline(Options(source=source_db, target=duckdb_target_url, tables=["log", "pairs"]))
@@ -266,10 +284,13 @@ def _wait_ready(dsn, url, n, mirror, timeout=90):
 
 def test_verify_against_a_running_mirror_under_load(source_db, target_url):
     pgbench_init(source_db, scale=1)
-    run_sql(source_db, "ALTER TABLE pgbench_history REPLICA IDENTITY FULL",
-            "DELETE FROM pgbench_accounts WHERE aid > 5000",  # pgbench's other updates find no row
-            "CREATE TABLE cold (id int PRIMARY KEY, v text)",
-            "INSERT INTO cold SELECT g, 'v' || g FROM generate_series(1, 1000) g")
+    run_sql(
+        source_db,
+        "ALTER TABLE pgbench_history REPLICA IDENTITY FULL",
+        "DELETE FROM pgbench_accounts WHERE aid > 5000",  # pgbench's other updates find no row
+        "CREATE TABLE cold (id int PRIMARY KEY, v text)",
+        "INSERT INTO cold SELECT g, 'v' || g FROM generate_series(1, 1000) g",
+    )
     env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": target_url}
     mirror = start_mirror(source_db, target_url)
     bench = None
@@ -306,15 +327,22 @@ def test_a_mirror_that_never_confirms_leaves_differences_unverified(source_db, s
     """An active slot whose consumer never confirms: verify waits --wait seconds for it, then
     says it could not check the differing range at a consistent point (exit 1), and does not
     call it a difference; an equal table is OK."""
-    run_sql(source_db, "CREATE TABLE a (id int PRIMARY KEY, v text)", "CREATE TABLE b (id int PRIMARY KEY)",
-            "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g", "INSERT INTO b VALUES (1)")
+    run_sql(
+        source_db,
+        "CREATE TABLE a (id int PRIMARY KEY, v text)",
+        "CREATE TABLE b (id int PRIMARY KEY)",
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g",
+        "INSERT INTO b VALUES (1)",
+    )
     env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": sqlite_target_url}
     replicator("migrate", "--keep-slot", env=env)
     target_sql(sqlite_target_url, "UPDATE a SET v = 'x' WHERE id = 50")
     repl = psycopg.connect(source_db, replication="database", autocommit=True)
     try:  # a consumer that never confirms: the slot is active, its position stays
-        repl.execute("START_REPLICATION SLOT replicator LOGICAL 0/0 "
-                     "(proto_version '1', publication_names 'replicator')")
+        repl.execute(
+            "START_REPLICATION SLOT replicator LOGICAL 0/0 "
+            "(proto_version '1', publication_names 'replicator')"
+        )
         run_sql(source_db, "CREATE TABLE unrelated (x int PRIMARY KEY)")  # WAL past the slot's position
         t0 = time.monotonic()
         cp, doc = verify(env, "--wait", "2", "--tables", "a,b")
@@ -336,12 +364,14 @@ class HeapPeak:
     def __enter__(self):
         import sys
         import threading
+
         self.base = self.peak = sys.getallocatedblocks()
         self.stop = threading.Event()
 
         def sample():
             while not self.stop.wait(0.002):
                 self.peak = max(self.peak, sys.getallocatedblocks())
+
         self.thread = threading.Thread(target=sample, daemon=True)
         self.thread.start()
         return self
@@ -357,16 +387,23 @@ class HeapPeak:
 
 def test_verify_200k_rows_in_bounded_memory(source_db, duckdb_target_url):
     from replicator.pipeline import Options
-    from replicator.verify import Settings, verify as verify_tables
-    run_sql(source_db, "CREATE TABLE big (id bigint PRIMARY KEY, payload text, amount numeric(12,2), "
-                       "at timestamptz)",
-            "INSERT INTO big SELECT g, repeat(md5(g::text), 3), g / 100.0, "
-            "TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * interval '1 second' FROM generate_series(1, 200000) g",
-            "CREATE TABLE small AS SELECT * FROM big WHERE id <= 20000",
-            "ALTER TABLE small ADD PRIMARY KEY (id)")
+    from replicator.verify import Settings
+    from replicator.verify import verify as verify_tables
+
+    run_sql(
+        source_db,
+        "CREATE TABLE big (id bigint PRIMARY KEY, payload text, amount numeric(12,2), at timestamptz)",
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 3), g / 100.0, "
+        "TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * interval '1 second' FROM generate_series(1, 200000) g",
+        "CREATE TABLE small AS SELECT * FROM big WHERE id <= 20000",
+        "ALTER TABLE small ADD PRIMARY KEY (id)",
+    )
     replicator("migrate", "--source", source_db, "--target", duckdb_target_url)
-    run_sql(source_db, "UPDATE big SET payload = 'changed' WHERE id = 150000",  # after the copy
-            "UPDATE small SET payload = 'changed' WHERE id = 15000")
+    run_sql(
+        source_db,
+        "UPDATE big SET payload = 'changed' WHERE id = 150000",  # after the copy
+        "UPDATE small SET payload = 'changed' WHERE id = 15000",
+    )
     for _ in range(2):  # the first run also warms caches up
         with HeapPeak() as ref:
             verify_tables(Options(source=source_db, target=duckdb_target_url, tables=["small"]))
@@ -380,8 +417,11 @@ def test_verify_200k_rows_in_bounded_memory(source_db, duckdb_target_url):
     assert [r["changed"] for r in big["ranges"]] == [[{"id": 150000}]]
     # 10 times the rows, not more memory: a few fetch batches and one drilled range at a time
     # (holding 200k rows would add over a million objects: tuples, strings, numbers per row)
-    assert heap.growth < 1.5 * ref.growth + 10_000, f"heap grew by {heap.growth} blocks, " \
-                                                     f"{ref.growth} for 20k rows"
+    assert heap.growth < 1.5 * ref.growth + 10_000, (
+        f"heap grew by {heap.growth} blocks, {ref.growth} for 20k rows"
+    )
     assert seconds < 60, f"{seconds:.1f}s"
-    print(f"verify: 200000 rows in {seconds:.1f}s ({200_000 / seconds:.0f} rows/s), heap growth "
-          f"{heap.growth} blocks ({ref.growth} for 20k rows)")
+    print(
+        f"verify: 200000 rows in {seconds:.1f}s ({200_000 / seconds:.0f} rows/s), heap growth "
+        f"{heap.growth} blocks ({ref.growth} for 20k rows)"
+    )

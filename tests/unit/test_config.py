@@ -1,4 +1,5 @@
 """Mapping files without a server: parsing, positions in errors, environment, resolution rules."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,15 +36,28 @@ def col(name, oid=23):
 
 
 def table(name, cols, key=("id",), identity=Identity.DEFAULT, schema="public", oid=1, pk=None):
-    return TableSchema(schema, name, tuple(col(c, 25 if c not in ("id", "order_no") else 23) for c in cols),
-                       identity=identity, key=key, oid=oid, primary_key=key if pk is None else pk)
+    return TableSchema(
+        schema,
+        name,
+        tuple(col(c, 25 if c not in ("id", "order_no") else 23) for c in cols),
+        identity=identity,
+        key=key,
+        oid=oid,
+        primary_key=key if pk is None else pk,
+    )
 
 
 CATALOG = [
     # REPLICA IDENTITY USING INDEX on (order_no, status): the filter on status and the declared key
     # order_no are both inside the identity, and secret may be left out of the column list
-    table("orders", ["order_no", "cust_id", "amount", "status", "secret"], key=("order_no", "status"),
-          identity=Identity.INDEX, oid=1, pk=("order_no",)),
+    table(
+        "orders",
+        ["order_no", "cust_id", "amount", "status", "secret"],
+        key=("order_no", "status"),
+        identity=Identity.INDEX,
+        oid=1,
+        pk=("order_no",),
+    ),
     table("events", ["id", "payload"], key=(), identity=Identity.FULL, oid=6, pk=()),
     table("order_items", ["id", "order_no"], oid=2),
     table("customers", ["id", "name"], oid=3),
@@ -58,7 +72,12 @@ def test_issue_example_parses_with_environment(monkeypatch):
     assert cfg.source == "postgresql://u@h/db" and cfg.name == "shop"
     e = cfg.tables[0]
     assert (e.source, e.target, e.columns_exclude, e.key, e.insert_only) == (
-        "public.orders", "sales_orders", ("secret",), ("order_no",), False)
+        "public.orders",
+        "sales_orders",
+        ("secret",),
+        ("order_no",),
+        False,
+    )
     assert dict(e.rename) == {"cust_id": "customer_id"} and dict(e.types) == {"amount": "DECIMAL(12,2)"}
     assert cfg.tables[2].exclude == ("public.tmp_*",)
 
@@ -71,17 +90,32 @@ def test_env_default_and_missing_variable(monkeypatch):
         parse("source: ${NOPE}\ntables:\n  - include: '*'\n", "m.yaml")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("tables:\n  - source: a\n    taget: b\n", r"m.yaml:3:5: unknown key 'taget' .*did you mean 'target'"),
-    ("tables:\n  - source: a\n    source: b\n", r"m.yaml:3:5: duplicate key 'source' .*line 2"),
-    ("tables:\n  - source: a\n    include: b\n", r"m.yaml:2:5: each tables entry needs exactly one"),
-    ("tables:\n  - source: a\n    insert_only: maybe\n", r"m.yaml:3:18: insert_only must be true or false"),
-    ("tables:\n  - source: a\n    on_missing_row: ignore\n", r"m.yaml:3:21: on_missing_row must be one of"),
-    ("tables: public.a\n", r"m.yaml:1:9: 'tables' must be a non-empty list"),
-    ("tables:\n  - source: a\n    columns: {policy: {x: drop}}\n", r"m.yaml:3:24: columns.policy.x must be one of"),
-    ("tables:\n  - source: [a\n", r"m.yaml:\d+:\d+: not valid YAML"),
-    ("source: x\n", r"m.yaml:1:1: the mapping has no 'tables:' list"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "tables:\n  - source: a\n    taget: b\n",
+            r"m.yaml:3:5: unknown key 'taget' .*did you mean 'target'",
+        ),
+        ("tables:\n  - source: a\n    source: b\n", r"m.yaml:3:5: duplicate key 'source' .*line 2"),
+        ("tables:\n  - source: a\n    include: b\n", r"m.yaml:2:5: each tables entry needs exactly one"),
+        (
+            "tables:\n  - source: a\n    insert_only: maybe\n",
+            r"m.yaml:3:18: insert_only must be true or false",
+        ),
+        (
+            "tables:\n  - source: a\n    on_missing_row: ignore\n",
+            r"m.yaml:3:21: on_missing_row must be one of",
+        ),
+        ("tables: public.a\n", r"m.yaml:1:9: 'tables' must be a non-empty list"),
+        (
+            "tables:\n  - source: a\n    columns: {policy: {x: drop}}\n",
+            r"m.yaml:3:24: columns.policy.x must be one of",
+        ),
+        ("tables:\n  - source: [a\n", r"m.yaml:\d+:\d+: not valid YAML"),
+        ("source: x\n", r"m.yaml:1:1: the mapping has no 'tables:' list"),
+    ],
+)
 def test_shape_errors_name_file_line_and_column(text, message):
     with pytest.raises(ConfigError, match=message):
         parse(text, "m.yaml")
@@ -99,7 +133,13 @@ def test_first_matching_entry_wins_and_globs(monkeypatch):
     monkeypatch.setenv("SOURCE_DSN", "x")
     ms = resolve(parse(ISSUE_EXAMPLE, "m.yaml"), CATALOG)
     by = {m.label: m for m in ms}
-    assert set(by) == {"public.orders", "public.order_items", "public.customers", "public.on", "public.events"}
+    assert set(by) == {
+        "public.orders",
+        "public.order_items",
+        "public.customers",
+        "public.on",
+        "public.events",
+    }
     o = by["public.orders"]
     assert o.target_name == "sales_orders" and o.where == "status <> 'draft'"
     assert o.view.column_names == ("order_no", "customer_id", "amount", "status")
@@ -112,26 +152,52 @@ def resolve_text(text):
     return resolve(parse(text, "m.yaml"), CATALOG)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("tables:\n  - source: public.nope\n", r"m.yaml:2:5: 'public.nope' matches no table"),
-    ("tables:\n  - include: 'public.zz*'\n", r"m.yaml:2:5: 'public.zz\*' matches no table"),
-    ("tables:\n  - source: customers\n    columns: {exclude: [nme]}\n", r"m.yaml:3:25: column 'nme' does not exist .*did you mean 'name'"),
-    ("tables:\n  - source: customers\n    columns: {rename: {name: id}}\n", r"both be called 'id'"),
-    ("tables:\n  - source: customers\n    columns: {exclude: [id]}\n", r"cannot exclude id: .*replica identity"),
-    ("tables:\n  - source: customers\n  - source: order_items\n    target: customers\n", r"both map to target table 'customers'"),
-    ("tables:\n  - source: customers\n    where: \"name <> 'x'\"\n", r"m.yaml:3:5: the row filter .* uses name, outside its replica identity"),
-    ("tables:\n  - source: events\n    columns: {exclude: [payload]}\n", r"cannot exclude payload: .*REPLICA IDENTITY FULL"),
-    ("tables:\n  - source: customers\n    key: [name]\n", r"m.yaml:3:5: the declared key of public.customers must be part of its replica identity"),
-    ("tables:\n  - source: customers\n    columns: {exclude: [name], types: {name: TEXT}}\n", r"column 'name' .* is excluded"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("tables:\n  - source: public.nope\n", r"m.yaml:2:5: 'public.nope' matches no table"),
+        ("tables:\n  - include: 'public.zz*'\n", r"m.yaml:2:5: 'public.zz\*' matches no table"),
+        (
+            "tables:\n  - source: customers\n    columns: {exclude: [nme]}\n",
+            r"m.yaml:3:25: column 'nme' does not exist .*did you mean 'name'",
+        ),
+        ("tables:\n  - source: customers\n    columns: {rename: {name: id}}\n", r"both be called 'id'"),
+        (
+            "tables:\n  - source: customers\n    columns: {exclude: [id]}\n",
+            r"cannot exclude id: .*replica identity",
+        ),
+        (
+            "tables:\n  - source: customers\n  - source: order_items\n    target: customers\n",
+            r"both map to target table 'customers'",
+        ),
+        (
+            "tables:\n  - source: customers\n    where: \"name <> 'x'\"\n",
+            r"m.yaml:3:5: the row filter .* uses name, outside its replica identity",
+        ),
+        (
+            "tables:\n  - source: events\n    columns: {exclude: [payload]}\n",
+            r"cannot exclude payload: .*REPLICA IDENTITY FULL",
+        ),
+        (
+            "tables:\n  - source: customers\n    key: [name]\n",
+            r"m.yaml:3:5: the declared key of public.customers must be part of its replica identity",
+        ),
+        (
+            "tables:\n  - source: customers\n    columns: {exclude: [name], types: {name: TEXT}}\n",
+            r"column 'name' .* is excluded",
+        ),
+    ],
+)
 def test_resolution_errors_point_at_the_entry(text, message):
     with pytest.raises(ConfigError, match=message):
         resolve_text(text)
 
 
 def test_insert_only_allows_what_identity_would_refuse_and_gets_its_own_publication():
-    ms = resolve_text("tables:\n  - source: events\n    insert_only: true\n    columns: {exclude: [payload]}\n"
-                      "  - source: customers\n    where: \"id > 10\"\n")
+    ms = resolve_text(
+        "tables:\n  - source: events\n    insert_only: true\n    columns: {exclude: [payload]}\n"
+        '  - source: customers\n    where: "id > 10"\n'
+    )
     full, inserts = publications(ms)
     assert [(p.name, p.columns, p.where) for p in full] == [("customers", None, "id > 10")]
     assert [(p.name, p.columns) for p in inserts] == [("events", ("id",))]

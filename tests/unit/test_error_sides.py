@@ -1,5 +1,6 @@
 """Which database a driver error came from (cli._side_of): by the module that raised it, so a
 psycopg error of the PostgreSQL target is never reported as a source error (issue 9)."""
+
 from __future__ import annotations
 
 import psycopg
@@ -10,8 +11,10 @@ from replicator import cli
 def _raiser(module: str, inner=None):
     """A function that looks, to a traceback, like it lives in ``module``."""
     scope = {"__name__": module, "psycopg": psycopg, "inner": inner}
-    exec("def f():\n    if inner: return list(inner())\n    raise psycopg.OperationalError('server closed the connection')",
-         scope)
+    exec(
+        "def f():\n    if inner: return list(inner())\n    raise psycopg.OperationalError('server closed the connection')",
+        scope,
+    )
     return scope["f"]
 
 

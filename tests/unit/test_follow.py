@@ -1,14 +1,15 @@
 """The follow loop's feedback rule on a real SQLite target (no server): a scripted stream stands in
 for the replication connection (the loop's own logic is what is tested, not PostgreSQL)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pytest
 
+from replicator.apply import Replayer
 from replicator.follow import STOP, Follow
 from replicator.model import ChangeKind, Lsn, RowChange, TxBegin, TxCommit
-from replicator.apply import Replayer
 from replicator.source.frames import Keepalive
 from tests.unit.test_replay import setup  # noqa: F401  (fixture)
 
@@ -16,6 +17,7 @@ from tests.unit.test_replay import setup  # noqa: F401  (fixture)
 @dataclass
 class Data:
     """A data frame; its payload is the event the scripted decoder hands on."""
+
     payload: object
 
 
@@ -52,11 +54,16 @@ def test_a_receive_timeout_inside_a_transaction_with_a_batch_open_is_no_error(se
     the middle of a source transaction while an earlier transaction waited in the batch."""
     target, m, store, progress = setup
     rep = Replayer(target, store, {"public.t": m}, progress, Lsn(0), batch_seconds=3600)
-    frames = [Data(TxBegin(Lsn(0x300), None, 1)), Data(insert(1, 0x300)),
-              Data(TxCommit(Lsn(0x300), Lsn(0x310), None)),
-              Data(TxBegin(Lsn(0x400), None, 2)), Data(insert(2, 0x400)),
-              None,  # the receive times out here: in_tx, one transaction in the batch
-              Data(TxCommit(Lsn(0x400), Lsn(0x410), None)), None]
+    frames = [
+        Data(TxBegin(Lsn(0x300), None, 1)),
+        Data(insert(1, 0x300)),
+        Data(TxCommit(Lsn(0x300), Lsn(0x310), None)),
+        Data(TxBegin(Lsn(0x400), None, 2)),
+        Data(insert(2, 0x400)),
+        None,  # the receive times out here: in_tx, one transaction in the batch
+        Data(TxCommit(Lsn(0x400), Lsn(0x410), None)),
+        None,
+    ]
     stream = ScriptedStream(frames)
     stops = iter([False] * 8 + [True] * 100)
     outcome = Follow(stream, PassDecoder(), rep, lambda: next(stops), lambda f: None).run()
@@ -77,6 +84,7 @@ def test_an_idle_position_is_written_to_the_target_before_it_is_confirmed(setup,
     def send(flush, reply=False):
         sent_vs_target.append((flush, applied_on_target(target, store)))
         real_send(flush, reply)
+
     stream.send_status = send
     stops = iter([False, True, True, True])
     Follow(stream, PassDecoder(), rep, lambda: next(stops), lambda f: None).run()

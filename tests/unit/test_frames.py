@@ -1,4 +1,5 @@
 """Streaming replication CopyData frames: 'w', 'k' parsing and the 'r' status update."""
+
 from __future__ import annotations
 
 import struct
@@ -44,14 +45,17 @@ def test_keepalive(reply):
     assert frames.parse_frame(raw) == frames.Keepalive(Lsn(BIG), T1, bool(reply))
 
 
-@pytest.mark.parametrize("raw,needle", [
-    (b"", "empty"),
-    (b"x123", "unknown"),
-    (b"w" + b"\0" * 23, "truncated"),
-    (b"k" + b"\0" * 16, "18 bytes"),
-    (b"k" + b"\0" * 18, "18 bytes"),
-    (b"k" + struct.pack(">Qq", 0, 2**63 - 1) + b"\0", "out of range"),
-])
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        (b"", "empty"),
+        (b"x123", "unknown"),
+        (b"w" + b"\0" * 23, "truncated"),
+        (b"k" + b"\0" * 16, "18 bytes"),
+        (b"k" + b"\0" * 18, "18 bytes"),
+        (b"k" + struct.pack(">Qq", 0, 2**63 - 1) + b"\0", "out of range"),
+    ],
+)
 def test_bad_frames(raw, needle):
     with pytest.raises(DecodeError, match=needle):
         frames.parse_frame(raw)

@@ -1,5 +1,6 @@
 """Input checks without servers (issue 9): connect timeouts in every conninfo, source DSNs and
 target URLs refused with messages that never quote them, remembered secrets, must-exist opening."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,31 +30,39 @@ def test_a_bad_connect_timeout_in_the_environment_is_a_config_error(monkeypatch,
         dsn.source_conninfo("host=h")
 
 
-@pytest.mark.parametrize("source, words", [
-    (f"postgresql://u:{CANARY}%zz@h/db", "%-escape"),
-    (f"postgresql://u:{CANARY}@x@h/db", "percent-encode"),
-    (f"postgresql://u:{CANARY}/x@h/db", "percent-encode"),
-    (f"host=h password='{CANARY}", "quoted value"),
-    (f"host=h nonsense={CANARY}", "parameter libpq does not know"),
-    (f"mysql://u:{CANARY}@h/db", "must be PostgreSQL"),
-    (f"https://u:{CANARY}@h/db", "must be PostgreSQL"),
-    (f"postgresql+psycopg://u:{CANARY}@h/db", "no +driver"),
-])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        (f"postgresql://u:{CANARY}%zz@h/db", "%-escape"),
+        (f"postgresql://u:{CANARY}@x@h/db", "percent-encode"),
+        (f"postgresql://u:{CANARY}/x@h/db", "percent-encode"),
+        (f"host=h password='{CANARY}", "quoted value"),
+        (f"host=h nonsense={CANARY}", "parameter libpq does not know"),
+        (f"mysql://u:{CANARY}@h/db", "must be PostgreSQL"),
+        (f"https://u:{CANARY}@h/db", "must be PostgreSQL"),
+        (f"postgresql+psycopg://u:{CANARY}@h/db", "no +driver"),
+    ],
+)
 def test_a_bad_source_is_refused_without_quoting_it(source, words):
     with pytest.raises(ConfigError) as e:
         dsn.source_conninfo(source)
     assert words in str(e.value) and CANARY not in str(e.value)
 
 
-@pytest.mark.parametrize("url, words", [
-    ("sqlite://", "in-memory"), ("sqlite:///:memory:", "in-memory"), ("duckdb://", "in-memory"),
-    ("duckdb:///:memory:", "in-memory"),
-    (f"mysql+pymysql://root:{CANARY}@127.0.0.1:3306", "put the database name in the URL"),
-    (f"mariadb://root:{CANARY}@127.0.0.1", "put the database name in the URL"),
-    (f"nosuchdb://u:{CANARY}@h/x", "duckdb:///path.duckdb, sqlite:///path.sqlite, mysql"),
-    (f"mysql+pymysql://root:{CANARY}@x@127.0.0.1/db", "percent-encode"),
-    (f"mysql+pymysql://root:{CANARY}@127.0.0.1:notaport/db", "not an SQLAlchemy URL"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("duckdb://", "in-memory"),
+        ("duckdb:///:memory:", "in-memory"),
+        (f"mysql+pymysql://root:{CANARY}@127.0.0.1:3306", "put the database name in the URL"),
+        (f"mariadb://root:{CANARY}@127.0.0.1", "put the database name in the URL"),
+        (f"nosuchdb://u:{CANARY}@h/x", "duckdb:///path.duckdb, sqlite:///path.sqlite, mysql"),
+        (f"mysql+pymysql://root:{CANARY}@x@127.0.0.1/db", "percent-encode"),
+        (f"mysql+pymysql://root:{CANARY}@127.0.0.1:notaport/db", "not an SQLAlchemy URL"),
+    ],
+)
 def test_a_bad_target_url_is_refused_without_quoting_it(url, words):
     with pytest.raises(ConfigError) as e:
         check_url(url)
@@ -64,9 +73,14 @@ def test_a_bad_target_url_is_refused_without_quoting_it(url, words):
 def test_remembered_secrets_are_redacted_even_in_free_text(monkeypatch):
     monkeypatch.setattr(dsn, "_secrets", set())
     dsn.remember_secrets(f"postgresql://u:{CANARY}%zz@h/db", f"host=h password='{CANARY} two'")
-    assert dsn.redact(f'invalid percent-encoded token: "{CANARY}%zz"') == 'invalid percent-encoded token: "***"'
+    assert (
+        dsn.redact(f'invalid percent-encoded token: "{CANARY}%zz"') == 'invalid percent-encoded token: "***"'
+    )
     assert CANARY not in dsn.redact(f"value {CANARY} two seen")
-    assert dsn.redact(f"mysql+pymysql://root:{CANARY}@x/y@127.0.0.1/db") == "mysql+pymysql://root:***@127.0.0.1/db"
+    assert (
+        dsn.redact(f"mysql+pymysql://root:{CANARY}@x/y@127.0.0.1/db")
+        == "mysql+pymysql://root:***@127.0.0.1/db"
+    )
 
 
 @pytest.mark.parametrize("scheme", ["sqlite", "duckdb"])

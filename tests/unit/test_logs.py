@@ -1,5 +1,6 @@
 """--log-format: one JSON object per line with ts, level, logger, message and extra fields; text
 lines as before; never a password in either."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,12 @@ def stderr(capsys):
 def test_json_lines_have_the_fields_and_extras(stderr):
     logs.setup(0, "json")
     log = logging.getLogger("replicator.test")
-    log.info("copied %s: %d rows", "public.t", 10, extra={"table": "public.t", "rows": 10, "rate": 1.5,
-                                                         "tags": ["a", DSN], "nested": {"dsn": DSN}})
+    log.info(
+        "copied %s: %d rows",
+        "public.t",
+        10,
+        extra={"table": "public.t", "rows": 10, "rate": 1.5, "tags": ["a", DSN], "nested": {"dsn": DSN}},
+    )
     log.debug("not shown at INFO")
     lines = stderr.getvalue().splitlines()
     assert len(lines) == 1
@@ -93,9 +98,22 @@ def test_setup_is_idempotent_and_levels_follow_verbose(stderr):
 
 def test_cli_log_format_json_for_a_failing_command():
     """A command whose source cannot be reached: log lines JSON, the error line redacted."""
-    cp = subprocess.run([sys.executable, "-m", "replicator", "--log-format", "json", "-vv", "check",
-                         "--source", "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=5"],
-                        capture_output=True, text=True, timeout=60)
+    cp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "replicator",
+            "--log-format",
+            "json",
+            "-vv",
+            "check",
+            "--source",
+            "postgresql://u:hunter2@127.0.0.1:1/x?connect_timeout=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cp.returncode == 1, cp.stderr
     assert "cannot connect to the source" in cp.stderr
     assert "hunter2" not in cp.stdout + cp.stderr
@@ -106,7 +124,9 @@ def test_cli_log_format_json_for_a_failing_command():
 
 def test_final_lines_follow_the_format(stderr):
     logs.setup(0, "text")
-    assert logs.final_line("problem", f"fix {DSN}") == "problem: fix postgresql://repl:***@db.example:5432/app"
+    assert (
+        logs.final_line("problem", f"fix {DSN}") == "problem: fix postgresql://repl:***@db.example:5432/app"
+    )
     logs.setup(0, "json")
     doc = json.loads(logs.final_line("error", f"no {KV}", exit_code=2))
     assert doc["kind"] == "error" and doc["exit_code"] == 2 and doc["level"] == "ERROR"

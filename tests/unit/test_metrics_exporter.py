@@ -1,4 +1,5 @@
 """The Prometheus exporter over a hand-made Telemetry: names, labels, values; lag rules."""
+
 from __future__ import annotations
 
 import socket
@@ -16,15 +17,25 @@ def scrape(port: int) -> dict:
     """{(sample name, frozenset(labels)): value}"""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 class FakeSlot:
     errors = 1
-    figures = SlotFigures(checked_at=1.0, exists=True, active=True, wal_status="reserved",
-                          safe_wal_size=None, confirmed_flush_lsn=5000, current_lsn=9000,
-                          retained_bytes=4096)
+    figures = SlotFigures(
+        checked_at=1.0,
+        exists=True,
+        active=True,
+        wal_status="reserved",
+        safe_wal_size=None,
+        confirmed_flush_lsn=5000,
+        current_lsn=9000,
+        retained_bytes=4096,
+    )
 
 
 def test_exporter_serves_telemetry():

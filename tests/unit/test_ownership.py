@@ -1,4 +1,5 @@
 """Whose slot is it (DESIGN.md invariant 11): the start decision and the continuity check."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,17 @@ from replicator.ownership import FRESH, RESUME, decide
 from replicator.source.slot import check_slot
 
 ROW = StreamProgress("replicator", "replicator", "42", Lsn(0x500))
-SLOT = {"slot_name": "replicator", "slot_type": "logical", "plugin": "pgoutput", "database": "app",
-        "this_database": "app", "active": False, "active_pid": None, "wal_status": "reserved",
-        "confirmed_flush_lsn": "0/500"}
+SLOT = {
+    "slot_name": "replicator",
+    "slot_type": "logical",
+    "plugin": "pgoutput",
+    "database": "app",
+    "this_database": "app",
+    "active": False,
+    "active_pid": None,
+    "wal_status": "reserved",
+    "confirmed_flush_lsn": "0/500",
+}
 
 
 def progress(state):
@@ -50,20 +59,24 @@ def test_an_interrupted_first_start_of_ours_starts_again_unless_in_use():
         decide(ROW, {}, {**SLOT, "active": True}, False, "replicator", who)
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"plugin": "test_decoding"}, "not the pgoutput slot"),
-    ({"database": "other"}, "not the pgoutput slot"),
-    ({"slot_type": "physical"}, "not the pgoutput slot"),
-    ({"wal_status": "lost"}, "invalidated"),
-    ({"confirmed_flush_lsn": "0/600"}, "beyond 0/500"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"plugin": "test_decoding"}, "not the pgoutput slot"),
+        ({"database": "other"}, "not the pgoutput slot"),
+        ({"slot_type": "physical"}, "not the pgoutput slot"),
+        ({"wal_status": "lost"}, "invalidated"),
+        ({"confirmed_flush_lsn": "0/600"}, "beyond 0/500"),
+    ],
+)
 def test_continuity_check_refuses_a_slot_that_is_not_where_the_target_stopped(change, match):
     with pytest.raises(SlotLostError, match=match):
         check_slot({**SLOT, **change}, "replicator", "replicator", "42", "42", Lsn(0x500))
 
 
 def test_continuity_check_accepts_the_slot_behind_or_at_the_target():
-    assert check_slot({**SLOT, "confirmed_flush_lsn": "0/400"}, "replicator", "replicator", "42", "42",
-                      Lsn(0x500))
+    assert check_slot(
+        {**SLOT, "confirmed_flush_lsn": "0/400"}, "replicator", "replicator", "42", "42", Lsn(0x500)
+    )
     with pytest.raises(SlotLostError, match="another server"):
         check_slot(SLOT, "replicator", "replicator", "43", "42", Lsn(0x500))

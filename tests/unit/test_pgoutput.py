@@ -1,4 +1,5 @@
 """pgoutput v1 decoder: byte-by-byte fixtures, edge cases and hypothesis fuzzing (no server)."""
+
 from __future__ import annotations
 
 import struct
@@ -55,7 +56,14 @@ def enc_origin(lsn, name):
 
 
 def enc_relation(relid, ns, name, ident, cols):
-    out = b"R" + struct.pack(">I", relid) + cstr(ns) + cstr(name) + ident.encode() + struct.pack(">h", len(cols))
+    out = (
+        b"R"
+        + struct.pack(">I", relid)
+        + cstr(ns)
+        + cstr(name)
+        + ident.encode()
+        + struct.pack(">h", len(cols))
+    )
     for flags, cname, oid, mod in cols:
         out += struct.pack(">B", flags) + cstr(cname) + struct.pack(">Ii", oid, mod)
     return out
@@ -94,6 +102,7 @@ BIG = (0x1F << 32) | 0xDEADBEEF  # above 2^32
 
 # ---------------------------------------------------------------------------------------------------
 # Every message type, every field
+
 
 def test_begin():
     m = po.decode(enc_begin(BIG, T1, 4_000_000_000))
@@ -165,7 +174,9 @@ def test_delete(kind):
     assert po.decode(enc_delete(9, ("5", None), kind)) == po.Delete(9, ("5", None), kind)
 
 
-@pytest.mark.parametrize("opts,cascade,restart", [(0, False, False), (1, True, False), (2, False, True), (3, True, True)])
+@pytest.mark.parametrize(
+    "opts,cascade,restart", [(0, False, False), (1, True, False), (2, False, True), (3, True, True)]
+)
 def test_truncate(opts, cascade, restart):
     m = po.decode(enc_truncate([16384, 0xFFFFFFFE], opts))
     assert m == po.Truncate((16384, 0xFFFFFFFE), cascade, restart)
@@ -183,14 +194,19 @@ def test_memoryview_and_bytearray_input():
 
 
 def test_timestamps_round_trip():
-    for dt in (EPOCH, EPOCH - timedelta(microseconds=1), datetime(1970, 1, 1, tzinfo=timezone.utc),
-               datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=timezone.utc)):
+    for dt in (
+        EPOCH,
+        EPOCH - timedelta(microseconds=1),
+        datetime(1970, 1, 1, tzinfo=timezone.utc),
+        datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=timezone.utc),
+    ):
         assert po.decode(enc_begin(0, dt, 0)).commit_time == dt
         assert po.pg_time(po.pg_micros(dt)) == dt
 
 
 # ---------------------------------------------------------------------------------------------------
 # Errors
+
 
 def _raises(raw: bytes, *needles: str) -> str:
     with pytest.raises(DecodeError) as ei:
@@ -224,8 +240,9 @@ def test_errors_name_type_and_offset():
 
 
 def test_check_tuple():
-    rel = po.Relation(5, "public", "orders", "d", (po.RelationColumn(1, "id", 23, -1),
-                                                     po.RelationColumn(0, "v", 25, -1)))
+    rel = po.Relation(
+        5, "public", "orders", "d", (po.RelationColumn(1, "id", 23, -1), po.RelationColumn(0, "v", 25, -1))
+    )
     po.check_tuple(rel, ("1", None))
     with pytest.raises(DecodeError) as ei:
         po.check_tuple(rel, ("1",))
@@ -250,20 +267,27 @@ def _pair(enc, cls):
 messages = st.one_of(
     st.tuples(lsn, when, u32).map(lambda a: (enc_begin(*a), po.Begin(Lsn(a[0]), a[1], a[2]))),
     st.tuples(st.integers(0, 255), lsn, lsn, when).map(
-        lambda a: (enc_commit(*a), po.Commit(a[0], Lsn(a[1]), Lsn(a[2]), a[3]))),
+        lambda a: (enc_commit(*a), po.Commit(a[0], Lsn(a[1]), Lsn(a[2]), a[3]))
+    ),
     st.tuples(lsn, name).map(lambda a: (enc_origin(*a), po.Origin(Lsn(a[0]), a[1]))),
-    st.tuples(u32, name, name, st.sampled_from("dnfi"),
-              st.lists(st.tuples(st.integers(0, 255), name, u32, st.integers(-2**31, 2**31 - 1)), max_size=5)).map(
-        lambda a: (enc_relation(*a), po.Relation(*a[:4], tuple(po.RelationColumn(*c) for c in a[4])))),
+    st.tuples(
+        u32,
+        name,
+        name,
+        st.sampled_from("dnfi"),
+        st.lists(st.tuples(st.integers(0, 255), name, u32, st.integers(-(2**31), 2**31 - 1)), max_size=5),
+    ).map(lambda a: (enc_relation(*a), po.Relation(*a[:4], tuple(po.RelationColumn(*c) for c in a[4])))),
     st.tuples(u32, name, name).map(_pair(enc_type, po.TypeInfo)),
     st.tuples(u32, values).map(_pair(enc_insert, po.Insert)),
     st.tuples(u32, st.none(), st.none(), values).map(_pair(enc_update, po.Update)),
     st.tuples(u32, values, st.sampled_from("KO"), values).map(_pair(enc_update, po.Update)),
     st.tuples(u32, values, st.sampled_from("KO")).map(_pair(enc_delete, po.Delete)),
     st.tuples(st.lists(u32, max_size=5), st.integers(0, 3)).map(
-        lambda a: (enc_truncate(*a), po.Truncate(tuple(a[0]), bool(a[1] & 1), bool(a[1] & 2)))),
+        lambda a: (enc_truncate(*a), po.Truncate(tuple(a[0]), bool(a[1] & 1), bool(a[1] & 2)))
+    ),
     st.tuples(st.integers(0, 1), lsn, name, st.binary(max_size=10)).map(
-        lambda a: (enc_message(*a), po.LogicalMessage(bool(a[0]), Lsn(a[1]), a[2], a[3]))),
+        lambda a: (enc_message(*a), po.LogicalMessage(bool(a[0]), Lsn(a[1]), a[2], a[3]))
+    ),
 )
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,5 @@
 """The progress display's text, from Telemetry alone, without a terminal; and its modes."""
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,7 @@ def streaming_telemetry() -> Telemetry:
 def test_copy_line_rows_percent_bytes_rate_eta():
     tel = copying_telemetry()
     line = progress.copy_line(tel.tables["public.accounts"], NOW)
-    assert line == ("copying public.accounts: 45,000 of ~100,000 rows (45%), 4.5 MB, 30,000 rows/s, "
-                    "ETA 2s")
+    assert line == ("copying public.accounts: 45,000 of ~100,000 rows (45%), 4.5 MB, 30,000 rows/s, ETA 2s")
     assert progress.copy_rates(tel.tables["public.accounts"], NOW) == (30_000.0, 3_000_000.0, 55_000 / 30_000)
     # no estimate (never analyzed): no percent, no ETA
     t = tel.tables["public.accounts"]
@@ -47,18 +47,29 @@ def test_copy_line_rows_percent_bytes_rate_eta():
 
 def test_tables_line_counts_states_and_planned():
     tel = copying_telemetry()
-    assert progress.tables_line(tel, planned=5) == \
-        "tables: 1 copied, 1 copying, 3 waiting (of 5); 45,010 rows copied"
+    assert (
+        progress.tables_line(tel, planned=5)
+        == "tables: 1 copied, 1 copying, 3 waiting (of 5); 45,010 rows copied"
+    )
     assert progress.tables_line(Telemetry(), planned=0) == "tables: planning"
 
 
 def test_stream_line_lag_rate_batches_and_slot():
     tel = streaming_telemetry()
-    slot = SlotFigures(checked_at=NOW, exists=True, active=True, wal_status="reserved",
-                       confirmed_flush_lsn=0x1A2B3C, current_lsn=0x1A2B3C + 100, retained_bytes=3_100_000)
+    slot = SlotFigures(
+        checked_at=NOW,
+        exists=True,
+        active=True,
+        wal_status="reserved",
+        confirmed_flush_lsn=0x1A2B3C,
+        current_lsn=0x1A2B3C + 100,
+        retained_bytes=3_100_000,
+    )
     line = progress.stream_line(tel, NOW, rate=1234.4, slot=slot)
-    assert line == ("applied 0/1A2B3C · lag 12.3 kB, 2.0s · 1,234 changes/s · 1,000 changes in 1 batches "
-                    "(last: 1,000 in 0.12s) · slot retains 3.1 MB (reserved)")
+    assert line == (
+        "applied 0/1A2B3C · lag 12.3 kB, 2.0s · 1,234 changes/s · 1,000 changes in 1 batches "
+        "(last: 1,000 in 0.12s) · slot retains 3.1 MB (reserved)"
+    )
     tel.server_wal_end = tel.applied_lsn
     assert "lag 0 B, 0.0s" in progress.stream_line(tel, NOW)
     tel.errors["OperationalError"] += 2

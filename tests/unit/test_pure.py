@@ -1,8 +1,10 @@
 """Pure logic without servers: LSNs, redaction, COPY text parsing, table selection, slot reach."""
+
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replicator.dsn import redact, source_conninfo
 from replicator.errors import ConfigError
@@ -25,12 +27,15 @@ def test_lsn_format_matches_postgres():
         Lsn.parse("12345")
 
 
-@pytest.mark.parametrize("text", [
-    "postgresql://alice:s3cr3t@db.example:5432/app",
-    "host=db user=alice password=s3cr3t dbname=app",
-    "host=db password='s3 cr3t' dbname=app",
-    "error connecting to mysql+pymysql://root:s3cr3t@127.0.0.1/x: refused",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql://alice:s3cr3t@db.example:5432/app",
+        "host=db user=alice password=s3cr3t dbname=app",
+        "host=db password='s3 cr3t' dbname=app",
+        "error connecting to mysql+pymysql://root:s3cr3t@127.0.0.1/x: refused",
+    ],
+)
 def test_redact_removes_passwords(text):
     out = redact(text)
     assert "s3cr3t" not in out and "s3 cr3t" not in out and "***" in out
@@ -44,7 +49,7 @@ def test_source_conninfo_pins_session_settings():
 def _escape(v):
     if v is None:
         return "\\N"
-    return (v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r"))
+    return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @given(st.lists(st.one_of(st.none(), st.text()), min_size=1, max_size=6))
@@ -77,4 +82,7 @@ def test_reached_allows_a_page_header_only_at_a_page_boundary():
 
 def test_failpoint_spec():
     assert _parse("copy.loaded:public.t=kill, apply.committed=kill@3,x=sleep:1") == {
-        "copy.loaded:public.t": ("kill", 1), "apply.committed": ("kill", 3), "x": ("sleep:1", 1)}
+        "copy.loaded:public.t": ("kill", 1),
+        "apply.committed": ("kill", 3),
+        "x": ("sleep:1", 1),
+    }

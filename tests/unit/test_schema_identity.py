@@ -1,4 +1,5 @@
 """schema_change.diff and the applied layout: column identity by attnum (issue 10, items 4, 5)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ from replicator.schema_change import NOT_READ, diff, layout_of, remap, with_layo
 
 
 def schema(*cols, attnums=()):
-    return TableSchema("public", "t", tuple(Column(n, o, "x") for n, o in cols), key=("id",),
-                       attnums=tuple(attnums))
+    return TableSchema(
+        "public", "t", tuple(Column(n, o, "x") for n, o in cols), key=("id",), attnums=tuple(attnums)
+    )
 
 
 def rel(*cols):
@@ -39,9 +41,9 @@ def test_renamed_again_since_is_still_a_rename():
 
 
 def test_table_gone_or_catalog_not_read():
-    d = diff(KNOWN, REL, None)          # the table is gone: followed as ADD and DROP
+    d = diff(KNOWN, REL, None)  # the table is gone: followed as ADD and DROP
     assert d.added == ["g"] and d.dropped == ["f1"] and not d.renamed
-    d = diff(KNOWN, REL, NOT_READ)      # not read: the position decides (the stricter answer)
+    d = diff(KNOWN, REL, NOT_READ)  # not read: the position decides (the stricter answer)
     assert d.renamed == [("f1", "g")]
     old = schema(("id", 23), ("f1", 1043))  # a layout without attnums: the position decides
     today = schema(("id", 23), ("g", 23), attnums=[("id", 1), ("g", 3)])

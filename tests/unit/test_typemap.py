@@ -1,5 +1,6 @@
 """The type map without servers: array text parsing, target type expressions, per-target column
 types with target_type and policies, the Python half of value policies, identifier checks."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,15 +8,20 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from replicator.model import Column, TableMapping, TableSchema
 from replicator.target import open_target, pgarray, typemap, value_rules
 
 INT, TEXT, NUMERIC, TS, F8 = 23, 25, 1700, 1114, 701
-URLS = {"duckdb": "duckdb:///unused.duckdb", "sqlite": "sqlite:///unused.sqlite",
-        "mysql": "mysql+pymysql://u@h/db", "pg": "postgresql://u@h/db"}
+URLS = {
+    "duckdb": "duckdb:///unused.duckdb",
+    "sqlite": "sqlite:///unused.sqlite",
+    "mysql": "mysql+pymysql://u@h/db",
+    "pg": "postgresql://u@h/db",
+}
 
 
 def col(name="c", oid=TEXT, type_name="text", **kw) -> Column:
@@ -28,11 +34,18 @@ def mapping(*cols: Column, name="t", key=("id",)) -> TableMapping:
 
 
 # ------------------------------------------------------------------ arrays
-@pytest.mark.parametrize("text, want", [
-    ("{}", []), ("{1,NULL,3}", ["1", None, "3"]), ("{{1,2},{3,NULL}}", [["1", "2"], ["3", None]]),
-    ('{"NULL",null,""}', ["NULL", "null", ""]), (r'{"a\"b","c\\d","{x}"," s "}', ['a"b', "c\\d", "{x}", " s "]),
-    ('{"a,b",😀}', ["a,b", "😀"]), ("{{{x}}}", [[["x"]]]),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("{}", []),
+        ("{1,NULL,3}", ["1", None, "3"]),
+        ("{{1,2},{3,NULL}}", [["1", "2"], ["3", None]]),
+        ('{"NULL",null,""}', ["NULL", "null", ""]),
+        (r'{"a\"b","c\\d","{x}"," s "}', ['a"b', "c\\d", "{x}", " s "]),
+        ('{"a,b",😀}', ["a,b", "😀"]),
+        ("{{{x}}}", [[["x"]]]),
+    ],
+)
 def test_parse_array(text, want):
     assert pgarray.parse_array(text) == want
 
@@ -43,8 +56,9 @@ def test_parse_array_box_delimiter_and_bounds():
         pgarray.parse_array("[0:1]={1,2}")
 
 
-elements = st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                                                 blacklist_characters="\x00")))
+elements = st.one_of(
+    st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+)
 
 
 def quoted(v) -> str:
@@ -72,12 +86,21 @@ def test_array_json_native_elements_and_strings():
 
 
 # ------------------------------------------------------------------ target types
-@pytest.mark.parametrize("expr, want", [
-    ("DECIMAL(12,2)", ("numeric", (12, 2))), ("numeric( 40 , 10 )", ("numeric", (40, 10))),
-    ("decimal", ("numeric()", ())), ("BIGINT", ("bigint", ())), ("int(11)", ("integer", ())),
-    ("double precision", ("double precision", ())), ("varchar(5)", ("varchar", (5,))),
-    ("LONGTEXT", ("text", ())), ("TIMESTAMP(3)", None), ("JSON", None),
-])
+@pytest.mark.parametrize(
+    "expr, want",
+    [
+        ("DECIMAL(12,2)", ("numeric", (12, 2))),
+        ("numeric( 40 , 10 )", ("numeric", (40, 10))),
+        ("decimal", ("numeric()", ())),
+        ("BIGINT", ("bigint", ())),
+        ("int(11)", ("integer", ())),
+        ("double precision", ("double precision", ())),
+        ("varchar(5)", ("varchar", (5,))),
+        ("LONGTEXT", ("text", ())),
+        ("TIMESTAMP(3)", None),
+        ("JSON", None),
+    ],
+)
 def test_parse_target_type(expr, want):
     assert typemap.parse_target_type(expr) == want
 
@@ -85,14 +108,25 @@ def test_parse_target_type(expr, want):
 def ddl(kind: str, c: Column, m: TableMapping | None = None) -> str:
     t = open_target(URLS[kind])
     t._collation = "utf8mb4_nopad_bin"  # MySQL: known without asking a server
-    dialect = {"duckdb": postgresql.dialect(), "sqlite": sqlite.dialect(), "mysql": mysql.dialect(),
-               "pg": postgresql.dialect()}[kind]
+    dialect = {
+        "duckdb": postgresql.dialect(),
+        "sqlite": sqlite.dialect(),
+        "mysql": mysql.dialect(),
+        "pg": postgresql.dialect(),
+    }[kind]
     table = t.table(m or mapping(c))
     return str(sa.schema.CreateTable(table).compile(dialect=dialect))
 
 
-@pytest.mark.parametrize("kind, typ", [("duckdb", "DECIMAL(12,2)"), ("mysql", "DECIMAL(12,2)"),
-                                       ("sqlite", "DECIMAL(12,2)"), ("pg", "DECIMAL(12,2)")])
+@pytest.mark.parametrize(
+    "kind, typ",
+    [
+        ("duckdb", "DECIMAL(12,2)"),
+        ("mysql", "DECIMAL(12,2)"),
+        ("sqlite", "DECIMAL(12,2)"),
+        ("pg", "DECIMAL(12,2)"),
+    ],
+)
 def test_target_type_is_the_ddl_and_checks_values(kind, typ):
     n = col("n", NUMERIC, "numeric", target_type=typ)
     assert f"n {typ}" in ddl(kind, n).replace('"', "").replace("`", "")
@@ -106,8 +140,9 @@ def test_target_type_is_the_ddl_and_checks_values(kind, typ):
     assert str(clamp("1.005")) == "1.01" and str(clamp("-1e20")) == "-9999999999.99"
 
 
-@pytest.mark.parametrize("kind, text_type", [("duckdb", "VARCHAR"), ("mysql", "LONGTEXT"),
-                                             ("sqlite", "TEXT"), ("pg", "text")])
+@pytest.mark.parametrize(
+    "kind, text_type", [("duckdb", "VARCHAR"), ("mysql", "LONGTEXT"), ("sqlite", "TEXT"), ("pg", "text")]
+)
 def test_text_policy_makes_a_text_column_holding_postgresql_text(kind, text_type):
     ts = col("ts", TS, "timestamp without time zone", policy="text", target_type="DATETIME(3)")
     assert f"ts {text_type}" in ddl(kind, ts).replace('"', "").replace("`", "")
@@ -135,7 +170,10 @@ def test_apply_policy():
 def test_copy_expression_applies_the_policy_on_the_source():
     m = mapping(col("ts", TS, "timestamp without time zone", policy="clamp"))
     expr = open_target(URLS["mysql"]).copy_expressions(m)[1]
-    assert expr.startswith('CASE WHEN "ts" IS NULL OR ("ts" BETWEEN') and "'9999-12-31 23:59:59.999999'::timestamp" in expr
+    assert (
+        expr.startswith('CASE WHEN "ts" IS NULL OR ("ts" BETWEEN')
+        and "'9999-12-31 23:59:59.999999'::timestamp" in expr
+    )
     marked = open_target(URLS["duckdb"]).copy_expressions(mapping(col("n", NUMERIC, "numeric(5,2)")))[1]
     assert "chr(26)" in marked  # error policy: the refused value is marked for the loader
 
@@ -158,7 +196,9 @@ def test_identifier_length_limits():
     m = dataclasses.replace(mapping(col(long_pg)), target_name="x" * 64)
     lines = open_target(URLS["pg"]).identifier_problems(m)
     assert len(lines) == 2 and "63 bytes" in lines[0] and "target:" in lines[0] and repr(long_pg) in lines[1]
-    lines = open_target(URLS["mysql"]).identifier_problems(dataclasses.replace(mapping(col("c" * 65)), target_name="t"))
+    lines = open_target(URLS["mysql"]).identifier_problems(
+        dataclasses.replace(mapping(col("c" * 65)), target_name="t")
+    )
     assert len(lines) == 1 and "64 characters" in lines[0]
 
 
@@ -166,7 +206,9 @@ def test_mysql_table_names_collide_when_the_server_folds_their_case():
     t = open_target(URLS["mysql"])
     t._lower_case_names = 1
     assert t.identifier_problems(mapping(name="Orders")) == []
-    other = dataclasses.replace(mapping(name="orders"), view=dataclasses.replace(mapping().view, name="orders2"))
+    other = dataclasses.replace(
+        mapping(name="orders"), view=dataclasses.replace(mapping().view, name="orders2")
+    )
     (line,) = t.identifier_problems(other)
     assert "'Orders' and 'orders'" in line and "lower_case_table_names=1" in line and "target:" in line
     assert t.identifier_problems(mapping(name="Orders")) == []  # the same table asked again

@@ -1,13 +1,14 @@
 """verify's range logic without servers: scan (ordered checksums), drill-down, settlement,
 range predicates (checked against the sort order by brute force), and the report lines."""
+
 from __future__ import annotations
 
 import itertools
 
 import pytest
 
-from replicator.verify.run import Settings, TableCheck, render
 from replicator.verify.ranges import OrderError, classify, drill, merge, scan
+from replicator.verify.run import Settings, TableCheck, render
 from replicator.verify.sql import _Flavour, compile_row, compile_sort_key, lex
 
 
@@ -67,6 +68,7 @@ def test_scan_is_a_stream():
         for r in table(1000):
             consumed.append(r[0])
             yield r
+
     it = scan(src(), iter(table(1000)), 10)
     next(it)
     assert len(consumed) <= 11
@@ -106,9 +108,11 @@ def test_classify_confirms_stable_rows_and_retries_moving_ones():
     src = rows([(1, "a"), (2, "b"), (3, "c")], version="100")
     tgt = rows([(1, "x"), (2, "b2"), (3, "c3")])
     diffs = drill(src, tgt, 10, True, 10).diffs
-    later = {1: (["100"], [(1, "a")]),        # same version in S2: the target must hold it
-             2: (["200"], [(2, "b2")]),       # changed, and the target has the new value
-             3: (["300"], [(3, "c4")])}       # changed, target holds neither: look again
+    later = {
+        1: (["100"], [(1, "a")]),  # same version in S2: the target must hold it
+        2: (["200"], [(2, "b2")]),  # changed, and the target has the new value
+        3: (["300"], [(3, "c4")]),
+    }  # changed, target holds neither: look again
     confirmed, unsettled = classify(diffs, later)
     assert [d.sk for d in confirmed] == [1] and [d.sk for d in unsettled] == [3]
 
@@ -160,16 +164,30 @@ def test_range_predicates_match_the_sort_order(op, nullable):
     domain = [1, 2, None] if nullable else [1, 2, 3]
     keys = list(itertools.product(domain, repeat=2))
     for row, bound in itertools.product(keys, keys):
-        f = _Flavour(lambda i: V(row[i]), lambda i: bound[i], lambda i: nullable,
-                     lambda c: c.v is None, lambda c: c.v is not None, and3, or3)
+        f = _Flavour(
+            lambda i: V(row[i]),
+            lambda i: bound[i],
+            lambda i: nullable,
+            lambda c: c.v is None,
+            lambda c: c.v is not None,
+            and3,
+            or3,
+        )
         got = f.bound(2, op) is True
         want = nulls_last(row) > nulls_last(bound) if op == ">" else nulls_last(row) <= nulls_last(bound)
         assert got == want, (row, op, bound)
 
 
 def test_lex_shape():
-    out = lex(2, ">", lambda i: f"k{i}>b{i}", lambda i: f"k{i}<b{i}", lambda i: f"k{i}=b{i}",
-              lambda p: "(" + " AND ".join(p) + ")", lambda p: " OR ".join(p))
+    out = lex(
+        2,
+        ">",
+        lambda i: f"k{i}>b{i}",
+        lambda i: f"k{i}<b{i}",
+        lambda i: f"k{i}=b{i}",
+        lambda p: "(" + " AND ".join(p) + ")",
+        lambda p: " OR ".join(p),
+    )
     assert out == "(k0>b0) OR (k0=b0 AND k1>b1)"
 
 
@@ -180,6 +198,7 @@ def test_compiled_row_converts_only_what_needs_it():
     def text(v):
         calls.append(v)
         return None if v is None else str(v)
+
     conv = compile_row([int, text, lambda v: v * 2], ["int4", "text", "numeric"])
     assert conv(("5", "x", 3)) == (5, "x", 6)
     assert conv((5, None, 1)) == (5, None, 2)
@@ -195,37 +214,62 @@ def test_compiled_sort_key():
 
 # ----------------------------------------------------------------------------- report
 def doc(**t):
-    base = {"source": "public.t", "target": "t", "equal": True, "source_rows": 123, "target_rows": 123,
-            "ranges": [], "differing_ranges": 0, "truncated": False, "unsettled": 0, "error": None}
+    base = {
+        "source": "public.t",
+        "target": "t",
+        "equal": True,
+        "source_rows": 123,
+        "target_rows": 123,
+        "ranges": [],
+        "differing_ranges": 0,
+        "truncated": False,
+        "unsettled": 0,
+        "error": None,
+    }
     return {"tables": [{**base, **t}], "equal": t.get("equal", True)}
 
 
 def test_render_lines():
     assert render(doc()) == "public.t: OK 123 rows"
-    rng = {"from": {"id": 5}, "to": {"id": 9}, "missing": [{"id": 7}], "extra": [],
-           "changed": [{"id": 8}], "columns": ["balance"]}
+    rng = {
+        "from": {"id": 5},
+        "to": {"id": 9},
+        "missing": [{"id": 7}],
+        "extra": [],
+        "changed": [{"id": 8}],
+        "columns": ["balance"],
+    }
     line = render(doc(equal=False, source_rows=10, target_rows=9, ranges=[rng], differing_ranges=1))
-    assert line == ("public.t: DIFFERS rows source 10 target 9; keys 5..9: missing on target id=7, "
-                    "changed id=8 (balance)")
-    assert render(doc(equal=False, error="target table t does not exist")) == \
-        "public.t: ERROR target table t does not exist"
+    assert line == (
+        "public.t: DIFFERS rows source 10 target 9; keys 5..9: missing on target id=7, changed id=8 (balance)"
+    )
+    assert (
+        render(doc(equal=False, error="target table t does not exist"))
+        == "public.t: ERROR target table t does not exist"
+    )
     assert "2 row(s) changing" in render(doc(unsettled=2))
 
 
 def _check(max_keys, max_ranges, found):
     from replicator.verify.run import _Found, _Range
+
     check = TableCheck.__new__(TableCheck)
     check.s = Settings(max_keys=max_keys, max_ranges=max_ranges)
     check.doc = {"ranges": [], "error": None}
 
     class Plan:
         source_names, key_idx = ("id", "v"), [0]
+
     check.plan = Plan()
     check.found = []
     for lo, hi, d in found:
         first, last = (lo + 1, (lo + 1, "")), (hi, (hi, ""))
-        check.found.append(_Found(_Range((lo,), (hi,), 0, 0, (first[0], first[1]), (last[0], last[1])),
-                                  [(s.first, s.last, s.diffs) for s in d.subranges]))
+        check.found.append(
+            _Found(
+                _Range((lo,), (hi,), 0, 0, (first[0], first[1]), (last[0], last[1])),
+                [(s.first, s.last, s.diffs) for s in d.subranges],
+            )
+        )
     check._report([])
     return check.doc
 
@@ -237,10 +281,16 @@ def test_report_caps_keys_then_lists_other_ranges_without_keys():
     assert doc["truncated"] and doc["differing_ranges"] == 1 and doc["equal"] is False
     other = drill(rows([(50, "x")]), [], 10, True, 100)
     doc = _check(3, 5, [(0, 40, d), (40, 60, other)])
-    assert doc["ranges"][1] == {"from": {"id": 41}, "to": {"id": 60}, "missing": [], "extra": [],
-                                "changed": [], "columns": []}
+    assert doc["ranges"][1] == {
+        "from": {"id": 41},
+        "to": {"id": 60},
+        "missing": [],
+        "extra": [],
+        "changed": [],
+        "columns": [],
+    }
     assert "keys 41..60 differ; more not listed (2 differing range(s) in all)" in render(
-        {"tables": [{**doc, "source": "public.t", "source_rows": 41, "target_rows": 0,
-                     "unsettled": 0}]})
+        {"tables": [{**doc, "source": "public.t", "source_rows": 41, "target_rows": 0, "unsettled": 0}]}
+    )
     doc = _check(100, 2, [(0, 40, d)])  # ranges capped before keys
     assert len(doc["ranges"]) == 2 and sum(len(r["missing"]) for r in doc["ranges"]) == 20

@@ -1,5 +1,6 @@
 """verify's canonical values: the source's PostgreSQL text and each target's stored form of the
 same value compare equal, and different values do not (no servers)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,11 @@ SAME = [  # (column, PostgreSQL text, target values that hold the same value)
     (col("numeric"), "100", [Decimal("1E+2"), Decimal("100.000"), 100]),
     (col("numeric"), "-0.00", [Decimal("0"), "0"]),
     (col("numeric"), "NaN", [Decimal("NaN"), "NaN"]),
-    (col("numeric"), "12345678901234567890.123456789012345678901",
-     [Decimal("12345678901234567890.123456789012345678901")]),
+    (
+        col("numeric"),
+        "12345678901234567890.123456789012345678901",
+        [Decimal("12345678901234567890.123456789012345678901")],
+    ),
     (col("float8"), "0.1", [0.1]),
     (col("float8"), "-0", [0.0]),
     (col("float8"), "Infinity", [float("inf")]),
@@ -38,35 +42,63 @@ SAME = [  # (column, PostgreSQL text, target values that hold the same value)
     (col("float4"), "NaN", [float("nan")]),
     (col("date"), "2024-02-29", [dt.date(2024, 2, 29)]),
     (col("date"), "infinity", [dt.date.max]),  # DuckDB returns infinity as the maximum date
-    (col("time"), "12:34:56.5", [dt.time(12, 34, 56, 500000), dt.timedelta(hours=12, minutes=34, seconds=56.5),
-                                 "12:34:56.500000"]),
+    (
+        col("time"),
+        "12:34:56.5",
+        [dt.time(12, 34, 56, 500000), dt.timedelta(hours=12, minutes=34, seconds=56.5), "12:34:56.500000"],
+    ),
     (col("time"), "24:00:00", [dt.timedelta(hours=24), "24:00:00"]),
-    (col("timestamp"), "2024-01-02 03:04:05", [dt.datetime(2024, 1, 2, 3, 4, 5), "2024-01-02 03:04:05.000000"]),
-    (col("timestamptz"), "2024-01-02 03:04:05.123+00",
-     [dt.datetime(2024, 1, 2, 3, 4, 5, 123000),  # MySQL/SQLite: naive UTC
-      dt.datetime(2024, 1, 2, 4, 4, 5, 123000, tzinfo=dt.timezone(dt.timedelta(hours=1))),
-      "2024-01-02 03:04:05.123000", "2024-01-02T03:04:05.123+00:00"]),
+    (
+        col("timestamp"),
+        "2024-01-02 03:04:05",
+        [dt.datetime(2024, 1, 2, 3, 4, 5), "2024-01-02 03:04:05.000000"],
+    ),
+    (
+        col("timestamptz"),
+        "2024-01-02 03:04:05.123+00",
+        [
+            dt.datetime(2024, 1, 2, 3, 4, 5, 123000),  # MySQL/SQLite: naive UTC
+            dt.datetime(2024, 1, 2, 4, 4, 5, 123000, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+            "2024-01-02 03:04:05.123000",
+            "2024-01-02T03:04:05.123+00:00",
+        ],
+    ),
     (col("timestamptz"), "infinity", [dt.datetime.max]),
     (col("timestamptz"), "0044-03-15 12:00:00.5+00 BC", ["0044-03-15 (BC) 12:00:00.5+00"]),  # DuckDB's BC
     (col("date"), "0044-03-15 BC", ["0044-03-15 (BC)"]),
-    (col("uuid"), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-     [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"]),
+    (
+        col("uuid"),
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"],
+    ),
     (col("bytea"), "\\x00ff10", [b"\x00\xff\x10", memoryview(b"\x00\xff\x10"), bytearray(b"\x00\xff\x10")]),
-    (col("jsonb"), '{"a": 1.50, "b": [1, "x", null, true]}',
-     ['{"b":[1,"x",null,true],"a":1.5}', {"a": Decimal("1.5"), "b": [1, "x", None, True]}]),
+    (
+        col("jsonb"),
+        '{"a": 1.50, "b": [1, "x", null, true]}',
+        ['{"b":[1,"x",null,true],"a":1.5}', {"a": Decimal("1.5"), "b": [1, "x", None, True]}],
+    ),
     (col("json"), '{"a" : 1, "a": 2}', ['{"a": 2}']),  # json keeps duplicates; the last one counts
-    (col("interval", 1186), "P1Y2M3DT4H5M6.5S",
-     [dt.timedelta(days=14 * 30 + 3, hours=4, minutes=5, seconds=6.5), "P1Y2M3DT4H5M6.5S"]),
+    (
+        col("interval", 1186),
+        "P1Y2M3DT4H5M6.5S",
+        [dt.timedelta(days=14 * 30 + 3, hours=4, minutes=5, seconds=6.5), "P1Y2M3DT4H5M6.5S"],
+    ),
     (col("interval", 1186), "PT0S", [dt.timedelta(0)]),
     (col("timetz", 1266), "12:34:56+02", [dt.time(12, 34, 56, tzinfo=dt.timezone(dt.timedelta(hours=2)))]),
     (col("text"), "héllo 😀", ["héllo 😀", "héllo 😀".encode()]),
     (col("bpchar", type_name="character(4)"), "ab  ", ["ab  "]),
     (col("int4[]", 1007, elem=23), "{1,2,NULL}", ["[1,2,null]", [1, 2, None]]),
-    (col("numeric[]", 1231, elem=1700), "{{1.50,2},{NULL,3}}", ['[["1.50","2"],[null,"3"]]',
-                                                             [[Decimal("1.5"), Decimal(2)], [None, Decimal(3)]]]),
+    (
+        col("numeric[]", 1231, elem=1700),
+        "{{1.50,2},{NULL,3}}",
+        ['[["1.50","2"],[null,"3"]]', [[Decimal("1.5"), Decimal(2)], [None, Decimal(3)]]],
+    ),
     (col("text[]", 1009, elem=25), '{"a b","c\\"d",NULL,"NULL"}', ['["a b","c\\"d",null,"NULL"]']),
-    (col("timestamptz[]", 1185, elem=1184), '{"2024-01-02 03:04:05+00"}',
-     [[dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)], '["2024-01-02 03:04:05+00"]']),
+    (
+        col("timestamptz[]", 1185, elem=1184),
+        '{"2024-01-02 03:04:05+00"}',
+        [[dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)], '["2024-01-02 03:04:05+00"]'],
+    ),
 ]
 
 
@@ -84,7 +116,11 @@ DIFFERENT = [
     (col("int4"), "-1", -2),
     (col("float8"), "0.1", 0.1000000001),
     (col("timestamptz"), "2024-01-02 03:04:05+00", dt.datetime(2024, 1, 2, 3, 4, 5, 1)),
-    (col("timestamptz"), "2024-01-02 03:04:05+00", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=1)))),
+    (
+        col("timestamptz"),
+        "2024-01-02 03:04:05+00",
+        dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+    ),
     (col("bpchar", type_name="character(4)"), "ab  ", "ab"),
     (col("text"), "a", "A"),
     (col("jsonb"), '{"a": 1}', '{"a": "1"}'),
