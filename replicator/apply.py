@@ -19,7 +19,10 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Optional
+from datetime import datetime
+from typing import TYPE_CHECKING, Optional
+
+from sqlalchemy.engine import Connection
 
 from . import schema_change
 from .failpoints import failpoint
@@ -37,6 +40,10 @@ from .model import (
 from .state import StateStore
 from .telemetry import Telemetry
 
+if TYPE_CHECKING:
+    from .source.changes import Event
+    from .target.base import Target
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +52,7 @@ class Replayer:
 
     def __init__(
         self,
-        target,
+        target: Target,
         store: StateStore,
         mappings: dict[str, TableMapping],
         progress: dict[str, TableProgress],
@@ -72,8 +79,8 @@ class Replayer:
         self.batch_txs = self.batch_changes = 0
         self.batch_start = 0.0
         self.last_end: Optional[Lsn] = None
-        self.last_commit_time = None
-        self.conn = None
+        self.last_commit_time: Optional[datetime] = None
+        self.conn: Optional[Connection] = None
         self._stack: Optional[contextlib.ExitStack] = None
         self.total_changes = 0
         self.telemetry = telemetry or Telemetry()
@@ -81,21 +88,24 @@ class Replayer:
         self.resync_pending = False
 
     # ------------------------------------------------------------ events
-    def handle(self, ev) -> None:
-        kind = type(ev)
-        if kind is RowChange:
+    def handle(self, ev: Event) -> None:
+        """One event of the stream, in order (dispatched on its type: the hot path)."""
+        if type(ev) is RowChange:
             self.on_change(ev)
-        elif kind is TxBegin:
-            self.in_tx, self.tx_lsn, self.tx_rows = True, ev.final_lsn, 0
-            self.skip_tx = ev.final_lsn < self.applied
-            if not self.batch_txs:
-                self.batch_start = time.monotonic()
-        elif kind is TxCommit:
+        elif type(ev) is TxBegin:
+            self.on_begin(ev)
+        elif type(ev) is TxCommit:
             self.on_commit(ev)
-        elif kind is Truncate:
+        elif type(ev) is Truncate:
             self.on_truncate(ev)
-        elif kind is RelationInfo:
+        elif type(ev) is RelationInfo:
             self.on_relation(ev)
+
+    def on_begin(self, ev: TxBegin) -> None:
+        self.in_tx, self.tx_lsn, self.tx_rows = True, ev.final_lsn, 0
+        self.skip_tx = ev.final_lsn < self.applied
+        if not self.batch_txs:
+            self.batch_start = time.monotonic()
 
     def wanted(self, table: str) -> Optional[TableMapping]:
         """The mapping when this table's change at the current transaction must be applied."""
@@ -145,7 +155,7 @@ class Replayer:
         self.batch_changes += self.tx_rows
 
     # ------------------------------------------------------------ target transaction
-    def open(self):
+    def open(self) -> Connection:
         """The open target connection of this batch (opened on first use).
 
         Table states are read again in this transaction: a table that ``replicator resync`` set
@@ -156,7 +166,7 @@ class Replayer:
             self._reread_states(self.conn)
         return self.conn
 
-    def _reread_states(self, conn) -> None:
+    def _reread_states(self, conn: Connection) -> None:
         for label, p in self.store.load_tables(conn).items():
             mine = self.progress.get(label)
             if (
@@ -200,6 +210,7 @@ class Replayer:
         if self.in_tx or not self.batch_txs:
             return None
         self.flush()
+        assert self.last_end is not None  # set by the batch's first commit
         conn = self.open()
         self.store.set_applied(conn, self.last_end, self.last_commit_time)
         ready = self._ready(self.last_end)

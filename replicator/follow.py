@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, Union
 
 from .apply import Replayer
 from .model import Lsn, TxBegin
 from .source import slot as slots
 from .source.changes import ChangeDecoder
-from .source.frames import Keepalive
+from .source.frames import Keepalive, XLogData
 from .source.stream import ReplicationStream
 
 IDLE_POKE_SECONDS = 1.0  # idle: ask the server for a keepalive this often (its WAL end)
@@ -77,7 +77,7 @@ class Follow:
         if lsn is not None:
             self.stream.send_status(lsn)
 
-    def between(self, frame, until: Optional[Lsn]) -> Optional[str]:
+    def between(self, frame: Union[XLogData, Keepalive, None], until: Optional[Lsn]) -> Optional[str]:
         """No data frame right now (idle, a keepalive, or a stop): commit what is due, advance an
         idle position, answer the server; a reason to end the run, or None."""
         rep, reply = self.rep, False

@@ -45,7 +45,7 @@ class _Unchanged:
 
     _instance = None
 
-    def __new__(cls):
+    def __new__(cls) -> _Unchanged:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance

@@ -32,7 +32,7 @@ def install() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
 
 
-def _on_signal(signum, _frame) -> None:
+def _on_signal(signum: int, _frame: object) -> None:
     if _signalled.is_set():  # the second request: stop now, whatever is running
         raise KeyboardInterrupt
     _signal_name[0] = signal.Signals(signum).name

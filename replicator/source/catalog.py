@@ -9,7 +9,7 @@ them: a copied value could never be kept current.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from typing import Optional
 
@@ -61,7 +61,7 @@ class SourceTable(tuple):
 
     persistence: str
 
-    def __new__(cls, oid: int, schema: str, name: str, ident: str, persistence: str = "p"):
+    def __new__(cls, oid: int, schema: str, name: str, ident: str, persistence: str = "p") -> SourceTable:
         t = super().__new__(cls, (oid, schema, name, ident))
         t.persistence = persistence
         return t
@@ -244,8 +244,9 @@ class Today:
     ``close()`` closes it).  Used to follow a schema change whose Relation message is older than
     the catalog: every answer may be None when the catalog no longer knows it."""
 
-    def __init__(self, connect):
-        self._connect, self._conn = connect, None
+    def __init__(self, connect: Callable[[], psycopg.Connection]):
+        self._connect = connect
+        self._conn: Optional[psycopg.Connection] = None
 
     def _c(self) -> psycopg.Connection:
         if self._conn is None:

@@ -39,7 +39,7 @@ class ChangeDecoder:
             po.Truncate: self._truncate,
         }
 
-    def feed(self, payload: bytes) -> Optional[Event]:
+    def feed(self, payload: bytes | memoryview) -> Optional[Event]:
         """The event of one pgoutput message; None for messages with nothing to apply (Origin,
         Type, logical messages, changes of tables that are not mapped)."""
         msg = po.decode(payload)

@@ -41,6 +41,7 @@ rejected with a DecodeError naming them: we only request proto_version '1'.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Optional, Union
@@ -288,26 +289,26 @@ def _badlen(buf: bytes, off: int, ln: int, i: int, mt: str) -> DecodeError:
 # One function per message type: buf -> (message, offset after it)
 
 
-def _begin(buf: bytes):
+def _begin(buf: bytes) -> tuple[Begin, int]:
     _need(buf, 1, 20, "B", "Begin body")
     lsn, ts, xid = _BEGIN(buf, 1)
     return Begin(Lsn(lsn), _time(ts, "B", 9, buf), xid), 21
 
 
-def _commit(buf: bytes):
+def _commit(buf: bytes) -> tuple[Commit, int]:
     _need(buf, 1, 25, "C", "Commit body")
     flags, lsn, end, ts = _COMMIT(buf, 1)
     return Commit(flags, Lsn(lsn), Lsn(end), _time(ts, "C", 18, buf)), 26
 
 
-def _origin(buf: bytes):
+def _origin(buf: bytes) -> tuple[Origin, int]:
     _need(buf, 1, 8, "O", "origin LSN")
     (lsn,) = _LSN(buf, 1)
     name, off = _cstr(buf, 9, "O", "origin name")
     return Origin(Lsn(lsn), name), off
 
 
-def _relation(buf: bytes):
+def _relation(buf: bytes) -> tuple[Relation, int]:
     _need(buf, 1, 4, "R", "relation id")
     (relid,) = _U32(buf, 1)
     ns, off = _cstr(buf, 5, "R", "namespace")
@@ -332,7 +333,7 @@ def _relation(buf: bytes):
     return Relation(relid, ns, name, ident, tuple(cols)), off
 
 
-def _type(buf: bytes):
+def _type(buf: bytes) -> tuple[TypeInfo, int]:
     _need(buf, 1, 4, "Y", "type oid")
     (oid,) = _U32(buf, 1)
     ns, off = _cstr(buf, 5, "Y", "namespace")
@@ -340,7 +341,7 @@ def _type(buf: bytes):
     return TypeInfo(oid, ns, name), off
 
 
-def _insert(buf: bytes):
+def _insert(buf: bytes) -> tuple[Insert, int]:
     if len(buf) < 6:
         _need(buf, 1, 5, "I", "relation id and 'N'")
     (relid,) = _U32(buf, 1)
@@ -350,7 +351,7 @@ def _insert(buf: bytes):
     return Insert(relid, new), off
 
 
-def _update(buf: bytes):
+def _update(buf: bytes) -> tuple[Update, int]:
     if len(buf) < 6:
         _need(buf, 1, 5, "U", "relation id and tuple kind")
     (relid,) = _U32(buf, 1)
@@ -369,7 +370,7 @@ def _update(buf: bytes):
     raise _err("U", 5, f"expected 'K', 'O' or 'N' but got {buf[5:6]!r}", buf)
 
 
-def _delete(buf: bytes):
+def _delete(buf: bytes) -> tuple[Delete, int]:
     if len(buf) < 6:
         _need(buf, 1, 5, "D", "relation id and tuple kind")
     (relid,) = _U32(buf, 1)
@@ -380,7 +381,7 @@ def _delete(buf: bytes):
     return Delete(relid, old, "K" if k == 75 else "O"), off
 
 
-def _truncate(buf: bytes):
+def _truncate(buf: bytes) -> tuple[Truncate, int]:
     _need(buf, 1, 5, "T", "relation count and options")
     nrels, opts = _TRUNCHEAD(buf, 1)
     if nrels < 0:
@@ -390,7 +391,7 @@ def _truncate(buf: bytes):
     return Truncate(relids, bool(opts & 1), bool(opts & 2)), 6 + 4 * nrels
 
 
-def _message(buf: bytes):
+def _message(buf: bytes) -> tuple[LogicalMessage, int]:
     _need(buf, 1, 9, "M", "flags and LSN")
     flags, lsn = _MSGHEAD(buf, 1)
     prefix, off = _cstr(buf, 10, "M", "prefix")
@@ -403,7 +404,7 @@ def _message(buf: bytes):
     return LogicalMessage(bool(flags & 1), Lsn(lsn), prefix, buf[off : off + ln]), off + ln
 
 
-_DISPATCH = {
+_DISPATCH: dict[int, Callable[[bytes], tuple[Message, int]]] = {
     ord("B"): _begin,
     ord("C"): _commit,
     ord("O"): _origin,

@@ -25,6 +25,7 @@ from .. import stopping
 from ..dsn import redact, source_conninfo
 from ..errors import SlotLostError, SourceError, SourceUnavailable
 from ..model import Lsn, PublishedTable
+from .rows import one
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def replication_connection(dsn: str, app_name: Optional[str] = None) -> psycopg.
 
 def identify_system(repl: psycopg.Connection) -> tuple[str, int, Lsn]:
     """(system identifier, timeline, current WAL flush position) of the source."""
-    sysid, tli, xlogpos, _db = repl.execute("IDENTIFY_SYSTEM").fetchone()
+    sysid, tli, xlogpos, _db = one(repl.execute("IDENTIFY_SYSTEM"), "IDENTIFY_SYSTEM")
     return str(sysid), int(tli), Lsn.parse(xlogpos)
 
 
@@ -99,7 +100,7 @@ def create_slot(
     )
     watcher.start()
     try:
-        _name, lsn, snapshot, _plugin = repl.execute(q).fetchone()
+        _name, lsn, snapshot, _plugin = one(repl.execute(q), "CREATE_REPLICATION_SLOT")
     except psycopg.errors.QueryCanceled:
         stopping.check(f"creating replication slot {slot} (nothing was created)")
         raise SourceError(
@@ -148,7 +149,7 @@ def slot_info(conn: psycopg.Connection, slot: str) -> Optional[dict]:
     row = cur.fetchone()
     if row is None:
         return None
-    return dict(zip([d.name for d in cur.description], row))
+    return dict(zip([d.name for d in cur.description or ()], row))
 
 
 _CLIENT_PID = re.compile(r"\bpid (\d+)")
@@ -273,7 +274,7 @@ def publication_matches(conn: psycopg.Connection, pub: str, tables: Sequence[Pub
 
 
 def _published(t: PublishedTable) -> sql.Composable:
-    q = sql.Identifier(t.schema, t.name)
+    q: sql.Composable = sql.Identifier(t.schema, t.name)
     if t.columns is not None:
         q = sql.SQL("{} ({})").format(q, sql.SQL(", ").join(sql.Identifier(c) for c in t.columns))
     if t.where:
@@ -316,7 +317,7 @@ def drop_publication(conn: psycopg.Connection, pub: str) -> None:
 
 
 def current_lsn(conn: psycopg.Connection) -> Lsn:
-    return Lsn.parse(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+    return Lsn.parse(one(conn.execute("SELECT pg_current_wal_lsn()"), "the WAL position")[0])
 
 
 def catchup_lsn(conn: psycopg.Connection, timeout: float = 30.0) -> Lsn:
@@ -329,10 +330,15 @@ def catchup_lsn(conn: psycopg.Connection, timeout: float = 30.0) -> Lsn:
     with conn.transaction():
         # a synchronous commit of our own flushes the WAL past the insert position at once
         conn.execute("SET LOCAL synchronous_commit = on")
-        target = Lsn.parse(conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0])
+        target = Lsn.parse(
+            one(conn.execute("SELECT pg_current_wal_insert_lsn()"), "the WAL insert position")[0]
+        )
         conn.execute("SELECT pg_current_xact_id()")
     deadline = time.monotonic() + timeout
-    while Lsn.parse(conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]) < target:
+    while (
+        Lsn.parse(one(conn.execute("SELECT pg_current_wal_flush_lsn()"), "the WAL flush position")[0])
+        < target
+    ):
         if time.monotonic() > deadline:
             raise SourceError(f"source WAL was not flushed up to {target} within {timeout:.0f}s")
         time.sleep(0.02)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
@@ -23,7 +23,7 @@ CHUNK_BYTES = 8 << 20
 ROWS_PER_BATCH = 5000
 
 
-def connect(dsn: str, **kw) -> psycopg.Connection:
+def connect(dsn: str, **kw: Any) -> psycopg.Connection:
     """A normal source connection with the pinned session settings (UTC, ISO, hex bytea)."""
     try:
         return psycopg.connect(source_conninfo(dsn), **kw)
@@ -70,7 +70,7 @@ def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
         "WHERE c.oid = %s::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
         (sql.Identifier(t.schema, t.name).as_string(conn),) * 2,
     ).fetchone()
-    return int(row[0])
+    return int(row[0]) if row else 0
 
 
 def _partitioned(t: TableSchema) -> sql.Composed:
@@ -106,7 +106,7 @@ def relation(conn: psycopg.Connection, t: TableSchema) -> sql.Composed:
         (t.schema, t.name),
     ).fetchone()
     name = sql.Identifier(t.schema, t.name)
-    return name if row and row[0] == "p" else sql.SQL("ONLY {}").format(name)
+    return sql.SQL("{}").format(name) if row and row[0] == "p" else sql.SQL("ONLY {}").format(name)
 
 
 def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
@@ -141,18 +141,18 @@ _ESC = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.S)
 _SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
-def _unescape_match(m: re.Match) -> str:
+def _unescape_match(m: re.Match[str]) -> str:
     if m.group(1):
         return chr(int(m.group(1), 8))
     if m.group(2):
         return chr(int(m.group(2), 16))
-    c = m.group(3)
+    c: str = m.group(3)
     return _SIMPLE.get(c, c)
 
 
 def parse_text_line(line: str) -> tuple:
     """One COPY text-format line → tuple of PostgreSQL text values (None for ``\\N``)."""
-    out = []
+    out: list[Optional[str]] = []
     for f in line.split("\t"):
         if f == "\\N":
             out.append(None)
@@ -199,7 +199,7 @@ class CopyOut:
         watch: Optional[Callable[[object], None]] = None,
     ):
         self.conn, self.query, self.chunk, self.watch = conn, query, chunk, watch
-        self._it: Optional[Generator] = None
+        self._it: Optional[Generator[Any, None, None]] = None
 
     def chunks(self) -> Iterator[bytes]:
         return self._read(copy_bytes(self.conn, self.query, self.chunk))
@@ -211,13 +211,13 @@ class CopyOut:
         if self._it is not None:
             self._it.close()
 
-    def _read(self, data: Generator) -> Generator:
+    def _read(self, data: Iterator[Any]) -> Generator[Any, None, None]:
         if self._it is not None:
             raise RuntimeError("a COPY output is read once")
         self._it = self._guarded(data)
         return self._it
 
-    def _guarded(self, data: Generator) -> Generator:
+    def _guarded(self, data: Iterator[Any]) -> Generator[Any, None, None]:
         finished = False
         try:
             for item in data:
@@ -229,4 +229,4 @@ class CopyOut:
             if not finished:
                 self.conn.cancel_safe()
                 with contextlib.suppress(Exception):
-                    data.close()
+                    data.close()  # type: ignore[attr-defined]  # a generator here

@@ -19,6 +19,7 @@ from ..dsn import redact
 from ..errors import SlotLostError, SourceError, TransientError
 from ..model import Lsn
 from .frames import Keepalive, XLogData, parse_frame, standby_status_update
+from .rows import one
 from .slot import replication_connection
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class ReplicationStream:
     def start(self, start_lsn: Lsn = Lsn(0)) -> None:
         """Begin streaming from ``start_lsn`` (0/0: the slot's confirmed position)."""
         self.conn = replication_connection(self.dsn, self.app_name)
-        self.dead_after = max(10.0, 2 * _seconds(self.conn.execute("SHOW wal_sender_timeout").fetchone()[0]))
+        timeout = one(self.conn.execute("SHOW wal_sender_timeout"), "wal_sender_timeout")[0]
+        self.dead_after = max(10.0, 2 * _seconds(timeout))
         q = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})").format(
             sql.Identifier(self.slot),
             sql.SQL(str(Lsn(start_lsn))),
@@ -68,7 +70,7 @@ class ReplicationStream:
 
     def recv(self, timeout: float) -> Union[XLogData, Keepalive, None]:
         """The next frame, or None when nothing arrived within ``timeout`` seconds."""
-        pg = self.conn.pgconn
+        pg = self._conn().pgconn
         deadline = time.monotonic() + timeout
         while True:
             n, data = pg.get_copy_data(1)
@@ -102,7 +104,7 @@ class ReplicationStream:
             )
 
     def _ended(self) -> None:
-        res = self.conn.pgconn.get_result()
+        res = self._conn().pgconn.get_result()
         msg = res.error_message.decode(errors="replace").strip() if res is not None else ""
         if "does not exist" in msg or "invalidated" in msg or "removed" in msg:
             raise SlotLostError(f"replication slot {self.slot}: {msg}")
@@ -112,7 +114,7 @@ class ReplicationStream:
 
     def send_status(self, flush: Lsn, reply: bool = False) -> None:
         """Standby Status Update with write = received and flush = apply = ``flush``."""
-        pg = self.conn.pgconn
+        pg = self._conn().pgconn
         write = max(self.received, flush)
         try:
             pg.put_copy_data(standby_status_update(write, flush, flush, reply))
@@ -120,6 +122,11 @@ class ReplicationStream:
         except psycopg.OperationalError as e:
             raise TransientError(f"replication connection lost: {redact(e)}") from None
         self.last_status = time.monotonic()
+
+    def _conn(self) -> psycopg.Connection:
+        if self.conn is None:
+            raise TransientError(f"the replication connection for slot {self.slot} is not open")
+        return self.conn
 
     def close(self) -> None:
         if self.conn is not None:
