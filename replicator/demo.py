@@ -24,10 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .dsn import redact
 from .errors import ReplicatorError
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.abc import Query
 
 log = logging.getLogger(__name__)
 TABLES = ["public.pgbench_*"]
@@ -48,20 +52,25 @@ def _remove_duckdb(path: Path) -> None:
             p.unlink()
 
 
+def _value(conn: psycopg.Connection, query: Query) -> Any:
+    """The value of a query that returns exactly one row (no FROM, a count, a regclass lookup)."""
+    row = conn.execute(query).fetchone()
+    assert row is not None, query
+    return row[0]
+
+
 def _source_has_pgbench(dsn: str) -> bool:
     from .source import snapshot
 
     with snapshot.connect(dsn) as c:
-        return c.execute("SELECT to_regclass('public.pgbench_accounts') IS NOT NULL").fetchone()[0]
+        return _value(c, "SELECT to_regclass('public.pgbench_accounts') IS NOT NULL")
 
 
 def _full_identity(dsn: str) -> None:
     from .source import snapshot
 
     with snapshot.connect(dsn, autocommit=True) as c:
-        ident = c.execute(
-            "SELECT relreplident FROM pg_class WHERE oid = 'public.pgbench_history'::regclass"
-        ).fetchone()[0]
+        ident = _value(c, "SELECT relreplident FROM pg_class WHERE oid = 'public.pgbench_history'::regclass")
         if ident != "f":
             c.execute("ALTER TABLE public.pgbench_history REPLICA IDENTITY FULL")
 
@@ -136,7 +145,7 @@ def row_counts(pipeline) -> list[tuple[str, str, int, int]]:
             q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t.schema, t.name))
             if m.where:
                 q = sql.SQL("{} WHERE {}").format(q, sql.SQL(m.where))
-            s = src.execute(q).fetchone()[0]
+            s = _value(src, q)
             n = conn.execute(sa.select(sa.func.count()).select_from(pipeline.target.table(m))).scalar()
             out.append((m.label, pipeline.target.display(m), int(s), int(n)))
     return out
@@ -211,8 +220,8 @@ def _replicate(
 
     out(f"$ replicator check --tables {','.join(TABLES)}")
     problems = preflight(source, TABLES, target)
-    for p in problems:
-        out(f"problem: {redact(p)}")
+    for problem in problems:
+        out(f"problem: {redact(problem)}")
     if problems:
         raise DemoError("the source is not ready for logical replication (see the problems above)")
     out("ok: ready to replicate")

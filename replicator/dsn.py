@@ -20,12 +20,16 @@ from __future__ import annotations
 import math
 import os
 import re
+from typing import TYPE_CHECKING, Optional, cast
 from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from psycopg.abc import ConnDict
 
 # Copy path and change path must render values identically: pin the session on every source
 # connection (normal and replication) to UTC / ISO / iso_8601 intervals / extra_float_digits=3.
@@ -127,7 +131,13 @@ def password_misplaced(url: str, parsed: str | None) -> bool:
     """Whether a URL's password, read up to the last '@', differs from what the URL parser took
     (an unencoded '@' or '/' moves part of it into the host, port or database name)."""
     m = _URL_PASSWORD.search(url or "")
-    return bool(m) and unquote(m["pw"]) != (parsed or "")
+    return m is not None and unquote(m["pw"]) != (parsed or "")
+
+
+def _password(params: ConnDict) -> str | None:
+    """The password of a parsed DSN.  ConnDict values may be ints (keyword arguments of
+    conninfo_to_dict), but what libpq parses out of a DSN string is text."""
+    return cast(Optional[str], params.get("password"))
 
 
 def parse_source(dsn: str) -> dict:
@@ -149,7 +159,7 @@ def parse_source(dsn: str) -> dict:
     except psycopg.Error as e:
         reason = next((r for k, r in _PARSE_REASONS if k in str(e)), "libpq cannot parse it")
         raise ConfigError(f"the source DSN is malformed ({reason}): {_PARSE_HINT}") from None
-    if scheme and password_misplaced(dsn, params.get("password")):
+    if scheme and password_misplaced(dsn, _password(params)):
         raise ConfigError(f"the password in the source URL {MISPLACED}")
     return params
 
@@ -187,6 +197,6 @@ def endpoint(dsn: str | None) -> str | None:
 def password_of(dsn: str) -> str | None:
     """The password embedded in a DSN, so tests and log filters can look for it."""
     try:
-        return conninfo_to_dict(dsn).get("password")
+        return _password(conninfo_to_dict(dsn))
     except Exception:  # noqa: BLE001  (an unparsable DSN has no password to find)
         return None

@@ -49,7 +49,7 @@ def render_mapping(source: str, target: str, name: str) -> str:
         tables = [t for t in listed if not catalog.unlogged(t)]  # not in WAL: cannot be streamed
         skipped = [t for t in listed if catalog.unlogged(t)]
         schemas = catalog.load_schemas(c, tables)
-        rows = dict(
+        rows: dict[int, int] = dict(
             c.execute(
                 "SELECT oid, greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = ANY(%s)",
                 ([t[0] for t in tables],),
@@ -69,8 +69,8 @@ def render_mapping(source: str, target: str, name: str) -> str:
     ]
     for t in schemas:
         out += _entry(t, rows.get(t.oid, 0))
-    for t in skipped:
-        out.append(f"  # left out: {catalog.unlogged_problem(t[1], t[2])}")
+    for table in skipped:
+        out.append(f"  # left out: {catalog.unlogged_problem(table[1], table[2])}")
     if not schemas:
         out.append("  # the source has no user tables yet; add entries such as:")
         out.append('  - include: "public.*"')

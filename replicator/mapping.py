@@ -28,6 +28,7 @@ def _qualify(name: str) -> str:
 def matches(entry: Entry, t: TableSchema) -> bool:
     if entry.source is not None:
         return _qualify(entry.source) == t.qualified
+    assert entry.include is not None  # an entry has exactly one of source and include (config.py)
     return fnmatchcase(t.qualified, _qualify(entry.include)) and not any(
         fnmatchcase(t.qualified, _qualify(x)) for x in entry.exclude
     )
@@ -39,6 +40,7 @@ def resolve(cfg: MappingConfig, schemas: list[TableSchema]) -> list[TableMapping
     for e in cfg.tables:
         if not any(matches(e, t) for t in schemas):
             what = e.source or e.include
+            assert what is not None  # an entry has exactly one of source and include (config.py)
             hint = difflib.get_close_matches(_qualify(what), names, 1)
             raise ConfigError(
                 f"{e.where_is('source' if e.source else 'include')}: {what!r} matches no "
@@ -173,7 +175,8 @@ def _quoted(t: TableSchema) -> str:
 
 def publications(ms: list[TableMapping]) -> tuple[list[PublishedTable], list[PublishedTable]]:
     """(tables published for all changes, tables published for INSERT and TRUNCATE only)."""
-    full, ins = [], []
+    full: list[PublishedTable] = []
+    ins: list[PublishedTable] = []
     for m in ms:
         src = m.source_table
         p = PublishedTable(src.schema, src.name, m.column_list, m.where)

@@ -50,12 +50,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .dsn import redact
 from .errors import ConfigError
 from .model import Lsn
 from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    import psycopg
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +107,7 @@ class SlotWatcher:
         self.interval, self.first_interval = interval, first_interval
         self.figures: Optional[SlotFigures] = None
         self.errors = 0
-        self._conn = None
+        self._conn: Optional[psycopg.Connection] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._failing = False
@@ -146,6 +152,7 @@ class SlotWatcher:
             self._close()
             return self.figures
         self._failing = False
+        assert row is not None  # the query's FROM is one row (the slot is LEFT JOINed to it)
         exists, active, wal_status, safe, confirmed, current, retained = row
         self.figures = SlotFigures(
             checked_at=time.time(),
@@ -334,8 +341,8 @@ class MetricsExporter:
         self, tel: Telemetry, port: int, host: str = "127.0.0.1", slot: Optional[SlotWatcher] = None
     ):
         self.tel, self.port, self.host, self.slot = tel, port, host, slot
-        self.registry = None
-        self._server = None
+        self.registry: Optional[CollectorRegistry] = None
+        self._server: Optional[WSGIServer] = None
 
     def start(self) -> MetricsExporter:
         from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server

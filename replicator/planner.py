@@ -71,6 +71,7 @@ class Planner:
 
     def _from_mapping(self, c) -> list[TableMapping]:
         """Resolve the mapping file against the whole catalog; --tables narrows the result."""
+        assert self.opts.mapping is not None  # plan() comes here only with a mapping
         schemas = catalog.load_schemas(c, catalog.list_tables(c))
         ms = mapping.resolve(self.opts.mapping, schemas)
         if self.opts.tables:

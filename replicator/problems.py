@@ -7,7 +7,7 @@ table or privilege and the fix; an empty list (or None) means no problem.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
@@ -27,15 +27,20 @@ FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = cu
 """
 
 
+def _one(conn: psycopg.Connection, query: str, params: Optional[tuple] = None) -> tuple[Any, ...]:
+    """The row of a query that returns exactly one (no FROM, an aggregate, a regclass lookup)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
+
+
 def server_problems(conn: psycopg.Connection, slot: str = "replicator") -> list[str]:
     """wal_level, slot and walsender headroom, REPLICATION attribute, encoding.  Slots: the stream's
     own (unless it exists) plus one temporary slot (a migrate's count fence, a re-sync) must fit."""
-    (wal_level, max_slots, used_slots, max_senders, used_senders, can_repl, user, enc, version) = (
-        conn.execute(SETTINGS_SQL).fetchone()
+    (wal_level, max_slots, used_slots, max_senders, used_senders, can_repl, user, enc, version) = _one(
+        conn, SETTINGS_SQL
     )
-    ours = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[
-        0
-    ]
+    ours = _one(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))[0]
     out = []
     if wal_level != "logical":
         out.append(
@@ -78,10 +83,11 @@ def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:
     out += _publication_rights(conn, pub, user, owner_hint)
     for t in wanted:
         name = sql.Identifier(t.schema, t.name).as_string(conn)
-        if not conn.execute(
+        if not _one(
+            conn,
             "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass",
             (name,),
-        ).fetchone()[0]:
+        )[0]:
             out.append(
                 f"{t.schema}.{t.name}: role {conn.info.user} does not own it and PostgreSQL "
                 f"lets only the owner publish a table: ALTER TABLE {name} OWNER TO {user}, "
@@ -95,10 +101,7 @@ def _publication_rights(conn: psycopg.Connection, pub: str, user: str, owner_hin
     row = conn.execute(
         "SELECT pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication WHERE pubname = %s", (pub,)
     ).fetchone()
-    if (
-        row is None
-        and not conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()[0]
-    ):
+    if row is None and not _one(conn, "SELECT has_database_privilege(current_database(), 'CREATE')")[0]:
         db = sql.Identifier(conn.info.dbname).as_string(conn)
         return [
             f"role {conn.info.user} cannot create publication {pub}: GRANT CREATE ON DATABASE "
@@ -129,7 +132,7 @@ def table_problems(conn: psycopg.Connection, schemas, pub: str = "replicator") -
     out = publish_problems(conn, pub, schemas)
     for t in schemas:
         name = sql.Identifier(t.schema, t.name).as_string(conn)
-        if not conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (name,)).fetchone()[0]:
+        if not _one(conn, "SELECT has_table_privilege(%s, 'SELECT')", (name,))[0]:
             out.append(f"{t.qualified}: no SELECT privilege: GRANT SELECT ON {name} TO {conn.info.user}")
         p = catalog.identity_problem(t)
         if p:

@@ -23,11 +23,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .metrics import SlotFigures, lag_figures
 from .model import Lsn
 from .telemetry import TableFigures, Telemetry
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.live import Live
 
 log = logging.getLogger("replicator.progress")
 
@@ -164,7 +168,7 @@ def render(
     from rich.text import Text
 
     now = time.time() if now is None else now
-    parts = []
+    parts: list[RenderableType] = []
     copying = [t for t in list(tel.tables.values()) if t.state == "d"]
     if copying:
         grid = Table.grid(padding=(0, 1))
@@ -261,7 +265,7 @@ class ProgressDisplay:
         self.copy_seconds, self.stream_seconds = copy_seconds, stream_seconds
         self.rate = RateMeter()
         self._rate: Optional[float] = None
-        self._live = None
+        self._live: Optional[Live] = None
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
 

@@ -125,7 +125,7 @@ class Starter:
                 info,
                 self.claim.started,
                 self.opts.name,
-                lambda: slots.holder(src, info and info["active_pid"]),
+                lambda: slots.holder(src, info["active_pid"] if info else None),
             )
             if way == ownership.RESUME:
                 return self._resume(src, repl, row, progress, system_id, info, mappings)

@@ -116,7 +116,11 @@ class StateStore:
         layout: Optional[str] = None,
     ) -> None:
         """Upsert one table's row (UPDATE, then INSERT when absent: portable to every dialect)."""
-        values = {"target_table": target, "state": state.value, "updated_at": _now()}
+        values: dict[str, str | int | dt.datetime] = {
+            "target_table": target,
+            "state": state.value,
+            "updated_at": _now(),
+        }
         if layout is not None:
             values["layout"] = layout
         if sync_lsn is not None:

@@ -26,7 +26,7 @@ def watching(
     display = ProgressDisplay(
         tel, mode, slot=(lambda: slot.figures) if slot else None, planned=lambda: len(pipeline.mappings)
     )
-    started = []
+    started: list[MetricsExporter | SlotWatcher | ProgressDisplay] = []
     try:
         if exporter is not None:  # first: a port in use is an option error, before anything runs
             exporter.start()

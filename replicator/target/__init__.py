@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import overload
 
 import sqlalchemy as sa
 
@@ -96,6 +97,10 @@ def _check_dialect(u: sa.URL) -> None:
         ) from None
 
 
+@overload
+def _generic_inner(url: str) -> str: ...
+@overload
+def _generic_inner(url: str | None) -> str | None: ...
 def _generic_inner(url: str | None) -> str | None:
     """``<URL>`` of ``generic+<URL>``, else ``url`` as it is."""
     return url[len(GENERIC) :] if url and url.startswith(GENERIC) else url

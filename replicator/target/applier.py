@@ -24,9 +24,22 @@ log = logging.getLogger(__name__)
 P = "_rp_"  # bind-name prefix that no sane column name collides with
 
 
+def new_row(ch: RowChange) -> tuple:
+    """The new tuple of an INSERT or UPDATE (only a DELETE has none)."""
+    assert ch.new is not None, f"{ch.kind.name} without a new tuple"
+    return ch.new
+
+
+def identity_row(ch: RowChange) -> tuple:
+    """What locates a change's row: the old identity the source sent, else the new tuple."""
+    row = ch.old if ch.old is not None else ch.new
+    assert row is not None, f"{ch.kind.name} with neither an old nor a new tuple"
+    return row
+
+
 def _shape(ch: RowChange) -> tuple:
     if ch.kind is ChangeKind.UPDATE:
-        return (ch.kind, tuple(i for i, v in enumerate(ch.new) if v is UNCHANGED))
+        return (ch.kind, tuple(i for i, v in enumerate(new_row(ch)) if v is UNCHANGED))
     return (ch.kind,)
 
 
@@ -45,7 +58,7 @@ class GenericApplier:
             {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols)}
         )
         self._updates: dict[tuple, Any] = {}
-        self._delete = None
+        self._delete: sa.Delete | None = None
 
     # ------------------------------------------------------------ values
     def convert(self, i: int, v, ch: RowChange | None = None, row: Sequence | None = None):
@@ -78,13 +91,13 @@ class GenericApplier:
         return {f"{P}c{i}": self.convert(i, v, ch, row) for i, v in enumerate(values)}
 
     def key_values(self, ch: RowChange) -> list:
-        src = ch.old if ch.old is not None else ch.new
+        src = identity_row(ch)
         return [self.convert(i, src[i], ch) for i in self.key_idx]
 
     def key_text(self, ch: RowChange | None) -> str:
         if ch is None:
             return "?"
-        src = ch.old if ch.old is not None else ch.new
+        src = identity_row(ch)
         if self.key_idx:
             return ", ".join(f"{self.cols[i].name}={src[i]!r}" for i in self.key_idx)
         return ", ".join(f"{c.name}={v!r}" for c, v in zip(self.cols, src) if v is not UNCHANGED)
@@ -93,7 +106,9 @@ class GenericApplier:
     def update_stmt(self, unchanged: tuple):
         if unchanged not in self._updates:
             where = sa.and_(*[self.cols[i] == sa.bindparam(f"{P}k{i}") for i in self.key_idx])
-            sets = {c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols) if i not in unchanged}
+            sets: dict[Any, sa.BindParameter[Any]] = {
+                c: sa.bindparam(f"{P}c{i}") for i, c in enumerate(self.cols) if i not in unchanged
+            }
             self._updates[unchanged] = sa.update(self.t).where(where).values(sets)
         return self._updates[unchanged]
 
@@ -105,8 +120,8 @@ class GenericApplier:
 
     # ------------------------------------------------------------ apply
     def apply(self, conn, changes: Sequence[RowChange]) -> None:
-        for shape, run in groupby(changes, key=_shape):
-            run = list(run)
+        for shape, group in groupby(changes, key=_shape):
+            run = list(group)
             kind = shape[0]
             if kind is ChangeKind.INSERT:
                 self.insert_rows(conn, run)
@@ -121,13 +136,13 @@ class GenericApplier:
                 self.execute_checked(conn, self.delete_stmt(), params, run)
 
     def insert_rows(self, conn, run: list[RowChange]) -> None:
-        conn.execute(self.insert_stmt, [self.row_params(ch.new, ch=ch) for ch in run])
+        conn.execute(self.insert_stmt, [self.row_params(new_row(ch), ch=ch) for ch in run])
 
     def key_params(self, ch: RowChange) -> dict:
         return {f"{P}k{i}": v for i, v in zip(self.key_idx, self.key_values(ch))}
 
     def update_params(self, ch: RowChange, unchanged: tuple) -> dict:
-        p = {f"{P}c{i}": self.convert(i, v, ch) for i, v in enumerate(ch.new) if i not in unchanged}
+        p = {f"{P}c{i}": self.convert(i, v, ch) for i, v in enumerate(new_row(ch)) if i not in unchanged}
         p.update(self.key_params(ch))
         return p
 
@@ -167,7 +182,7 @@ class GenericApplier:
     # ------------------------------------------------------------ FULL identity without key
     def match(self, ch: RowChange):
         """NULL-safe equality on every old column the source sent (exactly-one is the caller's job)."""
-        old = ch.old if ch.old is not None else ch.new
+        old = identity_row(ch)
         return sa.and_(
             *[
                 c.is_not_distinct_from(sa.literal(self.convert(i, v, ch), c.type))
@@ -183,7 +198,7 @@ class GenericApplier:
         else:
             sets = {
                 c: self.convert(i, v, ch)
-                for i, (c, v) in enumerate(zip(self.cols, ch.new))
+                for i, (c, v) in enumerate(zip(self.cols, new_row(ch)))
                 if v is not UNCHANGED
             }
             n = self.target.update_one(conn, self.t, match, sets)

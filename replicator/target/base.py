@@ -377,7 +377,7 @@ class Target:
     def delete_one(self, conn: Connection, t: sa.Table, match) -> int:
         """Delete exactly one row matching ``match`` (FULL identity may have duplicates)."""
         if self.row_id:
-            rid = sa.literal_column(self.row_id)
+            rid: sa.ColumnClause[Any] = sa.literal_column(self.row_id)
             sub = sa.select(rid).select_from(t).where(match).limit(1).scalar_subquery()
             return conn.execute(sa.delete(t).where(rid == sub)).rowcount
         return self._rewrite_one(conn, t, match, None)
@@ -385,7 +385,7 @@ class Target:
     def update_one(self, conn: Connection, t: sa.Table, match, sets: dict) -> int:
         """Update exactly one row matching ``match``."""
         if self.row_id:
-            rid = sa.literal_column(self.row_id)
+            rid: sa.ColumnClause[Any] = sa.literal_column(self.row_id)
             sub = sa.select(rid).select_from(t).where(match).limit(1).scalar_subquery()
             return conn.execute(sa.update(t).where(rid == sub).values(sets)).rowcount
         return self._rewrite_one(conn, t, match, sets)

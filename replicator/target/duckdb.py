@@ -55,7 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from .. import stopping
-from ..errors import TargetError, ValueRangeError
+from ..errors import ConfigError, TargetError, ValueRangeError
 from ..model import Column, CopyOutput, TableMapping
 from . import (
     duckdb_compat,  # noqa: F401  (process-wide duckdb-engine repairs)
@@ -112,7 +112,7 @@ class DuckDBTarget(Target):
         el = (getattr(col, "elem_base_oid", 0) or col.elem_oid) if family == "array" else 0
         if family in self.READ_AS_TEXT or (el and typemap.FAMILY_BY_OID.get(el) in self.READ_AS_TEXT):
             dims = str(self.column_type(col).compile()).count("[]")
-            return sa.types.DDL("VARCHAR" + "[]" * dims) if dims else sa.String()
+            return DDL("VARCHAR" + "[]" * dims) if dims else sa.String()
         return None
 
     def read_only_engine(self, memory_limit: str, temp_dir: str) -> sa.Engine:
@@ -135,7 +135,10 @@ class DuckDBTarget(Target):
     def __init__(self, url: str, lock_wait_s: float | None = None):
         u = sa.make_url(url)
         if "lock_wait" in u.query:
-            lock_wait_s = float(u.query["lock_wait"])
+            wait = u.query["lock_wait"]
+            if not isinstance(wait, str):  # a tuple: the parameter was repeated
+                raise ConfigError("the target URL gives lock_wait more than once: give it once")
+            lock_wait_s = float(wait)
             url = u.difference_update_query(["lock_wait"]).render_as_string(hide_password=False)
         super().__init__(url)
         if lock_wait_s is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from ..model import UNCHANGED, ChangeKind, RowChange
-from .applier import GenericApplier
+from .applier import GenericApplier, identity_row, new_row
 from .duckdb_plan import DONE, STAGE, Plan, _stage, _unregister
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class DuckDBApplier(GenericApplier):
                 elif kind is ChangeKind.DELETE:
                     self._delete_run(raw, p, run)
                 else:  # key change, alone
-                    self._update_rows(raw, p, {p.key_of(run[0]): list(run[0].new)}, run, keys=True)
+                    self._update_rows(raw, p, {p.key_of(run[0]): list(new_row(run[0]))}, run, keys=True)
 
     def _loaded(self, p: Plan, changes: Sequence[RowChange]) -> list[RowChange]:
         """Changes with the array JSON form and value policies applied to the columns that have
@@ -66,9 +66,10 @@ class DuckDBApplier(GenericApplier):
     @staticmethod
     def _runs(p: Plan, changes: Sequence[RowChange]) -> Iterator[tuple[object, list[RowChange]]]:
         """Maximal runs of one kind; an UPDATE that changes the key is a run of its own ('K')."""
-        kind, run = None, []
+        kind: ChangeKind | str | None = None
+        run: list[RowChange] = []
         for ch in changes:
-            k = ch.kind
+            k: ChangeKind | str = ch.kind
             if k is ChangeKind.UPDATE and p.key_idx and p.is_key_change(ch):
                 k = "K"
             if run and (k != kind or k == "K"):
@@ -90,12 +91,12 @@ class DuckDBApplier(GenericApplier):
         """Coalesce by key (later values win, UNCHANGED keeps an earlier one) and update set-wise."""
         merged: dict[tuple, list] = {}
         for ch in run:
-            key = p.key_of(ch)
+            key, new = p.key_of(ch), new_row(ch)
             vals = merged.get(key)
             if vals is None:
-                merged[key] = list(ch.new)
+                merged[key] = list(new)
             else:
-                for i, v in enumerate(ch.new):
+                for i, v in enumerate(new):
                     if v is not UNCHANGED:
                         vals[i] = v
         self._update_rows(raw, p, merged, run, keys=False)
@@ -119,7 +120,12 @@ class DuckDBApplier(GenericApplier):
         self._checked(raw, p, _stage(data), p.delete_sql(), len(keys), run)
         if len(keys) < len(run):  # the same key deleted twice in a run: the second finds nothing
             seen: set = set()
-            dups = [ch for ch in run if (k := p.key_of(ch)) in seen or seen.add(k)]
+            dups = []
+            for ch in run:
+                k = p.key_of(ch)
+                if k in seen:
+                    dups.append(ch)
+                seen.add(k)
             self.missing(dups, len(dups))
 
     def _checked(self, raw, p: Plan, stage: pa.Table, sql: str, expected: int, run, before: str = "") -> None:
@@ -143,7 +149,7 @@ class DuckDBApplier(GenericApplier):
 
     def _apply_one(self, raw, p: Plan, ch: RowChange) -> None:
         """Key-less FULL identity: UPDATE/DELETE exactly one row matching every sent old column."""
-        old = ch.old if ch.old is not None else ch.new
+        old = identity_row(ch)
         match_idx = tuple(i for i, v in enumerate(old) if v is not UNCHANGED)
         found = raw.execute(p.find_one_sql(match_idx), [old[i] for i in match_idx]).fetchall()
         if not found:
@@ -152,7 +158,8 @@ class DuckDBApplier(GenericApplier):
         if ch.kind is ChangeKind.DELETE:
             raw.execute(p.one_row_sql(None), [found[0][0]])
             return
-        set_idx = tuple(i for i, v in enumerate(ch.new) if v is not UNCHANGED)
+        new = new_row(ch)
+        set_idx = tuple(i for i, v in enumerate(new) if v is not UNCHANGED)
         for cols, unsettle in ((tuple(i for i in set_idx if i in p.loose), True), (set_idx, False)):
             if cols:
-                raw.execute(p.one_row_sql(cols, unsettle), [ch.new[i] for i in cols] + [found[0][0]])
+                raw.execute(p.one_row_sql(cols, unsettle), [new[i] for i in cols] + [found[0][0]])

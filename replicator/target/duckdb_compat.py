@@ -12,6 +12,9 @@ patch duckdb-engine's dialect class itself:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import duckdb
 import duckdb_engine
 import sqlalchemy as sa
@@ -23,7 +26,7 @@ _Prep.reserved_words = set(_Prep.reserved_words) | {
     .execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'type_function'")
     .fetchall()
 }
-REFLECTED = {  # DuckDB type name → SQLAlchemy type
+REFLECTED: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {  # DuckDB type name → SQLAlchemy type
     "BOOLEAN": sa.Boolean,
     "TINYINT": sa.SmallInteger,
     "SMALLINT": sa.SmallInteger,
@@ -79,9 +82,12 @@ def _not_reflected(self, *a, **kw):
     raise NotImplementedError
 
 
-duckdb_engine.Dialect.get_multi_columns = _get_multi_columns
-duckdb_engine.Dialect.get_multi_pk_constraint = _get_multi_pk_constraint
-duckdb_engine.Dialect.get_multi_foreign_keys = lambda self, *a, **kw: []
-duckdb_engine.Dialect.get_multi_indexes = lambda self, *a, **kw: []  # (the original only warns so)
+# Any: methods replaced at run time, which mypy cannot type (the patches take the dialect's
+# keyword arguments through **kw)
+_Dialect: Any = duckdb_engine.Dialect
+_Dialect.get_multi_columns = _get_multi_columns
+_Dialect.get_multi_pk_constraint = _get_multi_pk_constraint
+_Dialect.get_multi_foreign_keys = lambda self, *a, **kw: []
+_Dialect.get_multi_indexes = lambda self, *a, **kw: []  # (the original only warns so)
 for _name in ("unique_constraints", "check_constraints", "table_comment", "table_options"):
-    setattr(duckdb_engine.Dialect, f"get_multi_{_name}", _not_reflected)
+    setattr(_Dialect, f"get_multi_{_name}", _not_reflected)

@@ -36,7 +36,7 @@ import queue
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import pymysql
@@ -91,7 +91,7 @@ def _unescaped_keys(parse):
 
 
 if not getattr(mysql_reflection.MySQLTableDefinitionParser, "_replicator_unescapes", False):
-    _P = mysql_reflection.MySQLTableDefinitionParser
+    _P: Any = mysql_reflection.MySQLTableDefinitionParser  # Any: methods replaced at run time
     _P._parse_column = _unescaping(_P._parse_column)
     _P._parse_keyexprs = _unescaped_keys(_P._parse_keyexprs)
     _P._replicator_unescapes = True
@@ -122,8 +122,8 @@ class MySQLTarget(Target):
     name = "mysql"
 
     def transient(self, e: BaseException) -> bool:
-        orig = getattr(e, "orig", None)
-        code = orig.args[0] if getattr(orig, "args", None) else None
+        args = getattr(getattr(e, "orig", None), "args", None)
+        code = args[0] if args else None
         return code in MYSQL_TRANSIENT or super().transient(e)
 
     copy_options = "FORMAT csv, NULL 'NULL', ENCODING 'UTF8'"
@@ -217,9 +217,9 @@ class MySQLTarget(Target):
         if self._lower_case_names is None:
             try:
                 with self.engine.connect() as c:
-                    self._lower_case_names = int(
-                        c.exec_driver_sql("SELECT @@lower_case_table_names").scalar()
-                    )
+                    value = c.exec_driver_sql("SELECT @@lower_case_table_names").scalar()
+                    assert value is not None  # a server variable always has a value
+                    self._lower_case_names = int(value)
             except sa.exc.SQLAlchemyError:
                 return 0
         return self._lower_case_names
@@ -241,7 +241,7 @@ class MySQLTarget(Target):
                 sa.Column(c.name, col_types[c.name], autoincrement=False, nullable=self.nullable(c, m))
                 for c in m.view.columns
             ]
-            extra = [sa.PrimaryKeyConstraint(*pk)] if pk else []
+            extra: list[sa.schema.SchemaItem] = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             if key and tuple(key) != tuple(pk):
                 extra.append(sa.Index(f"rk_{m.target_name}"[:64], *key))
             self._tables[self.table_key(m)] = sa.Table(
@@ -425,13 +425,15 @@ class MySQLTarget(Target):
 def _bytes(t: Any) -> int:
     """Inline bytes a column type takes in a row / an index (strings: 4 bytes per character)."""
     if isinstance(t, mysql.VARBINARY):
+        assert t.length is not None  # the type map sizes every string type it makes
         return t.length + 2
     if isinstance(t, (mysql.VARCHAR, mysql.CHAR)):
+        assert t.length is not None
         return t.length * (1 if getattr(t, "charset", None) == "ascii" else 4) + 2
     return 16
 
 
-def _prefetch(items: Iterable, depth: int) -> Iterator:
+def _prefetch(items: Iterable, depth: int) -> Generator:
     """Iterate ``items`` in a background thread, at most ``depth`` items ahead; errors re-raise here.
     Closing the returned generator stops the thread and closes ``items`` before returning."""
     q: queue.Queue = queue.Queue(depth)

@@ -141,6 +141,7 @@ def column_bytes(t: Any) -> tuple[int, int]:
         n = _decimal_bytes(t.precision or 10, t.scale or 0)
         return n, n
     if isinstance(t, (mysql.VARCHAR, mysql.CHAR, mysql.VARBINARY)):
+        assert t.length is not None  # the type map sizes every string type it makes
         n = t.length * (1 if isinstance(t, mysql.VARBINARY) or getattr(t, "charset", None) == "ascii" else 4)
         char = isinstance(t, mysql.CHAR)  # fixed width in a MySQL row; in InnoDB only when 1 byte a character
         record = n if char and n == t.length else n + 1 if n <= 255 else EXTERNAL

@@ -168,6 +168,7 @@ class PgApplier(GenericApplier):
     def equal(c: sa.Column, v):
         """NULL-safe: ``=`` for :data:`EXACT_EQUALITY` types, else the target's text form of the
         column against that of the value parsed as the column's type (one session renders both)."""
+        assert isinstance(c.type, PgType)  # every column of the target's tables (column_type)
         if re.sub(r"\(.*\)$", "", c.type.spec) in EXACT_EQUALITY:
             return c.is_not_distinct_from(sa.literal(v, c.type))
         return sa.cast(c, sa.Text).is_not_distinct_from(
@@ -283,7 +284,7 @@ class PostgresTarget(Target):
         (its rows are empty lines, and their number is all there is to copy)."""
         t = self.table(m)
         name = sql.Identifier(t.schema, t.name) if t.schema else sql.Identifier(t.name)
-        cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.view.columns)
+        cols: sql.Composable = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.view.columns)
         cols = sql.SQL(" ({})").format(cols) if m.view.columns else sql.SQL("")
         return sql.SQL("COPY {}{} FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
 
@@ -296,7 +297,8 @@ class PostgresTarget(Target):
         Target refusals become :class:`TargetError`; source failures and dropped connections
         (transient: the pipeline retries) propagate unchanged.
         """
-        raw: psycopg.Connection = conn.connection.driver_connection
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)  # the engine's driver is psycopg (_driver_url)
         src = _Chunks(out.chunks())
         try:
             with raw.cursor() as cur:

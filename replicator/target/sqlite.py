@@ -75,6 +75,7 @@ class SQLiteTarget(Target):
     embedded = True
 
     def read_only_engine(self, memory_limit: str, temp_dir: str) -> sa.Engine:
+        assert self.url.database is not None  # an embedded target is a file (check_url)
         path = quote(os.path.abspath(self.url.database))
         return sa.create_engine(
             f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool, connect_args={"timeout": 60}

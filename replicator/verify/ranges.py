@@ -73,6 +73,7 @@ class _Side:
 
     def pop(self) -> tuple:
         row = self.head
+        assert row is not None, "pop() past the end"  # callers pop only while head is not None
         if self.last_sk is not None and row[SK] < self.last_sk:
             raise OrderError(f"{self.name} rows are not ordered by key: {row[SK]!r} after {self.last_sk!r}")
         self.last_sk = row[SK]
@@ -90,9 +91,10 @@ def scan(source: Iterable[tuple], target: Iterable[tuple], chunk: int) -> Iterat
     lo = None
     while True:
         n = digest = 0
-        last = None
+        last: Optional[tuple] = None
         s_first, t_first = s_head, t_head
-        while s_head is not None and (n < chunk or s_head[SK] == last[SK]):
+        # past ``chunk`` rows (chunk >= 1) ``last`` is set: the range ends with the last row of its key
+        while s_head is not None and (n < chunk or (last is not None and s_head[SK] == last[SK])):
             if s_last is not None and s_head[SK] < s_last:
                 raise OrderError(f"source rows are not ordered by key: {s_head[SK]!r} after {s_last!r}")
             last, s_last = s_head, s_head[SK]
@@ -110,7 +112,7 @@ def scan(source: Iterable[tuple], target: Iterable[tuple], chunk: int) -> Iterat
             tn += 1
             tdigest += hash(_dumps(t_head[VALUES], 2))
             t_head = next(tgt, None)
-        firsts = [r for r, k in ((s_first, n), (t_first, tn)) if k]
+        firsts = [r for r, k in ((s_first, n), (t_first, tn)) if k and r is not None]  # k: r is a row
         lasts = [r for r in (last, t_row) if r is not None]
         yield RangeSum(
             lo,
@@ -132,6 +134,7 @@ def merge(source: Iterable[tuple], target: Iterable[tuple]) -> Iterator[tuple[ob
     src, tgt = _Side(source, "source"), _Side(target, "target")
     while src.head is not None or tgt.head is not None:
         if tgt.head is None or (src.head is not None and src.head[SK] <= tgt.head[SK]):
+            assert src.head is not None  # the loop runs while one side has a row
             sk = src.head[SK]
         else:
             sk = tgt.head[SK]

@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, Optional
 
 import psycopg
@@ -84,16 +84,16 @@ class TargetReader:
                 return None
             return {c["name"]: c["type"] for c in insp.get_columns(m.target_name, schema=m.target_schema)}
 
-    def rows(self, plan: TablePlan, lo=None, hi=None) -> Iterator[tuple]:
+    def rows(self, plan: TablePlan, lo=None, hi=None) -> Generator[tuple, None, None]:
         """Target rows in ``(lo, hi]``: one streamed statement, or slices on a live DuckDB."""
         if self.slice_seconds is None:
             with self.connect() as conn:
                 for r in plan.target_raw(conn, lo, hi):
                     yield plan.target_row(r)
             return
-        yield from self._sliced(plan, lo, hi)
+        yield from self._sliced(plan, lo, hi, self.slice_seconds)
 
-    def _sliced(self, plan: TablePlan, lo, hi) -> Iterator[tuple]:
+    def _sliced(self, plan: TablePlan, lo, hi, slice_seconds: float) -> Iterator[tuple]:
         """Keyset pagination: each slice is read with the file open, then converted with it closed.
         A slice never ends inside a run of equal keys (the next one starts past that key)."""
         after, limit = None, self.slice_rows
@@ -116,7 +116,7 @@ class TargetReader:
                 yield plan.target_row(r)
             if not full:
                 return
-            limit = int(min(max(limit * self.slice_seconds / max(held, 1e-3), self.slice_rows), 500_000))
+            limit = int(min(max(limit * slice_seconds / max(held, 1e-3), self.slice_rows), 500_000))
 
 
 def _busy(e: BaseException) -> bool:
@@ -133,7 +133,8 @@ def source_snapshot(dsn: str) -> Iterator[tuple[psycopg.Connection, Lsn]]:
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
-        yield conn, Lsn.parse(lsn)
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        yield conn, Lsn.parse(row[0])
     finally:
         conn.close()

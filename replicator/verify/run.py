@@ -32,7 +32,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg
 import sqlalchemy.exc
@@ -313,15 +313,21 @@ class TableCheck:
                     nxt.append(rng)
             self.pending = nxt
 
+    def _scanned(self) -> TablePlan:
+        """The plan :meth:`scan` made: every range (pending, found, unchecked) comes from it."""
+        assert self.plan is not None, "a range before the scan"
+        return self.plan
+
     def _drill(self, sc, rng: _Range, caught: bool) -> bool:
         """One range at snapshot ``sc``; True when it must be looked at again next round."""
         live = self.mirror.slot is not None
-        with contextlib.closing(self.reader.rows(self.plan, rng.lo, rng.hi)) as tgt:
+        plan = self._scanned()
+        with contextlib.closing(self.reader.rows(plan, rng.lo, rng.hi)) as tgt:
             d = drill(
-                self.plan.source_rows(sc, rng.lo, rng.hi, version=live),
+                plan.source_rows(sc, rng.lo, rng.hi, version=live),
                 tgt,
                 self.s.sub_rows,
-                self.plan.keyed,
+                plan.keyed,
                 max(2 * self.s.chunk_rows, self.s.max_keys),
             )
         self.doc["source_rows"] += d.source_rows - rng.source_rows
@@ -359,7 +365,7 @@ class TableCheck:
         """Versions and canonical rows of ``wanted`` keys in a snapshot taken now (S2)."""
         later: dict = {}
         with source_snapshot(self.dsn) as (sc2, _lsn):
-            for row in self.plan.source_rows(sc2, rng.lo, rng.hi, version=True):
+            for row in self._scanned().source_rows(sc2, rng.lo, rng.hi, version=True):
                 if row[SK] in wanted:
                     vs, rows = later.setdefault(row[SK], ([], []))
                     vs.append(str(row[VERSION]))
@@ -398,7 +404,7 @@ class TableCheck:
                 if budget <= 0 or len(out) >= self.s.max_ranges:
                     cut = True
                     break
-                entry = {
+                entry: dict[str, Any] = {
                     "from": self._key(first),
                     "to": self._key(last),
                     "missing": [],
@@ -410,9 +416,8 @@ class TableCheck:
                     entry[d.kind].append(self._key(d.row))
                 cut |= len(diffs) > budget
                 budget -= min(budget, len(diffs))
-                entry["columns"] = [
-                    self.plan.source_names[i] for i in sorted({c for d in diffs for c in d.columns})
-                ]
+                names = self._scanned().source_names
+                entry["columns"] = [names[i] for i in sorted({c for d in diffs for c in d.columns})]
                 out.append(entry)
                 listed += 1
             if not listed:
@@ -433,7 +438,8 @@ class TableCheck:
         self.doc["truncated"] = cut or len(keyless) > room
 
     def _key(self, row: tuple) -> dict:
-        names, idx = self.plan.source_names, self.plan.key_idx
+        plan = self._scanned()
+        names, idx = plan.source_names, plan.key_idx
         return {names[i]: display(row[VALUES][i]) for i in idx}
 
 

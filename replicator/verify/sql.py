@@ -98,7 +98,7 @@ class _Sql:
     def __eq__(self, o):  # noqa: D105 - builds SQL, not a comparison
         return self._op("=", o)
 
-    __hash__ = None
+    # unhashable: a class that defines __eq__ but not __hash__ gets __hash__ = None
 
 
 def _sql_join(word: str, empty: str):
@@ -183,7 +183,7 @@ class TablePlan:
     def source_query(self, lo: Optional[tuple], hi: Optional[tuple], version: bool) -> sql.Composed:
         """The rows in ``(lo, hi]`` (source raw keys; None: open), in key order."""
         t = self.m.source_table
-        cols = [sql.Identifier(n) for n in self.source_names]
+        cols: list[sql.Composable] = [sql.Identifier(n) for n in self.source_names]
         if version:
             cols.append(sql.SQL("xmin::text"))
         where = [sql.SQL("({})").format(sql.SQL(self.m.where))] if self.m.where else []
