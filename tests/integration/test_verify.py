@@ -425,3 +425,18 @@ def test_verify_200k_rows_in_bounded_memory(source_db, duckdb_target_url):
         f"verify: 200000 rows in {seconds:.1f}s ({200_000 / seconds:.0f} rows/s), heap growth "
         f"{heap.growth} blocks ({ref.growth} for 20k rows)"
     )
+
+
+def test_verify_reads_duckdb_date_and_timestamp_arrays(source_db, duckdb_target_url):
+    """DuckDB date[]/timestamptz[] columns are read back as VARCHAR lists (an AttributeError
+    before: sa.types.DDL does not exist)."""
+    run_sql(
+        source_db,
+        "CREATE TABLE arr (id int PRIMARY KEY, ds date[], ts timestamptz[]);"
+        "INSERT INTO arr SELECT g, ARRAY[DATE '2020-01-01' + g, NULL], "
+        "ARRAY[TIMESTAMPTZ '2020-01-01 00:00:00+00' + g * interval '1 hour'] FROM generate_series(1, 50) g",
+    )
+    env = {"REPLICATOR_SOURCE": source_db, "REPLICATOR_TARGET": duckdb_target_url}
+    replicator("migrate", "--tables", "arr", env=env)
+    cp, doc = verify(env, "--tables", "arr")
+    assert cp.returncode == 0 and doc["public.arr"]["equal"], (cp.stdout, cp.stderr[-2000:])
