@@ -72,12 +72,25 @@ class Publications:
                     slots.drop_publication(src, pub)
                 continue
             if not exists:
-                with self.target.connect() as c:
-                    self.claim.owned_publications = self.store.add_publication(
-                        c, pub, self.claim.owned_publications or []
-                    )
+                if pub not in (self.claim.owned_publications or []):  # recorded before it exists
+                    with self.target.connect() as c:
+                        self.record(c, [pub])
                 self.claim.created_publications.append(pub)
             slots.ensure_publication(src, pub, tables, insert_only=pub == self.inserts)
+
+    def missing(self, src, mappings: list[TableMapping]) -> list[str]:
+        """The publications :meth:`publish` will create for ``mappings`` (they do not exist)."""
+        full, inserts = mapping.publications(mappings)
+        pubs = ((self.full, full), (self.inserts, inserts))
+        return [p for p, t in pubs if t and not slots.publication_exists(src, p)]
+
+    def record(self, conn, pubs: list[str]) -> None:
+        """Record on the target, in the caller's transaction, that this stream creates ``pubs``
+        (before it does: only what a stream created is ever dropped)."""
+        for pub in pubs:
+            self.claim.owned_publications = self.store.add_publication(
+                conn, pub, self.claim.owned_publications or []
+            )
 
     def drop_owned(self, src, stream: str) -> None:
         """Drop the publications this stream created; a pre-created one is left as it was."""
@@ -165,14 +178,15 @@ class Starter:
         self, src, repl, system_id: str, old: dict, mappings: list[TableMapping]
     ) -> tuple[Lsn, Summary]:
         """Claim the slot on the target (committed first), publish, create the slot, copy."""
-        with self.target.connect() as c:
+        self.claim.owned_publications = []
+        with self.target.connect() as c:  # one target transaction: the claim and its publications
             self.store.ensure(c)
             for label in old:
                 self.store.forget_table(c, label)
             self.store.init_stream(c, self.slot, system_id, 0)
             for m in mappings:
                 self.store.set_table(c, m.label, self.target.display(m), TableState.INIT)
-        self.claim.owned_publications = []
+            self.publications.record(c, self.publications.missing(src, mappings))
         self.publications.publish(src, mappings)
         lsn, snap = slots.create_slot(repl, self.slot, timeout=self.opts.slot_timeout, dsn=self.opts.source)
         self.claim.created_slot = self.claim.started = True
