@@ -186,20 +186,36 @@ def run(
         else:
             out(f"using the source {redact(source)}")
         bindir = server.bindir if server else None
-        if server is not None or not _source_has_pgbench(source):
-            out(f"loading the pgbench sample (scale {scale}: {scale * 100_000:,} accounts)")
-            devserver.pgbench(source, ["-i", "-q", "-s", str(scale)], bindir=bindir)
-        else:
-            out("using the pgbench tables already in the source")
-        _full_identity(source)
-        if default_path is not None and default_path.exists():
-            out(f"replacing {default_path} (from an earlier demo)")
-            _remove_duckdb(default_path)
+        _prepare(source, server is not None, scale, bindir, default_path, out)
         return _replicate(source, target, name, seconds, progress, bindir, out, t0)
     finally:
         if server is not None:
             server.cleanup()
             out("removed the throwaway PostgreSQL")
+
+
+def _prepare(
+    source: str,
+    fresh: bool,
+    scale: int,
+    bindir,
+    default_path: Optional[Path],
+    out: Callable[[str], None],
+) -> None:
+    """Load the pgbench sample (always into a ``fresh`` server, else only when the source lacks
+    it), give ``pgbench_history`` REPLICA IDENTITY FULL, and remove an earlier demo's default
+    DuckDB file."""
+    from . import devserver
+
+    if fresh or not _source_has_pgbench(source):
+        out(f"loading the pgbench sample (scale {scale}: {scale * 100_000:,} accounts)")
+        devserver.pgbench(source, ["-i", "-q", "-s", str(scale)], bindir=bindir)
+    else:
+        out("using the pgbench tables already in the source")
+    _full_identity(source)
+    if default_path is not None and default_path.exists():
+        out(f"replacing {default_path} (from an earlier demo)")
+        _remove_duckdb(default_path)
 
 
 def _replicate(
@@ -212,11 +228,29 @@ def _replicate(
     out: Callable[[str], None],
     t0: float,
 ) -> int:
-    from . import devserver
+    """Check the source, mirror under a pgbench load, show the status, finish like migrate and
+    report the row counts; returns the exit code.  Unless the migrate finished, the slot and
+    publications are dropped on the way out (best effort)."""
+    from .pipeline import Options
+
+    _check(source, target, out)
+    opts = Options(source=source, target=target, tables=TABLES, name=name, jobs=2, batch_seconds=0.5)
+    finished = False
+    try:
+        _mirror_under_load(opts, seconds, progress, bindir, out)
+        p = _catch_up(opts, progress, out)
+        finished = True
+        counts = row_counts(p)
+        p.target.dispose()
+    finally:
+        if not finished:
+            _drop_stream_objects(source, target, name)
+    return _report(counts, target, t0, out)
+
+
+def _check(source: str, target: str, out: Callable[[str], None]) -> None:
+    """``replicator check`` on the demo tables: print each problem, DemoError when there is one."""
     from .check import preflight
-    from .pipeline import Options, Pipeline
-    from .status import collect, render
-    from .watch import watching
 
     out(f"$ replicator check --tables {','.join(TABLES)}")
     problems = preflight(source, TABLES, target)
@@ -226,78 +260,98 @@ def _replicate(
         raise DemoError("the source is not ready for logical replication (see the problems above)")
     out("ok: ready to replicate")
 
-    opts = Options(source=source, target=target, tables=TABLES, name=name, jobs=2, batch_seconds=0.5)
-    finished = False
-    try:
-        # -- mirror while pgbench writes
-        out(
-            f"$ replicator mirror --target {redact(target)}   (while pgbench runs {seconds:g}s of "
-            f"tpcb-like transactions)"
-        )
-        p = Pipeline(opts)
-        bench = devserver.pgbench(
-            source,
-            ["-n", "-c", "2", "-j", "2", "-T", str(max(1, round(seconds))), "-R", "200", "-b", "tpcb-like"],
-            bindir=bindir,
-            background=True,
-        )
-        failure: list[BaseException] = []
 
-        def mirror() -> None:
-            try:
-                p.mirror()
-            except BaseException as e:  # noqa: BLE001  re-raised in the main thread
-                failure.append(e)
+def _mirror_under_load(opts, seconds: float, progress: bool, bindir, out: Callable[[str], None]) -> None:
+    """Mirror in a thread while pgbench runs ``seconds`` of tpcb-like transactions, then stop the
+    mirror; re-raises the mirror's error, DemoError when pgbench failed."""
+    from . import devserver
+    from .pipeline import Pipeline
 
-        worker = threading.Thread(target=mirror, name="demo-mirror", daemon=True)
+    out(
+        f"$ replicator mirror --target {redact(opts.target)}   (while pgbench runs {seconds:g}s of "
+        f"tpcb-like transactions)"
+    )
+    p = Pipeline(opts)
+    bench = devserver.pgbench(
+        opts.source,
+        ["-n", "-c", "2", "-j", "2", "-T", str(max(1, round(seconds))), "-R", "200", "-b", "tpcb-like"],
+        bindir=bindir,
+        background=True,
+    )
+    bench_out = _mirror_while(p, bench, progress)
+    if bench.returncode != 0:
+        raise DemoError(f"pgbench failed (exit {bench.returncode}):\n{bench_out[-2000:]}")
+    tps = [ln for ln in bench_out.splitlines() if ln.startswith("tps")]
+    out(
+        f"mirror stopped: {p.telemetry.changes_applied:,} changes applied in "
+        f"{p.telemetry.batches} batches" + (f"; pgbench {tps[0]}" if tps else "")
+    )
+
+
+def _mirror_while(p, bench, progress: bool) -> str:
+    """Run ``p.mirror()`` in a thread until ``bench`` (or the mirror) ends; always kill a running
+    ``bench``, stop the mirror and dispose of its target.  Returns pgbench's output; re-raises the
+    mirror's error."""
+    from .watch import watching
+
+    failure: list[BaseException] = []
+
+    def mirror() -> None:
         try:
-            with watching(p, progress=progress):
-                worker.start()
-                while bench.poll() is None and worker.is_alive():
-                    time.sleep(0.2)
-                p.stop_requested = True
-                worker.join()
-        finally:
-            if bench.poll() is None:
-                bench.kill()
-            bench_out, _ = bench.communicate()
-            p.stop_requested = True
-            worker.join(60)
-            p.target.dispose()
-        if failure:
-            raise failure[0]
-        if bench.returncode != 0:
-            raise DemoError(f"pgbench failed (exit {bench.returncode}):\n{bench_out[-2000:]}")
-        tps = [ln for ln in bench_out.splitlines() if ln.startswith("tps")]
-        out(
-            f"mirror stopped: {p.telemetry.changes_applied:,} changes applied in "
-            f"{p.telemetry.batches} batches" + (f"; pgbench {tps[0]}" if tps else "")
-        )
+            p.mirror()
+        except BaseException as e:  # noqa: BLE001  re-raised in the main thread
+            failure.append(e)
 
-        out(f"$ replicator status --target {redact(target)} --name {name}")
-        out(render(collect(source, target, name)))
-
-        # -- finish like migrate: exact catch-up, count check, clean-up
-        out(
-            f"$ replicator migrate --target {redact(target)} --name {name}   (catch up, compare "
-            f"counts, drop slot and publication)"
-        )
-        _wait_slot_idle(source, name)
-        p = Pipeline(opts)
+    worker = threading.Thread(target=mirror, name="demo-mirror", daemon=True)
+    try:
         with watching(p, progress=progress):
-            s = p.migrate()
-        finished = True
-        out(
-            f"caught up to {s.applied_lsn}: {s.changes_applied:,} more changes applied; slot and "
-            f"publication dropped"
-        )
-
-        counts = row_counts(p)
-        p.target.dispose()
+            worker.start()
+            while bench.poll() is None and worker.is_alive():
+                time.sleep(0.2)
+            p.stop_requested = True
+            worker.join()
     finally:
-        if not finished:
-            _drop_stream_objects(source, target, name)
+        if bench.poll() is None:
+            bench.kill()
+        bench_out, _ = bench.communicate()
+        p.stop_requested = True
+        worker.join(60)
+        p.target.dispose()
+    if failure:
+        raise failure[0]
+    return bench_out
 
+
+def _catch_up(opts, progress: bool, out: Callable[[str], None]):
+    """Show the status, then finish like ``replicator migrate`` (exact catch-up, count check,
+    slot and publications dropped); returns the finished Pipeline (its target still open)."""
+    from .pipeline import Pipeline
+    from .status import collect, render
+    from .watch import watching
+
+    source, target, name = opts.source, opts.target, opts.name
+    out(f"$ replicator status --target {redact(target)} --name {name}")
+    out(render(collect(source, target, name)))
+    out(
+        f"$ replicator migrate --target {redact(target)} --name {name}   (catch up, compare "
+        f"counts, drop slot and publication)"
+    )
+    _wait_slot_idle(source, name)
+    p = Pipeline(opts)
+    with watching(p, progress=progress):
+        s = p.migrate()
+    out(
+        f"caught up to {s.applied_lsn}: {s.changes_applied:,} more changes applied; slot and "
+        f"publication dropped"
+    )
+    return p
+
+
+def _report(
+    counts: list[tuple[str, str, int, int]], target: str, t0: float, out: Callable[[str], None]
+) -> int:
+    """Print the per-table row counts, the total time and (for DuckDB) how to look at the
+    target; returns 0 when every table matches, else 1."""
     out("row counts (source → target):")
     width = max(len(c[0]) for c in counts)
     bad = 0

@@ -206,132 +206,163 @@ class TelemetryCollector:
         self.tel, self.slot = tel, slot
 
     def collect(self) -> Iterator:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
+        """Every family, in a fixed order: stream, tables, totals, lag, errors, then the slot's.
+        The tables and the slot figures are each read once per scrape."""
         tel = self.tel
         tables = list(tel.tables.values())  # copy workers may add tables meanwhile
-
-        def gauge(name, doc, value=None, labels=None):
-            return GaugeMetricFamily(name, doc, value=value, labels=labels)
-
-        info = gauge(
-            "replicator_stream_info", "The stream (slot, publication and state rows) name.", labels=["stream"]
-        )
-        info.add_metric([tel.name], 1)
-        yield info
-        yield gauge("replicator_start_time_seconds", "Start of this run, epoch seconds.", tel.started)
-
-        state = gauge(
-            "replicator_table_state",
-            "1 for the table's current state (i, d, s, r), else 0.",
-            labels=["table", "target", "state"],
-        )
-        rows = gauge("replicator_table_rows_copied", "Rows copied by the snapshot copy.", labels=["table"])
-        nbytes = gauge(
-            "replicator_table_bytes_copied",
-            "Bytes copied by the snapshot copy (COPY text).",
-            labels=["table"],
-        )
-        est = gauge(
-            "replicator_table_rows_estimate",
-            "The source's row estimate when the copy began.",
-            labels=["table"],
-        )
-        changes = CounterMetricFamily(
-            "replicator_table_changes_applied", "Row changes applied per table.", labels=["table"]
-        )
-        for t in tables:
-            for s in STATES:
-                state.add_metric([t.source, t.target, s], 1 if t.state == s else 0)
-            rows.add_metric([t.source], t.rows_copied)
-            nbytes.add_metric([t.source], t.bytes_copied)
-            est.add_metric([t.source], t.rows_estimate)
-            changes.add_metric([t.source], t.changes_applied)
-        yield from (state, rows, nbytes, est, changes)
-
-        yield CounterMetricFamily(
-            "replicator_changes_applied", "Row changes applied (all tables).", value=tel.changes_applied
-        )
-        yield CounterMetricFamily(
-            "replicator_transactions_applied", "Source transactions applied.", value=tel.transactions_applied
-        )
-        yield CounterMetricFamily(
-            "replicator_batches", "Target transactions (batches) committed.", value=tel.batches
-        )
-        yield gauge(
-            "replicator_last_batch_changes",
-            "Row changes in the last committed batch.",
-            tel.last_batch_changes,
-        )
-        yield gauge(
-            "replicator_last_batch_seconds",
-            "Seconds the last batch took to collect and apply.",
-            tel.last_batch_seconds,
-        )
-        yield gauge(
-            "replicator_applied_lsn", "Last applied source LSN, as a WAL byte position.", tel.applied_lsn
-        )
-        yield gauge(
-            "replicator_server_wal_end_lsn",
-            "Source WAL end last reported by the walsender.",
-            tel.server_wal_end,
-        )
-
+        yield from _stream_families(tel)
+        yield from _table_families(tables)
+        yield from _total_families(tel)
         figs = self.slot.figures if self.slot is not None else None
-        lag_b, lag_s = lag_figures(tel, figs)
-        if lag_b is not None:
-            yield gauge(
-                "replicator_lag_bytes", "WAL bytes from the source's end to the applied position.", lag_b
-            )
-        if lag_s is not None:
-            yield gauge(
-                "replicator_lag_seconds",
-                "Seconds since the commit of the last applied source "
-                "transaction while behind; 0 when caught up.",
-                lag_s,
-            )
-        if tel.last_commit_time is not None:
-            yield gauge(
-                "replicator_last_commit_timestamp_seconds",
-                "Source commit time of the last applied transaction, epoch seconds.",
-                tel.last_commit_time,
-            )
+        yield from _lag_families(tel, figs)
+        yield _error_family(tel, self.slot)
+        if figs is not None:
+            yield from _slot_families(figs)
 
-        errors = CounterMetricFamily("replicator_errors", "Errors retried, by kind.", labels=["kind"])
-        for kind, n in sorted(dict(tel.errors).items()):
-            errors.add_metric([kind], n)
-        if self.slot is not None:
-            errors.add_metric(["slot_check"], self.slot.errors)
-        yield errors
 
-        if figs is None:
-            return
-        yield gauge(
-            "replicator_slot_checked_timestamp_seconds", "When the slot figures were read.", figs.checked_at
+def _gauge(name: str, doc: str, value: Optional[float] = None, labels: Optional[list[str]] = None):
+    """A GaugeMetricFamily: with ``value`` for an unlabelled gauge, else add_metric per label set."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(name, doc, value=value, labels=labels)
+
+
+def _counter(name: str, doc: str, value: Optional[float] = None, labels: Optional[list[str]] = None):
+    """A CounterMetricFamily (prometheus_client appends ``_total`` to ``name``)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    return CounterMetricFamily(name, doc, value=value, labels=labels)
+
+
+def _stream_families(tel: Telemetry) -> Iterator:
+    """replicator_stream_info{stream} and replicator_start_time_seconds."""
+    info = _gauge(
+        "replicator_stream_info", "The stream (slot, publication and state rows) name.", labels=["stream"]
+    )
+    info.add_metric([tel.name], 1)
+    yield info
+    yield _gauge("replicator_start_time_seconds", "Start of this run, epoch seconds.", tel.started)
+
+
+def _table_families(tables: list) -> Iterator:
+    """Per-table state, rows and bytes copied, row estimate and changes applied, one sample per
+    table of ``tables`` (the state family: one per state, 1 for the current one)."""
+    state = _gauge(
+        "replicator_table_state",
+        "1 for the table's current state (i, d, s, r), else 0.",
+        labels=["table", "target", "state"],
+    )
+    rows = _gauge("replicator_table_rows_copied", "Rows copied by the snapshot copy.", labels=["table"])
+    nbytes = _gauge(
+        "replicator_table_bytes_copied",
+        "Bytes copied by the snapshot copy (COPY text).",
+        labels=["table"],
+    )
+    est = _gauge(
+        "replicator_table_rows_estimate",
+        "The source's row estimate when the copy began.",
+        labels=["table"],
+    )
+    changes = _counter("replicator_table_changes_applied", "Row changes applied per table.", labels=["table"])
+    for t in tables:
+        for s in STATES:
+            state.add_metric([t.source, t.target, s], 1 if t.state == s else 0)
+        rows.add_metric([t.source], t.rows_copied)
+        nbytes.add_metric([t.source], t.bytes_copied)
+        est.add_metric([t.source], t.rows_estimate)
+        changes.add_metric([t.source], t.changes_applied)
+    yield from (state, rows, nbytes, est, changes)
+
+
+def _total_families(tel: Telemetry) -> Iterator:
+    """The stream's totals: changes, transactions and batches applied, the last batch, the applied
+    LSN and the source's WAL end."""
+    yield _counter("replicator_changes_applied", "Row changes applied (all tables).", tel.changes_applied)
+    yield _counter(
+        "replicator_transactions_applied", "Source transactions applied.", tel.transactions_applied
+    )
+    yield _counter("replicator_batches", "Target transactions (batches) committed.", tel.batches)
+    yield _gauge(
+        "replicator_last_batch_changes",
+        "Row changes in the last committed batch.",
+        tel.last_batch_changes,
+    )
+    yield _gauge(
+        "replicator_last_batch_seconds",
+        "Seconds the last batch took to collect and apply.",
+        tel.last_batch_seconds,
+    )
+    yield _gauge(
+        "replicator_applied_lsn", "Last applied source LSN, as a WAL byte position.", tel.applied_lsn
+    )
+    yield _gauge(
+        "replicator_server_wal_end_lsn",
+        "Source WAL end last reported by the walsender.",
+        tel.server_wal_end,
+    )
+
+
+def _lag_families(tel: Telemetry, figs: Optional[SlotFigures]) -> Iterator:
+    """Lag bytes, lag seconds and the last commit time, each only while known."""
+    lag_b, lag_s = lag_figures(tel, figs)
+    if lag_b is not None:
+        yield _gauge(
+            "replicator_lag_bytes", "WAL bytes from the source's end to the applied position.", lag_b
         )
-        yield gauge("replicator_slot_exists", "1 when the replication slot exists.", int(figs.exists))
-        if not figs.exists:
-            return
-        yield gauge("replicator_slot_active", "1 when a walsender uses the slot.", int(bool(figs.active)))
-        if figs.retained_bytes is not None:
-            yield gauge(
-                "replicator_slot_retained_wal_bytes",
-                "WAL the slot keeps on the source: pg_current_wal_lsn() - restart_lsn.",
-                figs.retained_bytes,
-            )
-        if figs.safe_wal_size is not None:
-            yield gauge(
-                "replicator_slot_safe_wal_size_bytes",
-                "WAL that may still be written before the slot is invalidated.",
-                figs.safe_wal_size,
-            )
-        ws = gauge("replicator_slot_wal_status", "1 for the slot's wal_status, else 0.", labels=["status"])
-        for s in WAL_STATUSES:
-            ws.add_metric([s], 1 if figs.wal_status == s else 0)
-        yield ws
-        yield gauge(
-            "replicator_slot_confirmed_flush_lsn", "The slot's confirmed_flush_lsn.", figs.confirmed_flush_lsn
+    if lag_s is not None:
+        yield _gauge(
+            "replicator_lag_seconds",
+            "Seconds since the commit of the last applied source transaction while behind; 0 when caught up.",
+            lag_s,
         )
+    if tel.last_commit_time is not None:
+        yield _gauge(
+            "replicator_last_commit_timestamp_seconds",
+            "Source commit time of the last applied transaction, epoch seconds.",
+            tel.last_commit_time,
+        )
+
+
+def _error_family(tel: Telemetry, slot: Optional[SlotWatcher]):
+    """replicator_errors_total{kind}: retried errors by kind (sorted), then slot_check when a
+    slot watcher runs."""
+    errors = _counter("replicator_errors", "Errors retried, by kind.", labels=["kind"])
+    for kind, n in sorted(dict(tel.errors).items()):
+        errors.add_metric([kind], n)
+    if slot is not None:
+        errors.add_metric(["slot_check"], slot.errors)
+    return errors
+
+
+def _slot_families(figs: SlotFigures) -> Iterator:
+    """The slot's figures: when read and whether it exists; the rest only when it exists, retained
+    and safe WAL sizes only where known."""
+    yield _gauge(
+        "replicator_slot_checked_timestamp_seconds", "When the slot figures were read.", figs.checked_at
+    )
+    yield _gauge("replicator_slot_exists", "1 when the replication slot exists.", int(figs.exists))
+    if not figs.exists:
+        return
+    yield _gauge("replicator_slot_active", "1 when a walsender uses the slot.", int(bool(figs.active)))
+    if figs.retained_bytes is not None:
+        yield _gauge(
+            "replicator_slot_retained_wal_bytes",
+            "WAL the slot keeps on the source: pg_current_wal_lsn() - restart_lsn.",
+            figs.retained_bytes,
+        )
+    if figs.safe_wal_size is not None:
+        yield _gauge(
+            "replicator_slot_safe_wal_size_bytes",
+            "WAL that may still be written before the slot is invalidated.",
+            figs.safe_wal_size,
+        )
+    ws = _gauge("replicator_slot_wal_status", "1 for the slot's wal_status, else 0.", labels=["status"])
+    for s in WAL_STATUSES:
+        ws.add_metric([s], 1 if figs.wal_status == s else 0)
+    yield ws
+    yield _gauge(
+        "replicator_slot_confirmed_flush_lsn", "The slot's confirmed_flush_lsn.", figs.confirmed_flush_lsn
+    )
 
 
 class MetricsExporter:

@@ -163,41 +163,47 @@ def render(
 ):
     """The live display as a rich renderable: copy bars, the tables line, the stream line."""
     from rich.console import Group
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
     from rich.text import Text
 
     now = time.time() if now is None else now
     parts: list[RenderableType] = []
     copying = [t for t in list(tel.tables.values()) if t.state == "d"]
     if copying:
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(no_wrap=True, overflow="ellipsis", max_width=40)
-        grid.add_column(width=20)
-        for _ in range(4):
-            grid.add_column(no_wrap=True)
-        for fig in sorted(copying, key=lambda t: t.source)[:max_tables]:
-            rate_rows, brate, eta = copy_rates(fig, now)
-            total = max(fig.rows_estimate, fig.rows_copied) or None
-            grid.add_row(
-                Text(fig.source, style="bold"),
-                ProgressBar(total=total, completed=fig.rows_copied, width=20),
-                Text(
-                    f"{fig.rows_copied:,}"
-                    + (f"/~{fig.rows_estimate:,}" if fig.rows_estimate else "")
-                    + " rows"
-                ),
-                Text(human_bytes(fig.bytes_copied) if fig.bytes_copied else ""),
-                Text(f"{rate_rows:,.0f} rows/s" if rate_rows else "", style="cyan"),
-                Text(f"ETA {human_duration(eta)}" if eta is not None else "", style="magenta"),
-            )
-        if len(copying) > max_tables:
-            grid.add_row(Text(f"… and {len(copying) - max_tables} more", style="dim"), "", "", "", "", "")
-        parts.append(grid)
+        parts.append(_copy_grid(copying, now, max_tables))
     parts.append(Text(tables_line(tel, planned), style="dim" if not copying else ""))
     if streaming(tel):
         parts.append(Text(stream_line(tel, now, rate, slot), style="green"))
     return Group(*parts)
+
+
+def _copy_grid(copying: list, now: float, max_tables: int):
+    """A rich grid with one row per table being copied (name, bar, rows, bytes, rate, ETA), by
+    source name, at most ``max_tables`` of them and then a row counting the others."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, overflow="ellipsis", max_width=40)
+    grid.add_column(width=20)
+    for _ in range(4):
+        grid.add_column(no_wrap=True)
+    for fig in sorted(copying, key=lambda t: t.source)[:max_tables]:
+        rate_rows, brate, eta = copy_rates(fig, now)
+        total = max(fig.rows_estimate, fig.rows_copied) or None
+        grid.add_row(
+            Text(fig.source, style="bold"),
+            ProgressBar(total=total, completed=fig.rows_copied, width=20),
+            Text(
+                f"{fig.rows_copied:,}" + (f"/~{fig.rows_estimate:,}" if fig.rows_estimate else "") + " rows"
+            ),
+            Text(human_bytes(fig.bytes_copied) if fig.bytes_copied else ""),
+            Text(f"{rate_rows:,.0f} rows/s" if rate_rows else "", style="cyan"),
+            Text(f"ETA {human_duration(eta)}" if eta is not None else "", style="magenta"),
+        )
+    if len(copying) > max_tables:
+        grid.add_row(Text(f"… and {len(copying) - max_tables} more", style="dim"), "", "", "", "", "")
+    return grid
 
 
 def render_text(tel: Telemetry, now: Optional[float] = None, width: int = 120, **kw) -> str:
