@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg
 
@@ -88,23 +88,18 @@ def _copy_one(
     telemetry: Telemetry,
     abort: threading.Event,
 ) -> None:
+    """Copy one table at the worker's snapshot ``sc``: state ``d`` committed first, then in ONE
+    target transaction the rows cleared, loaded and state ``s`` (``sync_lsn``, row count) written;
+    its progress figures and ``stats`` kept current.  Errors name the table (:func:`_named`)."""
     t0 = time.monotonic()
-    fig = telemetry.table(m.label)
-    fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
-    fig.rows_estimate = snapshot.row_estimate(sc, m.source_table)
-    snapshot.label_session(sc, f"replicator {telemetry.name} copy {m.label}")  # for status
+    fig = _figures(sc, target, m, telemetry)
     with target.connect() as conn:
         store.set_table(conn, m.label, target.display(m), TableState.DATASYNC)
     q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
     with target.connect() as conn:
         target.clear(conn, m)
         fig.rows_copied = fig.bytes_copied = 0
-        out = snapshot.CopyOut(sc, q, watch=_watch(fig, abort))
-        try:
-            n = target.load_copy(conn, m, out)
-        except BaseException as e:
-            out.close()  # cancels the source COPY: the worker's connection is free at once
-            raise _named(e, m, f"copying {target.display(m)} from", target) from e
+        n = _load(sc, target, conn, m, q, _watch(fig, abort))
         failpoint("copy.loaded", m.label)
         store.set_table(
             conn,
@@ -119,6 +114,28 @@ def _copy_one(
     stats.seconds[m.label] = time.monotonic() - t0
     fig.state, fig.rows_copied = "s", n
     log.info("copied %s → %s: %d rows in %.1fs", m.label, target.display(m), n, stats.seconds[m.label])
+
+
+def _figures(sc, target, m: TableMapping, telemetry: Telemetry):
+    """The table's progress figures, started (state ``d``, the source's row estimate), and the
+    worker's source session labelled with the table (for status)."""
+    fig = telemetry.table(m.label)
+    fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
+    fig.rows_estimate = snapshot.row_estimate(sc, m.source_table)
+    snapshot.label_session(sc, f"replicator {telemetry.name} copy {m.label}")  # for status
+    return fig
+
+
+def _load(sc, target, conn, m: TableMapping, query, watch: Callable[[object], None]) -> int:
+    """Rows ``target.load_copy`` loaded on ``conn`` from the source COPY ``query`` on ``sc``.  On
+    any failure the source COPY is cancelled first (the worker's connection is free at once), and
+    the error is raised naming the table."""
+    out = snapshot.CopyOut(sc, query, watch=watch)
+    try:
+        return target.load_copy(conn, m, out)
+    except BaseException as e:
+        out.close()  # cancels the source COPY: the worker's connection is free at once
+        raise _named(e, m, f"copying {target.display(m)} from", target) from e
 
 
 class _Workers:
@@ -181,34 +198,48 @@ def copy_tables(
     n = max(1, min(jobs, len(mappings)))
     barrier = threading.Barrier(n, action=imported)
 
-    def worker() -> None:
-        try:
-            sc = snapshot.snapshot_connection(dsn, snapshot_name)
-        except BaseException as e:
-            barrier.abort()
-            shared.failed(e)
-            raise
-        try:
-            barrier.wait()
-            with shared.lock:
-                shared.active[threading.get_ident()] = sc
-            _drain(
-                shared, lambda m: _copy_one(sc, target, store, m, sync_lsn, stats, telemetry, shared.abort)
-            )
-        finally:
-            with shared.lock:
-                shared.active.pop(threading.get_ident(), None)
-            with contextlib.suppress(Exception):
-                sc.close()
+    def copy(sc, m: TableMapping) -> None:
+        _copy_one(sc, target, store, m, sync_lsn, stats, telemetry, shared.abort)
+
+    def connect():
+        return snapshot.snapshot_connection(dsn, snapshot_name)
 
     with ThreadPoolExecutor(n, thread_name_prefix="copy") as pool:
-        shared.supervise([pool.submit(worker) for _ in range(n)])
+        shared.supervise([pool.submit(_work, shared, barrier, connect, copy) for _ in range(n)])
     if shared.errors:
         raise shared.errors[0]
     stopping.check("copying tables")
     if shared.abort.is_set():
         raise TargetError("the copy was aborted")  # a worker failed without a reportable error
     return stats
+
+
+def _work(
+    shared: _Workers,
+    barrier: threading.Barrier,
+    connect: Callable[[], Any],
+    copy: Callable[[Any, TableMapping], None],
+) -> None:
+    """One copy worker: open its snapshot connection (``connect``), wait at ``barrier`` until every
+    worker holds the snapshot, then ``copy`` tables from the queue (:func:`_drain`).  Its source
+    connection is registered in ``shared.active`` while it copies (for cancelling) and closed at
+    the end; a failure to connect breaks the barrier and aborts the others."""
+    try:
+        sc = connect()
+    except BaseException as e:
+        barrier.abort()
+        shared.failed(e)
+        raise
+    try:
+        barrier.wait()
+        with shared.lock:
+            shared.active[threading.get_ident()] = sc
+        _drain(shared, lambda m: copy(sc, m))
+    finally:
+        with shared.lock:
+            shared.active.pop(threading.get_ident(), None)
+        with contextlib.suppress(Exception):
+            sc.close()
 
 
 def _drain(shared: _Workers, copy: Callable[[TableMapping], None]) -> None:

@@ -110,6 +110,18 @@ def build(e: Entry, t: TableSchema) -> TableMapping:
         )
     pk = t.primary_key if not excluded & set(t.primary_key) else ()
     origin = dataclasses.replace(t, columns=kept, key=key, primary_key=pk, insert_only=e.insert_only)
+    view = _view(origin, rename, types, policy)
+    schema, _, name = (e.target or t.name).rpartition(".")
+    column_list = origin.column_names if excluded else None
+    return TableMapping(
+        view, name, schema or None, e.on_missing_row, origin=origin, where=e.where, column_list=column_list
+    )
+
+
+def _view(origin: TableSchema, rename: dict, types: dict, policy: dict) -> TableSchema:
+    """The target view of ``origin`` (the kept source columns, its key chosen): columns, key and
+    primary key renamed by ``rename``; each column with its ``types`` entry ("": the type map's)
+    and its ``policy`` ("error" unless given).  Source names are the keys of the three dicts."""
     view_cols = tuple(
         dataclasses.replace(
             c,
@@ -117,18 +129,13 @@ def build(e: Entry, t: TableSchema) -> TableMapping:
             target_type=types.get(c.name, ""),
             policy=policy.get(c.name, "error"),
         )
-        for c in kept
+        for c in origin.columns
     )
-    view = dataclasses.replace(
+    return dataclasses.replace(
         origin,
         columns=view_cols,
-        key=tuple(rename.get(k, k) for k in key),
-        primary_key=tuple(rename.get(k, k) for k in pk),
-    )
-    schema, _, name = (e.target or t.name).rpartition(".")
-    column_list = origin.column_names if excluded else None
-    return TableMapping(
-        view, name, schema or None, e.on_missing_row, origin=origin, where=e.where, column_list=column_list
+        key=tuple(rename.get(k, k) for k in origin.key),
+        primary_key=tuple(rename.get(k, k) for k in origin.primary_key),
     )
 
 

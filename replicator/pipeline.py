@@ -111,20 +111,7 @@ class Pipeline:
     ) -> Replayer:
         """Apply changes until ``until`` is reached (None: until stop is requested); ``exact``
         stops before the first transaction that commits at or after ``until``."""
-        rep = Replayer(
-            self.target,
-            self.store,
-            {m.label: m for m in self.mappings},
-            progress,
-            applied,
-            self.opts.batch_rows,
-            self.opts.batch_seconds,
-            telemetry=self.telemetry,
-            evolve=schema_change.Follower(self.opts.source, self.store),
-        )
-        self.telemetry.applied_lsn = int(applied)
-        for label, p in progress.items():
-            self.telemetry.table(label).state = p.state.value
+        rep = self._replayer(applied, progress)
         decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
         stream = ReplicationStream(
             self.opts.source, self.slot, self.publication_names(), app_name=self.client_name
@@ -150,6 +137,25 @@ class Pipeline:
         self.restart_requested = outcome == RESYNC
         if until is not None and outcome == STOP:
             stopping.check(f"catching up to {until}")
+        return rep
+
+    def _replayer(self, applied: Lsn, progress: dict[str, TableProgress]) -> Replayer:
+        """The Replayer of this run's mappings from ``applied`` on (tables in ``progress``), its
+        batch limits from the options; the telemetry's applied LSN and table states set to match."""
+        rep = Replayer(
+            self.target,
+            self.store,
+            {m.label: m for m in self.mappings},
+            progress,
+            applied,
+            self.opts.batch_rows,
+            self.opts.batch_seconds,
+            telemetry=self.telemetry,
+            evolve=schema_change.Follower(self.opts.source, self.store),
+        )
+        self.telemetry.applied_lsn = int(applied)
+        for label, p in progress.items():
+            self.telemetry.table(label).state = p.state.value
         return rep
 
     def _seen(self, frame) -> None:

@@ -132,30 +132,7 @@ def _note_unlogged(tables: list[tuple]) -> None:
 def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSchema]:
     """TableSchema for each (oid, schema, name, relreplident), in the given order."""
     oids = [t[0] for t in tables]
-    cols: dict[int, list[Column]] = {o: [] for o in oids}
-    attnums: dict[int, list[tuple[str, int]]] = {o: [] for o in oids}
-    generated: dict[int, list[str]] = {}
-    for r in conn.execute(COLUMNS_SQL, (oids,)):
-        if r[6]:  # generated: not published before PostgreSQL 18
-            generated.setdefault(r[0], []).append(r[1])
-            continue
-        attnums[r[0]].append((r[1], r[15]))
-        cols[r[0]].append(
-            Column(
-                name=r[1],
-                type_oid=r[2],
-                type_name=r[3],
-                type_mod=r[4],
-                not_null=r[5],
-                type_kind=r[11] if r[7] == "d" else r[7],
-                base_oid=r[8],
-                base_name=r[9],
-                elem_oid=r[10],
-                ndims=r[12],
-                elem_base_oid=r[13],
-                elem_delim=r[14],
-            )
-        )
+    cols, attnums, generated = _load_columns(conn, oids)
     pks: dict[int, tuple] = {}
     idents: dict[int, tuple] = {}
     for relid, is_pk, is_ident, names in conn.execute(KEYS_SQL, (oids,)):
@@ -190,6 +167,39 @@ def load_schemas(conn: psycopg.Connection, tables: list[tuple]) -> list[TableSch
             )
         )
     return out
+
+
+def _load_columns(
+    conn: psycopg.Connection, oids: list[int]
+) -> tuple[dict[int, list[Column]], dict[int, list[tuple[str, int]]], dict[int, list[str]]]:
+    """One query (``COLUMNS_SQL``) for the columns of the tables ``oids``, per table oid: the
+    published columns, their (name, attnum), and the names of the generated columns left out
+    (not published before PostgreSQL 18).  Every oid has an entry in the first two, in order."""
+    cols: dict[int, list[Column]] = {o: [] for o in oids}
+    attnums: dict[int, list[tuple[str, int]]] = {o: [] for o in oids}
+    generated: dict[int, list[str]] = {}
+    for r in conn.execute(COLUMNS_SQL, (oids,)):
+        if r[6]:  # generated: not published before PostgreSQL 18
+            generated.setdefault(r[0], []).append(r[1])
+            continue
+        attnums[r[0]].append((r[1], r[15]))
+        cols[r[0]].append(
+            Column(
+                name=r[1],
+                type_oid=r[2],
+                type_name=r[3],
+                type_mod=r[4],
+                not_null=r[5],
+                type_kind=r[11] if r[7] == "d" else r[7],
+                base_oid=r[8],
+                base_name=r[9],
+                elem_oid=r[10],
+                ndims=r[12],
+                elem_base_oid=r[13],
+                elem_delim=r[14],
+            )
+        )
+    return cols, attnums, generated
 
 
 def identity_problem(t: TableSchema) -> Optional[str]:

@@ -36,18 +36,35 @@ Fields in wire order ([...] optional, N x (...) repeated):
 
 Stream/two-phase messages of protocol versions 2+ ('S', 'E', 'c', 'A', 'b', 'P', 'K', 'r', 'p') are
 rejected with a DecodeError naming them: we only request proto_version '1'.
+
+The message values are the dataclasses of ``pgoutput_messages`` (importable from here too).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Union
+from typing import Union
 
 from ..errors import DecodeError
 from ..model import UNCHANGED, Lsn
+from .pgoutput_messages import (
+    NEWER_TYPES,
+    TYPE_NAMES,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    LogicalMessage,
+    Message,
+    Origin,
+    Relation,
+    RelationColumn,
+    Truncate,
+    TypeInfo,
+    Update,
+)
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -66,122 +83,8 @@ def pg_micros(when: datetime) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Messages
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    final_lsn: Lsn
-    commit_time: datetime
-    xid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    flags: int
-    commit_lsn: Lsn
-    end_lsn: Lsn
-    commit_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    lsn: Lsn
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class RelationColumn:
-    flags: int
-    name: str
-    type_oid: int
-    type_mod: int
-
-    @property
-    def is_key(self) -> bool:
-        return bool(self.flags & 1)
-
-
-@dataclass(frozen=True, slots=True)
-class Relation:
-    relid: int
-    namespace: str
-    name: str
-    replica_identity: str
-    columns: tuple[RelationColumn, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TypeInfo:
-    type_oid: int
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Insert:
-    relid: int
-    new: tuple
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    relid: int
-    old: Optional[tuple]
-    old_kind: Optional[str]
-    new: tuple
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    relid: int
-    old: tuple
-    old_kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class Truncate:
-    relids: tuple[int, ...]
-    cascade: bool
-    restart_identity: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LogicalMessage:
-    transactional: bool
-    lsn: Lsn
-    prefix: str
-    content: bytes
-
-
-Message = Union[Begin, Commit, Origin, Relation, TypeInfo, Insert, Update, Delete, Truncate, LogicalMessage]
-
-# ---------------------------------------------------------------------------------------------------
 # Decoding helpers
 
-_NAMES = {
-    "B": "Begin",
-    "C": "Commit",
-    "O": "Origin",
-    "R": "Relation",
-    "Y": "Type",
-    "I": "Insert",
-    "U": "Update",
-    "D": "Delete",
-    "T": "Truncate",
-    "M": "Message",
-}
-_NEWER = {
-    "S": "Stream Start",
-    "E": "Stream Stop",
-    "c": "Stream Commit",
-    "A": "Stream Abort",
-    "b": "Begin Prepare",
-    "P": "Prepare",
-    "K": "Commit Prepared",
-    "r": "Rollback Prepared",
-    "p": "Stream Prepare",
-}
 _IDENTITIES = frozenset("dnfi")
 
 _BEGIN = struct.Struct(">QqI").unpack_from
@@ -196,7 +99,7 @@ _TRUNCHEAD = struct.Struct(">iB").unpack_from
 
 
 def _err(mt: str, off: int, what: str, buf: bytes) -> DecodeError:
-    name = _NAMES.get(mt, "unknown")
+    name = TYPE_NAMES.get(mt, "unknown")
     return DecodeError(
         f"pgoutput {name} message {mt!r}: {what} at byte offset {off} (message length {len(buf)})"
     )
@@ -226,7 +129,11 @@ def _cstr(buf: bytes, off: int, mt: str, what: str) -> tuple[str, int]:
 
 
 def _tuple(buf: bytes, off: int, mt: str) -> tuple[tuple, int]:
-    """TupleData at ``off`` -> (values, offset after it).  The hot path: keep it lean."""
+    """TupleData at ``off`` -> (values, offset after it); DecodeError naming the column if malformed.
+
+    The hot path: 't', 'n' and 'u' columns are decoded inline (no call per column); only the rare
+    'b' columns and the error messages go through helpers.
+    """
     n = len(buf)
     if off + 2 > n:
         raise _err(mt, off, "truncated: TupleData column count missing", buf)
@@ -245,8 +152,7 @@ def _tuple(buf: bytes, off: int, mt: str) -> tuple[tuple, int]:
                 a = off + 5
                 off = a + ln
                 if ln < 0 or off > n:
-                    off = a - 4
-                    raise _badlen(buf, off, ln, i, mt)
+                    raise _badlen(buf, a - 4, ln, i, mt)
                 append(buf[a:off].decode())
             elif kind == 110:  # 'n'
                 append(None)
@@ -254,35 +160,53 @@ def _tuple(buf: bytes, off: int, mt: str) -> tuple[tuple, int]:
             elif kind == 117:  # 'u'
                 append(UNCHANGED)
                 off += 1
-            elif kind == 98:  # 'b'
-                (ln,) = _I32(buf, off + 1)
-                a = off + 5
-                off = a + ln
-                if ln < 0 or off > n:
-                    off = a - 4
-                    raise _badlen(buf, off, ln, i, mt)
-                append(buf[a:off])
-            else:
-                raise _err(
-                    mt,
-                    off,
-                    f"bad TupleData kind byte {bytes((kind,))!r} in column {i} "
-                    "(expected 'n', 'u', 't' or 'b')",
-                    buf,
-                )
-    except (IndexError, struct.error):
-        raise _err(mt, off, f"truncated: TupleData column {i} of {ncols}", buf) from None
-    except UnicodeDecodeError as e:
-        raise _err(mt, a + e.start, f"invalid UTF-8 in text value of column {i}", buf) from None
+            else:  # 'b' (never requested by proto_version '1' clients) or a bad kind byte
+                value, off = _binary(buf, off, kind, i, mt)
+                append(value)
+    except (IndexError, struct.error, UnicodeDecodeError) as e:
+        raise _broken(buf, off, a, i, ncols, mt, e) from None
     return tuple(vals), off
 
 
+def _binary(buf: bytes, off: int, kind: int, i: int, mt: str) -> tuple[bytes, int]:
+    """Column ``i`` of kind ``kind`` at ``off`` that is not 't', 'n' or 'u': a 'b' value -> (bytes,
+    offset after it); DecodeError for any other kind byte or a bad length.  Running out of bytes
+    raises IndexError / struct.error, which :func:`_tuple` reports for column ``i`` at ``off``."""
+    if kind != 98:  # 'b'
+        raise _badkind(buf, off, kind, i, mt)
+    (ln,) = _I32(buf, off + 1)
+    a = off + 5
+    end = a + ln
+    if ln < 0 or end > len(buf):
+        raise _badlen(buf, off + 1, ln, i, mt)
+    return buf[a:end], end
+
+
 def _badlen(buf: bytes, off: int, ln: int, i: int, mt: str) -> DecodeError:
+    """The error for column ``i`` whose length word at ``off`` is negative or runs past the end."""
     if ln < 0:
         return _err(mt, off, f"negative value length {ln} in TupleData column {i}", buf)
     return _err(
         mt, off, f"truncated: TupleData column {i} value of {ln} bytes, {len(buf) - off - 4} left", buf
     )
+
+
+def _badkind(buf: bytes, off: int, kind: int, i: int, mt: str) -> DecodeError:
+    """The error for column ``i`` whose kind byte at ``off`` is none of 'n', 'u', 't', 'b'."""
+    return _err(
+        mt,
+        off,
+        f"bad TupleData kind byte {bytes((kind,))!r} in column {i} (expected 'n', 'u', 't' or 'b')",
+        buf,
+    )
+
+
+def _broken(buf: bytes, off: int, a: int, i: int, ncols: int, mt: str, e: Exception) -> DecodeError:
+    """The error for a TupleData that ran out of bytes (IndexError, struct.error) at column ``i``
+    starting at ``off``, or whose text value starting at ``a`` is not UTF-8 (UnicodeDecodeError)."""
+    if isinstance(e, UnicodeDecodeError):
+        return _err(mt, a + e.start, f"invalid UTF-8 in text value of column {i}", buf)
+    return _err(mt, off, f"truncated: TupleData column {i} of {ncols}", buf)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -429,9 +353,9 @@ def decode(data: Union[bytes, bytearray, memoryview]) -> Message:
     fn = _DISPATCH.get(buf[0])
     if fn is None:
         mt = chr(buf[0])
-        if mt in _NEWER:
+        if mt in NEWER_TYPES:
             raise DecodeError(
-                f"pgoutput {_NEWER[mt]} message {mt!r} at byte offset 0 belongs to "
+                f"pgoutput {NEWER_TYPES[mt]} message {mt!r} at byte offset 0 belongs to "
                 "protocol version 2 or later; this decoder requests proto_version '1'"
             )
         raise DecodeError(f"unknown pgoutput message type {buf[:1]!r} at byte offset 0")

@@ -197,6 +197,14 @@ def check_slot(
             f"replication slot {slot} no longer exists on the source, so changes "
             f"since the last applied LSN may be lost; {resync}"
         )
+    _check_usable(info, slot, name, applied, resync)
+    return info
+
+
+def _check_usable(info: dict, slot: str, name: str, applied: Optional[Lsn], resync: str) -> None:
+    """The checks of :func:`check_slot` on an existing slot's ``info``: raise SlotLostError
+    (ending with ``resync``) if it was invalidated, is not this database's pgoutput slot, or has
+    confirmed more than ``applied``."""
     if info.get("wal_status") == "lost":
         raise SlotLostError(
             f"replication slot {slot} was invalidated (wal_status = lost: WAL it "
@@ -221,7 +229,6 @@ def check_slot(
             f"changes this target never got (a second stream named {name}?), or "
             f"the target was restored from a backup; {resync}"
         )
-    return info
 
 
 def publication_exists(conn: psycopg.Connection, pub: str) -> bool:

@@ -112,21 +112,29 @@ def scan(source: Iterable[tuple], target: Iterable[tuple], chunk: int) -> Iterat
             tn += 1
             tdigest += hash(_dumps(t_head[VALUES], 2))
             t_head = next(tgt, None)
-        firsts = [r for r, k in ((s_first, n), (t_first, tn)) if k and r is not None]  # k: r is a row
-        lasts = [r for r in (last, t_row) if r is not None]
-        yield RangeSum(
-            lo,
-            hi,
-            n,
-            tn,
-            digest & MASK,
-            tdigest & MASK,
-            min(firsts, key=_sk) if firsts else None,
-            max(lasts, key=_sk) if lasts else None,
-        )
+        yield _range_sum(lo, hi, (n, digest, s_first, last), (tn, tdigest, t_first, t_row))
         if hi is None:
             return
         lo = hi
+
+
+def _range_sum(lo: Optional[tuple], hi: Optional[tuple], src: tuple, tgt: tuple) -> RangeSum:
+    """The :class:`RangeSum` of ``(lo, hi]`` from each side's ``(rows, digest sum, first row
+    read, last row read)``: digests masked, a side's first row counted only if it read any."""
+    n, digest, s_first, last = src
+    tn, tdigest, t_first, t_row = tgt
+    firsts = [r for r, k in ((s_first, n), (t_first, tn)) if k and r is not None]  # k: r is a row
+    lasts = [r for r in (last, t_row) if r is not None]
+    return RangeSum(
+        lo,
+        hi,
+        n,
+        tn,
+        digest & MASK,
+        tdigest & MASK,
+        min(firsts, key=_sk) if firsts else None,
+        max(lasts, key=_sk) if lasts else None,
+    )
 
 
 def merge(source: Iterable[tuple], target: Iterable[tuple]) -> Iterator[tuple[object, list, list]]:
