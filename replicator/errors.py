@@ -1,4 +1,4 @@
-"""One error type per domain.  ``cli.py`` turns them into exit codes and messages.
+"""One error type per domain.  ``cli_common.handle_errors`` turns them into exit codes and messages.
 
 Every message names what failed (table, column, key, LSN, setting) and what to do.  Messages never
 contain passwords: build them from :func:`replicator.dsn.redact` output, never from raw DSNs.
