@@ -117,6 +117,7 @@ def test_target_connection_cut_while_a_batch_commits(source_db, request, tally, 
         load = Load(source_db, rate=200)
         try:
             wait_streaming(source_db, m)
+            wait_caught_up(source_db, m)  # the copy is over: every cut lands on the stream's work
             ambiguous = 0
             while not ambiguous and px.cuts < 3:  # a cut may hit a read-only poll's COMMIT
                 load.more(20, m)  # batches are being committed

@@ -129,7 +129,8 @@ def test_mirror_metrics_endpoint(source_db, sqlite_target_url):
                     c.execute("DELETE FROM items WHERE id = %s", (400 + i,))
         m = wait_for(port, proc, "both tables copied", copied)
         assert value(m, "replicator_table_rows_copied", table="public.items") == 500
-        assert value(m, "replicator_table_rows_estimate", table="public.items") == 500
+        # the planner's estimate (pg_class.reltuples): 500, or 480 once autoanalyze saw the deletes
+        assert 480 <= value(m, "replicator_table_rows_estimate", table="public.items") <= 500
         m = wait_for(
             port,
             proc,
