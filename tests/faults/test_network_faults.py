@@ -122,7 +122,9 @@ def test_target_connection_cut_while_a_batch_commits(source_db, request, tally, 
             while not ambiguous and px.cuts < 3:  # a cut may hit a read-only poll's COMMIT
                 load.more(20, m)  # batches are being committed
                 cuts = px.cuts
-                px.cut_on(b"COMMIT")
+                # MySQL: the COMMIT query packet itself (a new connection's SET AUTOCOMMIT = 0 holds
+                # "COMMIT" too: cutting that one tests connecting, not an ambiguous commit)
+                px.cut_on(b"\x03COMMIT" if kind == "mysql" else b"COMMIT")
                 wait_until(lambda: px.cuts > cuts, 120, "a COMMIT to cut", m, every=0.01)
                 tally.fault()
                 # the server executed the COMMIT it read before the connection ended: the target
