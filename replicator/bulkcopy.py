@@ -69,6 +69,8 @@ def _watch(fig, abort: threading.Event) -> Callable[[object], None]:
 
 def _named(e: BaseException, m: TableMapping, where: str, target) -> BaseException:
     """A driver error that names no table gets the table, keeping whether it is worth a retry."""
+    if isinstance(e, (SourceError, TransientError)) and m.label not in str(e):
+        return type(e)(f"{where} {m.label}: {e}")  # the fast reader's errors name no table
     if isinstance(e, (ReplicatorError, CopyAborted)) or not isinstance(e, Exception):
         return e
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -95,7 +97,7 @@ def _copy_one(
     fig = _figures(sc, target, m, telemetry)
     with target.connect() as conn:
         store.set_table(conn, m.label, target.display(m), TableState.DATASYNC)
-    q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
+    q = snapshot.copy_select(m.source_table, target.copy_expressions(m), m.where)
     with target.connect() as conn:
         target.clear(conn, m)
         fig.rows_copied = fig.bytes_copied = 0
@@ -121,16 +123,16 @@ def _figures(sc, target, m: TableMapping, telemetry: Telemetry):
     worker's source session labelled with the table (for status)."""
     fig = telemetry.table(m.label)
     fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
-    fig.rows_estimate = snapshot.row_estimate(sc, m.source_table)
-    snapshot.label_session(sc, f"replicator {telemetry.name} copy {m.label}")  # for status
+    fig.rows_estimate = sc.row_estimate(m.source_table)
+    sc.label(f"replicator {telemetry.name} copy {m.label}")  # for status
     return fig
 
 
-def _load(sc, target, conn, m: TableMapping, query, watch: Callable[[object], None]) -> int:
-    """Rows ``target.load_copy`` loaded on ``conn`` from the source COPY ``query`` on ``sc``.  On
-    any failure the source COPY is cancelled first (the worker's connection is free at once), and
-    the error is raised naming the table."""
-    out = snapshot.CopyOut(sc, query, watch=watch)
+def _load(sc, target, conn, m: TableMapping, select, watch: Callable[[object], None]) -> int:
+    """Rows ``target.load_copy`` loaded on ``conn`` from the source COPY of ``select`` on the
+    snapshot session ``sc``.  On any failure the source COPY is cancelled first (the worker's
+    connection is free at once), and the error is raised naming the table."""
+    out = sc.copy_out(select, target.copy_options, snapshot.CHUNK_BYTES, watch)
     try:
         return target.load_copy(conn, m, out)
     except BaseException as e:
@@ -148,7 +150,7 @@ class _Workers:
             self.work.put(m)
         self.abort = threading.Event()
         self.errors: list[BaseException] = []
-        self.active: dict[int, psycopg.Connection] = {}
+        self.active: dict[int, Any] = {}  # thread → its snapshot session
         self.lock = threading.Lock()
 
     def failed(self, e: BaseException) -> None:
@@ -164,7 +166,7 @@ class _Workers:
             conns = list(self.active.values())
         for sc in conns:
             with contextlib.suppress(Exception):
-                sc.cancel_safe()
+                sc.cancel()
 
     def supervise(self, futures) -> None:
         """Wait for the workers, aborting them all at the first error or stop request."""
@@ -202,7 +204,7 @@ def copy_tables(
         _copy_one(sc, target, store, m, sync_lsn, stats, telemetry, shared.abort)
 
     def connect():
-        return snapshot.snapshot_connection(dsn, snapshot_name)
+        return snapshot.open_session(dsn, snapshot_name)
 
     with ThreadPoolExecutor(n, thread_name_prefix="copy") as pool:
         shared.supervise([pool.submit(_work, shared, barrier, connect, copy) for _ in range(n)])

@@ -200,3 +200,59 @@ def password_of(dsn: str) -> str | None:
         return _password(conninfo_to_dict(dsn))
     except Exception:  # noqa: BLE001  (an unparsable DSN has no password to find)
         return None
+
+
+SOURCE_SETTINGS = dict(
+    opt.split("=", 1) for opt in SOURCE_SESSION_OPTIONS.replace("-c ", "").split()
+)  # the pinned session settings as a dict (asyncpg's server_settings)
+_ASYNCPG_DIRECT = {"host": "host", "user": "user", "password": "password", "dbname": "database"}
+_ASYNCPG_IGNORED = {"connect_timeout", "application_name", "options", "port", "sslmode", *TCP_KEEPALIVES}
+_ASYNCPG_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+_LIBPQ_ONLY_ENV = ("PGSERVICE", "PGSERVICEFILE", "PGHOSTADDR", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY")
+
+
+def asyncpg_params(dsn: str) -> dict | None:
+    """asyncpg ``connect()`` keywords that reach the same server as libpq would with ``dsn``,
+    with the pinned session settings; None when the DSN (or the environment) uses something
+    only libpq understands (a service file, several hosts, client certificates, options other
+    than ``-c name=value``): the caller then reads through psycopg."""
+    params = parse_source(dsn)
+    if any(os.environ.get(k) for k in _LIBPQ_ONLY_ENV):
+        return None
+    if set(params) - set(_ASYNCPG_DIRECT) - _ASYNCPG_IGNORED:
+        return None
+    settings = _options_settings(str(params.get("options") or ""))
+    host, port = str(params.get("host") or ""), str(params.get("port") or "")
+    if settings is None or "," in host or "," in port or (port and not port.isdigit()):
+        return None
+    out: dict = {v: params[k] for k, v in _ASYNCPG_DIRECT.items() if params.get(k)}
+    if port:
+        out["port"] = int(port)
+    sslmode = str(params.get("sslmode") or os.environ.get("PGSSLMODE") or "")
+    if sslmode:
+        if sslmode not in _ASYNCPG_SSLMODES:
+            return None
+        out["ssl"] = sslmode
+    settings.update(SOURCE_SETTINGS)
+    settings["application_name"] = str(params.get("application_name") or "replicator")
+    out["server_settings"] = settings
+    out["timeout"] = float(params.get("connect_timeout") or connect_timeout())
+    return out
+
+
+def _options_settings(options: str) -> dict[str, str] | None:
+    """``-c a=b -c c=d`` (libpq's ``options``) as settings; None for anything else."""
+    words, out = options.split(), {}
+    while words:
+        word = words.pop(0)
+        if word == "-c" and words:
+            word = words.pop(0)
+        elif word.startswith("-c"):
+            word = word[2:]
+        else:
+            return None
+        name, eq, value = word.partition("=")
+        if not eq or not name:
+            return None
+        out[name] = value
+    return out

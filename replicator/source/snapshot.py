@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
 
-from ..dsn import redact, source_conninfo
+from ..dsn import asyncpg_params, redact, source_conninfo
 from ..errors import SourceError, SourceUnavailable
 from ..model import TableSchema
 
@@ -109,18 +109,27 @@ def relation(conn: psycopg.Connection, t: TableSchema) -> sql.Composed:
     return sql.SQL("{}").format(name) if row and row[0] == "p" else sql.SQL("ONLY {}").format(name)
 
 
-def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
-    """``COPY (SELECT <exprs> FROM t [WHERE …]) TO STDOUT (<options>)``; ``{col}`` → quoted name.
-    One expression per column of ``t``; expressions beyond them are output as they are (a
-    target's own extra output columns).  Reads the rows of ``t`` itself, never those of
-    inheritance children (:func:`own_rows_select`)."""
+def copy_select(t: TableSchema, exprs: Sequence[str], where: str = "") -> sql.Composed:
+    """``SELECT <exprs> FROM t [WHERE …]``; ``{col}`` → quoted name.  One expression per column
+    of ``t``; expressions beyond them are output as they are (a target's own extra output
+    columns).  Reads the rows of ``t`` itself, never those of inheritance children
+    (:func:`own_rows_select`)."""
     cols = [
         sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e else sql.SQL(e)
         for e, c in zip(exprs, t.columns)
     ]
     cols += [sql.SQL(e) for e in exprs[len(t.columns) :]]
-    q = own_rows_select(t, sql.SQL(", ").join(cols), where)
-    return sql.SQL("COPY ({}) TO STDOUT ({})").format(q, sql.SQL(options))
+    return own_rows_select(t, sql.SQL(", ").join(cols), where)
+
+
+def copy_statement(select: sql.Composable, options: str) -> sql.Composed:
+    """``COPY (<select>) TO STDOUT (<options>)``."""
+    return sql.SQL("COPY ({}) TO STDOUT ({})").format(select, sql.SQL(options))
+
+
+def copy_query(t: TableSchema, exprs: Sequence[str], options: str, where: str = "") -> sql.Composed:
+    """``COPY (`` :func:`copy_select` ``) TO STDOUT (<options>)``."""
+    return copy_statement(copy_select(t, exprs, where), options)
 
 
 def copy_bytes(conn: psycopg.Connection, query: sql.Composed, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -167,9 +176,14 @@ def copy_rows(
     conn: psycopg.Connection, query: sql.Composed, batch: int = ROWS_PER_BATCH
 ) -> Iterator[list[tuple]]:
     """Stream a COPY in text format as batches of tuples of PostgreSQL text values."""
+    return rows_of(copy_bytes(conn, query, chunk=1 << 20), batch)
+
+
+def rows_of(chunks: Iterable[bytes], batch: int = ROWS_PER_BATCH) -> Iterator[list[tuple]]:
+    """Text-format COPY output (chunks ending at row ends) as batches of PostgreSQL text tuples."""
     rows: list[tuple] = []
     tail = ""
-    for chunk in copy_bytes(conn, query, chunk=1 << 20):
+    for chunk in chunks:
         text = tail + chunk.decode("utf-8")
         lines = text.split("\n")
         tail = lines.pop()
@@ -183,31 +197,32 @@ def copy_rows(
         yield rows
 
 
-class CopyOut:
-    """One ``COPY … TO STDOUT`` of the snapshot, read once, the way the target's loader wants it:
+class Output:
+    """One COPY output, read once, the way the target's loader wants it (``model.CopyOutput``):
     :meth:`chunks` (the raw output in chunks of about ``chunk`` bytes, each ending at a row
     boundary, in the format the query asked for) or :meth:`rows` (batches of PostgreSQL text
-    tuples; text format only).  ``watch`` sees every chunk or batch before the loader does
-    (progress, abort checks: it may raise).  Closed before the end, the COPY is cancelled on the
-    server first, so the connection is free at once instead of reading the rest of the table."""
+    tuples; text format only).  ``read(size)`` starts the COPY and yields its chunks; closing
+    that generator early must cancel the COPY on the server.  ``watch`` sees every chunk or batch
+    before the loader does (progress, abort checks: it may raise)."""
 
     def __init__(
         self,
-        conn: psycopg.Connection,
-        query: sql.Composed,
+        read: Callable[[int], Iterator[bytes]],
         chunk: int = CHUNK_BYTES,
         watch: Optional[Callable[[object], None]] = None,
     ):
-        self.conn, self.query, self.chunk, self.watch = conn, query, chunk, watch
+        self._read_chunks, self.chunk, self.watch = read, chunk, watch
         self._it: Optional[Generator[Any, None, None]] = None
+        self._source: Optional[Iterator[Any]] = None
 
     def chunks(self) -> Iterator[bytes]:
-        return self._read(copy_bytes(self.conn, self.query, self.chunk))
+        return self._read(self._read_chunks(self.chunk))
 
     def rows(self) -> Iterator[list[tuple]]:
-        return self._read(copy_rows(self.conn, self.query))
+        return self._read(rows_of(self._read_chunks(1 << 20)))
 
     def close(self) -> None:
+        """End the read before its end: the COPY is cancelled on the server."""
         if self._it is not None:
             self._it.close()
 
@@ -218,15 +233,78 @@ class CopyOut:
         return self._it
 
     def _guarded(self, data: Iterator[Any]) -> Generator[Any, None, None]:
-        finished = False
         try:
             for item in data:
                 if self.watch is not None:
                     self.watch(item)
                 yield item
-            finished = True
         finally:
-            if not finished:
-                self.conn.cancel_safe()
-                with contextlib.suppress(Exception):
-                    data.close()  # type: ignore[attr-defined]  # a generator here
+            with contextlib.suppress(Exception):
+                data.close()  # type: ignore[attr-defined]  # a generator: cancels an unfinished COPY
+
+
+class CopyOut(Output):
+    """The COPY ``query`` (a whole ``COPY … TO STDOUT`` statement) on the psycopg connection
+    ``conn``, as an :class:`Output`."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        query: sql.Composed,
+        chunk: int = CHUNK_BYTES,
+        watch: Optional[Callable[[object], None]] = None,
+    ):
+        super().__init__(lambda size: _cancelling(conn, copy_bytes(conn, query, size)), chunk, watch)
+
+
+def _cancelling(conn: psycopg.Connection, data: Iterator[bytes]) -> Generator[bytes, None, None]:
+    """``data``; closed before its end, the COPY is cancelled on the server first, so the
+    connection is free at once instead of reading the rest of the table."""
+    finished = False
+    try:
+        yield from data
+        finished = True
+    finally:
+        if not finished:
+            conn.cancel_safe()
+            with contextlib.suppress(Exception):
+                data.close()  # type: ignore[attr-defined]
+
+
+class PgSession:
+    """A snapshot session on one psycopg connection (:func:`snapshot_connection`): the copy
+    workers' session when the fast path (``fastcopy``) cannot serve the DSN."""
+
+    def __init__(self, dsn: str, snapshot: Optional[str]):
+        self.conn = snapshot_connection(dsn, snapshot)
+
+    def label(self, name: str) -> None:
+        label_session(self.conn, name)
+
+    def row_estimate(self, t: TableSchema) -> int:
+        return row_estimate(self.conn, t)
+
+    def fetch(self, query: str) -> list[tuple]:
+        return [tuple(r) for r in self.conn.execute(query).fetchall()]
+
+    def copy_out(
+        self, select: sql.Composable, options: str, chunk: int, watch: Optional[Callable[[object], None]]
+    ) -> Output:
+        return CopyOut(self.conn, copy_statement(select, options), chunk, watch)
+
+    def cancel(self) -> None:
+        self.conn.cancel_safe()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_session(dsn: str, snapshot: Optional[str]) -> Any:
+    """A copy worker's snapshot session: asyncpg (``fastcopy.FastSession``) when it can connect
+    the way libpq would (``dsn.asyncpg_params``), else psycopg (:class:`PgSession`)."""
+    params = asyncpg_params(dsn)
+    if params is None:
+        return PgSession(dsn, snapshot)
+    from .fastcopy import FastSession
+
+    return FastSession(params, snapshot)
