@@ -18,11 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import psycopg
 
-from . import retry, schema_change, stopping
+from . import copyplan, retry, schema_change, stopping
 from .dsn import redact
 from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
@@ -80,52 +81,99 @@ def _named(e: BaseException, m: TableMapping, where: str, target) -> BaseExcepti
     return (SourceError if isinstance(e, psycopg.Error) else TargetError)(msg)
 
 
-def _copy_one(
-    sc,
-    target,
-    store: StateStore,
-    m: TableMapping,
-    sync_lsn: Lsn,
-    stats: CopyStats,
-    telemetry: Telemetry,
-    abort: threading.Event,
-) -> None:
-    """Copy one table at the worker's snapshot ``sc``: state ``d`` committed first, then in ONE
-    target transaction the rows cleared, loaded and state ``s`` (``sync_lsn``, row count) written;
-    its progress figures and ``stats`` kept current.  Errors name the table (:func:`_named`)."""
-    t0 = time.monotonic()
-    fig = _figures(sc, target, m, telemetry)
-    with target.connect() as conn:
-        store.set_table(conn, m.label, target.display(m), TableState.DATASYNC)
-    q = snapshot.copy_select(m.source_table, target.copy_expressions(m), m.where)
-    with target.connect() as conn:
-        target.clear(conn, m)
-        fig.rows_copied = fig.bytes_copied = 0
-        n = _load(sc, target, conn, m, q, _watch(fig, abort))
-        failpoint("copy.loaded", m.label)
-        store.set_table(
+@dataclass
+class _Copy:
+    """What every copy worker shares: the target, the state store, the sync LSN, the figures
+    and the abort flag."""
+
+    target: Any
+    store: StateStore
+    sync_lsn: Lsn
+    stats: CopyStats
+    telemetry: Telemetry
+    abort: threading.Event
+
+    def piece(self, sc, p: copyplan.Piece) -> None:
+        """Copy work item ``p`` at the worker's snapshot session ``sc``."""
+        if p.split is None:
+            self.whole(sc, p.m)
+        else:
+            self.part(sc, p, p.split)
+
+    def whole(self, sc, m: TableMapping) -> None:
+        """State ``d`` committed first, then in ONE target transaction the rows cleared, loaded
+        and state ``s`` (sync LSN, row count) written.  Errors name the table (:func:`_named`)."""
+        t0, fig = time.monotonic(), self.figures(sc, m)
+        self.label(sc, m)
+        with self.target.connect() as conn:
+            self.store.set_table(conn, m.label, self.target.display(m), TableState.DATASYNC)
+        q = snapshot.copy_select(m.source_table, self.target.copy_expressions(m), m.where)
+        with self.target.connect() as conn:
+            self.target.clear(conn, m)
+            fig.rows_copied = fig.bytes_copied = 0
+            n = _load(sc, self.target, conn, m, q, _watch(fig, self.abort))
+            failpoint("copy.loaded", m.label)
+            self.target.finish_copy(conn, m)
+            self.synced(conn, m, n)
+        self.done(m, fig, n, t0)
+
+    def part(self, sc, p: copyplan.Piece, split: copyplan.SplitTable) -> None:
+        """One ctid-range piece of a split table (``copyplan``): the first piece commits state
+        ``d`` and the clearing; each piece loads in its own transaction; the piece that completes
+        the set finishes the table and writes ``s`` with the summed count."""
+        m, t0 = p.m, time.monotonic()
+        split.start(lambda: self.begin_split(sc, m, split), self.abort.is_set)
+        self.label(sc, m)
+        q = snapshot.piece_select(m.source_table, self.target.copy_expressions(m), m.where, p.lo, p.hi)
+        with self.target.connect() as conn:
+            n = _load(sc, self.target, conn, m, q, _watch(split.figures, self.abort))
+            failpoint("copy.piece", m.label)
+        log.debug("copied %s pages %d–%s: %d rows", m.label, p.lo, p.hi or "end", n)
+        if split.finished(n):
+            with self.target.connect() as conn:
+                self.target.finish_copy(conn, m)
+                self.synced(conn, m, split.rows)
+            self.done(m, split.figures, split.rows, t0)
+
+    def begin_split(self, sc, m: TableMapping, split: copyplan.SplitTable) -> None:
+        split.figures = self.figures(sc, m)
+        with self.target.connect() as conn:
+            self.store.set_table(conn, m.label, self.target.display(m), TableState.DATASYNC)
+            self.target.clear(conn, m)
+        split.figures.rows_copied = split.figures.bytes_copied = 0
+
+    def synced(self, conn, m: TableMapping, n: int) -> None:
+        """State ``s``: the sync LSN and the row count, in the caller's transaction."""
+        self.store.set_table(
             conn,
             m.label,
-            target.display(m),
+            self.target.display(m),
             TableState.SYNCDONE,
-            sync_lsn,
+            self.sync_lsn,
             n,
             layout=schema_change.layout_of(m),
         )
-    stats.rows[m.label] = n
-    stats.seconds[m.label] = time.monotonic() - t0
-    fig.state, fig.rows_copied = "s", n
-    log.info("copied %s → %s: %d rows in %.1fs", m.label, target.display(m), n, stats.seconds[m.label])
 
+    def done(self, m: TableMapping, fig, n: int, t0: float) -> None:
+        self.stats.rows[m.label] = n
+        self.stats.seconds[m.label] = time.monotonic() - t0
+        fig.state, fig.rows_copied = "s", n
+        log.info(
+            "copied %s → %s: %d rows in %.1fs", m.label, self.target.display(m), n, time.monotonic() - t0
+        )
 
-def _figures(sc, target, m: TableMapping, telemetry: Telemetry):
-    """The table's progress figures, started (state ``d``, the source's row estimate), and the
-    worker's source session labelled with the table (for status)."""
-    fig = telemetry.table(m.label)
-    fig.target, fig.state, fig.copy_started = target.display(m), "d", time.time()
-    fig.rows_estimate = sc.row_estimate(m.source_table)
-    sc.label(f"replicator {telemetry.name} copy {m.label}")  # for status
-    return fig
+    def figures(self, sc, m: TableMapping):
+        """The table's progress figures, started (state ``d``, the source's row estimate).  For
+        a split table they count the rows of all its pieces (updated from several threads: a
+        lost increment only delays the figure until the table is done)."""
+        fig = self.telemetry.table(m.label)
+        fig.target, fig.state, fig.copy_started = self.target.display(m), "d", time.time()
+        fig.rows_estimate = sc.row_estimate(m.source_table)
+        return fig
+
+    def label(self, sc, m: TableMapping) -> None:
+        """Label the worker's source session with the table (status reads it)."""
+        sc.label(f"replicator {self.telemetry.name} copy {m.label}")
 
 
 def _load(sc, target, conn, m: TableMapping, select, watch: Callable[[object], None]) -> int:
@@ -144,14 +192,16 @@ class _Workers:
     """The copy workers' shared state: the work queue, the abort flag, the first error, and the
     source connections a supervisor cancels when a worker fails or a stop is requested."""
 
-    def __init__(self, mappings: Sequence[TableMapping]):
-        self.work: queue.Queue[TableMapping] = queue.Queue()
-        for m in mappings:
-            self.work.put(m)
+    def __init__(self) -> None:
+        self.work: queue.Queue[copyplan.Piece] = queue.Queue()
         self.abort = threading.Event()
         self.errors: list[BaseException] = []
         self.active: dict[int, Any] = {}  # thread → its snapshot session
         self.lock = threading.Lock()
+
+    def fill(self, items: Sequence[copyplan.Piece]) -> None:
+        for p in items:
+            self.work.put(p)
 
     def failed(self, e: BaseException) -> None:
         with self.lock:
@@ -196,18 +246,22 @@ def copy_tables(
     and rolls back every open target load within seconds; it is raised naming its table."""
     stats = CopyStats()
     telemetry = telemetry or Telemetry()
-    shared = _Workers(mappings)
-    n = max(1, min(jobs, len(mappings)))
-    barrier = threading.Barrier(n, action=imported)
+    shared = _Workers()
+    n = max(1, jobs)
+    copier = _Copy(target, store, sync_lsn, stats, telemetry, shared.abort)
+    size = copyplan.piece_pages()
 
-    def copy(sc, m: TableMapping) -> None:
-        _copy_one(sc, target, store, m, sync_lsn, stats, telemetry, shared.abort)
+    def planned() -> None:  # once every worker holds the snapshot
+        shared.fill(copyplan.plan(next(iter(shared.active.values())), mappings, size, n))
+        if imported is not None:
+            imported()
 
     def connect():
         return snapshot.open_session(dsn, snapshot_name)
 
-    with ThreadPoolExecutor(n, thread_name_prefix="copy") as pool:
-        shared.supervise([pool.submit(_work, shared, barrier, connect, copy) for _ in range(n)])
+    barrier = threading.Barrier(n, action=planned)
+    with target.held(), ThreadPoolExecutor(n, thread_name_prefix="copy") as pool:
+        shared.supervise([pool.submit(_work, shared, barrier, connect, copier.piece) for _ in range(n)])
     if shared.errors:
         raise shared.errors[0]
     stopping.check("copying tables")
@@ -220,12 +274,12 @@ def _work(
     shared: _Workers,
     barrier: threading.Barrier,
     connect: Callable[[], Any],
-    copy: Callable[[Any, TableMapping], None],
+    copy: Callable[[Any, copyplan.Piece], None],
 ) -> None:
-    """One copy worker: open its snapshot connection (``connect``), wait at ``barrier`` until every
-    worker holds the snapshot, then ``copy`` tables from the queue (:func:`_drain`).  Its source
-    connection is registered in ``shared.active`` while it copies (for cancelling) and closed at
-    the end; a failure to connect breaks the barrier and aborts the others."""
+    """One copy worker: open its snapshot session (``connect``), wait at ``barrier`` until every
+    worker holds the snapshot (its action plans the work), then ``copy`` items from the queue
+    (:func:`_drain`).  Its session is registered in ``shared.active`` (for planning and
+    cancelling) and closed at the end; any failure aborts the others."""
     try:
         sc = connect()
     except BaseException as e:
@@ -233,10 +287,12 @@ def _work(
         shared.failed(e)
         raise
     try:
-        barrier.wait()
         with shared.lock:
             shared.active[threading.get_ident()] = sc
-        _drain(shared, lambda m: copy(sc, m))
+        barrier.wait()
+        _drain(shared, lambda p: copy(sc, p))
+    except BaseException as e:  # noqa: BLE001  (the planning failed, or the barrier broke)
+        shared.failed(e)
     finally:
         with shared.lock:
             shared.active.pop(threading.get_ident(), None)
@@ -244,15 +300,15 @@ def _work(
             sc.close()
 
 
-def _drain(shared: _Workers, copy: Callable[[TableMapping], None]) -> None:
-    """Copy tables from the queue until it is empty or the copy is aborted."""
+def _drain(shared: _Workers, copy: Callable[[copyplan.Piece], None]) -> None:
+    """Copy items from the queue until it is empty or the copy is aborted."""
     while not shared.abort.is_set():
         try:
-            m = shared.work.get_nowait()
+            p = shared.work.get_nowait()
         except queue.Empty:
             return
         try:
-            copy(m)
+            copy(p)
         except BaseException as e:  # noqa: BLE001  (any failure aborts the other workers, then is raised)
             shared.failed(e)
             return

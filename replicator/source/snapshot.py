@@ -114,12 +114,31 @@ def copy_select(t: TableSchema, exprs: Sequence[str], where: str = "") -> sql.Co
     of ``t``; expressions beyond them are output as they are (a target's own extra output
     columns).  Reads the rows of ``t`` itself, never those of inheritance children
     (:func:`own_rows_select`)."""
+    return own_rows_select(t, _output_columns(t, exprs), where)
+
+
+def piece_select(
+    t: TableSchema, exprs: Sequence[str], where: str, lo: int, hi: Optional[int]
+) -> sql.Composed:
+    """:func:`copy_select` over the heap pages ``[lo, hi)`` of the plain table ``t`` (``hi`` None:
+    to the end): a TID range scan reads only those pages (PostgreSQL 14+)."""
+    cond = [sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)"))]
+    if hi is not None:
+        cond.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
+    if where:
+        cond.append(sql.SQL("({})").format(sql.SQL(where)))
+    return sql.SQL("SELECT {} FROM ONLY {} WHERE {}").format(
+        _output_columns(t, exprs), sql.Identifier(t.schema, t.name), sql.SQL(" AND ").join(cond)
+    )
+
+
+def _output_columns(t: TableSchema, exprs: Sequence[str]) -> sql.Composed:
     cols = [
         sql.SQL(e.replace("{col}", "{}")).format(sql.Identifier(c.name)) if "{col}" in e else sql.SQL(e)
         for e, c in zip(exprs, t.columns)
     ]
     cols += [sql.SQL(e) for e in exprs[len(t.columns) :]]
-    return own_rows_select(t, sql.SQL(", ").join(cols), where)
+    return sql.SQL(", ").join(cols)
 
 
 def copy_statement(select: sql.Composable, options: str) -> sql.Composed:

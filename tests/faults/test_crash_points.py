@@ -112,6 +112,44 @@ def test_kill_after_a_table_is_loaded_before_its_commit(bench_db, duckdb_target_
         m.close()
 
 
+def test_kill_in_the_middle_of_a_split_tables_copy(bench_db, duckdb_target_url, tally):
+    """A big table is copied in ctid-range pieces, each committed on its own (copyplan.py).
+    Killed before the third piece commits (two workers: at least one piece is in): the table is
+    still ``d`` with part of its rows on the target; the restart clears it and copies it again
+    from a fresh snapshot, and the changes made meanwhile land once."""
+    args, env = ["--jobs", "2"], {"REPLICATOR_COPY_PIECE_PAGES": "200"}  # ~8 pieces of accounts
+    load = Load(bench_db)
+    m = Mirror(
+        bench_db,
+        duckdb_target_url,
+        failpoints="copy.piece:public.pgbench_accounts=kill@3",
+        args=args,
+        env=env,
+    )
+    try:
+        assert m.wait(EXIT_TIMEOUT) == KILLED, m.tail()
+        tally.fault()
+        assert states(duckdb_target_url)["pgbench_accounts"] == "d"
+        partial = target_count(duckdb_target_url, "pgbench_accounts")
+        assert 0 < partial < 100_000, f"expected some committed pieces, found {partial} rows"
+        m = Mirror(bench_db, duckdb_target_url, args=args, env=env)
+        wait_streaming(bench_db, m)
+        load.more(20, m)  # the restarted mirror streams under load
+        finish(bench_db, duckdb_target_url, m, load, tally)
+    finally:
+        load.stop()
+        m.close()
+
+
+def target_count(url: str, table: str) -> int:
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with eng.connect() as c:
+            return int(c.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+    finally:
+        eng.dispose()
+
+
 @pytest.mark.parametrize("target", targets.params("mysql"))
 def test_kill_mid_batch_before_commit(bench_db, request, tally, target):
     """Killed with a batch applied into the open target transaction, before its commit: the

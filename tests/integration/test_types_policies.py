@@ -135,7 +135,9 @@ def copy(dsn: str, target, m: TableMapping) -> int:
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
         q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
-        return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
+        n = target.load_copy(conn, m, snapshot.CopyOut(sc, q))
+        target.finish_copy(conn, m)
+        return n
 
 
 def text_rows(dsn: str, where: str = "true") -> list[tuple]:
