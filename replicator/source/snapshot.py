@@ -53,14 +53,18 @@ def label_session(conn: psycopg.Connection, name: str) -> None:
 
 
 def copy_progress(conn: psycopg.Connection, stream: str) -> dict[str, int]:
-    """Rows copied so far per table, for the copies of ``stream`` running right now."""
+    """Rows copied so far per table (summed over a split table's pieces), for the copies of
+    ``stream`` running right now."""
     prefix = f"replicator {stream} copy "
     rows = conn.execute(
         "SELECT a.application_name, p.tuples_processed FROM pg_stat_progress_copy p "
         "JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE %s",
         (prefix.replace("_", "\\_") + "%",),
     ).fetchall()
-    return {name[len(prefix) :]: int(n) for name, n in rows}
+    out: dict[str, int] = {}
+    for name, n in rows:  # a split table is copied by several sessions at once: their sum
+        out[name[len(prefix) :]] = out.get(name[len(prefix) :], 0) + int(n)
+    return out
 
 
 def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:

@@ -6,7 +6,8 @@ booleans 0/1, bytea BLOB.  date, timestamp and timestamptz (in UTC) are SQLAlche
 (``YYYY-MM-DD HH:MM:SS.ffffff``), which holds years 1 to 9999; time its ``HH:MM:SS.ffffff``
 (no ``24:00:00``).  Arrays are JSON text (``pgarray.py``).  Every other type (numeric, uuid, json,
 interval, timetz, money, inet, ranges, composites, ...) is TEXT holding PostgreSQL's exact text.
-The copy path reads COPY text rows and converts them with the same Python functions as changes.
+The copy path reads COPY text rows and converts them with the same Python functions as changes
+(``sqlite_copy.py``: composed per column, rows straight to the driver's executemany).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from ..model import Column, TableMapping
-from . import names, pgarray, typemap, value_rules
+from ..model import Column, CopyOutput, TableMapping
+from . import names, pgarray, sqlite_copy, typemap, value_rules
 from .base import Target
 from .typemap import Conv
 
@@ -115,6 +116,12 @@ class SQLiteTarget(Target):
 
     def conv(self, col: Column) -> Conv:
         return sqlite_conv(col)
+
+    def load_copy(self, conn, m: TableMapping, out: CopyOutput) -> int:
+        """The COPY text rows through the driver's executemany, each column converted by its
+        loader and bind processor composed once (``sqlite_copy.py``): the generic path's rows,
+        without its per-row dicts and SQLAlchemy's parameter processing."""
+        return sqlite_copy.load_copy(self, conn, m, out)
 
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """SQLite column names are case-insensitive."""
