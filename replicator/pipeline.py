@@ -182,13 +182,14 @@ class Pipeline:
         """Copy, catch up to the source's WAL position after the copy, check counts, clean up.
         A failed run removes the slot and publications it created (unless --keep-slot)."""
         t0 = time.monotonic()
-        self.plan()
-        try:
-            with snapshot.connect(self.opts.source, autocommit=True) as src:
-                summary, rep = self._migrate(src)
-        except BaseException as e:
-            self._after_failure(e, keep=self.opts.keep_slot)
-            raise
+        with self.target.held():  # one-shot: an embedded target file stays open throughout
+            self.plan()
+            try:
+                with snapshot.connect(self.opts.source, autocommit=True) as src:
+                    summary, rep = self._migrate(src)
+            except BaseException as e:
+                self._after_failure(e, keep=self.opts.keep_slot)
+                raise
         summary.changes_applied = rep.total_changes
         summary.applied_lsn = rep.applied
         summary.seconds = time.monotonic() - t0
@@ -224,7 +225,8 @@ class Pipeline:
         A first start that fails (or is stopped) before any table was copied removes the slot and
         publications it created.
         """
-        self.plan()
+        with self.target.held():
+            self.plan()
         total = Summary(tables=len(self.mappings))
         while True:
             try:
@@ -244,7 +246,7 @@ class Pipeline:
                 raise
 
     def _mirror_round(self, total: Summary) -> None:
-        with snapshot.connect(self.opts.source, autocommit=True) as src:
+        with self.target.held(), snapshot.connect(self.opts.source, autocommit=True) as src:
             applied, progress, summary = self.start(src)
         total.rows_copied += summary.rows_copied
         rep = self.stream(applied, progress)
