@@ -75,9 +75,9 @@ def run() -> None:
     registered exit handlers (``demo``: its throwaway server) exits the normal way."""
     try:
         main()
-        code: object = 0
+        code: str | int | None = 0
     except SystemExit as e:
-        code = e.code
+        code = e.code if isinstance(e.code, (str, int)) or e.code is None else 1
     if "replicator.devserver" in sys.modules:
         sys.exit(code)
     if isinstance(code, str):
@@ -86,4 +86,4 @@ def run() -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    os._exit(code or 0)
