@@ -210,7 +210,7 @@ def rows_of(chunks: Iterable[bytes], batch: int = ROWS_PER_BATCH) -> Iterator[li
         text = tail + chunk.decode("utf-8")
         lines = text.split("\n")
         tail = lines.pop()
-        rows.extend(parse_text_line(ln) for ln in lines)
+        rows.extend(parse_text_line(ln) if "\\" in ln else tuple(ln.split("\t")) for ln in lines)
         while len(rows) >= batch:
             yield rows[:batch]
             rows = rows[batch:]
