@@ -232,7 +232,7 @@ class Target:
             cols = [
                 sa.Column(c.name, self.column_type(c), nullable=self.nullable(c, m)) for c in m.view.columns
             ]
-            pk = m.view.primary_key
+            pk = () if self.key_after_load else m.view.primary_key
             args = [sa.PrimaryKeyConstraint(*pk)] if pk else []
             self._tables[key] = sa.Table(
                 m.target_name, self.metadata, *cols, *args, schema=m.target_schema, quote=True
@@ -363,10 +363,33 @@ class Target:
                 n += len(rows)
         return n
 
+    #: whether a table this tool creates gets its primary key after the snapshot copy's load
+    #: (:meth:`finish_copy`) instead of before: where building the index in bulk is faster
+    key_after_load = False
+
     def finish_copy(self, conn: Connection, m: TableMapping) -> None:
         """After every row of the table's snapshot copy is in (one ``load_copy``, or several in
         separate transactions for a split table), in the transaction that marks it copied: what
-        the database builds faster after a bulk load than during it.  Here: nothing."""
+        the database builds faster after a bulk load than during it.  Here: the primary key,
+        when ``key_after_load`` and the table lacks one."""
+        pk = m.view.primary_key
+        if not (self.key_after_load and pk):
+            return
+        t = self.table(m)
+        if sa.inspect(conn).get_pk_constraint(t.name, t.schema).get("constrained_columns"):
+            return
+        q = conn.dialect.identifier_preparer
+        try:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY ({', '.join(q.quote(c) for c in pk)})"
+            )
+        except sa.exc.IntegrityError as e:
+            first = str(e.orig).strip().splitlines()[0]
+            raise TargetError(
+                f"adding the primary key ({', '.join(pk)}) of {self.display(m)} (from {m.label}) after "
+                f"its snapshot copy failed: {first}; the source rows hold duplicate keys under the "
+                f"target's comparison rules, or the key columns were changed by the mapping"
+            ) from None
 
     # ---------------------------------------------------------------- changes
     def applier(self, m: TableMapping) -> GenericApplier:

