@@ -33,6 +33,7 @@ from .state import StateStore
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+COPY_MEMORY = 32 << 20  # COPY chunk bytes shared out among the workers (see chunk_bytes)
 
 
 class CopyStats:
@@ -92,6 +93,7 @@ class _Copy:
     stats: CopyStats
     telemetry: Telemetry
     abort: threading.Event
+    chunk: int = snapshot.CHUNK_BYTES
 
     def piece(self, sc, p: copyplan.Piece) -> None:
         """Copy work item ``p`` at the worker's snapshot session ``sc``."""
@@ -111,7 +113,7 @@ class _Copy:
         with self.target.connect() as conn:
             self.target.clear(conn, m)
             fig.rows_copied = fig.bytes_copied = 0
-            n = _load(sc, self.target, conn, m, q, _watch(fig, self.abort))
+            n = _load(sc, self.target, conn, m, q, _watch(fig, self.abort), self.chunk)
             failpoint("copy.loaded", m.label)
             self.target.finish_copy(conn, m)
             self.synced(conn, m, n)
@@ -126,7 +128,7 @@ class _Copy:
         self.label(sc, m)
         q = snapshot.piece_select(m.source_table, self.target.copy_expressions(m), m.where, p.lo, p.hi)
         with self.target.connect() as conn:
-            n = _load(sc, self.target, conn, m, q, _watch(split.figures, self.abort))
+            n = _load(sc, self.target, conn, m, q, _watch(split.figures, self.abort), self.chunk)
             failpoint("copy.piece", m.label)
         log.debug("copied %s pages %d–%s: %d rows", m.label, p.lo, p.hi or "end", n)
         if split.finished(n):
@@ -176,11 +178,18 @@ class _Copy:
         sc.label(f"replicator {self.telemetry.name} copy {m.label}")
 
 
-def _load(sc, target, conn, m: TableMapping, select, watch: Callable[[object], None]) -> int:
+def chunk_bytes(jobs: int) -> int:
+    """COPY chunk size for ``jobs`` workers: 8 MB, less with many workers, so that what the
+    workers hold in memory (a few chunks each) stays about the same whatever their number."""
+    return max(1 << 20, min(snapshot.CHUNK_BYTES, COPY_MEMORY // max(1, jobs)))
+
+
+def _load(sc, target, conn, m: TableMapping, select, watch: Callable[[object], None], chunk: int) -> int:
     """Rows ``target.load_copy`` loaded on ``conn`` from the source COPY of ``select`` on the
-    snapshot session ``sc``.  On any failure the source COPY is cancelled first (the worker's
-    connection is free at once), and the error is raised naming the table."""
-    out = sc.copy_out(select, target.copy_options, snapshot.CHUNK_BYTES, watch)
+    snapshot session ``sc``, in chunks of about ``chunk`` bytes.  On any failure the source COPY
+    is cancelled first (the worker's connection is free at once), and the error is raised naming
+    the table."""
+    out = sc.copy_out(select, target.copy_options, chunk, watch)
     try:
         return target.load_copy(conn, m, out)
     except BaseException as e:
@@ -248,7 +257,7 @@ def copy_tables(
     telemetry = telemetry or Telemetry()
     shared = _Workers()
     n = max(1, jobs)
-    copier = _Copy(target, store, sync_lsn, stats, telemetry, shared.abort)
+    copier = _Copy(target, store, sync_lsn, stats, telemetry, shared.abort, chunk_bytes(n))
     size = copyplan.piece_pages()
 
     def planned() -> None:  # once every worker holds the snapshot

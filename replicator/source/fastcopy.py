@@ -30,7 +30,7 @@ from ..dsn import redact
 from ..errors import SourceError, SourceUnavailable, TransientError
 from ..model import TableSchema
 
-QUEUE_CHUNKS = 4
+QUEUE_CHUNKS = 2
 CLOSE_SECONDS = 10.0
 _END = object()
 

@@ -97,6 +97,10 @@ class DuckDBTarget(Target):
     lock_backoff_max_s = 5.0
     load_file_bytes = 16 << 20  # CSV spooled per read_csv (two source chunks)
     temp_dir: str | None = None  # where CSV spool files go (None: the system temp directory)
+    #: DuckDB's own memory (its buffer pool: pages, indexes, join state) when the URL does not say
+    #: (?memory_limit=); DuckDB's default is 80% of RAM, which a bulk load fills as cache: 256 MB
+    #: keeps a 5M-row copy under 500 MB of process memory at the same speed (bench/bench_copy.py)
+    memory_limit = "256MB"
 
     def limit_lock_wait(self, seconds: float) -> None:
         self.lock_wait_s = min(self.lock_wait_s, seconds)
@@ -141,13 +145,20 @@ class DuckDBTarget(Target):
             lock_wait_s = float(wait)
             url = u.difference_update_query(["lock_wait"]).render_as_string(hide_password=False)
         super().__init__(url)
+        if isinstance(u.query.get("memory_limit"), str):
+            self.memory_limit = str(u.query["memory_limit"])
         if lock_wait_s is not None:
             self.lock_wait_s = lock_wait_s
         self._plans: dict[TableMapping, Plan] = {}
 
     # ---------------------------------------------------------------- connections
     def create_engine(self):
-        eng = sa.create_engine(self.url, hide_parameters=True, poolclass=NullPool)
+        eng = sa.create_engine(
+            self.url,
+            hide_parameters=True,
+            poolclass=NullPool,
+            connect_args={"config": {"memory_limit": self.memory_limit}},  # the URL's own wins
+        )
 
         @sa.event.listens_for(eng, "connect")
         def _utc(dbapi_conn, _record):
@@ -327,6 +338,12 @@ class DuckDBTarget(Target):
             raise TargetError(
                 f"{m.label} → DuckDB table {self.display(m)} ({where}): {e}; the "
                 f"target no longer matches the source: re-sync the table"
+            ) from None
+        except duckdb.OutOfMemoryException as e:
+            raise TargetError(
+                f"{m.label} → DuckDB table {self.display(m)} ({where}): {e}; DuckDB may use "
+                f"{self.memory_limit} here: give it more with ?memory_limit=<size> in the target "
+                f"URL (e.g. duckdb:///file.duckdb?memory_limit=4GB)"
             ) from None
 
     def _refused(self, m: TableMapping, msg: str) -> ValueRangeError:

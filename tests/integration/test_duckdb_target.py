@@ -338,3 +338,30 @@ def test_waits_for_a_file_another_process_holds(src, duckdb_target_url, caplog):
         holder.kill()
         holder.wait(10)
     target.dispose()
+
+
+def test_duckdb_memory_is_bounded_by_default_and_the_url_can_raise_it(tmp_path):
+    """DuckDB's own default (80% of RAM) would let a bulk load fill the machine with cache: the
+    target sets 256 MB unless the URL says otherwise."""
+    for url, want in [
+        (f"duckdb:///{tmp_path}/a.duckdb", "244.1 MiB"),
+        (f"duckdb:///{tmp_path}/b.duckdb?memory_limit=1GB", "953.6 MiB"),
+    ]:
+        target = open_target(url)
+        try:
+            with target.connect() as conn:
+                assert conn.exec_driver_sql("SELECT current_setting('memory_limit')").scalar() == want
+        finally:
+            target.dispose()
+
+
+def test_a_copy_that_runs_out_of_duckdb_memory_says_which_setting_to_raise(source_db, tmp_path):
+    from tests import procs
+
+    with psycopg.connect(source_db, autocommit=True) as c:
+        c.execute("CREATE TABLE wide (id int PRIMARY KEY, v text)")
+        c.execute("INSERT INTO wide SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 100000) g")
+    url = f"duckdb:///{tmp_path}/oom.duckdb?memory_limit=3MB"
+    cp = procs.run("migrate", "--source", source_db, "--target", url, "--no-progress")
+    assert cp.returncode != 0
+    assert "public.wide" in cp.stderr and "?memory_limit=" in cp.stderr, cp.stderr[-2000:]
