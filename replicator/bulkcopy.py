@@ -52,8 +52,9 @@ class CopyAborted(Exception):
     """Another worker failed, or a stop was requested: this table's copy ends unfinished."""
 
 
-def _watch(fig, abort: threading.Event) -> Callable[[object], None]:
-    """The copy's watcher: keeps the table's progress figures current, and ends the copy at an
+def _watch(fig, abort: threading.Event, lines: bool = True) -> Callable[[object], None]:
+    """The copy's watcher: keeps the table's progress figures current (rows counted by line
+    ends unless the output is binary: ``lines`` False, bytes only), and ends the copy at an
     abort (another worker failed, or a stop was requested)."""
 
     def seen(item) -> None:
@@ -62,7 +63,7 @@ def _watch(fig, abort: threading.Event) -> Callable[[object], None]:
             raise CopyAborted(fig.source)
         if isinstance(item, (bytes, bytearray)):
             fig.bytes_copied += len(item)
-            fig.rows_copied += item.count(b"\n")
+            fig.rows_copied += item.count(b"\n") if lines else 0
         else:
             fig.rows_copied += len(item)  # type: ignore[arg-type]
 
@@ -113,7 +114,7 @@ class _Copy:
         with self.target.connect() as conn:
             self.target.clear(conn, m)
             fig.rows_copied = fig.bytes_copied = 0
-            n = _load(sc, self.target, conn, m, q, _watch(fig, self.abort), self.chunk)
+            n = _load(sc, self.target, conn, m, q, _watch(fig, self.abort, self.lines(m)), self.chunk)
             failpoint("copy.loaded", m.label)
             self.target.finish_copy(conn, m)
             self.synced(conn, m, n)
@@ -128,7 +129,8 @@ class _Copy:
         self.label(sc, m)
         q = snapshot.piece_select(m.source_table, self.target.copy_expressions(m), m.where, p.lo, p.hi)
         with self.target.connect() as conn:
-            n = _load(sc, self.target, conn, m, q, _watch(split.figures, self.abort), self.chunk)
+            watch = _watch(split.figures, self.abort, self.lines(m))
+            n = _load(sc, self.target, conn, m, q, watch, self.chunk)
             failpoint("copy.piece", m.label)
         log.debug("copied %s pages %d–%s: %d rows", m.label, p.lo, p.hi or "end", n)
         if split.finished(n):
@@ -173,6 +175,10 @@ class _Copy:
         fig.rows_estimate = sc.row_estimate(m.source_table)
         return fig
 
+    def lines(self, m: TableMapping) -> bool:
+        """Whether the copy output of ``m`` is text, one row per line (not binary)."""
+        return "binary" not in self.target.copy_format(m).lower()
+
     def label(self, sc, m: TableMapping) -> None:
         """Label the worker's source session with the table (status reads it)."""
         sc.label(f"replicator {self.telemetry.name} copy {m.label}")
@@ -189,7 +195,7 @@ def _load(sc, target, conn, m: TableMapping, select, watch: Callable[[object], N
     snapshot session ``sc``, in chunks of about ``chunk`` bytes.  On any failure the source COPY
     is cancelled first (the worker's connection is free at once), and the error is raised naming
     the table."""
-    out = sc.copy_out(select, target.copy_options, chunk, watch)
+    out = sc.copy_out(select, target.copy_format(m), chunk, watch)
     try:
         return target.load_copy(conn, m, out)
     except BaseException as e:

@@ -180,8 +180,8 @@ class CopyOutput(Protocol):
     reads it once, in one of two forms (source/snapshot.py ``CopyOut`` is the implementation)."""
 
     def chunks(self) -> Iterator[bytes]:
-        """The raw output in the target's ``copy_options`` format, in bounded chunks that end at
-        row boundaries."""
+        """The raw output in the target's ``copy_format(m)``, in bounded chunks that end at
+        row boundaries (text formats; a binary output is passed on as it comes)."""
 
     def rows(self) -> Iterator[list[tuple]]:
         """Batches of PostgreSQL text tuples (None for NULL); only for ``FORMAT text``."""

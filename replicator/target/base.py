@@ -4,7 +4,7 @@ A target receives three kinds of work, always inside a transaction it opened wit
 
 * ``ensure_table`` – create the mapped table when missing, else check it has every column;
 * ``load_copy`` – one table's snapshot copy, a :class:`~replicator.model.CopyOutput` the target
-  reads either as the raw COPY output in ``copy_options`` format (``chunks()``) or as batches of
+  reads either as the raw COPY output in ``copy_format(m)`` format (``chunks()``) or as batches of
   PostgreSQL-text tuples (``rows()``);
 * ``apply`` / ``truncate`` – row changes of one table, in source order.
 
@@ -329,6 +329,11 @@ class Target:
         column name).  Here: PostgreSQL's plain text, which ``load_copy`` converts like changes;
         a database that loads the COPY output as it is asks for :meth:`sql_copy_expressions`."""
         return ["{col}" for _ in m.view.columns]
+
+    def copy_format(self, m: TableMapping) -> str:
+        """The options of the source's ``COPY … TO STDOUT`` whose output ``load_copy`` reads for
+        ``m`` (here: ``copy_options``, whatever the table)."""
+        return self.copy_options
 
     def sql_copy_expressions(self, m: TableMapping) -> list[str]:
         """The columns' copy forms computed by the source: each column's conversion, with its

@@ -56,6 +56,11 @@ SESSION_OPTIONS = (
 )
 #: pg_type OIDs below this are built in (FirstNormalObjectId); extensions and user types are above.
 FIRST_USER_OID = 16384
+#: built-in types whose binary COPY form every server version reads back as it was sent (the
+#: common scalar types; vectors such as oidvector, arrays and the rest are copied as text)
+BINARY_SAFE = frozenset(
+    {16, 17, 20, 21, 23, 25, 114, 700, 701, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950, 3802}
+)
 #: types whose input looks names up in the catalog: stored as their text form.
 REG_TYPES = frozenset(
     {
@@ -218,6 +223,7 @@ class PostgresTarget(Target):
         super().__init__(url)
         self.url = _driver_url(self.url)
         self._target_types: set[str] = set()
+        self._formats: dict[TableMapping, str] = {}
 
     # ---------------------------------------------------------------- connections
     def create_engine(self) -> Engine:
@@ -287,10 +293,28 @@ class PostgresTarget(Target):
         name = sql.Identifier(t.schema, t.name) if t.schema else sql.Identifier(t.name)
         cols: sql.Composable = sql.SQL(", ").join(sql.Identifier(c.name) for c in m.view.columns)
         cols = sql.SQL(" ({})").format(cols) if m.view.columns else sql.SQL("")
-        return sql.SQL("COPY {}{} FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_options))
+        return sql.SQL("COPY {}{} FROM STDIN ({})").format(name, cols, sql.SQL(self.copy_format(m)))
 
     def copy_expressions(self, m: TableMapping) -> list[str]:
         return self.sql_copy_expressions(m)
+
+    def copy_format(self, m: TableMapping) -> str:
+        """``FORMAT binary`` when every column passes through unchanged: a common built-in scalar
+        type (``BINARY_SAFE``) stored as the very same type, with no conversion or value rule on the
+        source side.  The bytes then go from the source's send functions to the target's receive
+        functions with no text formatting and parsing on either server (~25% less work for a
+        table of integers).  Anything else is copied as text, which the target parses."""
+        if m not in self._formats:
+            same = m.view.columns and all(
+                self._passes_through(vc, oc, e)
+                for vc, oc, e in zip(m.view.columns, m.source_table.columns, self.copy_expressions(m))
+            )
+            self._formats[m] = "FORMAT binary" if same else self.copy_options
+        return self._formats[m]
+
+    def _passes_through(self, vc: Column, oc: Column, expr: str) -> bool:
+        spec = getattr(self.column_conv(vc).ddl, "spec", None)
+        return oc.type_oid in BINARY_SAFE and not oc.base_oid and expr == "{col}" and spec == oc.type_name
 
     def load_copy(self, conn: Connection, m: TableMapping, out: CopyOutput) -> int:
         """Stream COPY chunks into the table, in the caller's transaction; returns rows loaded.

@@ -68,7 +68,7 @@ def mapping(dsn, name, target_name=None, **kw):
 def copy_in(dsn, target, m, chunk=snapshot.CHUNK_BYTES):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_format(m))
         return target.load_copy(conn, m, snapshot.CopyOut(sc, q, chunk=chunk))
 
 

@@ -80,7 +80,7 @@ def mapping(dsn, name, target_name=None):
 def copy_table(dsn, target, m):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_format(m))
         return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 
@@ -334,7 +334,7 @@ def test_a_refused_chunk_stops_the_source_copy_and_rolls_back(source_db, mysql_t
     m = mapping(source_db, "many")
     threads = threading.active_count()
     with snapshot.snapshot_connection(source_db, None) as sc:
-        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_format(m))
         with pytest.raises(ValueRangeError, match=r"public\.many\.f: value 'NaN'.*id='30'"):
             with target.connect() as conn:
                 target.ensure_table(conn, m)
@@ -360,7 +360,7 @@ def test_multiline_values_across_copy_chunk_boundaries(source_db, mysql_target_u
     m = mapping(source_db, "ml")
     with snapshot.snapshot_connection(source_db, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_format(m))
         assert target.load_copy(conn, m, snapshot.CopyOut(sc, q, chunk=997)) == 3000
     assert assert_same(source_db, "public", "ml", mysql_target_url) == 3000
 

@@ -104,7 +104,7 @@ def assert_exact(src: str, url: str, source: tuple, target: tuple, py_cols=None)
 def copy_table(dsn: str, target, m: TableMapping) -> int:
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_format(m))
         return target.load_copy(conn, m, snapshot.CopyOut(sc, q))
 
 

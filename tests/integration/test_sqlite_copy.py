@@ -86,7 +86,7 @@ def load(dsn: str, target, m: TableMapping, loader, where: str = "") -> int:
     a failed load cancels the COPY (as bulkcopy does), so the source session can roll back."""
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, where)
+        q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_format(m), where)
         out = snapshot.CopyOut(sc, q)
         try:
             return loader(conn, m, out)

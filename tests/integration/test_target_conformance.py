@@ -79,7 +79,7 @@ def text_row(dsn, table, where):
 def copy_table(dsn, target, m):
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_options)
+        q = snapshot.copy_query(m.view, target.copy_expressions(m), target.copy_format(m))
         n = target.load_copy(conn, m, snapshot.CopyOut(sc, q))
         target.finish_copy(conn, m)
         return n

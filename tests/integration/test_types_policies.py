@@ -134,7 +134,7 @@ def mapping(dsn: str, name: str = "odd", policy: str = "error", **kw) -> TableMa
 def copy(dsn: str, target, m: TableMapping) -> int:
     with snapshot.snapshot_connection(dsn, None) as sc, target.connect() as conn:
         target.ensure_table(conn, m)
-        q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_options, m.where)
+        q = snapshot.copy_query(m.source_table, target.copy_expressions(m), target.copy_format(m), m.where)
         n = target.load_copy(conn, m, snapshot.CopyOut(sc, q))
         target.finish_copy(conn, m)
         return n
