@@ -10,8 +10,9 @@ import psycopg
 import pytest
 
 from replicator import copyplan
-from replicator.source import catalog, snapshot
+from replicator.source import snapshot
 from replicator.source.fastcopy import FastSession
+from tests.integration.test_target_conformance import schema_of
 
 DDL = """
 CREATE TABLE kinds (
@@ -34,12 +35,6 @@ def kinds_db(source_db):
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(DDL)
     return source_db
-
-
-def schema_of(dsn, name):
-    with snapshot.connect(dsn) as c:
-        tables = [t for t in catalog.list_tables(c) if t[2] == name]
-        return catalog.load_schemas(c, tables)[0]
 
 
 def read_all(session, select, options) -> bytes:
@@ -134,12 +129,16 @@ def test_stopping_early_cancels_the_copy_on_the_server(source_db):
         t0 = time.monotonic()
         out.close()
         assert time.monotonic() - t0 < 10, "closing the output did not end the COPY promptly"
-        with psycopg.connect(source_db) as c:
-            active = c.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'copy-engine-test' "
-                "AND state = 'active'"
-            ).fetchone()[0]
-        assert active == 0, "the COPY still runs on the server after the reader stopped"
+        # the cancel request travels on its own connection: give the server a moment to act on it
+        deadline, active = time.monotonic() + 30, 1
+        with psycopg.connect(source_db, autocommit=True) as c:
+            while active and time.monotonic() < deadline:
+                active = c.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'copy-engine-test' "
+                    "AND state = 'active'"
+                ).fetchone()[0]
+                time.sleep(0.05)
+        assert active == 0, "the COPY still ran on the server 30 s after the reader stopped"
     finally:
         session.close()
 
