@@ -127,7 +127,8 @@ class _Copy:
         m, t0 = p.m, time.monotonic()
         split.start(lambda: self.begin_split(sc, m, split), self.abort.is_set)
         self.label(sc, m)
-        q = snapshot.piece_select(m.source_table, self.target.copy_expressions(m), m.where, p.lo, p.hi)
+        exprs = self.target.copy_expressions(m)
+        q = snapshot.piece_select(m.source_table, exprs, m.where, p.lo, p.hi, p.rel)
         with self.target.connect() as conn:
             watch = _watch(split.figures, self.abort, self.lines(m))
             n = _load(sc, self.target, conn, m, q, watch, self.chunk)

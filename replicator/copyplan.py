@@ -7,7 +7,9 @@ Contract:
   PostgreSQL with TID range scans (14+), is split into pieces of ``piece_pages`` heap pages read
   as ``ctid >= '(lo,0)' AND ctid < '(hi,0)'``, the last piece open-ended (rows the snapshot sees
   cannot lie beyond the pages it measured, and an open end covers them anyway); every other
-  table (partitioned, small, older server) is one whole item.
+  table (small, older server) is one whole item.  A partitioned table is split by its leaf
+  partitions (each read as ``ONLY`` the partition, a big one again in page ranges) when every
+  leaf is a plain table; otherwise it is read whole through its root.
 * A split table's pieces share one :class:`SplitTable`: its start (state ``d`` committed, the
   target's rows cleared and committed) runs once, before any piece loads; each piece then loads
   in its own target transaction, and the piece whose commit completes the set is told so
@@ -84,33 +86,47 @@ class SplitTable:
 
 @dataclass
 class Piece:
-    """One work item: table ``m`` whole (``split`` None) or its heap pages ``[lo, hi)`` (``hi``
-    None: to the end)."""
+    """One work item: table ``m`` whole (``split`` None) or the heap pages ``[lo, hi)`` (``hi``
+    None: to the end) of ``m`` itself or, for a partitioned table, of its leaf partition
+    ``rel`` (schema, name)."""
 
     m: TableMapping
     pages: int = 0
     lo: int = 0
     hi: Optional[int] = None
     split: Optional[SplitTable] = field(default=None, repr=False)
+    rel: Optional[tuple[str, str]] = None
 
 
 def plan(session: Any, mappings: Sequence[TableMapping], size: int, workers: int = 2) -> list[Piece]:
     """The work items of ``mappings`` for ``workers`` workers (see the module contract);
-    ``session`` answers the size query (``fetch``)."""
+    ``session`` answers the size queries (``fetch``)."""
     sizes = _sizes(session, mappings)
+    leaves = _leaves(session, [o for o, (kind, _p) in sizes.items() if kind == "p"])
     items: list[Piece] = []
     for m in mappings:
         relkind, pages = sizes.get(m.source_table.oid, ("?", 0))
-        if relkind != "r" or pages < 2 * size:
+        parts = leaves.get(m.source_table.oid, [])
+        if relkind == "p" and parts:
+            pages = sum(p for _s, _n, p in parts)
+        if relkind not in ("r", "p") or (relkind == "p" and not parts) or pages < 2 * size:
             items.append(Piece(m, pages))
             continue
-        bounds = list(range(0, pages, size))
-        if pages - bounds[-1] < size // 2:
-            bounds.pop()  # a short tail joins the previous piece
-        split = SplitTable(len(bounds))
-        ends: list[Optional[int]] = [*bounds[1:], None]
-        items += [Piece(m, size, lo, hi, split) for lo, hi in zip(bounds, ends)]
+        ranges = [(None, pages)] if relkind == "r" else [((s_, n), p) for s_, n, p in parts]
+        cut = [(rel, lo, hi, p) for rel, p in ranges for lo, hi in _bounds(p, size)]
+        split = SplitTable(len(cut))
+        items += [Piece(m, min(p, size), lo, hi, split, rel) for rel, lo, hi, p in cut]
     return sorted(items, key=lambda p: -p.pages) if workers > 1 else items
+
+
+def _bounds(pages: int, size: int) -> list[tuple[int, Optional[int]]]:
+    """Page ranges ``[lo, hi)`` of ``size`` pages over ``pages`` (the last open-ended; a short
+    tail joins the previous range)."""
+    bounds = list(range(0, max(pages, 1), size))
+    if len(bounds) > 1 and pages - bounds[-1] < size // 2:
+        bounds.pop()
+    ends: list[Optional[int]] = [*bounds[1:], None]
+    return list(zip(bounds, ends))
 
 
 def _sizes(session: Any, mappings: Sequence[TableMapping]) -> dict[int, tuple[str, int]]:
@@ -128,3 +144,25 @@ def _sizes(session: Any, mappings: Sequence[TableMapping]) -> dict[int, tuple[st
     if not rows or rows[0][3] < TID_RANGE_SCAN:
         return {}
     return {int(oid): (kind, int(pages)) for oid, kind, pages, _v in rows}
+
+
+def _leaves(session: Any, roots: Sequence[int]) -> dict[int, list[tuple[str, str, int]]]:
+    """{partitioned root: [(schema, name, pages)] of its leaf partitions}.  A root with a leaf
+    that is not a plain table (a foreign table: its rows are not in a heap here) is left out:
+    it is copied whole through the root, as before."""
+    if not roots:
+        return {}
+    rows = session.fetch(
+        "SELECT r.root::bigint, n.nspname::text, c.relname::text, c.relkind::text, "
+        "(pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint "
+        f"FROM unnest(ARRAY[{', '.join(str(int(o)) for o in roots)}]::oid[]) AS r(root), "
+        "pg_partition_tree(r.root::regclass) t JOIN pg_catalog.pg_class c ON c.oid = t.relid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE t.isleaf ORDER BY 1, 2, 3"
+    )
+    out: dict[int, list[tuple[str, str, int]]] = {}
+    odd: set[int] = set()
+    for root, schema, name, kind, pages in rows:
+        out.setdefault(int(root), []).append((schema, name, int(pages)))
+        if kind != "r":
+            odd.add(int(root))
+    return {r: parts for r, parts in out.items() if r not in odd}

@@ -122,17 +122,28 @@ def copy_select(t: TableSchema, exprs: Sequence[str], where: str = "") -> sql.Co
 
 
 def piece_select(
-    t: TableSchema, exprs: Sequence[str], where: str, lo: int, hi: Optional[int]
+    t: TableSchema,
+    exprs: Sequence[str],
+    where: str,
+    lo: int,
+    hi: Optional[int],
+    rel: Optional[tuple[str, str]] = None,
 ) -> sql.Composed:
     """:func:`copy_select` over the heap pages ``[lo, hi)`` of the plain table ``t`` (``hi`` None:
-    to the end): a TID range scan reads only those pages (PostgreSQL 14+)."""
-    cond = [sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)"))]
+    to the end), or of ``rel`` (schema, name: a leaf partition of ``t``, whose columns carry the
+    same names): a TID range scan reads only those pages (PostgreSQL 14+)."""
+    cond: list[sql.Composable] = []
+    if lo or hi is not None:
+        cond.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({lo},0)")))
     if hi is not None:
         cond.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({hi},0)")))
     if where:
         cond.append(sql.SQL("({})").format(sql.SQL(where)))
+    schema, name = rel or (t.schema, t.name)
     return sql.SQL("SELECT {} FROM ONLY {} WHERE {}").format(
-        _output_columns(t, exprs), sql.Identifier(t.schema, t.name), sql.SQL(" AND ").join(cond)
+        _output_columns(t, exprs),
+        sql.Identifier(schema, name),
+        sql.SQL(" AND ").join(cond or [sql.SQL("true")]),
     )
 
 

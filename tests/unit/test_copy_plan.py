@@ -61,11 +61,13 @@ def test_copy_options_become_asyncpg_keywords():
 
 
 class Sizes:
-    def __init__(self, rows):
-        self.rows = rows
+    """Answers the size query with ``rows`` and the leaf-partition query with ``leaves``."""
+
+    def __init__(self, rows, leaves=()):
+        self.rows, self.leaves = rows, list(leaves)
 
     def fetch(self, query):
-        return self.rows
+        return self.leaves if "pg_partition_tree" in query else self.rows
 
 
 def mapping(name: str, oid: int) -> TableMapping:
@@ -106,3 +108,22 @@ def test_the_piece_size_setting_is_checked(monkeypatch):
     monkeypatch.setenv(copyplan.PIECE_PAGES_ENV, "0")
     with pytest.raises(ConfigError, match="REPLICATOR_COPY_PIECE_PAGES"):
         copyplan.piece_pages()
+
+
+def test_a_partitioned_table_is_split_by_its_leaves_and_a_big_leaf_by_pages():
+    leaves = [(3, "public", "p1", "r", 240), (3, "public", "p2", "r", 30), (3, "public", "p3", "r", 0)]
+    items = copyplan.plan(Sizes([(3, "p", 0, 150000)], leaves), [mapping("parted", 3)], 100)
+    got = sorted((p.rel, p.lo, p.hi) for p in items)
+    assert got == [
+        (("public", "p1"), 0, 100),
+        (("public", "p1"), 100, None),
+        (("public", "p2"), 0, None),
+        (("public", "p3"), 0, None),
+    ]
+    assert len({id(p.split) for p in items}) == 1 and items[0].split.pieces == 4
+
+
+def test_a_partitioned_table_with_a_foreign_leaf_is_read_whole_through_its_root():
+    leaves = [(3, "public", "p1", "r", 500), (3, "public", "remote", "f", 0)]
+    items = copyplan.plan(Sizes([(3, "p", 0, 150000)], leaves), [mapping("parted", 3)], 100)
+    assert [(p.split, p.rel) for p in items] == [(None, None)]
