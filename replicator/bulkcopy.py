@@ -124,7 +124,7 @@ class _Copy:
         """One ctid-range piece of a split table (``copyplan``): the first piece commits state
         ``d`` and the clearing; each piece loads in its own transaction; the piece that completes
         the set finishes the table and writes ``s`` with the summed count."""
-        m, t0 = p.m, time.monotonic()
+        m = p.m
         split.start(lambda: self.begin_split(sc, m, split), self.abort.is_set)
         self.label(sc, m)
         exprs = self.target.copy_expressions(m)
@@ -138,10 +138,10 @@ class _Copy:
             with self.target.connect() as conn:
                 self.target.finish_copy(conn, m)
                 self.synced(conn, m, split.rows)
-            self.done(m, split.figures, split.rows, t0)
+            self.done(m, split.figures, split.rows, split.started)
 
     def begin_split(self, sc, m: TableMapping, split: copyplan.SplitTable) -> None:
-        split.figures = self.figures(sc, m)
+        split.started, split.figures = time.monotonic(), self.figures(sc, m)
         with self.target.connect() as conn:
             self.store.set_table(conn, m.label, self.target.display(m), TableState.DATASYNC)
             self.target.clear(conn, m)
@@ -160,12 +160,11 @@ class _Copy:
         )
 
     def done(self, m: TableMapping, fig, n: int, t0: float) -> None:
+        """Table ``m`` is in ``s``: ``n`` rows since ``t0`` (its first piece's start)."""
+        seconds = self.stats.seconds[m.label] = time.monotonic() - t0
         self.stats.rows[m.label] = n
-        self.stats.seconds[m.label] = time.monotonic() - t0
         fig.state, fig.rows_copied = "s", n
-        log.info(
-            "copied %s → %s: %d rows in %.1fs", m.label, self.target.display(m), n, time.monotonic() - t0
-        )
+        log.info("copied %s → %s: %d rows in %.1fs", m.label, self.target.display(m), n, seconds)
 
     def figures(self, sc, m: TableMapping):
         """The table's progress figures, started (state ``d``, the source's row estimate).  For

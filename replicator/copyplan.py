@@ -29,8 +29,9 @@ from .errors import ConfigError
 from .model import TableMapping
 
 PIECE_PAGES_ENV = "REPLICATOR_COPY_PIECE_PAGES"
-# 8192 pages = 64 MB of heap: at pgbench's ~120-byte rows about 500k rows.  Measured on 2 cores
-# (bench/bench_copy.py): see README "Copy engine" for the figures behind it.
+# 8192 pages = 64 MB of heap: at pgbench's ~120-byte rows about 500k rows, so a scale-10
+# accounts table makes two pieces.  Not tuned: on the 2-core development machine a split copy
+# measured within the noise of a whole one (README "Snapshot copy"); more cores were not at hand.
 DEFAULT_PIECE_PAGES = 8192
 TID_RANGE_SCAN = 140000  # server_version_num from which a ctid range is read without a full scan
 
@@ -55,6 +56,7 @@ class SplitTable:
         self._ready = threading.Event()
         self._failed = False
         self.figures: Any = None
+        self.started = 0.0  # time.monotonic() of the first piece's start
 
     def start(self, begin: Callable[[], None], aborted: Callable[[], bool]) -> None:
         """Run ``begin`` once (the first piece to arrive); later pieces wait until it has run.

@@ -52,7 +52,8 @@ class Summary:
 
 
 def validate(opts: Options) -> None:
-    """``--name`` names the slot and publications; ``--jobs`` at least one worker."""
+    """``--name`` names the slot and publications; ``--jobs`` at least one worker; the copy's
+    piece size setting."""
     if not NAME_RE.match(opts.name or ""):
         raise ConfigError(
             f"--name {opts.name!r}: use lowercase letters, digits and _ "
@@ -60,6 +61,9 @@ def validate(opts: Options) -> None:
         )
     if opts.jobs < 1:
         raise ConfigError(f"--jobs {opts.jobs}: must be at least 1")
+    from .copyplan import piece_pages
+
+    piece_pages()  # REPLICATOR_COPY_PIECE_PAGES, checked before any slot exists
 
 
 def inserts_publication(name: str) -> str:

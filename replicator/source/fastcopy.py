@@ -99,12 +99,10 @@ class FastSession:
 
     def row_estimate(self, t: TableSchema) -> int:
         """The planner's row estimate (see ``snapshot.row_estimate``)."""
+        from .snapshot import ROW_ESTIMATE
+
         name = sql.Identifier(t.schema, t.name).as_string(None)
-        q = (
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
-            "WHERE c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass))"
-        )
-        return int(self._call(self._conn.fetchval(q, name)) or 0)
+        return int(self._call(self._conn.fetchval(ROW_ESTIMATE.format(p="$1"), name)) or 0)
 
     def fetch(self, query: str) -> list[tuple]:
         """Rows of ``query`` (no parameters) inside the snapshot."""

@@ -67,12 +67,17 @@ def copy_progress(conn: psycopg.Connection, stream: str) -> dict[str, int]:
     return out
 
 
+# the row estimate of a table (``{p}``: its quoted name as a parameter), partitions summed
+ROW_ESTIMATE = (
+    "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
+    "WHERE c.oid = {p}::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree({p}::regclass))"
+)
+
+
 def row_estimate(conn: psycopg.Connection, t: TableSchema) -> int:
     """The planner's row estimate (pg_class.reltuples, summed over partitions); 0 when unknown."""
     row = conn.execute(
-        "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_class c "
-        "WHERE c.oid = %s::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass))",
-        (sql.Identifier(t.schema, t.name).as_string(conn),) * 2,
+        ROW_ESTIMATE.format(p="%s"), (sql.Identifier(t.schema, t.name).as_string(conn),) * 2
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -247,7 +252,6 @@ class Output:
     ):
         self._read_chunks, self.chunk, self.watch = read, chunk, watch
         self._it: Optional[Generator[Any, None, None]] = None
-        self._source: Optional[Iterator[Any]] = None
 
     def chunks(self) -> Iterator[bytes]:
         return self._read(self._read_chunks(self.chunk))

@@ -380,10 +380,9 @@ class Target:
         pk = m.view.primary_key
         if not (self.key_after_load and pk):
             return
-        t = self.table(m)
-        if sa.inspect(conn).get_pk_constraint(t.name, t.schema).get("constrained_columns"):
+        if self.has_primary_key(conn, m):
             return
-        q = conn.dialect.identifier_preparer
+        t, q = self.table(m), conn.dialect.identifier_preparer
         try:
             conn.exec_driver_sql(
                 f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY ({', '.join(q.quote(c) for c in pk)})"
@@ -395,6 +394,11 @@ class Target:
                 f"its snapshot copy failed: {first}; the source rows hold duplicate keys under the "
                 f"target's comparison rules, or the key columns were changed by the mapping"
             ) from None
+
+    def has_primary_key(self, conn: Connection, m: TableMapping) -> bool:
+        """Whether the target table of ``m`` has a primary key (SQLAlchemy's reflection)."""
+        t = self.table(m)
+        return bool(sa.inspect(conn).get_pk_constraint(t.name, t.schema).get("constrained_columns"))
 
     # ---------------------------------------------------------------- changes
     def applier(self, m: TableMapping) -> GenericApplier:

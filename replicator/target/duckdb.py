@@ -233,26 +233,17 @@ class DuckDBTarget(Target):
         """DuckDB column names are case-insensitive (ASCII letters)."""
         return names.case_collisions(m, "DuckDB", self.display(m))
 
-    def finish_copy(self, conn: sa.Connection, m: TableMapping) -> None:
-        """Add the source's primary key to the freshly loaded table, if it lacks it."""
-        self._add_key(conn, m)
-
-    def _add_key(self, conn: sa.Connection, m: TableMapping) -> None:
-        """Add the source's primary key to a freshly loaded table that lacks it (same transaction)."""
-        pk, t = m.view.primary_key, self.table(m)
-        if not pk:
-            return
-        have = conn.exec_driver_sql(
-            "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
-            "AND table_name = $1 AND schema_name = coalesce($2, current_schema())",
-            (t.name, t.schema),
-        ).scalar()
-        if not have:
-            q = conn.dialect.identifier_preparer
-            with self.errors(m, "primary key after the snapshot copy"):
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {q.format_table(t)} ADD PRIMARY KEY ({', '.join(q.quote(c) for c in pk)})"
-                )
+    def has_primary_key(self, conn: sa.Connection, m: TableMapping) -> bool:
+        """From ``duckdb_constraints()`` (duckdb-engine's reflection casts to REGCLASS, which
+        DuckDB lacks)."""
+        t = self.table(m)
+        return bool(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+                "AND table_name = $1 AND schema_name = coalesce($2, current_schema())",
+                (t.name, t.schema),
+            ).scalar()
+        )
 
     def fill_column(self, conn: sa.Connection, m: TableMapping, name: str, text: str) -> None:
         """The change path's own conversion (the column's cast) applied to one bound value."""

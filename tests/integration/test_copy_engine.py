@@ -179,6 +179,8 @@ def test_common_scalar_types_pass_through_binary_into_postgresql_exactly(source_
     target = open_target(pg_target_url)
     try:
         (m,) = [m for m in p.mappings if m.view.name == "safe"]
+        with target.connect() as conn:
+            target.ensure_table(conn, m)
         assert target.copy_format(m) == "FORMAT binary"
     finally:
         target.dispose()
@@ -242,3 +244,52 @@ def test_a_partitioned_table_is_copied_by_its_leaves_exactly(source_db, tmp_path
     with duckdb.connect(f"{tmp_path}/ev.duckdb") as db:
         got = db.execute("SELECT count(*), count(DISTINCT (id, region)), sum(id) FROM ev").fetchone()
     assert got == (10800, 10800, sum(g for g in range(1, 12001) if g % 10))
+
+
+def test_a_precreated_table_of_other_types_is_copied_as_text(source_db, pg_target_url):
+    """Binary needs the target column of the very same type: a table the user made with bigint
+    for an int4 column is copied as text (the target parses it), and every row arrives."""
+    from replicator.options import Options
+    from replicator.pipeline import Pipeline
+    from replicator.target import open_target
+
+    with psycopg.connect(source_db, autocommit=True) as c:
+        c.execute("CREATE TABLE wid (id int PRIMARY KEY, n int)")
+        c.execute("INSERT INTO wid SELECT g, -g FROM generate_series(1, 1000) g")
+    dsn = pg_target_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE wid (id bigint PRIMARY KEY, n bigint)")
+    p = Pipeline(Options(source=source_db, target=pg_target_url, name="wid"))
+    assert p.migrate().rows_copied == 1000
+    target = open_target(pg_target_url)
+    try:
+        with target.connect() as conn:
+            target.ensure_table(conn, p.mappings[0])
+        assert target.copy_format(p.mappings[0]) == "FORMAT text"
+    finally:
+        target.dispose()
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*), sum(n) FROM wid").fetchone() == (1000, -500500)
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "pg"])
+def test_a_key_the_loaded_rows_break_is_named_when_it_is_added(source_db, pg_target_url, tmp_path, kind):
+    """The key is built after the load (key_after_load): rows that break it end the copy with an
+    error naming the table and the key, not a driver trace."""
+    from replicator.errors import TargetError
+    from replicator.target import open_target
+
+    with psycopg.connect(source_db, autocommit=True) as c:
+        c.execute("CREATE TABLE dup (id int PRIMARY KEY, v text)")
+    m = _mapping(schema_of(source_db, "dup"))
+    target = open_target(f"duckdb:///{tmp_path}/dup.duckdb" if kind == "duckdb" else pg_target_url)
+    try:
+        with target.connect() as conn:  # committed first, as a split table's pieces are
+            target.ensure_table(conn, m)
+            assert not target.has_primary_key(conn, m)
+            conn.exec_driver_sql("INSERT INTO dup VALUES (1, 'a'), (1, 'b')")
+        with target.connect() as conn:
+            with pytest.raises(TargetError, match=r"primary key \(id\) of dup \(from public.dup\)"):
+                target.finish_copy(conn, m)
+    finally:
+        target.dispose()

@@ -104,10 +104,13 @@ def test_the_piece_that_completes_a_split_table_is_told_so():
     assert [s.finished(n) for n in (5, 6, 7)] == [False, False, True] and s.rows == 18
 
 
-def test_the_piece_size_setting_is_checked(monkeypatch):
+def test_the_piece_size_setting_is_checked_with_the_options(monkeypatch):
+    """Before anything is created on the source: with the other option checks."""
+    from replicator.options import Options, validate
+
     monkeypatch.setenv(copyplan.PIECE_PAGES_ENV, "0")
     with pytest.raises(ConfigError, match="REPLICATOR_COPY_PIECE_PAGES"):
-        copyplan.piece_pages()
+        validate(Options(source="host=x", target="duckdb:///x.duckdb"))
 
 
 def test_a_partitioned_table_is_split_by_its_leaves_and_a_big_leaf_by_pages():
