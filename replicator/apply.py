@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from . import schema_change
 from .failpoints import failpoint
+from .netchange import NetChanges
 from .model import (
     Lsn,
     RelationInfo,
@@ -71,8 +72,9 @@ class Replayer:
         self.evolve = evolve or schema_change.refuse_all
         self.applied = Lsn(applied)
         self.batch_rows, self.batch_seconds, self.chunk_rows = batch_rows, batch_seconds, chunk_rows
-        self.pending: dict[str, list[RowChange]] = {}
-        self.pending_rows = 0
+        self.pending: dict[str, NetChanges] = {}
+        self.pending_rows = 0  # changes held in ``pending`` (after reduction)
+        self.batch_seen: Counter = Counter()  # changes received per table in this batch
         self.in_tx = self.skip_tx = False
         self.tx_lsn = Lsn(0)
         self.tx_rows = 0
@@ -119,10 +121,18 @@ class Replayer:
         return self.mappings.get(table)
 
     def on_change(self, ch: RowChange) -> None:
-        if self.wanted(ch.table) is None:
+        """Fold a change into its table's net changes; flush when ``chunk_rows`` are held."""
+        m = self.wanted(ch.table)
+        if m is None:
             return
-        self.pending.setdefault(ch.table, []).append(ch)
-        self.pending_rows += 1
+        net = self.pending.get(ch.table)
+        if net is None:
+            names = m.view.column_names
+            net = self.pending[ch.table] = NetChanges([names.index(k) for k in m.view.key])
+        n = len(net)
+        net.add(ch)
+        self.pending_rows += len(net) - n
+        self.batch_seen[ch.table] += 1
         self.tx_rows += 1
         if self.pending_rows >= self.chunk_rows:
             self.flush()
@@ -189,10 +199,11 @@ class Replayer:
         if not self.pending:
             return
         conn = self.open()
-        for table, changes in self.pending.items():
-            self.target.apply(conn, self.mappings[table], changes)
-            self.batch_tables[table] += len(changes)
-        self.total_changes += self.pending_rows
+        for table, net in self.pending.items():
+            self.target.apply(conn, self.mappings[table], net.drain())
+        self.batch_tables.update(self.batch_seen)
+        self.total_changes += sum(self.batch_seen.values())
+        self.batch_seen.clear()
         self.pending.clear()
         self.pending_rows = 0
 
@@ -273,6 +284,7 @@ class Replayer:
             stack.__exit__(RuntimeError, RuntimeError("rolled back"), None)
         if not commit:
             self.batch_tables.clear()
+            self.batch_seen.clear()
             self.pending.clear()
             self.pending_rows = 0
             self.batch_txs = self.batch_changes = 0
