@@ -26,7 +26,6 @@ from sqlalchemy.engine import Connection
 
 from . import schema_change
 from .failpoints import failpoint
-from .netchange import NetChanges
 from .model import (
     Lsn,
     RelationInfo,
@@ -38,6 +37,7 @@ from .model import (
     TxBegin,
     TxCommit,
 )
+from .netchange import NetChanges
 from .state import StateStore
 from .telemetry import Telemetry
 

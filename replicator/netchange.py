@@ -32,9 +32,9 @@ duplicates) are passed through unchanged, in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 from .model import UNCHANGED, ChangeKind, RowChange
 
@@ -151,7 +151,9 @@ class NetChanges:
                 if with_old is first and first.kind is DELETE:
                     dels.append(first)
                 else:
-                    dels.append(RowChange(DELETE, first.table, None, with_old.old, with_old.old_is_key, first.lsn))
+                    dels.append(
+                        RowChange(DELETE, first.table, None, with_old.old, with_old.old_is_key, first.lsn)
+                    )
             elif kind == _I:
                 reuse = values is first.new and first.kind is INSERT
                 ins.append(first if reuse else RowChange(INSERT, first.table, values, lsn=first.lsn))

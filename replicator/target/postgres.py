@@ -31,6 +31,7 @@ Contracts:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -43,11 +44,13 @@ from sqlalchemy.types import UserDefinedType
 
 from ..dsn import connect_timeout, libpq_timeout
 from ..errors import TargetError, ValueRangeError
-from ..model import UNCHANGED, Column, CopyOutput, TableMapping
+from ..model import Column, CopyOutput, TableMapping
 from . import names, value_rules
-from .applier import GenericApplier
 from .base import Target
+from .postgres_apply import PgApplier
 from .typemap import Conv
+
+log = logging.getLogger(__name__)
 
 #: libpq ``options`` every target session carries (after the URL's own, so these win).
 SESSION_OPTIONS = (
@@ -76,12 +79,6 @@ REG_TYPES = frozenset(
         "regrole",
         "regcollation",
     }
-)
-#: types whose ``=`` holds exactly when the values are the same: FULL identity compares with ``=``.
-#: Every other type compares its text form (``=`` is loose for interval '1 mon' = '30 days',
-#: float 0 = -0, numeric 1.0 = 1.00, citext; json, xml and geometric types have no usable ``=``).
-EXACT_EQUALITY = frozenset(
-    {"smallint", "integer", "bigint", "text", "boolean", "uuid", "date", "bytea", "character varying"}
 )
 
 
@@ -138,60 +135,6 @@ class _Chunks:
         return None
 
 
-class PgApplier(GenericApplier):
-    """The generic applier, with divergence detection from per-statement row counts.
-
-    The generic check wraps every executemany in a SAVEPOINT (two more round trips per run, and
-    one subtransaction each: past 64 per transaction PostgreSQL's subxid cache overflows and every
-    reader of the target pays for it).  psycopg's ``executemany(returning=True)`` keeps one result
-    per parameter set, still pipelined, so the changes that matched no row are known exactly.
-    """
-
-    def __init__(self, target, m: TableMapping):
-        super().__init__(target, m)
-        self._sql: dict = {}
-
-    def compiled(self, conn: Connection, stmt) -> str:
-        if stmt not in self._sql:
-            self._sql[stmt] = str(stmt.compile(dialect=conn.dialect))
-        return self._sql[stmt]
-
-    def match(self, ch):
-        """NULL-safe equality on every sent old column; text equality where ``=`` is unusable
-        (any row of a table without columns: they are all alike)."""
-        old = ch.old if ch.old is not None else ch.new
-        return sa.and_(sa.true(), *[self.equal(c, v) for c, v in zip(self.cols, old) if v is not UNCHANGED])
-
-    def insert_rows(self, conn, run: list) -> None:
-        """A table without columns gets as many empty rows as were inserted."""
-        if self.cols:
-            return super().insert_rows(conn, run)
-        table = conn.dialect.identifier_preparer.format_table(self.t)
-        conn.exec_driver_sql(f"INSERT INTO {table} SELECT FROM generate_series(1, %(n)s)", {"n": len(run)})
-
-    @staticmethod
-    def equal(c: sa.Column, v):
-        """NULL-safe: ``=`` for :data:`EXACT_EQUALITY` types, else the target's text form of the
-        column against that of the value parsed as the column's type (one session renders both)."""
-        assert isinstance(c.type, PgType)  # every column of the target's tables (column_type)
-        if re.sub(r"\(.*\)$", "", c.type.spec) in EXACT_EQUALITY:
-            return c.is_not_distinct_from(sa.literal(v, c.type))
-        return sa.cast(c, sa.Text).is_not_distinct_from(
-            sa.cast(sa.cast(sa.literal(v, c.type), c.type), sa.Text)
-        )
-
-    def execute_checked(self, conn, stmt, params: list[dict], run: list) -> None:
-        raw: psycopg.Connection = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            cur.executemany(self.compiled(conn, stmt), params, returning=True)
-            counts = [cur.rowcount]
-            while cur.nextset():
-                counts.append(cur.rowcount)
-        missing = [ch for ch, n in zip(run, counts) if n < 1]
-        if missing:
-            self.missing(missing, len(missing))
-
-
 class PostgresTarget(Target):
     """PostgreSQL through psycopg 3: exact types, COPY pass-through, server-side value parsing."""
 
@@ -225,6 +168,7 @@ class PostgresTarget(Target):
         self._target_types: set[str] = set()
         self._formats: dict[TableMapping, str] = {}
         self._columns: dict[tuple, dict[str, str]] = {}  # table key → its columns' actual types
+        self._role_warned = False
 
     # ---------------------------------------------------------------- connections
     def create_engine(self) -> Engine:
@@ -237,7 +181,26 @@ class PostgresTarget(Target):
         if "connect_timeout" not in self.url.query:  # nothing waits forever (DESIGN.md 12)
             args["connect_timeout"] = libpq_timeout(connect_timeout())
         url = self.url.difference_update_query(["options"])
-        return sa.create_engine(url, hide_parameters=True, connect_args=args)
+        eng = sa.create_engine(url, hide_parameters=True, connect_args=args)
+        sa.event.listen(eng, "connect", self._replica_role)
+        return eng
+
+    def _replica_role(self, dbapi_conn, _record) -> None:
+        """``session_replication_role = replica``, as PostgreSQL's own apply worker: user and
+        foreign-key triggers do not fire for replicated rows.  It takes a superuser (or, on 15+, a
+        role granted SET on it); without that the session keeps its role, said once."""
+        try:
+            dbapi_conn.execute("SET session_replication_role = replica")
+            dbapi_conn.commit()
+        except psycopg.errors.InsufficientPrivilege:
+            dbapi_conn.rollback()
+            if not self._role_warned:
+                self._role_warned = True
+                log.warning(
+                    "the PostgreSQL target user may not set session_replication_role: triggers "
+                    "and foreign-key checks on the target tables fire for replicated rows (grant "
+                    "SET ON PARAMETER session_replication_role, or connect as a superuser)"
+                )
 
     # ---------------------------------------------------------------- schema
     def type_spec(self, col: Column) -> str:

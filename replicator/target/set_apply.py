@@ -1,0 +1,130 @@
+"""Set-based apply for tables with a key: a few statements per run of one kind, not one per row.
+
+Contract (as every applier, applier.py): one table's changes in source order inside the
+caller's transaction.  The changes are cut into maximal runs of one kind; an UPDATE that changes
+the key is a run of its own and goes through the generic statement.  Within a run, UPDATEs of one
+key are coalesced (later values win, UNCHANGED keeps an earlier one; net-change reduction,
+netchange.py, already leaves one per key) and grouped by which columns they set; each group,
+each DELETE run and each INSERT run is staged and applied with one statement.  Fewer rows
+matched than staged is divergence: the missing keys are looked up and named with their LSN.
+Tables without a key (FULL identity) keep the generic one-row-at-a-time path.
+
+A subclass stages and applies: :meth:`SetApplier.insert_set`, :meth:`SetApplier.update_set`
+(returns the rows matched), :meth:`SetApplier.missing_keys` and :meth:`SetApplier.delete_set`
+(returns the staged keys it found no row for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..model import UNCHANGED, ChangeKind, RowChange
+from .applier import GenericApplier, identity_row, new_row
+
+KEY_CHANGE = "K"
+
+
+def runs(changes: Sequence[RowChange], key_idx: Sequence[int]) -> Iterator[tuple[Any, list[RowChange]]]:
+    """Maximal runs of one kind; an UPDATE that changes the key is a run of its own (KEY_CHANGE)."""
+    kind: Any = None
+    run: list[RowChange] = []
+    for ch in changes:
+        k: Any = ch.kind
+        if k is ChangeKind.UPDATE and key_idx and is_key_change(ch, key_idx):
+            k = KEY_CHANGE
+        if run and (k != kind or k == KEY_CHANGE):
+            yield kind, run
+            run = []
+        kind = k
+        run.append(ch)
+    if run:
+        yield kind, run
+
+
+def is_key_change(ch: RowChange, key_idx: Sequence[int]) -> bool:
+    """An UPDATE whose old key (when sent) differs from its new key."""
+    if ch.old is None:
+        return False
+    new = new_row(ch)
+    return any(new[i] is not UNCHANGED and new[i] != ch.old[i] for i in key_idx)
+
+
+class SetApplier(GenericApplier):
+    """Runs of one kind as set-based statements (see the module docstring)."""
+
+    def apply(self, conn, changes: Sequence[RowChange]) -> None:
+        if not self.key_idx or not self.cols:
+            super().apply(conn, changes)
+            return
+        for kind, run in runs(changes, self.key_idx):
+            if kind == KEY_CHANGE:
+                super().apply(conn, run)
+            elif kind is ChangeKind.INSERT:
+                rows = [[self.convert(i, v, ch) for i, v in enumerate(new_row(ch))] for ch in run]
+                self.insert_set(conn, rows)
+            elif kind is ChangeKind.UPDATE:
+                self._update_run(conn, run)
+            else:
+                self._delete_run(conn, run)
+
+    def _key(self, ch: RowChange) -> tuple:
+        src = identity_row(ch)
+        return tuple(self.convert(i, src[i], ch) for i in self.key_idx)
+
+    def _update_run(self, conn, run: list[RowChange]) -> None:
+        merged: dict[tuple, list] = {}
+        first: dict[tuple, RowChange] = {}
+        for ch in run:
+            key = self._key(ch)
+            vals = merged.get(key)
+            if vals is None:
+                merged[key], first[key] = list(new_row(ch)), ch
+            else:
+                for i, v in enumerate(new_row(ch)):
+                    if v is not UNCHANGED:
+                        vals[i] = v
+        groups: dict[tuple, list[tuple]] = {}
+        keyset = set(self.key_idx)
+        for key, vals in merged.items():
+            pattern = tuple(i for i, v in enumerate(vals) if v is not UNCHANGED and i not in keyset)
+            groups.setdefault(pattern, []).append(key)
+        for set_idx, keys in groups.items():
+            values = [[self.convert(i, merged[k][i], first[k]) for i in set_idx] for k in keys]
+            found = self.update_set(conn, set_idx, keys, values)
+            if found < len(keys):
+                missing = set(self.missing_keys(conn, keys))
+                chs = [first[k] for k in keys if k in missing]
+                self.missing(chs or [first[keys[0]]], len(keys) - found)
+
+    def _delete_run(self, conn, run: list[RowChange]) -> None:
+        first: dict[tuple, RowChange] = {}
+        again = []
+        for ch in run:
+            key = self._key(ch)
+            if key in first:
+                again.append(ch)  # deleted twice in one run: the second finds nothing
+            else:
+                first[key] = ch
+        keys = list(first)
+        missing = set(self.delete_set(conn, keys))
+        chs = [first[k] for k in keys if k in missing] + again
+        if chs:
+            self.missing(chs, len(chs))
+
+    # ------------------------------------------------------------ per database
+    def insert_set(self, conn, rows: list[list]) -> None:
+        """INSERT the converted rows (every column, in order)."""
+        raise NotImplementedError
+
+    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[list]) -> int:
+        """UPDATE columns ``set_idx`` of the rows with ``keys`` to ``values``; rows matched."""
+        raise NotImplementedError
+
+    def missing_keys(self, conn, keys: list[tuple]) -> list[tuple]:
+        """Those of ``keys`` (as given) that no target row has."""
+        raise NotImplementedError
+
+    def delete_set(self, conn, keys: list[tuple]) -> list[tuple]:
+        """DELETE the rows with ``keys``; returns those of ``keys`` (as given) that had no row."""
+        raise NotImplementedError
