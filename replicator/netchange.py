@@ -62,7 +62,7 @@ class NetChanges:
         self.key_idx = tuple(key_idx)
         self.entries: dict[Any, list] = {}
         self.done: list[RowChange] = []
-        self._key: Callable[[Sequence], Any] = itemgetter(*key_idx) if key_idx else tuple
+        self._key: Callable[[Any], Any] = itemgetter(*key_idx) if key_idx else tuple
 
     def __len__(self) -> int:
         """Changes held: the entries plus what was sealed (memory is bounded by the caller)."""

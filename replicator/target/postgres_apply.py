@@ -41,7 +41,8 @@ class PgApplier(SetApplier):
 
     # ------------------------------------------------------------ SQL text
     def raw(self, conn: Connection) -> psycopg.Connection:
-        return conn.connection.driver_connection
+        raw: psycopg.Connection = conn.connection.driver_connection
+        return raw
 
     def types(self, conn: Connection) -> list[str]:
         """The target columns' actual types (``format_type``), in mapping order."""

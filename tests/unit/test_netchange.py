@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from replicator.model import UNCHANGED, ChangeKind, Lsn, RowChange
 from replicator.netchange import NetChanges, merged
 
-I, U, D = ChangeKind.INSERT, ChangeKind.UPDATE, ChangeKind.DELETE
+INS, U, D = ChangeKind.INSERT, ChangeKind.UPDATE, ChangeKind.DELETE
 
 
 class Missing(Exception):
@@ -28,7 +28,7 @@ def apply_one_by_one(target: dict, changes, key_idx) -> dict:
     a duplicate key, as a target with a primary key would)."""
     t = dict(target)
     for ch in changes:
-        if ch.kind is I:
+        if ch.kind is INS:
             k = key_of(ch.new, key_idx)
             if k in t:
                 raise Missing(f"duplicate {k}")
@@ -67,7 +67,7 @@ def histories(draw, key_cols: int = 1, width: int = 4):
             k = draw(st.sampled_from(free))
             row = k + tuple(draw(st.sampled_from(["a", "b", None])) for _ in range(width - key_cols))
             state[k] = row
-            changes.append(RowChange(I, "t", new=row, lsn=lsn))
+            changes.append(RowChange(INS, "t", new=row, lsn=lsn))
             continue
         k = draw(st.sampled_from(sorted(state)))
         row = state[k]
@@ -127,19 +127,19 @@ def test_unchanged_toast_keeps_the_last_value_sent_or_stays_untouched():
 def test_each_kind_runs_once_deletes_then_updates_then_inserts():
     net = NetChanges([0])
     for n in range(30):
-        kind = (I, U, D)[n % 3]
+        kind = (INS, U, D)[n % 3]
         row = (str(n), "v")
         net.add(RowChange(kind, "t", new=None if kind is D else row, old=row if kind is D else None))
     out = net.drain()
-    assert [ch.kind for ch in out] == [D] * 10 + [U] * 10 + [I] * 10
+    assert [ch.kind for ch in out] == [D] * 10 + [U] * 10 + [INS] * 10
 
 
 def test_insert_then_delete_is_nothing_and_delete_then_insert_replaces():
     net = NetChanges([0])
-    net.add(RowChange(I, "t", new=("1", "a"), lsn=Lsn(1)))
+    net.add(RowChange(INS, "t", new=("1", "a"), lsn=Lsn(1)))
     net.add(RowChange(D, "t", old=("1", None), lsn=Lsn(2)))
     net.add(RowChange(D, "t", old=("2", None), lsn=Lsn(3)))
-    net.add(RowChange(I, "t", new=("2", "b"), lsn=Lsn(4)))
+    net.add(RowChange(INS, "t", new=("2", "b"), lsn=Lsn(4)))
     assert [(ch.kind, ch.new, ch.lsn) for ch in net.drain()] == [(U, ("2", "b"), Lsn(3))]
 
 
@@ -164,7 +164,7 @@ def test_a_key_change_with_an_unknown_toast_value_is_applied_as_it_came():
 
 def test_tables_without_a_key_keep_every_change_in_order():
     net = NetChanges([])
-    chs = [RowChange(I, "t", new=("a",)), RowChange(D, "t", old=("a",), old_is_key=False)] * 3
+    chs = [RowChange(INS, "t", new=("a",)), RowChange(D, "t", old=("a",), old_is_key=False)] * 3
     for ch in chs:
         net.add(ch)
     assert net.drain() == chs
