@@ -13,7 +13,7 @@ identity: one row at a time, NULL-safe, by ``ctid``, with per-statement row coun
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
@@ -41,8 +41,7 @@ class PgApplier(SetApplier):
 
     # ------------------------------------------------------------ SQL text
     def raw(self, conn: Connection) -> psycopg.Connection:
-        raw: psycopg.Connection = conn.connection.driver_connection
-        return raw
+        return cast(psycopg.Connection, conn.connection.driver_connection)
 
     def types(self, conn: Connection) -> list[str]:
         """The target columns' actual types (``format_type``), in mapping order."""
