@@ -41,6 +41,7 @@ from ..model import Column, TableMapping
 from . import names
 from .mysql_copy import MySQLLoadData
 from .mysql_types import MAX_COLUMNS, RawJSON, mysql_conv, row_problems
+from .stage_apply import StagedApplier
 from .typemap import Conv
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
 
 class MySQLTarget(MySQLLoadData):
     """MySQL 8 / MariaDB ≥ 10.3 through pymysql."""
+
+    applier_class = StagedApplier  # set-based apply through a temporary table (stage_apply.py)
 
     name = "mysql"
 

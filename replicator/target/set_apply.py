@@ -7,7 +7,8 @@ key are coalesced (later values win, UNCHANGED keeps an earlier one; net-change 
 netchange.py, already leaves one per key) and grouped by which columns they set; each group,
 each DELETE run and each INSERT run is staged and applied with one statement.  Fewer rows
 matched than staged is divergence: the missing keys are looked up and named with their LSN.
-Tables without a key (FULL identity) keep the generic one-row-at-a-time path.
+Tables without a key (FULL identity) are inserted the same way; their UPDATEs and DELETEs keep
+the generic one-row-at-a-time path.
 
 A subclass stages and applies: :meth:`SetApplier.insert_set`, :meth:`SetApplier.update_set`
 (returns the rows matched), :meth:`SetApplier.missing_keys` and :meth:`SetApplier.delete_set`
@@ -54,11 +55,11 @@ class SetApplier(GenericApplier):
     """Runs of one kind as set-based statements (see the module docstring)."""
 
     def apply(self, conn, changes: Sequence[RowChange]) -> None:
-        if not self.key_idx or not self.cols:
+        if not self.cols:
             super().apply(conn, changes)
             return
         for kind, run in runs(changes, self.key_idx):
-            if kind == KEY_CHANGE:
+            if kind == KEY_CHANGE or (kind is not ChangeKind.INSERT and not self.key_idx):
                 super().apply(conn, run)
             elif kind is ChangeKind.INSERT:
                 rows = [[self.convert(i, v, ch) for i, v in enumerate(new_row(ch))] for ch in run]
@@ -93,8 +94,7 @@ class SetApplier(GenericApplier):
             values = [[self.convert(i, merged[k][i], first[k]) for i in set_idx] for k in keys]
             found = self.update_set(conn, set_idx, keys, values)
             if found < len(keys):
-                missing = set(self.missing_keys(conn, keys))
-                chs = [first[k] for k in keys if k in missing]
+                chs = [first[keys[n]] for n in sorted(self.missing_keys(conn, keys))]
                 self.missing(chs or [first[keys[0]]], len(keys) - found)
 
     def _delete_run(self, conn, run: list[RowChange]) -> None:
@@ -107,8 +107,7 @@ class SetApplier(GenericApplier):
             else:
                 first[key] = ch
         keys = list(first)
-        missing = set(self.delete_set(conn, keys))
-        chs = [first[k] for k in keys if k in missing] + again
+        chs = [first[keys[n]] for n in sorted(self.delete_set(conn, keys))] + again
         if chs:
             self.missing(chs, len(chs))
 
@@ -121,10 +120,10 @@ class SetApplier(GenericApplier):
         """UPDATE columns ``set_idx`` of the rows with ``keys`` to ``values``; rows matched."""
         raise NotImplementedError
 
-    def missing_keys(self, conn, keys: list[tuple]) -> list[tuple]:
-        """Those of ``keys`` (as given) that no target row has."""
+    def missing_keys(self, conn, keys: list[tuple]) -> list[int]:
+        """The positions in ``keys`` of those that no target row has."""
         raise NotImplementedError
 
-    def delete_set(self, conn, keys: list[tuple]) -> list[tuple]:
-        """DELETE the rows with ``keys``; returns those of ``keys`` (as given) that had no row."""
+    def delete_set(self, conn, keys: list[tuple]) -> list[int]:
+        """DELETE the rows with ``keys``; returns the positions in ``keys`` of those without a row."""
         raise NotImplementedError

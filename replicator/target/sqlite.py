@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from ..model import Column, CopyOutput, TableMapping
 from . import names, pgarray, sqlite_copy, typemap, value_rules
 from .base import Target
+from .stage_apply import StagedApplier
 from .typemap import Conv
 
 SQLITE_TYPES = {
@@ -71,6 +72,8 @@ SQLITE_TRANSIENT = ("locked", "busy", "disk is full", "unable to open", "disk i/
 
 class SQLiteTarget(Target):
     """The file is opened per batch (NullPool) so other processes can read between batches."""
+
+    applier_class = StagedApplier  # set-based apply through a temporary table (stage_apply.py)
 
     name = "sqlite"
     embedded = True

@@ -15,6 +15,7 @@ from replicator.errors import DivergenceError
 from replicator.model import ChangeKind, Lsn, RowChange, TableMapping
 from replicator.netchange import NetChanges
 from replicator.target import open_target
+from replicator.target.postgres_apply import text_array
 from tests import targets
 from tests.integration.test_target_conformance import schema_of
 from tests.unit.test_netchange import histories
@@ -76,3 +77,10 @@ def test_a_reduced_update_chain_of_a_missing_row_names_the_first_lsn(tables):
     with pytest.raises(DivergenceError, match=r"k1='9'.*LSN 0/100"):
         with target.connect() as conn:
             target.apply(conn, m, net.drain())
+
+
+def test_text_array_literals_round_trip_through_postgresql(source_db):
+    values = ['a","b', "c", None, "\\", '"', "", "NULL", "{}", "a,b", " sp ", "é😀", "tab\tnl\n"]
+    with psycopg.connect(source_db) as c:
+        for vs in (values, ["plain", "x"], [None], ["only"]):
+            assert c.execute("SELECT %s::text[]", [text_array(vs)]).fetchone()[0] == vs
