@@ -2,6 +2,7 @@
 
 Usage:  python bench/bench_apply.py [--scale 10] [--transactions 50000] [--targets pg,duckdb,mysql,sqlite]
                                     [--latency-seconds 30] [--no-latency] [--big-rows 1000000]
+                                    [--duckdb-poll-ms 250]
 
 Starts throwaway servers (tests/servers.py): a source PostgreSQL (wal_level=logical), a second
 PostgreSQL holding both the native subscription (database ``native``) and the replicator's
@@ -19,12 +20,16 @@ Then, per phase, the backlog is written once and each consumer drains it alone, 
      the WAL end, stop).  Printed: seconds, changes/s, native s / consumer s, peak RSS, and a check
      of the target's balance sums, history and big counts against the source.
   2. big: one ``INSERT INTO big ... generate_series(1, BIG_ROWS)`` transaction, drained the same way.
-  3. latency (pg and duckdb targets): ``mirror`` on the same slot, ``pgbench -R 1000 -c 2 -T S``,
-     the source's heartbeat row set to clock_timestamp() every 50 ms, the target's row read every
-     50 ms (one clock; a poll adds up to 50 ms).  ``newest``: a value v first seen at t is a sample
-     t - v.  A batch shows only the last heartbeat it applied, so ``every`` also counts each value
-     written since the previous one seen: t - its write time, the latency of every heartbeat.
-     DuckDB is read with short read-only connections; polls refused by the mirror's lock are counted.
+  3. latency (pg and duckdb targets): ``mirror`` on the same slot; once the target shows a
+     heartbeat of this phase (it has applied what its slot held, an earlier phase's load too),
+     ``pgbench -R 1000 -c 2 -T S``.  The source's heartbeat row is set to clock_timestamp() every
+     50 ms, the target's row read every 50 ms (one clock; a read adds up to its interval).  ``newest``: a
+     value v first seen at t is a sample t - v.  A batch shows only the last heartbeat it applied,
+     so ``every`` also counts each value written since the previous one seen: t - its write time.
+     DuckDB is read with short read-only connections, every --duckdb-poll-ms (250): opening the
+     file takes tens of ms and locks out the mirror, whose lock wait backs off exponentially, so
+     reads every 50 ms would hold it most of the time and measure themselves.  Printed: the share
+     of the time the reads took, and the reads refused by the mirror's lock.
 Peak RSS: each replicator process is started by a small launcher that runs it and reads its
 ``os.wait4`` ru_maxrss; measured from this process instead, a child would report at least this
 process's own RSS (vfork + exec keeps the parent's high-water mark).  Not a test: it prints
@@ -121,6 +126,11 @@ class Child:
         if rc != 0:
             raise Failed(f"{self.what}: exit {rc}:\n{self.tail()}")
         return {"seconds": round(seconds, 2), "peak_rss_mb": kib // 1024}
+
+    def check_running(self) -> None:
+        if self.p.poll() is not None:
+            self.wait(0)  # raises Failed with its output unless it exited 0
+            raise Failed(f"{self.what}: exited 0 before it was stopped:\n{self.tail()}")
 
     def stop(self, timeout: float = 120) -> dict:
         os.killpg(self.p.pid, signal.SIGTERM)
@@ -314,27 +324,28 @@ class Heartbeat:
 def read_heartbeat(r: Replicator, stats: dict) -> float | None:
     """The target's heartbeat as epoch seconds; None when DuckDB's file is locked by the mirror."""
     stats["polls"] += 1
+    t0 = time.perf_counter()
     try:
         v = r.query("SELECT source_commit FROM heartbeat WHERE id = 1")
     except duckdb.IOException:
         stats["blocked"] += 1
         return None
+    finally:
+        stats["held_s"] = stats.get("held_s", 0.0) + time.perf_counter() - t0
     return v and (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def latency(r: Replicator, seconds: int) -> dict:
-    """Heartbeat latency while ``mirror`` applies a steady pgbench load."""
+def latency(r: Replicator, seconds: int, every_s: float) -> dict:
+    """Heartbeat latency while ``mirror`` applies a steady pgbench load; the target read every ``every_s``."""
     mirror, hb, load = Child(f"mirror -> {r.kind}", *r.args("mirror")), Heartbeat(r.src), None
     stats: dict = {"polls": 0, "blocked": 0}
     try:
-        first = read_heartbeat(r, stats)
-        wait_for(lambda: mirror.p.poll() is not None or read_heartbeat(r, stats) not in (None, first),
-                 300, f"mirror -> {r.kind}: first heartbeat applied")  # fmt: skip
+        caught_up(r, hb, stats, mirror)
         load = subprocess.Popen(
             [find_pg_bindir() / "pgbench", *PGBENCH, "-R", "1000", "-T", str(seconds), r.src],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        res = poll_heartbeat(r, hb, stats, load, mirror)
+        res = poll_heartbeat(r, hb, stats, load, mirror, every_s)
         out = load.communicate()[0]
         res["mirror"] = mirror.stop()
     except BaseException:
@@ -349,18 +360,30 @@ def latency(r: Replicator, seconds: int) -> dict:
     return {**res, **stats, "pgbench_tps": round(tps[0]) if tps else None}
 
 
-def poll_heartbeat(r: Replicator, hb: Heartbeat, stats: dict, load, mirror: Child) -> dict:
-    """Reads the target's heartbeat every 50 ms while the load runs.  ``newest``: a value v first
+def caught_up(r: Replicator, hb: Heartbeat, stats: dict, mirror: Child) -> None:
+    """Until the target shows a heartbeat of this phase: the mirror has applied what its slot held
+    (the load of an earlier latency phase too) and is at the present."""
+
+    def now() -> bool:
+        mirror.check_running()
+        v = read_heartbeat(r, stats)
+        return bool(v and hb.written and v >= hb.written[0] - 1e-6)
+
+    seconds = wait_for(now, 1800, f"mirror -> {r.kind}: a heartbeat of this phase applied", every=0.05)
+    stats["catch_up_seconds"] = round(seconds, 2)
+
+
+def poll_heartbeat(r: Replicator, hb: Heartbeat, stats: dict, load, mirror: Child, every_s: float) -> dict:
+    """Reads the target's heartbeat every ``every_s`` while the load runs.  ``newest``: a value v first
     seen at t gives t - v.  ``every``: each heartbeat written after the previous value seen and up
     to v gives t - its write time, so values a batch overwrote before the target showed them count
     too (a batch applies them together)."""
-    stats.update(polls=0, blocked=0)
+    stats.update(polls=0, blocked=0, held_s=0.0, poll_ms=round(every_s * 1000))
+    t_start = time.perf_counter()
     last = wait_for_value(r, stats)
     i, newest, every = bisect.bisect_right(hb.written, last + 1e-6), [], []
     while load.poll() is None:
-        if mirror.p.poll() is not None:
-            mirror.wait(0)  # raises Failed with its output unless it exited 0
-            raise Failed(f"mirror -> {r.kind} exited 0 before it was stopped:\n{mirror.tail()}")
+        mirror.check_running()
         t0 = time.time()
         v = read_heartbeat(r, stats)
         if v is not None and v != last:
@@ -369,7 +392,8 @@ def poll_heartbeat(r: Replicator, hb: Heartbeat, stats: dict, load, mirror: Chil
             while i < len(hb.written) and hb.written[i] <= v + 1e-6:
                 every.append(t - hb.written[i])
                 i += 1
-        time.sleep(max(0.0, 0.05 - (time.time() - t0)))
+        time.sleep(max(0.0, every_s - (time.time() - t0)))
+    stats["held_pct"] = round(100 * stats.pop("held_s") / (time.perf_counter() - t_start), 1)
     return {"newest": quantiles(newest), "every": quantiles(every)}
 
 
@@ -442,8 +466,10 @@ def print_latency(rep: dict) -> None:
         for which in ("newest", "every"):
             f = [r[which].get(k, "-") for k in cols]
             print(f"{kind:<7} {which:<9} {f[0]:>7} {f[1]:>6} {f[2]:>6} {f[3]:>6} {f[4]:>6}")
-        print(f"{kind:<7} polls blocked by the mirror {r['blocked']}/{r['polls']}, pgbench "
-              f"{r['pgbench_tps']} tps, mirror peak RSS {r['mirror']['peak_rss_mb']} MB")  # fmt: skip
+        print(f"{kind:<7} read every {r['poll_ms']} ms, reads took {r['held_pct']}% of the time, "
+              f"{r['blocked']}/{r['polls']} blocked by the mirror; mirror start to present "
+              f"{r['catch_up_seconds']} s; pgbench {r['pgbench_tps']} tps; mirror peak RSS "
+              f"{r['mirror']['peak_rss_mb']} MB")  # fmt: skip
 
 
 def print_report(rep: dict) -> None:
@@ -506,7 +532,8 @@ def run(a, rep: dict, tmp: Path, src: PostgresServer, tgt: PostgresServer, maria
         for kind in [k for k in ("pg", "duckdb") if k in consumers]:
             log(f"latency: mirror -> {kind}, {a.latency_seconds}s of pgbench -R 1000")
             try:
-                rep["latency"][kind] = latency(consumers[kind], a.latency_seconds)
+                every_s = (a.duckdb_poll_ms if kind == "duckdb" else 50) / 1000
+                rep["latency"][kind] = latency(consumers[kind], a.latency_seconds, every_s)
             except Failed as e:
                 rep["failed"][f"mirror {kind}"] = str(e)
                 log(f"FAILED mirror {kind}:\n{e}")
@@ -518,6 +545,7 @@ def main() -> None:
     ap.add_argument("--transactions", type=int, default=50_000, help="pgbench backlog transactions (even)")
     ap.add_argument("--targets", default="pg,duckdb,mysql,sqlite")
     ap.add_argument("--latency-seconds", type=int, default=30)
+    ap.add_argument("--duckdb-poll-ms", type=int, default=250, help="DuckDB heartbeat read interval")
     ap.add_argument("--no-latency", dest="latency_seconds", action="store_const", const=0)
     ap.add_argument("--big-rows", type=int, default=1_000_000, help="rows of the big transaction (0: none)")
     a = ap.parse_args()
