@@ -244,7 +244,7 @@ class RelationInfo:
     relid: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TxBegin:
     """Start of a source transaction; ``final_lsn`` is the LSN of its commit record."""
 
@@ -253,7 +253,7 @@ class TxBegin:
     xid: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TxCommit:
     """End of a source transaction; ``end_lsn`` (end of the commit record) is what we persist and confirm."""
 

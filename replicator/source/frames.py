@@ -37,12 +37,23 @@ _KEEPALIVE = struct.Struct(">QqB")
 _STATUS = struct.Struct(">cQQQqB")
 
 
-@dataclass(frozen=True, slots=True)
 class XLogData:
-    start: Lsn
-    end: Lsn
-    send_time: datetime
-    payload: Union[memoryview, bytes]
+    """One 'w' frame: WAL ``start``/``end``, the server's send time and the pgoutput payload.
+
+    A plain slotted class (one is made per change on the hot path; a frozen dataclass costs
+    twice as much), with the send time kept as µs and converted when asked for."""
+
+    __slots__ = ("start", "end", "send_micros", "payload")
+
+    def __init__(self, start: Lsn, end: Lsn, send_micros: int, payload: Union[memoryview, bytes]):
+        self.start, self.end, self.send_micros, self.payload = start, end, send_micros, payload
+
+    @property
+    def send_time(self) -> datetime:
+        return _time(self.send_micros, "w")
+
+    def __repr__(self) -> str:
+        return f"XLogData(start={self.start!r}, end={self.end!r}, payload={bytes(self.payload[:16])!r}...)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +85,7 @@ def parse_frame(frame: Union[bytes, bytearray, memoryview]) -> Union[XLogData, K
                 f"got {n} (byte offset {n})"
             )
         start, end, ts = _XLOG.unpack_from(frame, 1)
-        return XLogData(Lsn(start), Lsn(end), _time(ts, "w"), memoryview(frame)[25:])
+        return XLogData(Lsn(start), Lsn(end), ts, memoryview(frame)[25:])
     if kind == 107:  # 'k'
         if n != 18:
             raise DecodeError(

@@ -110,9 +110,16 @@ def _need(buf: bytes, off: int, size: int, mt: str, what: str) -> None:
         raise _err(mt, off, f"truncated: {what} needs {size} bytes, {max(len(buf) - off, 0)} left", buf)
 
 
+_last_time: list = [None, None]  # (µs, datetime) of the last call: Commit repeats Begin's time
+
+
 def _time(micros: int, mt: str, off: int, buf: bytes) -> datetime:
+    if micros == _last_time[0]:
+        return _last_time[1]
     try:
-        return PG_EPOCH + timedelta(microseconds=micros)
+        when = PG_EPOCH + timedelta(microseconds=micros)
+        _last_time[0], _last_time[1] = micros, when
+        return when
     except OverflowError:
         raise _err(mt, off, f"timestamp {micros} µs out of range", buf) from None
 

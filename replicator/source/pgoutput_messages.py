@@ -1,7 +1,9 @@
 """The pgoutput v1 message values :func:`replicator.source.pgoutput.decode` returns.
 
-Contract: plain frozen, slotted dataclasses with no behaviour beyond field access (and
-:attr:`RelationColumn.is_key`); they hold already-decoded Python values, so building one does no
+Contract: plain slotted dataclasses with no behaviour beyond field access (and
+:attr:`RelationColumn.is_key`), frozen except the five made once per change or transaction
+(Begin, Commit, Insert, Update, Delete: a frozen dataclass costs twice as much to build), which
+nothing changes either; they hold already-decoded Python values, so building one does no
 parsing and no I/O.  ``TYPE_NAMES`` and ``NEWER_TYPES`` name the type bytes (for error messages).
 Field meanings and wire order are documented in :mod:`replicator.source.pgoutput`, which
 re-exports every name here (``po.Insert`` and so on).
@@ -42,14 +44,14 @@ NEWER_TYPES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Begin:
     final_lsn: Lsn
     commit_time: datetime
     xid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     flags: int
     commit_lsn: Lsn
@@ -91,13 +93,13 @@ class TypeInfo:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Insert:
     relid: int
     new: tuple
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Update:
     relid: int
     old: Optional[tuple]
@@ -105,7 +107,7 @@ class Update:
     new: tuple
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delete:
     relid: int
     old: tuple
