@@ -115,7 +115,8 @@ _last_time: list = [None, None]  # (µs, datetime) of the last call: Commit repe
 
 def _time(micros: int, mt: str, off: int, buf: bytes) -> datetime:
     if micros == _last_time[0]:
-        return _last_time[1]
+        last: datetime = _last_time[1]
+        return last
     try:
         when = PG_EPOCH + timedelta(microseconds=micros)
         _last_time[0], _last_time[1] = micros, when

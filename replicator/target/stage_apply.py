@@ -67,9 +67,9 @@ class StagedApplier(SetApplier):
             self._text[("stage", idx)] = (
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} AS SELECT 0 AS _rp_n, {cols} FROM {table} AS t WHERE 1 = 0"
             )
-            names = ", ".join(f"s{j}" for j in range(len(idx)))
+            staged = ", ".join(f"s{j}" for j in range(len(idx)))
             self._text[("fill", idx)] = (
-                f"INSERT INTO {name} (_rp_n, {names}) VALUES ({self._marks(conn, len(idx) + 1)})"
+                f"INSERT INTO {name} (_rp_n, {staged}) VALUES ({self._marks(conn, len(idx) + 1)})"
             )
         conn.exec_driver_sql(self._text[("stage", idx)])
         bound = self._bound(conn, idx, rows)
