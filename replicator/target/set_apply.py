@@ -54,6 +54,10 @@ def is_key_change(ch: RowChange, key_idx: Sequence[int]) -> bool:
 class SetApplier(GenericApplier):
     """Runs of one kind as set-based statements (see the module docstring)."""
 
+    def __init__(self, target, m):
+        super().__init__(target, m)
+        self._plain_keys = all(self.loaders[i] is str for i in self.key_idx)
+
     def apply(self, conn, changes: Sequence[RowChange]) -> None:
         if not self.cols:
             super().apply(conn, changes)
@@ -62,7 +66,8 @@ class SetApplier(GenericApplier):
             if kind == KEY_CHANGE or (kind is not ChangeKind.INSERT and not self.key_idx):
                 super().apply(conn, run)
             elif kind is ChangeKind.INSERT:
-                rows = [[self.convert(i, v, ch) for i, v in enumerate(new_row(ch))] for ch in run]
+                every = range(len(self.cols))
+                rows = [self._converted(every, new_row(ch), ch) for ch in run]
                 self.insert_set(conn, rows)
             elif kind is ChangeKind.UPDATE:
                 self._update_run(conn, run)
@@ -71,7 +76,15 @@ class SetApplier(GenericApplier):
 
     def _key(self, ch: RowChange) -> tuple:
         src = identity_row(ch)
+        if self._plain_keys:
+            return tuple(src[i] for i in self.key_idx)
         return tuple(self.convert(i, src[i], ch) for i in self.key_idx)
+
+    def _converted(self, idx, values: Sequence, ch: RowChange) -> list:
+        """``values`` of columns ``idx`` through their loaders (PostgreSQL text as it is where
+        the loader is ``str``: text in, text out)."""
+        loaders = self.loaders
+        return [v if loaders[i] is str else self.convert(i, v, ch) for i, v in zip(idx, values)]
 
     def _update_run(self, conn, run: list[RowChange]) -> None:
         merged: dict[tuple, list] = {}
@@ -91,7 +104,7 @@ class SetApplier(GenericApplier):
             pattern = tuple(i for i, v in enumerate(vals) if v is not UNCHANGED and i not in keyset)
             groups.setdefault(pattern, []).append(key)
         for set_idx, keys in groups.items():
-            values = [[self.convert(i, merged[k][i], first[k]) for i in set_idx] for k in keys]
+            values = [self._converted(set_idx, [merged[k][i] for i in set_idx], first[k]) for k in keys]
             found = self.update_set(conn, set_idx, keys, values)
             if found < len(keys):
                 chs = [first[keys[n]] for n in sorted(self.missing_keys(conn, keys))]
