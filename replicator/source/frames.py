@@ -73,7 +73,8 @@ def _time(micros: int, kind: str) -> datetime:
 
 
 def parse_frame(frame: Union[bytes, bytearray, memoryview]) -> Union[XLogData, Keepalive]:
-    """Parse one CopyData payload from the walsender.  XLogData's payload is a zero-copy memoryview."""
+    """Parse one CopyData payload from the walsender.  XLogData's payload is ``bytes`` when the
+    frame is (a zero-copy memoryview of any other buffer)."""
     n = len(frame)
     if n == 0:
         raise DecodeError("empty replication frame (byte offset 0)")
@@ -85,7 +86,10 @@ def parse_frame(frame: Union[bytes, bytearray, memoryview]) -> Union[XLogData, K
                 f"got {n} (byte offset {n})"
             )
         start, end, ts = _XLOG.unpack_from(frame, 1)
-        return XLogData(Lsn(start), Lsn(end), ts, memoryview(frame)[25:])
+        # a bytes slice: the decoder reads bytes, and one copy here is cheaper than a view and a copy there
+        return XLogData(
+            Lsn(start), Lsn(end), ts, frame[25:] if type(frame) is bytes else memoryview(frame)[25:]
+        )
     if kind == 107:  # 'k'
         if n != 18:
             raise DecodeError(

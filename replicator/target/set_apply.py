@@ -57,6 +57,7 @@ class SetApplier(GenericApplier):
     def __init__(self, target, m):
         super().__init__(target, m)
         self._plain_keys = all(self.loaders[i] is str for i in self.key_idx)
+        self._plain: dict = {}  # column indexes → whether every loader is str
 
     def apply(self, conn, changes: Sequence[RowChange]) -> None:
         if not self.cols:
@@ -84,6 +85,11 @@ class SetApplier(GenericApplier):
         """``values`` of columns ``idx`` through their loaders (PostgreSQL text as it is where
         the loader is ``str``: text in, text out)."""
         loaders = self.loaders
+        plain = self._plain.get(idx)
+        if plain is None:
+            plain = self._plain[idx] = all(loaders[i] is str for i in idx)
+        if plain:
+            return values if type(values) is list else list(values)
         return [v if loaders[i] is str else self.convert(i, v, ch) for i, v in zip(idx, values)]
 
     def _update_run(self, conn, run: list[RowChange]) -> None:
