@@ -322,3 +322,33 @@ def test_bench_copy_pass_through_and_apply_rates(source_db, pg_target_url):
     dt = time.perf_counter() - t0
     print(f"apply: {len(ups)} UPDATEs in {dt:.2f}s = {len(ups) / dt:,.0f} changes/s")
     target.dispose()
+
+
+def test_changes_are_applied_as_replica_user_and_foreign_key_triggers_do_not_fire(source_db, pg_target_url):
+    """As PostgreSQL's own apply worker (session_replication_role = replica): a child row may
+    arrive before its parent within a batch, and the target's own triggers stay quiet."""
+    run_sql(
+        source_db, "CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE child (id int PRIMARY KEY, p int)"
+    )
+    run_sql(
+        libpq(pg_target_url),
+        "CREATE TABLE parent (id int PRIMARY KEY); "
+        "CREATE TABLE child (id int PRIMARY KEY, p int REFERENCES parent); "
+        "CREATE TABLE audit (what text); "
+        "CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO audit VALUES (TG_OP); RETURN NEW; END $$; "
+        "CREATE TRIGGER noted BEFORE INSERT OR UPDATE ON child FOR EACH ROW EXECUTE FUNCTION note()",
+    )
+    target = PostgresTarget(pg_target_url)
+    child, parent = (TableMapping(schema_of(source_db, "public", t), t) for t in ("child", "parent"))
+    with target.connect() as conn:
+        for m in (child, parent):
+            target.ensure_table(conn, m)
+        target.apply(conn, child, [RowChange(ChangeKind.INSERT, "public.child", new=("1", "7"))])
+        target.apply(conn, parent, [RowChange(ChangeKind.INSERT, "public.parent", new=("7",))])
+    with psycopg.connect(libpq(pg_target_url)) as c:
+        assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 0
+        assert c.execute("SELECT p FROM child").fetchall() == [(7,)]
+        c.execute("INSERT INTO child VALUES (2, 7)")  # an ordinary session: the trigger fires
+        assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 1
+    target.dispose()
