@@ -88,6 +88,8 @@ class Replayer:
         self.telemetry = telemetry or Telemetry()
         self.batch_tables: Counter = Counter()
         self.resync_pending = False
+        #: ``wanted(table)`` within the current source transaction (cleared when it can change)
+        self._wanted: dict[str, Optional[TableMapping]] = {}
 
     # ------------------------------------------------------------ events
     def handle(self, ev: Event) -> None:
@@ -105,6 +107,7 @@ class Replayer:
 
     def on_begin(self, ev: TxBegin) -> None:
         self.in_tx, self.tx_lsn, self.tx_rows = True, ev.final_lsn, 0
+        self._wanted.clear()
         self.skip_tx = ev.final_lsn < self.applied
         if not self.batch_txs:
             self.batch_start = time.monotonic()
@@ -122,17 +125,20 @@ class Replayer:
 
     def on_change(self, ch: RowChange) -> None:
         """Fold a change into its table's net changes; flush when ``chunk_rows`` are held."""
-        m = self.wanted(ch.table)
+        table = ch.table
+        m = (
+            self._wanted[table]
+            if table in self._wanted
+            else self._wanted.setdefault(table, self.wanted(table))
+        )
         if m is None:
             return
-        net = self.pending.get(ch.table)
+        net = self.pending.get(table)
         if net is None:
             names = m.view.column_names
-            net = self.pending[ch.table] = NetChanges([names.index(k) for k in m.view.key])
-        n = len(net)
-        net.add(ch)
-        self.pending_rows += len(net) - n
-        self.batch_seen[ch.table] += 1
+            net = self.pending[table] = NetChanges([names.index(k) for k in m.view.key])
+        self.pending_rows += net.add(ch)
+        self.batch_seen[table] += 1
         self.tx_rows += 1
         if self.pending_rows >= self.chunk_rows:
             self.flush()
@@ -154,6 +160,7 @@ class Replayer:
             return
         self.flush()  # pending changes of this batch use the old column layout
         self.mappings[ev.table] = self.evolve(self.target, self.open(), m, ev, d)
+        self._wanted.clear()
 
     def on_commit(self, ev: TxCommit) -> None:
         self.in_tx = False
@@ -190,6 +197,7 @@ class Replayer:
                     p.state.value,
                 )
                 mine.state = p.state
+                self._wanted.clear()
                 self.pending.pop(label, None)
                 self.resync_pending = True
         self.pending_rows = sum(len(v) for v in self.pending.values())

@@ -68,34 +68,41 @@ class NetChanges:
         """Changes held: the entries plus what was sealed (memory is bounded by the caller)."""
         return len(self.entries) + len(self.done)
 
-    def add(self, ch: RowChange) -> None:
-        """Fold one change (source order) into the entries."""
+    def add(self, ch: RowChange) -> int:
+        """Fold one change (source order) into the entries; returns how many more changes are
+        held than before (1, 0 or -1, or more after a seal)."""
+        before = len(self.entries) + len(self.done)
         if not self.key_idx:
             self.done.append(ch)
-            return
-        kind = ch.kind
-        if kind is UPDATE:
+        elif ch.kind is UPDATE:
             self._update(ch)
-        elif kind is INSERT:
-            k = self._key(ch.new)
-            e = self.entries.get(k)
-            if e is None:
-                self.entries[k] = [_I, ch.new, None, ch]
-            elif e[0] == _D:
-                e[0], e[1] = _R, ch.new
-            else:
-                self._seal(ch)
+        elif ch.kind is INSERT:
+            self._insert(ch)
         else:
-            k = self._key(ch.old)
-            e = self.entries.get(k)
-            if e is None:
-                self.entries[k] = [_D, None, ch, ch]
-            elif e[0] == _I:
-                del self.entries[k]
-            elif e[0] == _D:
-                self._seal(ch)
-            else:
-                e[0], e[1], e[2] = _D, None, ch
+            self._delete(ch)
+        return len(self.entries) + len(self.done) - before
+
+    def _insert(self, ch: RowChange) -> None:
+        k = self._key(ch.new)
+        e = self.entries.get(k)
+        if e is None:
+            self.entries[k] = [_I, ch.new, None, ch]
+        elif e[0] == _D:
+            e[0], e[1] = _R, ch.new
+        else:
+            self._seal(ch)
+
+    def _delete(self, ch: RowChange) -> None:
+        k = self._key(ch.old)
+        e = self.entries.get(k)
+        if e is None:
+            self.entries[k] = [_D, None, ch, ch]
+        elif e[0] == _I:
+            del self.entries[k]
+        elif e[0] == _D:
+            self._seal(ch)
+        else:
+            e[0], e[1], e[2] = _D, None, ch
 
     def _update(self, ch: RowChange) -> None:
         new = ch.new
