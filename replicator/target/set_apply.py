@@ -18,6 +18,7 @@ A subclass stages and applies: :meth:`SetApplier.insert_set`, :meth:`SetApplier.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from ..model import UNCHANGED, ChangeKind, RowChange
@@ -51,6 +52,11 @@ def is_key_change(ch: RowChange, key_idx: Sequence[int]) -> bool:
     return any(new[i] is not UNCHANGED and new[i] != ch.old[i] for i in key_idx)
 
 
+def _seq(got) -> list:
+    """What an itemgetter of one or more indexes returned, as a list."""
+    return list(got) if type(got) is tuple else [got]
+
+
 class SetApplier(GenericApplier):
     """Runs of one kind as set-based statements (see the module docstring)."""
 
@@ -58,6 +64,7 @@ class SetApplier(GenericApplier):
         super().__init__(target, m)
         self._plain_keys = all(self.loaders[i] is str for i in self.key_idx)
         self._plain: dict = {}  # column indexes → whether every loader is str
+        self._non_key = tuple(i for i in range(len(self.cols)) if i not in set(self.key_idx))
 
     def apply(self, conn, changes: Sequence[RowChange]) -> None:
         if not self.cols:
@@ -93,28 +100,26 @@ class SetApplier(GenericApplier):
         return [v if loaders[i] is str else self.convert(i, v, ch) for i, v in zip(idx, values)]
 
     def _update_run(self, conn, run: list[RowChange]) -> None:
-        merged: dict[tuple, list] = {}
-        first: dict[tuple, RowChange] = {}
+        merged: dict[tuple, list] = {}  # key → [values, first change]
         for ch in run:
             key = self._key(ch)
-            vals = merged.get(key)
-            if vals is None:
-                merged[key], first[key] = list(new_row(ch)), ch
+            entry = merged.get(key)
+            if entry is None:
+                merged[key] = [new_row(ch), ch]
             else:
-                for i, v in enumerate(new_row(ch)):
-                    if v is not UNCHANGED:
-                        vals[i] = v
+                entry[0] = tuple(o if v is UNCHANGED else v for o, v in zip(entry[0], new_row(ch)))
         groups: dict[tuple, list[tuple]] = {}
-        keyset = set(self.key_idx)
-        for key, vals in merged.items():
-            pattern = tuple(i for i, v in enumerate(vals) if v is not UNCHANGED and i not in keyset)
+        every = self._non_key
+        for key, (vals, _) in merged.items():
+            pattern = tuple(i for i in every if vals[i] is not UNCHANGED) if UNCHANGED in vals else every
             groups.setdefault(pattern, []).append(key)
         for set_idx, keys in groups.items():
-            values = [self._converted(set_idx, [merged[k][i] for i in set_idx], first[k]) for k in keys]
+            get = itemgetter(*set_idx) if set_idx else (lambda _: ())
+            values = [self._converted(set_idx, _seq(get(merged[k][0])), merged[k][1]) for k in keys]
             found = self.update_set(conn, set_idx, keys, values)
             if found < len(keys):
-                chs = [first[keys[n]] for n in sorted(self.missing_keys(conn, keys))]
-                self.missing(chs or [first[keys[0]]], len(keys) - found)
+                chs = [merged[keys[n]][1] for n in sorted(self.missing_keys(conn, keys))]
+                self.missing(chs or [merged[keys[0]][1]], len(keys) - found)
 
     def _delete_run(self, conn, run: list[RowChange]) -> None:
         first: dict[tuple, RowChange] = {}
