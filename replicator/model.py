@@ -203,7 +203,7 @@ class ChangeKind(str, enum.Enum):
     DELETE = "D"
 
 
-@dataclass
+@dataclass(slots=True)
 class RowChange:
     """One row-level change, in source column order.
 
