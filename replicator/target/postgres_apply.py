@@ -13,6 +13,7 @@ identity: one row at a time, NULL-safe, by ``ctid``, with per-statement row coun
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, cast
 
 import psycopg
@@ -150,11 +151,11 @@ class PgApplier(SetApplier):
         """Column-wise ``text[]`` literals of row-wise values (None is NULL)."""
         return [text_array([r[i] for r in rows]) for i in range(width)]
 
-    def insert_set(self, conn, rows: list[list]) -> None:
+    def insert_set(self, conn, rows: list[Sequence]) -> None:
         params = self._text_arrays(rows, len(self.cols))
         self.raw(conn).execute(self._statement(conn, "insert"), params)
 
-    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[list]) -> int:
+    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[Sequence]) -> int:
         params = self._text_arrays(keys, len(self.key_idx)) + self._text_arrays(values, len(set_idx))
         self.planner(conn)
         cur = self.raw(conn).execute(self._statement(conn, "update", set_idx), params)

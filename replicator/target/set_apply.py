@@ -88,7 +88,7 @@ class SetApplier(GenericApplier):
             return tuple(src[i] for i in self.key_idx)
         return tuple(self.convert(i, src[i], ch) for i in self.key_idx)
 
-    def _converted(self, idx, values: Sequence, ch: RowChange) -> list:
+    def _converted(self, idx, values: Sequence, ch: RowChange) -> Sequence:
         """``values`` of columns ``idx`` through their loaders (PostgreSQL text as it is where
         the loader is ``str``: text in, text out)."""
         loaders = self.loaders
@@ -96,7 +96,7 @@ class SetApplier(GenericApplier):
         if plain is None:
             plain = self._plain[idx] = all(loaders[i] is str for i in idx)
         if plain:
-            return values if type(values) is list else list(values)
+            return values
         return [v if loaders[i] is str else self.convert(i, v, ch) for i, v in zip(idx, values)]
 
     def _update_run(self, conn, run: list[RowChange]) -> None:
@@ -136,11 +136,11 @@ class SetApplier(GenericApplier):
             self.missing(chs, len(chs))
 
     # ------------------------------------------------------------ per database
-    def insert_set(self, conn, rows: list[list]) -> None:
+    def insert_set(self, conn, rows: list[Sequence]) -> None:
         """INSERT the converted rows (every column, in order)."""
         raise NotImplementedError
 
-    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[list]) -> int:
+    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[Sequence]) -> int:
         """UPDATE columns ``set_idx`` of the rows with ``keys`` to ``values``; rows matched."""
         raise NotImplementedError
 

@@ -14,6 +14,7 @@ Nothing here commits; temporary tables do not end a MySQL transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -103,7 +104,7 @@ class StagedApplier(SetApplier):
         return f"DELETE t FROM {table} AS t JOIN {stage} AS s ON {match}"
 
     # ------------------------------------------------------------ set-based
-    def insert_set(self, conn, rows: list[list]) -> None:
+    def insert_set(self, conn, rows: list[Sequence]) -> None:
         table, names = self._names(conn)
         head = f"INSERT INTO {table} ({', '.join(names)})"
         if conn.dialect.paramstyle != "qmark":  # pymysql formats the statement with %
@@ -111,7 +112,7 @@ class StagedApplier(SetApplier):
         sql = f"{head} VALUES ({self._marks(conn, len(names))})"
         conn.exec_driver_sql(sql, self._bound(conn, tuple(range(len(self.cols))), rows))
 
-    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[list]) -> int:
+    def update_set(self, conn, set_idx: tuple, keys: list[tuple], values: list[Sequence]) -> int:
         idx = tuple(self.key_idx) + set_idx
         stage = self._stage(conn, idx, [k + tuple(v) for k, v in zip(keys, values)])
         result = conn.exec_driver_sql(self._sql(conn, "update", stage, set_idx))
