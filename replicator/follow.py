@@ -1,24 +1,32 @@
-"""Follow phase: receive → decode → apply → confirm, and the one feedback rule.
+"""Follow phase: the applier of the stream, and the one feedback rule.
+
+Two threads (issue 13, "decode beside apply"): a receiver (source/receive.py) owns the replication
+connection, decodes, and answers the source; this module's loop runs in the caller's thread and
+feeds the decoded events to the Replayer, which writes the target.  Between them: a bounded queue
+of event lists one way, a :class:`~replicator.source.receive.Feedback` the other way.
 
 The feedback rule (DESIGN.md invariants 2, 4, 11): the flush position sent to the source is always
-the Replayer's ``applied`` position, which is what the target has committed.  While idle the
-position may move past it to the server's WAL end (so an idle slot does not hold WAL), but only
-after that position has been written to the target's state row: persist first, then confirm, so
-a slot's ``confirmed_flush_lsn`` never passes the target's applied LSN.
+one this loop published, which is the Replayer's ``applied`` position after the target committed
+it.  While idle the position may move past it to the server's WAL end (so an idle slot does not
+hold WAL), but only after that position has been written to the target's state row: persist
+first, then publish, so a slot's ``confirmed_flush_lsn`` never passes the target's applied LSN.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Optional, Protocol
 
 from .apply import Replayer
 from .model import Lsn, TxBegin
 from .source import slot as slots
 from .source.changes import ChangeDecoder
-from .source.frames import Keepalive, XLogData
-from .source.stream import ReplicationStream
+from .source.frames import Keepalive
+from .source.receive import CHUNK_EVENTS, QUEUE_ITEMS, Feedback, FrameSource, Item, Receiver
+
+log = logging.getLogger(__name__)
 
 IDLE_POKE_SECONDS = 1.0  # idle: ask the server for a keepalive this often (its WAL end)
 IDLE_PERSIST_SECONDS = 5.0  # idle: write the WAL end to the target at most this often
@@ -27,91 +35,147 @@ RESYNC_POLL_SECONDS = 5.0  # idle: look for tables set back by 'replicator resyn
 UNTIL, STOP, RESYNC = "until", "stop", "resync"
 
 
+class Lists(Protocol):
+    """Where the applier takes its work from (a :class:`Receiver`, or a test's script)."""
+
+    def get(self, timeout: float) -> Optional[Item]: ...
+
+
 class Follow:
-    """One run of the loop over an open stream; :meth:`run` says why it ended."""
+    """One run of the loop over an open stream; :meth:`run` says why it ended.
+
+    ``stop`` and ``resync_requested`` are called from the applier's thread only; ``on_frame``
+    from the receiver's (see :class:`Receiver`)."""
 
     def __init__(
         self,
-        stream: ReplicationStream,
+        stream: FrameSource,
         decoder: ChangeDecoder,
         rep: Replayer,
         stop: Callable[[], bool],
         on_frame: Callable[[object], None],
         status_interval: float = 10.0,
         resync_requested: Optional[Callable[[], bool]] = None,
+        queue_items: int = QUEUE_ITEMS,
+        chunk: int = CHUNK_EVENTS,
     ):
         self.stream, self.decoder, self.rep = stream, decoder, rep
         self.stop, self.on_frame = stop, on_frame
         self.status_interval = status_interval
         self.resync_requested = resync_requested
+        self.queue_items, self.chunk = queue_items, chunk
+        self.feedback = Feedback(rep.applied)
         self.wal_end = Lsn(0)
         self.last_poll = self.last_persist = time.monotonic()
+        self.last_poke = 0.0
+        self.receiver: Optional[Receiver] = None  # the receiving thread of the current run
 
     def run(self, until: Optional[Lsn] = None, exact: bool = False) -> str:
         """Apply until ``until`` is reached (None: until a stop or a resync request); ``exact``
-        ends before the first transaction that commits at or after ``until``."""
+        ends before the first transaction that commits at or after ``until``.  The receiving
+        thread has ended (and closed the stream) when this returns, unless it was stuck, and
+        then it closes the stream itself when it ends."""
+        wait = 0.2 if until is None else 0.02
+        rx = Receiver(
+            self.stream,
+            self.decoder,
+            self.feedback,
+            self.on_frame,
+            self.status_interval,
+            wait,
+            self.queue_items,
+            self.chunk,
+        )
+        self.receiver = rx
+        rx.start()
+        try:
+            outcome = self.apply(rx, until, exact, wait)
+        finally:
+            rx.stop()
+        if rx.error is not None:
+            if rx.unconfirmed():
+                raise rx.error  # the last committed position could not be confirmed
+            log.info("the stream ended after the run's end, nothing left to confirm: %s", rx.error)
+        return outcome
+
+    def apply(self, lists: Lists, until: Optional[Lsn], exact: bool, wait: float) -> str:
+        """The applier's loop over the lists of events and keepalives, in stream order."""
+        rep = self.rep
+        fence = until if exact else None
         while True:
-            frame = self.stream.recv(0.2 if until is None else 0.02)
-            if frame is not None:
-                self.on_frame(frame)
-            if frame is not None and not isinstance(frame, Keepalive):
-                ev = self.decoder.feed(frame.payload)
-                if exact and until is not None and type(ev) is TxBegin and ev.final_lsn >= until:
+            items = lists.get(wait)
+            if items is None:  # nothing came for a while: the stream is quiet
+                outcome = self.between(None, until, quiet=True)
+                if outcome:
+                    return outcome
+                continue
+            for ev in items:
+                if isinstance(ev, Keepalive):
+                    outcome = self.between(ev, until)
+                    if outcome:
+                        return outcome
+                elif fence is not None and type(ev) is TxBegin and ev.final_lsn >= fence:
                     self.commit()  # everything before the fence is applied: end here
                     return UNTIL
-                if ev is not None:
-                    self.rep.handle(ev)
-                if self.rep.due():
-                    self.commit()
-                elif time.monotonic() - self.stream.last_status > self.status_interval:
-                    self.stream.send_status(self.rep.applied)
-                if not self.stop():
-                    continue
-            outcome = self.between(frame, until)
-            if outcome:
-                return outcome
+                else:
+                    rep.handle(ev)
+                    if rep.due():
+                        self.commit()
+            if self.stop():
+                outcome = self.between(None, until)
+                if outcome:
+                    return outcome
 
     def commit(self) -> None:
-        """Commit the open batch (if any, and only between source transactions), then confirm."""
+        """Commit the open batch (if any, and only between source transactions), then publish."""
         lsn = self.rep.commit()
         if lsn is not None:
-            self.stream.send_status(lsn)
+            self.feedback.publish(lsn)
 
-    def between(self, frame: Union[XLogData, Keepalive, None], until: Optional[Lsn]) -> Optional[str]:
-        """No data frame right now (idle, a keepalive, or a stop): commit what is due, advance an
-        idle position, answer the server; a reason to end the run, or None."""
-        rep, reply = self.rep, False
-        if isinstance(frame, Keepalive):
-            self.wal_end = max(self.wal_end, frame.wal_end)
-            reply = frame.reply_requested
-        if rep.batch_txs and (frame is None or rep.due() or self.stop()):
+    def between(self, ka: Optional[Keepalive], until: Optional[Lsn], quiet: bool = False) -> Optional[str]:
+        """Not in the middle of a list: a keepalive ``ka``, a ``quiet`` stream or a stop request.
+        Commit what is due, advance an idle position, ask for the server's WAL end; a reason to
+        end the run, or None."""
+        rep = self.rep
+        if ka is not None:
+            self.wal_end = max(self.wal_end, ka.wal_end)
+        if rep.batch_txs and (quiet or rep.due() or self.stop()):
             self.commit()
         idle = not rep.in_tx and not rep.batch_txs
-        position = max(rep.applied, self.wal_end) if idle else rep.applied
-        if idle and rep.would_ready(position):
-            self.persist(position)  # tables pass their sync LSN: s → r
-        if until is not None and idle and slots.reached(position, until):
+        if not idle:
+            return None
+        position = max(rep.applied, self.wal_end)
+        if rep.would_ready(position):
+            self.persist(position, now=False)  # tables pass their sync LSN: s → r
+        if until is not None and slots.reached(position, until):
             return UNTIL
-        if idle and self.stop():
+        if self.stop():
             return self.confirm_and_end(position, STOP)
-        if until is None and idle and self.resync_due():
+        if until is None and self.resync_due():
             return self.confirm_and_end(position, RESYNC)
-        since = time.monotonic() - self.stream.last_status
-        poke = frame is None and idle and (until is not None or since > IDLE_POKE_SECONDS)
-        if reply or poke or since > self.status_interval:
-            if idle and time.monotonic() - self.last_persist >= IDLE_PERSIST_SECONDS:
-                self.persist(position)
-            self.stream.send_status(rep.applied, reply=poke)
+        now = time.monotonic()
+        poke = quiet and (until is not None or now - self.last_poke > IDLE_POKE_SECONDS)
+        since = now - self.last_persist
+        asked = ka is not None and (ka.reply_requested or since > self.status_interval)
+        if (poke or asked) and since >= IDLE_PERSIST_SECONDS:
+            self.persist(position)
+        if poke:
+            self.last_poke = now
+            self.feedback.ask_wal_end()
         return None
 
-    def persist(self, position: Lsn) -> None:
-        """Write an idle position to the target (it becomes ``rep.applied``)."""
+    def persist(self, position: Lsn, now: bool = True) -> None:
+        """Write an idle position to the target (it becomes ``rep.applied``), then publish it:
+        confirmed at once (``now``), or with the next status update."""
         self.last_persist = time.monotonic()
+        before = self.rep.applied
         self.rep.advance_idle(position)
+        if self.rep.applied != before:
+            self.feedback.publish(self.rep.applied, now)
 
     def confirm_and_end(self, position: Lsn, why: str) -> str:
         self.persist(position)
-        self.stream.send_status(self.rep.applied)
+        self.feedback.publish(self.rep.applied)
         return why
 
     def resync_due(self) -> bool:

@@ -2,13 +2,15 @@
 
 The waiting lives here; the parsing is sans-IO (frames.py, pgoutput.py).  Contract: feedback is
 sent only with positions the caller passes; this module never advances the slot on its own
-(psycopg2 did, TRAPS.md).
+(psycopg2 did, TRAPS.md).  One thread at a time uses a stream: while streaming, the receiving
+thread (receive.py) is its ``owner``, and only the owner closes it.
 """
 
 from __future__ import annotations
 
 import logging
 import select
+import threading
 import time
 from typing import Optional, Union
 
@@ -43,7 +45,10 @@ class ReplicationStream:
         self.conn: Optional[psycopg.Connection] = None
         self.received = Lsn(0)
         self.last_status = 0.0
+        #: when the last frame arrived (or the reader last chose not to read: receive.py)
         self.last_frame = time.monotonic()
+        #: the thread using the connection while streaming (receive.py); None: the caller's
+        self.owner: Optional[threading.Thread] = None
         #: silence after which the connection is taken for dead (2 × wal_sender_timeout, ≥ 10 s)
         self.dead_after = 120.0
 
@@ -68,10 +73,16 @@ class ReplicationStream:
         self.last_frame = time.monotonic()
         log.info("streaming from slot %s at %s", self.slot, Lsn(start_lsn))
 
-    def recv(self, timeout: float) -> Union[XLogData, Keepalive, None]:
-        """The next frame, or None when nothing arrived within ``timeout`` seconds."""
+    def recv(self, timeout: float, wake: Optional[int] = None) -> Union[XLogData, Keepalive, None]:
+        """The next frame, or None when nothing arrived within ``timeout`` seconds (0: none is
+        there; what the socket holds is still read, so a reader draining a burst gets all of it)
+        or when the file descriptor ``wake`` became readable (the caller drains it).
+
+        Draining keeps the GIL (libpq reads its non-blocking socket directly); only a real wait
+        (select) releases it: a receiving thread that released it after every read would wait up
+        to the switch interval (5 ms) each time to get it back from a busy applier."""
         pg = self._conn().pgconn
-        deadline = time.monotonic() + timeout
+        deadline: Optional[float] = None
         while True:
             n, data = pg.get_copy_data(1)
             if n > 0:
@@ -82,16 +93,26 @@ class ReplicationStream:
                 return frame
             if n < 0:
                 self._ended()
+            if deadline is None:  # first read what the socket holds already, without waiting
+                deadline = time.monotonic() + timeout
+                self._consume(pg)
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 self._check_alive()
                 return None
-            ready, _, _ = select.select([pg.socket], [], [], left)
-            if ready:
-                try:
-                    pg.consume_input()
-                except psycopg.OperationalError as e:
-                    raise TransientError(f"replication connection lost: {redact(e)}") from None
+            sock = pg.socket
+            ready, _, _ = select.select([sock] if wake is None else [sock, wake], [], [], left)
+            if sock in ready:
+                self._consume(pg)
+            if wake is not None and wake in ready:
+                return None
+
+    def _consume(self, pg: psycopg.pq.abc.PGconn) -> None:
+        try:
+            pg.consume_input()
+        except psycopg.OperationalError as e:
+            raise TransientError(f"replication connection lost: {redact(e)}") from None
 
     def _check_alive(self) -> None:
         """We ask for keepalives every second while idle: long silence means a dead connection
@@ -129,6 +150,12 @@ class ReplicationStream:
         return self.conn
 
     def close(self) -> None:
+        """Close the connection (idempotent).  While another thread that is still running owns
+        the stream this does nothing: that thread closes it when it ends, so the libpq
+        connection is never used by two threads at once."""
+        owner = self.owner
+        if owner is not None and owner is not threading.current_thread() and owner.is_alive():
+            return
         if self.conn is not None:
             try:
                 self.conn.close()

@@ -3,6 +3,8 @@ for the replication connection (the loop's own logic is what is tested, not Post
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -15,29 +17,58 @@ from tests.unit.test_replay import setup  # noqa: F401  (fixture)
 
 
 @dataclass
-class Data:
-    """A data frame; its payload is the event the scripted decoder hands on."""
+class Payload:
+    """What the scripted decoder decodes: the event itself, and a size in bytes."""
 
-    payload: object
+    event: object
+    size: int = 100
+
+    def __len__(self):
+        return self.size
+
+
+class Data:
+    """A data frame; its payload carries the event the scripted decoder hands on."""
+
+    def __init__(self, event):
+        self.payload = Payload(event)
 
 
 class ScriptedStream:
-    """Frames in order (None: a receive that timed out); records every flush position sent."""
+    """Frames in order (None: a receive that timed out), then silence; records every flush
+    position sent and who closed it.  Used by the receiving thread only."""
 
     def __init__(self, frames):
-        self.frames, self.sent, self.last_status = list(frames), [], 0.0
+        self.frames, self.sent, self.closed_by = list(frames), [], []
+        self.last_frame, self.owner = 0.0, None
 
-    def recv(self, timeout):
-        return self.frames.pop(0) if self.frames else None
+    def recv(self, timeout, wake=None):
+        if self.frames:
+            return self.frames.pop(0)
+        time.sleep(timeout)  # silence: a receive that times out
+        return None
 
     def send_status(self, flush, reply=False):
         assert isinstance(flush, Lsn), f"flush position {flush!r} is not an LSN"
         self.sent.append(flush)
 
+    def close(self):
+        self.closed_by.append(threading.current_thread())
+
+
+class ScriptedLists:
+    """The applier's input as the receiver hands it: lists of events, None for a quiet stream."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def get(self, timeout):
+        return self.items.pop(0) if self.items else None
+
 
 class PassDecoder:
     def feed(self, payload):
-        return payload
+        return payload.event
 
 
 def insert(i, lsn):
@@ -49,33 +80,38 @@ def applied_on_target(target, store):
         return store.load_stream(c).applied_lsn
 
 
-def test_a_receive_timeout_inside_a_transaction_with_a_batch_open_is_no_error(setup):  # noqa: F811
-    """Issue 9: the loop committed (and confirmed None, a TypeError) when a receive timed out in
+def test_a_quiet_stream_inside_a_transaction_with_a_batch_open_is_no_error(setup):  # noqa: F811
+    """Issue 9: the loop committed (and confirmed None, a TypeError) when the stream went quiet in
     the middle of a source transaction while an earlier transaction waited in the batch."""
     target, m, store, progress = setup
     rep = Replayer(target, store, {"public.t": m}, progress, Lsn(0), batch_seconds=3600)
-    frames = [
-        Data(TxBegin(Lsn(0x300), None, 1)),
-        Data(insert(1, 0x300)),
-        Data(TxCommit(Lsn(0x300), Lsn(0x310), None)),
-        Data(TxBegin(Lsn(0x400), None, 2)),
-        Data(insert(2, 0x400)),
-        None,  # the receive times out here: in_tx, one transaction in the batch
-        Data(TxCommit(Lsn(0x400), Lsn(0x410), None)),
-        None,
-    ]
-    stream = ScriptedStream(frames)
-    stops = iter([False] * 8 + [True] * 100)
-    outcome = Follow(stream, PassDecoder(), rep, lambda: next(stops), lambda f: None).run()
-    assert outcome == STOP
+    script = ScriptedLists(
+        [
+            [
+                TxBegin(Lsn(0x300), None, 1),
+                insert(1, 0x300),
+                TxCommit(Lsn(0x300), Lsn(0x310), None),
+                TxBegin(Lsn(0x400), None, 2),
+                insert(2, 0x400),
+            ],
+            None,  # quiet here: in_tx, one transaction in the batch
+            [TxCommit(Lsn(0x400), Lsn(0x410), None)],
+            None,
+        ]
+    )
+    follow = Follow(ScriptedStream([]), PassDecoder(), rep, lambda: not script.items, lambda f: None)
+    assert follow.apply(script, None, False, 0.2) == STOP
     assert applied_on_target(target, store) >= Lsn(0x410)
-    assert all(p <= Lsn(0x410) for p in stream.sent)
+    assert follow.feedback.position == Lsn(0x410)
 
 
 @pytest.mark.parametrize("wal_end", [0x900])
 def test_an_idle_position_is_written_to_the_target_before_it_is_confirmed(setup, wal_end):  # noqa: F811
-    """Persist first, then confirm: every flush position sent is one the target holds."""
+    """Persist first, then confirm: every flush position sent (by the receiving thread) is one
+    the target holds; the stream is closed once, by that thread."""
     target, m, store, progress = setup
+    with target.connect() as c:
+        store.set_applied(c, Lsn(0x300), None)  # a run starts from what the target holds
     rep = Replayer(target, store, {"public.t": m}, progress, Lsn(0x300))
     stream = ScriptedStream([Keepalive(Lsn(wal_end), None, True), None])
     sent_vs_target = []
@@ -86,7 +122,8 @@ def test_an_idle_position_is_written_to_the_target_before_it_is_confirmed(setup,
         real_send(flush, reply)
 
     stream.send_status = send
-    stops = iter([False, True, True, True])
-    Follow(stream, PassDecoder(), rep, lambda: next(stops), lambda f: None).run()
+    follow = Follow(stream, PassDecoder(), rep, lambda: follow.wal_end >= Lsn(wal_end), lambda f: None)
+    assert follow.run() == STOP
     assert sent_vs_target and all(flush <= held for flush, held in sent_vs_target)
     assert sent_vs_target[-1][0] == Lsn(wal_end)  # the idle slot still follows the WAL end
+    assert len(stream.closed_by) == 1 and stream.closed_by[0] is not threading.current_thread()
