@@ -46,7 +46,7 @@ class DuckDBApplier(GenericApplier):
                 elif kind is ChangeKind.DELETE:
                     self._delete_run(raw, p, run)
                 else:  # key change, alone
-                    self._update_rows(raw, p, {p.key_of(run[0]): list(new_row(run[0]))}, run, keys=True)
+                    self._update_rows(raw, p, {p.key_of(run[0]): new_row(run[0])}, run, keys=True)
 
     def _loaded(self, p: Plan, changes: Sequence[RowChange]) -> list[RowChange]:
         """Changes with the array JSON form and value policies applied to the columns that have
@@ -89,24 +89,22 @@ class DuckDBApplier(GenericApplier):
 
     def _update_run(self, raw, p: Plan, run: list[RowChange]) -> None:
         """Coalesce by key (later values win, UNCHANGED keeps an earlier one) and update set-wise."""
-        merged: dict[tuple, list] = {}
+        merged: dict[tuple, tuple] = {}
         for ch in run:
             key, new = p.key_of(ch), new_row(ch)
             vals = merged.get(key)
-            if vals is None:
-                merged[key] = list(new)
-            else:
-                for i, v in enumerate(new):
-                    if v is not UNCHANGED:
-                        vals[i] = v
+            merged[key] = (
+                new if vals is None else tuple(o if v is UNCHANGED else v for o, v in zip(vals, new))
+            )
         self._update_rows(raw, p, merged, run, keys=False)
 
-    def _update_rows(self, raw, p: Plan, rows: dict[tuple, list], run, keys: bool) -> None:
+    def _update_rows(self, raw, p: Plan, rows: dict[tuple, tuple], run, keys: bool) -> None:
         """UPDATE rows (key → new values), one statement per set of UNCHANGED columns."""
         groups: dict[tuple, list[tuple]] = {}
         skip = set() if keys else set(p.key_idx)
+        every = tuple(i for i in range(len(p.cols)) if i not in skip)
         for key, vals in rows.items():
-            pat = tuple(i for i, v in enumerate(vals) if v is not UNCHANGED and i not in skip)
+            pat = tuple(i for i in every if vals[i] is not UNCHANGED) if UNCHANGED in vals else every
             groups.setdefault(pat, []).append(key)
         for set_idx, group in groups.items():
             data = {f"k{j}": [k[j] for k in group] for j in range(len(p.key_idx))}
