@@ -88,8 +88,9 @@ class Replayer:
         self.telemetry = telemetry or Telemetry()
         self.batch_tables: Counter = Counter()
         self.resync_pending = False
-        #: ``wanted(table)`` within the current source transaction (cleared when it can change)
-        self._wanted: dict[str, Optional[TableMapping]] = {}
+        #: the mappings of tables in state r: ``wanted`` gives them for every applied transaction
+        #: (cleared when a mapping or a state changes other than to r)
+        self._ready_maps: dict[str, TableMapping] = {}
 
     # ------------------------------------------------------------ events
     def handle(self, ev: Event) -> None:
@@ -107,7 +108,6 @@ class Replayer:
 
     def on_begin(self, ev: TxBegin) -> None:
         self.in_tx, self.tx_lsn, self.tx_rows = True, ev.final_lsn, 0
-        self._wanted.clear()
         self.skip_tx = ev.final_lsn < self.applied
         if not self.batch_txs:
             self.batch_start = time.monotonic()
@@ -126,13 +126,13 @@ class Replayer:
     def on_change(self, ch: RowChange) -> None:
         """Fold a change into its table's net changes; flush when ``chunk_rows`` are held."""
         table = ch.table
-        m = (
-            self._wanted[table]
-            if table in self._wanted
-            else self._wanted.setdefault(table, self.wanted(table))
-        )
-        if m is None:
-            return
+        m = self._ready_maps.get(table)
+        if m is None or self.skip_tx:
+            m = self.wanted(table)
+            if m is None:
+                return
+            if self.progress[table].state is TableState.READY:
+                self._ready_maps[table] = m
         net = self.pending.get(table)
         if net is None:
             names = m.view.column_names
@@ -160,7 +160,7 @@ class Replayer:
             return
         self.flush()  # pending changes of this batch use the old column layout
         self.mappings[ev.table] = self.evolve(self.target, self.open(), m, ev, d)
-        self._wanted.clear()
+        self._ready_maps.clear()
 
     def on_commit(self, ev: TxCommit) -> None:
         self.in_tx = False
@@ -197,7 +197,7 @@ class Replayer:
                     p.state.value,
                 )
                 mine.state = p.state
-                self._wanted.clear()
+                self._ready_maps.clear()
                 self.pending.pop(label, None)
                 self.resync_pending = True
         self.pending_rows = sum(len(v) for v in self.pending.values())

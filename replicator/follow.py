@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Optional, Protocol
 
 from .apply import Replayer
-from .model import Lsn, TxBegin
+from .model import Lsn, TxBegin, TxCommit
 from .source import slot as slots
 from .source.changes import ChangeDecoder
 from .source.frames import Keepalive
@@ -119,7 +119,7 @@ class Follow:
                     return UNTIL
                 else:
                     rep.handle(ev)
-                    if rep.due():
+                    if type(ev) is TxCommit and rep.due():  # a batch ends only between transactions
                         self.commit()
             if self.stop():
                 outcome = self.between(None, until)

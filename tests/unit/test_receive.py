@@ -258,7 +258,8 @@ def test_a_published_position_wakes_the_receiver_waiting_on_a_quiet_socket():
             self.applied = Lsn(0x500)
             return self.applied
 
-    stream, rep = Quiet([Data(1)]), CommitsOnce()
+    commit = TxCommit(Lsn(0x4F0), Lsn(0x500), None)  # the applier looks at due() after a commit
+    stream, rep = Quiet([Data(commit)]), CommitsOnce()
     follow = Follow(stream, PassDecoder(), rep, lambda: Lsn(0x500) in stream.sent, lambda f: None, 3600)
     assert follow.run() == STOP
     assert stream.sent[-1] == Lsn(0x500)
