@@ -38,14 +38,15 @@ _STATUS = struct.Struct(">cQQQqB")
 
 
 class XLogData:
-    """One 'w' frame: WAL ``start``/``end``, the server's send time and the pgoutput payload.
+    """One 'w' frame: WAL ``start``/``end`` (plain ints: ``Lsn(frame.start)`` for the X/Y form),
+    the server's send time and the pgoutput payload.
 
     A plain slotted class (one is made per change on the hot path; a frozen dataclass costs
     twice as much), with the send time kept as µs and converted when asked for."""
 
     __slots__ = ("start", "end", "send_micros", "payload")
 
-    def __init__(self, start: Lsn, end: Lsn, send_micros: int, payload: Union[memoryview, bytes]):
+    def __init__(self, start: int, end: int, send_micros: int, payload: Union[memoryview, bytes]):
         self.start, self.end, self.send_micros, self.payload = start, end, send_micros, payload
 
     @property
@@ -87,9 +88,7 @@ def parse_frame(frame: Union[bytes, bytearray, memoryview]) -> Union[XLogData, K
             )
         start, end, ts = _XLOG.unpack_from(frame, 1)
         # a bytes slice: the decoder reads bytes, and one copy here is cheaper than a view and a copy there
-        return XLogData(
-            Lsn(start), Lsn(end), ts, frame[25:] if type(frame) is bytes else memoryview(frame)[25:]
-        )
+        return XLogData(start, end, ts, frame[25:] if type(frame) is bytes else memoryview(frame)[25:])
     if kind == 107:  # 'k'
         if n != 18:
             raise DecodeError(

@@ -43,7 +43,7 @@ class ReplicationStream:
         self.dsn, self.slot, self.publications = dsn, slot, list(publications)
         self.app_name = app_name
         self.conn: Optional[psycopg.Connection] = None
-        self.received = Lsn(0)
+        self.received = 0  # the highest WAL start received (an int: set per frame)
         self.last_status = 0.0
         #: when the last frame arrived (or the reader last chose not to read: receive.py)
         self.last_frame = time.monotonic()
@@ -88,8 +88,8 @@ class ReplicationStream:
             if n > 0:
                 self.last_frame = time.monotonic()
                 frame = parse_frame(bytes(data))
-                if isinstance(frame, XLogData):
-                    self.received = max(self.received, frame.start)
+                if type(frame) is XLogData and frame.start > self.received:
+                    self.received = frame.start
                 return frame
             if n < 0:
                 self._ended()
@@ -136,7 +136,7 @@ class ReplicationStream:
     def send_status(self, flush: Lsn, reply: bool = False) -> None:
         """Standby Status Update with write = received and flush = apply = ``flush``."""
         pg = self._conn().pgconn
-        write = max(self.received, flush)
+        write = Lsn(max(self.received, flush))
         try:
             pg.put_copy_data(standby_status_update(write, flush, flush, reply))
             pg.flush()
