@@ -8,6 +8,7 @@ the replay phase's job (only it knows whether the transaction is applied or skip
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any, Optional, Union
 
@@ -15,6 +16,11 @@ from ..model import ChangeKind, Lsn, RelationInfo, RowChange, TableSchema, Trunc
 from . import pgoutput as po
 
 Event = Union[TxBegin, TxCommit, RowChange, Truncate, RelationInfo]
+INSERT, UPDATE = ChangeKind.INSERT, ChangeKind.UPDATE
+_SLOW = object()  # a fused path's answer: take the full decoder
+_U32 = struct.Struct(">I").unpack_from
+_BEGIN = struct.Struct(">QqI").unpack_from
+_COMMIT = struct.Struct(">BQQq").unpack_from
 
 
 class ChangeDecoder:
@@ -38,13 +44,77 @@ class ChangeDecoder:
             po.Relation: self._relation,
             po.Truncate: self._truncate,
         }
+        #: relid → column count of its Relation message (the fused paths check tuples by it)
+        self.widths: dict[int, int] = {}
+        self._fast: dict[int, Callable[[bytes], Any]] = {
+            73: self._fast_insert,
+            85: self._fast_update,
+            66: self._fast_begin,
+            67: self._fast_commit,
+        }
 
     def feed(self, payload: bytes | memoryview) -> Optional[Event]:
         """The event of one pgoutput message; None for messages with nothing to apply (Origin,
-        Type, logical messages, changes of tables that are not mapped)."""
-        msg = po.decode(payload)
+        Type, logical messages, changes of tables that are not mapped).
+
+        The messages of every change and transaction (I, U, D, B, C) take a fused path that
+        builds the event straight from the bytes; anything it does not expect (a malformed or
+        unusual message, an unknown relation) goes through :func:`pgoutput.decode`, which
+        names what is wrong."""
+        buf = payload if type(payload) is bytes else bytes(payload)
+        fast = self._fast.get(buf[0]) if buf else None
+        if fast is not None:
+            try:
+                ev = fast(buf)
+            except (IndexError, struct.error, UnicodeDecodeError, po.DecodeError, KeyError, OverflowError):
+                ev = _SLOW
+            if ev is not _SLOW:
+                event: Optional[Event] = ev
+                return event
+        msg = po.decode(buf)
         handler = self._on.get(type(msg))
         return handler(msg) if handler is not None else None
+
+    # ------------------------------------------------------------ fused fast paths
+    def _row(self, buf: bytes, off: int, mt: str) -> tuple:
+        """The tuple at ``off``, which must end the message."""
+        values, end = po._tuple(buf, off, mt)
+        if end != len(buf):
+            raise po.DecodeError("trailing bytes")
+        return values
+
+    def _fast_insert(self, buf: bytes) -> Any:
+        relid = _U32(buf, 1)[0]
+        name = self.names[relid]
+        if buf[5] != 78 or not name:
+            return _SLOW
+        new = self._row(buf, 6, "I")
+        if len(new) != self.widths[relid]:
+            return _SLOW
+        return RowChange(INSERT, name, new, None, True, self.lsn)
+
+    def _fast_update(self, buf: bytes) -> Any:
+        relid = _U32(buf, 1)[0]
+        name = self.names[relid]
+        if buf[5] != 78 or not name:
+            return _SLOW  # an old tuple ('K'/'O') or an unmapped table: the full path
+        new = self._row(buf, 6, "U")
+        if len(new) != self.widths[relid]:
+            return _SLOW
+        return RowChange(UPDATE, name, new, None, True, self.lsn)
+
+    def _fast_begin(self, buf: bytes) -> Any:
+        if len(buf) != 21:
+            return _SLOW
+        lsn, ts, xid = _BEGIN(buf, 1)
+        self.lsn = Lsn(lsn)
+        return TxBegin(self.lsn, po._time(ts, "B", 9, buf), xid)
+
+    def _fast_commit(self, buf: bytes) -> Any:
+        if len(buf) != 26:
+            return _SLOW
+        _flags, lsn, end, ts = _COMMIT(buf, 1)
+        return TxCommit(Lsn(lsn), Lsn(end), po._time(ts, "C", 18, buf))
 
     def _insert(self, msg: po.Insert) -> Optional[Event]:
         name = self._name(msg.relid)
@@ -95,6 +165,7 @@ class ChangeDecoder:
         ns = rel.namespace or "pg_catalog"
         name = f"{ns}.{rel.name}"
         self.relations[rel.relid] = rel
+        self.widths[rel.relid] = len(rel.columns)
         mapped = name in self.tables
         self.names[rel.relid] = name if mapped else None
         if not mapped:

@@ -337,3 +337,47 @@ def test_mutations_never_crash(pair, data):
 @given(st.sampled_from(b"BCORYIUDTMSEcAZ"), st.binary(max_size=64))
 def test_arbitrary_bytes_never_crash(first, rest):
     _decode_or_decode_error(bytes([first]) + rest)
+
+
+# ------------------------------------------------------------------ the decoder's fused paths
+def _decoders():
+    """A ChangeDecoder (fused paths on) and one with them off, both knowing relid 7 (mapped,
+    3 columns) and relid 8 (not mapped)."""
+    from replicator.model import Column, TableSchema
+    from replicator.source.changes import ChangeDecoder
+
+    cols = tuple(Column(n, 25, "text") for n in "abc")
+    out = []
+    for fused in (True, False):
+        d = ChangeDecoder({"public.t": TableSchema("public", "t", cols)})
+        if not fused:
+            d._fast = {}
+        for relid, rel in ((7, "t"), (8, "other")):
+            d.feed(enc_relation(relid, "public", rel, "d", [(1, n, 25, -1) for n in "abc"]))
+        out.append(d)
+    return out
+
+
+def _outcome(dec, raw):
+    try:
+        return ("event", dec.feed(raw), dec.lsn)
+    except DecodeError as e:
+        return ("error", str(e))
+
+
+fused_inputs = st.one_of(
+    messages.map(lambda m: m[0]),
+    st.tuples(st.sampled_from([7, 8]), values).map(lambda a: enc_insert(*a)),
+    st.tuples(st.sampled_from([7, 8]), st.none(), st.none(), values).map(lambda a: enc_update(*a)),
+    st.tuples(st.sampled_from([7, 8]), values, st.sampled_from("KO"), values).map(lambda a: enc_update(*a)),
+    st.tuples(st.sampled_from([7, 8]), values, st.sampled_from("KO")).map(lambda a: enc_delete(*a)),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fused_inputs, st.integers(0, 40), st.binary(max_size=3))
+def test_the_fused_paths_decode_as_the_full_decoder_does(raw, cut, extra):
+    """Whole, cut short or with bytes after it: the same event (or the same error) either way."""
+    for msg in (raw, raw[: max(1, len(raw) - cut)], raw + extra):
+        fused, full = _decoders()
+        assert _outcome(fused, msg) == _outcome(full, msg)
