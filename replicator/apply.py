@@ -224,6 +224,10 @@ class Replayer:
             or time.monotonic() - self.batch_start >= self.batch_seconds
         )
 
+    def caught_up_due(self, seconds: float) -> bool:
+        """Between source transactions, a batch at least ``seconds`` old is waiting."""
+        return not self.in_tx and bool(self.batch_txs) and time.monotonic() - self.batch_start >= seconds
+
     def commit(self) -> Optional[Lsn]:
         """Commit the batch with its progress row; returns the new applied LSN (None: nothing)."""
         if self.in_tx or not self.batch_txs:

@@ -42,6 +42,9 @@ class FakeReplayer:
     def due(self):
         return False
 
+    def caught_up_due(self, seconds):
+        return False
+
     def commit(self):
         return None
 
