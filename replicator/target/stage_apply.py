@@ -14,12 +14,15 @@ Nothing here commits; temporary tables do not end a MySQL transaction.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from .set_apply import SetApplier
+
+_SERIALS = itertools.count(1)  # one per applier made in this process
 
 
 class StagedApplier(SetApplier):
@@ -29,6 +32,8 @@ class StagedApplier(SetApplier):
         super().__init__(target, m)
         self._binds: list | None = None
         self._text: dict[Any, str] = {}
+        self._serial = next(_SERIALS)
+        self._stages: dict[tuple, str] = {}
 
     # ------------------------------------------------------------ values
     def _bound(self, conn: Connection, idx: tuple, rows: list) -> list[tuple]:
@@ -57,7 +62,11 @@ class StagedApplier(SetApplier):
         return q.format_table(self.t), [q.quote_identifier(c.name) for c in self.cols]
 
     def _stage_name(self, idx: tuple) -> str:
-        return f"_rp_stage_{abs(hash((self.t.fullname, idx))) % 10**12}"
+        """Unique in this process per applier (a mapping, with its columns as they are: after a
+        schema change a pooled connection may still hold the old layout's tables) and columns."""
+        if idx not in self._stages:
+            self._stages[idx] = f"_rp_stage_{self._serial}_{len(self._stages)}"
+        return self._stages[idx]
 
     def _stage(self, conn: Connection, idx: tuple, rows: list) -> str:
         """Fill the temporary table of columns ``idx`` (keys first) with numbered ``rows``."""
