@@ -11,7 +11,7 @@ at a time, exactly one row each.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from ..model import UNCHANGED, ChangeKind, RowChange
 from .applier import GenericApplier, identity_row, new_row
 from .duckdb_plan import DONE, STAGE, Plan, _stage, _unregister
+from .set_apply import runs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,7 +34,7 @@ class DuckDBApplier(GenericApplier):
         p, raw = self.target.plan(m), self.target.raw(conn)
         if p.loaded:
             changes = self._loaded(p, changes)
-        for kind, run in self._runs(p, changes):
+        for kind, run in runs(changes, p.key_idx):
             lsn = run[0].lsn
             with self.target.errors(m, f"changes from LSN {lsn}"):
                 if kind is ChangeKind.INSERT:
@@ -62,23 +63,6 @@ class DuckDBApplier(GenericApplier):
             return tuple(out)
 
         return [dataclasses.replace(ch, new=load(ch, ch.new), old=load(ch, ch.old)) for ch in changes]
-
-    @staticmethod
-    def _runs(p: Plan, changes: Sequence[RowChange]) -> Iterator[tuple[object, list[RowChange]]]:
-        """Maximal runs of one kind; an UPDATE that changes the key is a run of its own ('K')."""
-        kind: ChangeKind | str | None = None
-        run: list[RowChange] = []
-        for ch in changes:
-            k: ChangeKind | str = ch.kind
-            if k is ChangeKind.UPDATE and p.key_idx and p.is_key_change(ch):
-                k = "K"
-            if run and (k != kind or k == "K"):
-                yield kind, run
-                run = []
-            kind = k
-            run.append(ch)
-        if run:
-            yield kind, run
 
     def _insert_run(self, raw, p: Plan, run: list[RowChange]) -> None:
         raw.register(STAGE, _stage({f"c{i}": list(c) for i, c in enumerate(zip(*(ch.new for ch in run)))}))

@@ -14,7 +14,7 @@ import duckdb
 
 from ..model import RowChange, TableMapping
 from . import value_rules
-from .applier import identity_row, new_row
+from .applier import identity_row
 from .duckdb_types import loose_equality
 
 if TYPE_CHECKING:  # the change path imports it lazily (start-up time)
@@ -76,12 +76,6 @@ class Plan:
     def key_of(self, ch: RowChange) -> tuple:
         src = identity_row(ch)
         return tuple(src[i] for i in self.key_idx)
-
-    def is_key_change(self, ch: RowChange) -> bool:
-        if ch.old is None:
-            return False
-        new = new_row(ch)
-        return tuple(new[i] for i in self.key_idx) != self.key_of(ch)
 
     def update_sql(self, set_idx: Sequence[int]) -> str:
         sets = ", ".join(f"{self.names[i]} = {self.conv[i](f's.c{i}')}" for i in set_idx)
