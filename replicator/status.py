@@ -3,7 +3,7 @@
 Works whether or not a mirror is running: the embedded target is opened only between batches, and
 if it stays busy (a long copy holds a DuckDB file) the source-side figures are still reported.
 Copy progress of tables in state ``d`` comes from the source's pg_stat_progress_copy.  The JSON
-form is stable (README.md, "status --json").
+form is stable (README.md, "status --json"); its human form is :mod:`replicator.status_text`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .model import Lsn, TableProgress
 from .source import slot as slots
 from .source import snapshot
 from .state import StateStore
+from .status_text import render as render  # the human form (re-exported: cli, demo)
 from .target import open_target
 
 WARN_RETAINED_BYTES = 1 << 30
@@ -163,39 +164,3 @@ def _lag_seconds(commit_time: Optional[dt.datetime], lag_bytes: int) -> Optional
         return None
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     return round(max(0.0, (now - commit_time).total_seconds()), 3)
-
-
-def render(doc: dict) -> str:
-    """The human form: a table per replicated table, then the stream, then warnings."""
-    lines = [f"{'SOURCE':36} {'TARGET':28} STATE {'SYNC LSN':>12} {'ROWS COPIED':>12} {'COPY':>6}"]
-    for t in doc["tables"]:
-        pct = f"{t['copy_percent']:.0f}%" if t["copy_percent"] is not None else ""
-        lines.append(
-            f"{t['source']:36} {t['target']:28} {t['state']:5} {t['sync_lsn']:>12} "
-            f"{t['rows_copied']:>12} {pct:>6}"
-        )
-    if doc.get("target_state") == "none":
-        lines.append(
-            f"(no state for stream {doc['name']} on this target: nothing replicated here "
-            f"under this name yet; check --target and --name)"
-        )
-    elif not doc["tables"]:
-        lines.append(f"(no table state for stream {doc['name']} on this target)")
-    lines.append(f"applied LSN: {doc['applied_lsn']}  (last source commit {doc['last_commit_time']})")
-    s = doc["slot"]
-    if s:
-        lines.append(
-            f"slot {s['name']}: "
-            + (
-                "missing!"
-                if not s["exists"]
-                else f"confirmed {s['confirmed_flush_lsn']}, wal_status {s['wal_status']}, "
-                f"active {s['active']}, retained {s['retained_bytes']} bytes, "
-                f"safe_wal_size {s['safe_wal_size']}"
-            )
-        )
-    lag = doc["lag"]
-    if lag["bytes"] is not None:
-        lines.append(f"lag: {lag['bytes']} bytes, {lag['seconds']} s")
-    lines += [f"warning: {w}" for w in doc["warnings"]]
-    return "\n".join(lines)
