@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import psycopg
 
@@ -29,11 +29,25 @@ from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableState
 from .source import snapshot
-from .state import StateStore
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 COPY_MEMORY = 32 << 20  # COPY chunk bytes shared out among the workers (see chunk_bytes)
+
+
+class TableStates(Protocol):
+    """Where the copy records each table's state (StateStore; a snapshot-only copy records none)."""
+
+    def set_table(
+        self,
+        conn: Any,
+        source: str,
+        target: str,
+        state: TableState,
+        sync_lsn: Optional[int] = None,
+        rows_copied: Optional[int] = None,
+        layout: Optional[str] = None,
+    ) -> None: ...
 
 
 class CopyStats:
@@ -89,7 +103,7 @@ class _Copy:
     and the abort flag."""
 
     target: Any
-    store: StateStore
+    store: TableStates
     sync_lsn: Lsn
     stats: CopyStats
     telemetry: Telemetry
@@ -246,7 +260,7 @@ class _Workers:
 def copy_tables(
     dsn: str,
     target,
-    store: StateStore,
+    store: TableStates,
     mappings: Sequence[TableMapping],
     snapshot_name: Optional[str],
     sync_lsn: Lsn,

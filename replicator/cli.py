@@ -19,7 +19,7 @@ import click
 
 from .cli_common import POSITIVE, _side_of  # noqa: F401  (_side_of: reached as cli._side_of)
 from .cli_ops import check, demo, drop, init, resync, status, verify
-from .cli_run import migrate, mirror
+from .cli_run import copy, migrate, mirror
 from .dsn import CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT, redact, remember_secrets
 
 log = logging.getLogger("replicator")
@@ -63,7 +63,7 @@ def hide_secrets_in_process_title() -> None:
         setproctitle.setproctitle("replicator " + redact(" ".join(sys.argv[1:])))
 
 
-for _command in (check, init, demo, migrate, mirror, drop, resync, status, verify):
+for _command in (check, init, demo, copy, migrate, mirror, drop, resync, status, verify):
     main.add_command(_command)
 
 

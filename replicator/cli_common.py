@@ -91,12 +91,17 @@ def run_options(f):
     return f
 
 
+def jobs_option(f):
+    """--jobs: parallel copy workers."""
+    return click.option(
+        "--jobs", default=2, show_default=True, type=POSITIVE_INT, help="Parallel copy workers."
+    )(f)
+
+
 def _tuning_options() -> list:
     """Fresh --jobs, --batch-rows, --batch-seconds and --slot-timeout decorators, in that order."""
     return [
-        click.option(
-            "--jobs", default=2, show_default=True, type=POSITIVE_INT, help="Parallel copy workers."
-        ),
+        jobs_option,
         click.option(
             "--batch-rows",
             default=50_000,
@@ -161,6 +166,8 @@ def handle_errors(f):
         except CheckError as e:
             for p in e.problems:
                 say("problem", p, e.exit_code)
+            for h in e.hints:
+                say("hint", h, e.exit_code)
             sys.exit(e.exit_code)
         except ReplicatorError as e:
             side = (

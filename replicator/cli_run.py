@@ -10,11 +10,75 @@ import sys
 
 import click
 
-from .cli_common import handle_errors, pipeline_options, run_options, watch_options
+from .cli_common import (
+    handle_errors,
+    jobs_option,
+    mapping_option,
+    pipeline_options,
+    resolve_settings,
+    run_options,
+    source_option,
+    split_tables,
+    tables_option,
+    target_option,
+    watch_options,
+)
+
+
+@click.command()
+@source_option(required=False)
+@target_option
+@tables_option
+@mapping_option
+@jobs_option
+@watch_options
+@handle_errors
+def copy(metrics_port, metrics_host, progress, **kw):
+    """One-time copy of every table from one snapshot; no change capture.
+
+    No slot, no publication, no REPLICATION privilege, no primary key needed (tables without one
+    are copied as they are); works against a hot standby.  Changes made on the source after the
+    snapshot are not included: use migrate or mirror to follow them.
+    """
+    snapshot_copy(kw, metrics_port, metrics_host, progress)
+
+
+def snapshot_copy(kw: dict, metrics_port, metrics_host, progress: bool) -> None:
+    """Run a snapshot-only copy (``copy``, ``migrate --snapshot-only``) and print its summary."""
+    from . import stopping
+    from .options import Options
+    from .snapshot_only import SnapshotCopy
+    from .watch import watching
+
+    source, target, _name, cfg = resolve_settings(kw["source"], kw["target"], None, kw["mapping"])
+    opts = Options(
+        source=source, target=target, tables=split_tables(kw["tables"]), jobs=kw["jobs"], mapping=cfg
+    )
+    c = SnapshotCopy(opts)
+    stopping.install()  # SIGINT/SIGTERM end the copy within seconds (exit 130)
+    with watching(c, metrics_port, metrics_host, progress):
+        s = c.run()
+    assert s.snapshot is not None
+    rate = s.rows_copied / s.copy_seconds if s.copy_seconds else 0
+    where = "standby" if s.snapshot.standby else "source"
+    click.echo(
+        f"copied {s.tables} table(s): {s.rows_copied} rows in {s.copy_seconds:.1f}s ({rate:.0f} rows/s), "
+        f"{s.seconds:.1f}s in all, from one snapshot of the {where} taken at "
+        f"{s.snapshot.taken:%Y-%m-%d %H:%M:%S %Z} ({s.snapshot.lsn})"
+    )
+    click.echo(
+        "changes made on the source after that snapshot are not included: "
+        "'replicator mirror' copies and then follows them"
+    )
 
 
 @click.command()
 @run_options
+@click.option(
+    "--snapshot-only",
+    is_flag=True,
+    help="Copy from one snapshot and stop, as 'replicator copy' does (no slot, no change capture).",
+)
 @click.option("--keep-slot", is_flag=True, help="Keep slot and publication after the migration.")
 @click.option(
     "--cutover",
@@ -24,8 +88,14 @@ from .cli_common import handle_errors, pipeline_options, run_options, watch_opti
 )
 @watch_options
 @handle_errors
-def migrate(keep_slot, cutover, metrics_port, metrics_host, progress, **kw):
+def migrate(snapshot_only, keep_slot, cutover, metrics_port, metrics_host, progress, **kw):
     """One-shot migration: snapshot copy, catch-up, row-count check, clean-up."""
+    if snapshot_only:
+        if keep_slot or cutover or kw.get("name"):
+            raise click.UsageError(
+                "--snapshot-only makes no slot: --keep-slot, --cutover and --name do not apply"
+            )
+        return snapshot_copy(kw, metrics_port, metrics_host, progress)
     from . import stopping
     from .pipeline import Pipeline
     from .watch import watching

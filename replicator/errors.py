@@ -6,6 +6,8 @@ contain passwords: build them from :func:`replicator.dsn.redact` output, never f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ReplicatorError(Exception):
     """Base class; ``exit_code`` is what the CLI returns."""
@@ -22,8 +24,9 @@ class ConfigError(ReplicatorError):
 class CheckError(ReplicatorError):
     """Preflight found problems; ``problems`` holds one line per problem, each with its fix."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], hints: Sequence[str] = ()):
         self.problems = list(problems)
+        self.hints = list(hints)  # ways around the problems, one line each (printed after them)
         super().__init__("\n".join(self.problems))
 
 

@@ -34,8 +34,9 @@ def matches(entry: Entry, t: TableSchema) -> bool:
     )
 
 
-def resolve(cfg: MappingConfig, schemas: list[TableSchema]) -> list[TableMapping]:
-    """The mappings of every table some entry selects, in catalog order."""
+def resolve(cfg: MappingConfig, schemas: list[TableSchema], capture: bool = True) -> list[TableMapping]:
+    """The mappings of every table some entry selects, in catalog order; ``capture`` False (a
+    snapshot-only copy) skips the checks that only following changes needs (replica identity)."""
     names = [t.qualified for t in schemas]
     for e in cfg.tables:
         if not any(matches(e, t) for t in schemas):
@@ -51,7 +52,7 @@ def resolve(cfg: MappingConfig, schemas: list[TableSchema]) -> list[TableMapping
     for t in schemas:
         entry = next((e for e in cfg.tables if matches(e, t)), None)
         if entry is not None:
-            out.append(build(entry, t))
+            out.append(build(entry, t, capture))
     _check_targets(out, {m.label: e for m in out for e in cfg.tables if matches(e, m.source_table)})
     return out
 
@@ -86,8 +87,9 @@ def _column_check(e: Entry, t: TableSchema, path: tuple, names, excluded=()) -> 
             )
 
 
-def build(e: Entry, t: TableSchema) -> TableMapping:
-    """One TableMapping: the target view (renamed, typed) and the origin (source names)."""
+def build(e: Entry, t: TableSchema, capture: bool = True) -> TableMapping:
+    """One TableMapping: the target view (renamed, typed) and the origin (source names);
+    ``capture`` as for :func:`resolve`."""
     excluded = set(e.columns_exclude)
     _column_check(e, t, ("columns", "exclude"), e.columns_exclude)
     rename, types, policy = dict(e.rename), dict(e.types), dict(e.policy)
@@ -99,7 +101,8 @@ def build(e: Entry, t: TableSchema) -> TableMapping:
     ):
         _column_check(e, t, path, names, excluded)
     key = e.key or t.key
-    _identity_check(e, t, key, excluded)
+    if capture:
+        _identity_check(e, t, key, excluded)
     kept = tuple(c for c in t.columns if c.name not in excluded)
     final = [rename.get(c.name, c.name) for c in kept]
     dup = next((n for n in final if final.count(n) > 1), None)

@@ -33,6 +33,9 @@ class Options:
     slot_timeout: float = 300.0
     cutover: bool = False
     mapping: Optional[MappingConfig] = None
+    #: a copy from one snapshot and no change capture (``replicator copy``): no slot, no
+    #: publication, no replica identity needed (snapshot_only.py)
+    snapshot_only: bool = False
 
 
 @dataclass

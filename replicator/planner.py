@@ -42,7 +42,10 @@ class Planner:
         with snapshot.connect(self.opts.source) as c:
             ms = self._from_mapping(c) if self.opts.mapping is not None else self._from_tables(c)
             self._check_filters(c, ms)
-            found = problems.server_problems(c, self.opts.name) + self._publish_problems(c, ms)
+            if self.opts.snapshot_only:  # no slot, no publication: a plain reader is enough
+                found = problems.version_problems(c)
+            else:
+                found = problems.server_problems(c, self.opts.name) + self._publish_problems(c, ms)
             if found:
                 raise CheckError(found)
         if not ms:
@@ -64,16 +67,16 @@ class Planner:
         """--tables (or every table) as it is on the source; each needs a usable identity."""
         tables = catalog.select_tables(catalog.list_tables(c), self.opts.tables)
         schemas = catalog.load_schemas(c, tables)
-        found = problems.identity_problems(schemas)
+        found = [] if self.opts.snapshot_only else problems.identity_problems(schemas)
         if found:
-            raise CheckError(found)
+            raise CheckError(found, problems.IDENTITY_HINTS)
         return [TableMapping(s, s.name) for s in schemas]
 
     def _from_mapping(self, c) -> list[TableMapping]:
         """Resolve the mapping file against the whole catalog; --tables narrows the result."""
         assert self.opts.mapping is not None  # plan() comes here only with a mapping
         schemas = catalog.load_schemas(c, catalog.list_tables(c))
-        ms = mapping.resolve(self.opts.mapping, schemas)
+        ms = mapping.resolve(self.opts.mapping, schemas, capture=not self.opts.snapshot_only)
         if self.opts.tables:
             keep = {
                 t[0]

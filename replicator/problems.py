@@ -59,9 +59,28 @@ def server_problems(conn: psycopg.Connection, slot: str = "replicator") -> list[
         out.append(f"role {user} lacks the REPLICATION attribute: ALTER ROLE {user} REPLICATION")
     if enc != "UTF8":
         out.append(f"database encoding is {enc}: replicator needs a UTF8 source database")
+    return out + _version_problem(version)
+
+
+def version_problems(conn: psycopg.Connection) -> list[str]:
+    """What a snapshot-only copy needs of the server (no slot, no publication): a supported
+    version; a hot standby is fine."""
+    return _version_problem(_one(conn, "SELECT current_setting('server_version_num')::int")[0])
+
+
+def _version_problem(version: int) -> list[str]:
     if version < 150000:
-        out.append(f"PostgreSQL {version // 10000} is not supported: use PostgreSQL 15 or newer")
-    return out
+        return [f"PostgreSQL {version // 10000} is not supported: use PostgreSQL 15 or newer"]
+    return []
+
+
+#: printed after identity problems: the two ways around them, one line each
+IDENTITY_HINTS = (
+    "to copy every table once, keys or not, without following later changes: "
+    "'replicator copy' with the same --source and --target",
+    "to follow only the INSERTs of such a table: mark it insert_only: true in a mapping file "
+    "('replicator init --source … > mapping.yaml', edit it, then --mapping mapping.yaml)",
+)
 
 
 def publish_problems(conn: psycopg.Connection, pub: str, tables) -> list[str]:

@@ -105,6 +105,14 @@ class StateStore:
             for r in conn.execute(q)
         }
 
+    def replicated_targets(self, conn: Connection) -> dict[str, str]:
+        """Every target table some stream on this target replicates (its display name, as
+        ``target_table`` holds it, lower-cased) → that stream; {} without state tables."""
+        if not sa.inspect(conn).has_table(TABLES, schema=self.metadata.schema):
+            return {}
+        q = sa.select(self.tables.c.target_table, self.tables.c.stream)
+        return {r.target_table.lower(): r.stream for r in conn.execute(q)}
+
     def set_table(
         self,
         conn: Connection,

@@ -20,7 +20,7 @@ def watching(
     tel = pipeline.telemetry
     mode = choose_mode(progress, log_format=logs.current_format())
     slot = None
-    if metrics_port is not None or mode == "live":  # one small query every 10 s, own connection
+    if pipeline.slot and (metrics_port is not None or mode == "live"):  # a query every 10 s
         slot = SlotWatcher(pipeline.opts.source, pipeline.slot)
     exporter = MetricsExporter(tel, metrics_port, metrics_host, slot) if metrics_port is not None else None
     display = ProgressDisplay(

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from replicator import devserver
+from replicator import devprocs, devserver
 
 __all__ = [
     "ServerError",
@@ -434,6 +434,26 @@ class PostgresServer(_Server, devserver.DevServer):
                 if time.monotonic() > deadline:
                     raise ServerError(f"could not drop replication slots of {dbname}: {slots}")
                 time.sleep(0.1)
+
+    def standby(self, name: str = "standby", timeout: float = 300) -> PostgresServer:
+        """A hot standby of this (managed) server, streaming from it: ``pg_basebackup -R`` into a
+        new server's directory, its own port and socket written over the copied settings, then
+        started; read-only queries work on it as soon as this returns."""
+        self._require_managed("start a standby of")
+        sb = PostgresServer(name=name, start=False, settings={"hot_standby": "on"})
+        try:
+            shutil.rmtree(sb.datadir)
+            argv = [sb.bindir / "pg_basebackup", "-h", self.host, "-p", str(self.port), "-U"]
+            argv += [self.superuser, "-D", sb.datadir, "-R", "-X", "stream", "--no-sync"]
+            cp = _run(devprocs._as_user(sb.os_user, argv), cwd=sb.basedir, env=_server_env(), timeout=timeout)
+            if cp.returncode != 0:
+                raise ServerError(f"pg_basebackup failed (exit {cp.returncode}):\n{cp.stdout[-3000:]}")
+            sb._write_conf()  # the copied replicator_demo.conf names the primary's port and socket
+            sb.start()
+        except BaseException:
+            sb.cleanup()
+            raise
+        return sb
 
     def drop_database(self, name: str) -> None:
         """Drop ``name`` even when in use: slots, subscriptions, sessions, prepared xacts."""
