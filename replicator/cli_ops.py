@@ -26,6 +26,7 @@ from .cli_common import (
     target_option,
 )
 from .dsn import redact
+from .errors import ReplicatorError
 
 
 @click.command()
@@ -33,20 +34,43 @@ from .dsn import redact
 @target_option
 @tables_option
 @mapping_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: tables, problems, warnings.")
 @handle_errors
-def check(source, target, tables, mapping):
-    """Preflight: settings, privileges, replica identity and the mapping, before anything exists."""
+def check(source, target, tables, mapping, as_json):
+    """Preflight: the tables it would replicate and how, and every problem, before anything exists.
+
+    Lists each table (rows estimate, size, replica identity, how UPDATE/DELETE locate rows on
+    the target) with its problems, then the server's problems and warnings.  Exit 1 when a
+    problem would stop migrate or mirror.
+    """
+    from . import check_plan
     from .check import preflight, warnings
 
     source, target, _name, cfg = resolve_settings(source, target, "replicator", mapping)
     problems = preflight(source, split_tables(tables), target, cfg)
-    for w in warnings(source):
-        click.echo(f"warning: {redact(w)}")
-    for p in problems:
-        click.echo(f"problem: {redact(p)}")
+    try:
+        rows = check_plan.table_plan(source, split_tables(tables), target, cfg)
+    except ReplicatorError:  # a selection or mapping error: it is among the problems already
+        rows = []
+    check_plan.attach_problems(rows, problems)
+    found = warnings(source)
+    if as_json:
+        doc = {"ok": not problems, "tables": rows, "problems": problems, "warnings": found}
+        doc["hints"] = check_plan.hints(rows)
+        click.echo(redact(json.dumps(doc, indent=2)))
+    else:
+        if rows:
+            click.echo(redact(check_plan.render(rows)) + "\n")
+        for w in found:
+            click.echo(f"warning: {redact(w)}")
+        for p in problems:
+            click.echo(f"problem: {redact(p)}")
+        for h in check_plan.hints(rows):
+            click.echo(f"hint: {h}")
     if problems:
         sys.exit(1)
-    click.echo("ok: ready to replicate")
+    if not as_json:
+        click.echo(f"ok: ready to replicate {len(rows)} table(s)")
 
 
 @click.command()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
+from . import humanize
 from .metrics import SlotFigures, lag_figures
 from .model import Lsn
 from .telemetry import TableFigures, Telemetry
@@ -44,13 +45,7 @@ MAX_TABLE_ROWS = 12
 
 
 def human_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"
+    return "?" if n is None else humanize.size(n)
 
 
 def human_duration(s: Optional[float]) -> str:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
+from . import humanize
+
 UNKNOWN = "—"
 
 #: what each per-table state means here (the lifecycle i → d → s → r)
-STATE_MEANING = {"i": "waiting", "d": "copying", "s": "copied", "r": "streaming"}
+STATE_MEANING = {"i": "waiting", "d": "copying", "s": "copied", "r": "ready"}
 
 #: the stream line's note on ``target_state``
 TARGET_STATE_NOTE = {
@@ -31,7 +33,6 @@ TARGET_STATE_NOTE = {
     "error": "target cannot be read, see warnings",
 }
 
-_SIZE_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 _LABEL_WIDTH = len("retained WAL")
 
 
@@ -53,12 +54,7 @@ def human_size(n: Optional[float]) -> str:
     Negative sizes keep their sign."""
     if n is None or isinstance(n, bool):
         return UNKNOWN
-    size = float(n)
-    for unit in _SIZE_UNITS:
-        if abs(size) < 1000 or unit == _SIZE_UNITS[-1]:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000.0
-    raise AssertionError("unreachable")  # pragma: no cover
+    return humanize.size(n)
 
 
 def human_duration(seconds: Optional[float]) -> str:
@@ -229,16 +225,8 @@ def table_lines(tables: list[dict]) -> list[str]:
     """The table of tables, columns as wide as their widest cell; no lines for no tables."""
     if not tables:
         return []
-    rows = [TABLE_COLUMNS] + [table_row(t) for t in tables]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
-    out = []
-    for r in rows:
-        cells = [
-            f"{cell:>{w}}" if head in _RIGHT_ALIGNED else f"{cell:<{w}}"
-            for cell, w, head in zip(r, widths, TABLE_COLUMNS)
-        ]
-        out.append("  ".join(cells).rstrip())
-    return out
+    right = {i for i, head in enumerate(TABLE_COLUMNS) if head in _RIGHT_ALIGNED}
+    return humanize.aligned([TABLE_COLUMNS] + [table_row(t) for t in tables], right)
 
 
 def no_tables_line(doc: dict) -> list[str]:

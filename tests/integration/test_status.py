@@ -23,7 +23,7 @@ def status(dsn, url, check=True):
 
 
 PYTHON_SPELLINGS = re.compile(r"\b(None|True|False)\b")
-STATE_WORDS = {"i": "i (waiting)", "d": "d (copying)", "s": "s (copied)", "r": "r (streaming)"}
+STATE_WORDS = {"i": "i (waiting)", "d": "d (copying)", "s": "s (copied)", "r": "r (ready)"}
 
 
 def human_status(dsn, url):
@@ -151,4 +151,4 @@ def test_status_without_source_shows_unknown_slot_and_lag(source_db, sqlite_targ
     for label in ("slot", "lag"):
         assert re.search(rf"^ *{label}: —$", human, re.M), human
     assert_same_facts(doc, human)
-    assert table_row(human, "public.t")[2:5] == ["r (streaming)", doc["tables"][0]["sync_lsn"], "2"]
+    assert table_row(human, "public.t")[2:5] == ["r (ready)", doc["tables"][0]["sync_lsn"], "2"]

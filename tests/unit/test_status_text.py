@@ -152,7 +152,7 @@ def test_values_words_counts_states():
         "i (waiting)",
         "d (copying)",
         "s (copied)",
-        "r (streaming)",
+        "r (ready)",
     ]
     assert human_state("x") == "x" and human_state(None) == UNKNOWN
     assert human_sync_lsn("0/0") == UNKNOWN and human_sync_lsn("0/259E348") == "0/259E348"
@@ -193,7 +193,7 @@ def test_every_field_present_has_its_place():
         "public.pgbench_accounts",
         "pgbench_accounts",
         "r",
-        "(streaming)",
+        "(ready)",
         "0/259E348",
         "100,000",
         UNKNOWN,
