@@ -49,7 +49,7 @@ def wait_equal_history(dsn, url, timeout=240, proc=None):
             try:
                 with eng.connect() as c:
                     got = c.execute(sa.text("SELECT count(*) FROM pgbench_history")).scalar()
-            except sa.exc.OperationalError:  # embedded file busy between batches: try again
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # file busy, table not yet made
                 got = None
             if got == want:
                 return
