@@ -444,7 +444,7 @@ class PostgresServer(_Server, devserver.DevServer):
         try:
             shutil.rmtree(sb.datadir)
             argv = [sb.bindir / "pg_basebackup", "-h", self.host, "-p", str(self.port), "-U"]
-            argv += [self.superuser, "-D", sb.datadir, "-R", "-X", "stream", "--no-sync"]
+            argv += [self.superuser, "-D", sb.datadir, "-R", "-X", "stream", "-c", "fast", "--no-sync"]
             cp = _run(devprocs._as_user(sb.os_user, argv), cwd=sb.basedir, env=_server_env(), timeout=timeout)
             if cp.returncode != 0:
                 raise ServerError(f"pg_basebackup failed (exit {cp.returncode}):\n{cp.stdout[-3000:]}")
