@@ -82,3 +82,25 @@ def test_readme_mirror_is_two_commands(fresh_pgbench, tmp_path):
         mirror.close()
     for t in PGBENCH:
         assert_same(fresh_pgbench, "public", t, url)
+
+
+def test_check_shows_what_it_would_do(fresh_pgbench):
+    """The table of tables (text and --json): estimate, size, identity, how rows are found, and
+    the key-less table's problem with both ways around it."""
+    import json
+
+    cp = procs.run("check", "--source", fresh_pgbench, "--json", timeout=300)
+    assert cp.returncode == 1, cp.stderr
+    doc = json.loads(cp.stdout)
+    by = {t["source"]: t for t in doc["tables"]}
+    assert sorted(by) == [f"public.{t}" for t in sorted(PGBENCH)]
+    accounts, history = by["public.pgbench_accounts"], by["public.pgbench_history"]
+    assert accounts["locate_by"] == "primary key (aid)" and accounts["problems"] == []
+    assert accounts["rows_estimate"] == 100_000 and accounts["bytes"] > 10_000_000
+    assert history["locate_by"] == "cannot: no key" and len(history["problems"]) == 1
+    assert doc["ok"] is False and doc["problems"] == history["problems"] and len(doc["hints"]) == 2
+    text = procs.run("check", "--source", fresh_pgbench, timeout=300).stdout
+    head, *rows = text.split("\n\n")[0].splitlines()
+    assert head.split()[:2] == ["TABLE", "→"] and len(rows) == 4
+    assert any(r.startswith("public.pgbench_history") and r.endswith("no: 1 problem(s)") for r in rows)
+    assert "hint: to copy every table once" in text
