@@ -38,13 +38,54 @@ class PositiveNumber(click.ParamType):
 POSITIVE_INT, POSITIVE = PositiveNumber(integer=True), PositiveNumber()
 
 
+class ExamplesHelp:
+    """Mixin for click commands and groups: the epilog is an "Examples:" section at the end of
+    ``--help``, set like "Options:"; its ``\\b`` paragraphs (:func:`examples`) are never rewrapped."""
+
+    epilog: str | None
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.epilog:
+            with formatter.section("Examples"):
+                formatter.write_text(self.epilog)
+
+
+class Command(ExamplesHelp, click.Command):
+    """A command whose epilog is its examples (``@click.command(cls=Command, epilog=examples(…))``)."""
+
+
+class Group(ExamplesHelp, click.Group):
+    """The group, with its examples the same way."""
+
+
+def examples(*blocks: str) -> str:
+    """An epilog of examples: each block a ``# what it does`` line and a command line (continued
+    with a trailing backslash), kept as written; tests/unit/test_cli_help.py parses every
+    ``replicator …`` line with the real CLI, so an example cannot name an option that does not
+    exist.  Realistic hosts, never a password."""
+    return "\n\n".join("\b\n" + b.strip("\n") for b in blocks)
+
+
+#: what --source accepts (dsn.parse_source)
+SOURCE_KINDS = (
+    "a libpq URL (postgresql://app@db.internal/shop) or key=value DSN "
+    "('host=db.internal user=app dbname=shop'); a password is best kept in ~/.pgpass or PGPASSWORD"
+)
+#: what a target URL may be (target.check_url): the four native targets, then the generic path
+TARGET_KINDS = (
+    "duckdb:///file.duckdb, sqlite:///file.db, mysql+pymysql://user@host/db (MySQL/MariaDB), "
+    "postgresql://user@host/db (PostgreSQL), or any other SQLAlchemy URL whose driver is installed"
+)
+
+
 def source_option(required=True):
     """--source [env REPLICATOR_SOURCE]; ``required=False`` when a mapping file may give it."""
     return click.option(
         "--source",
         envvar="REPLICATOR_SOURCE",
         required=required,
-        help="Source PostgreSQL: libpq URL or keyword DSN [env REPLICATOR_SOURCE].",
+        metavar="DSN",
+        help=f"Source PostgreSQL: {SOURCE_KINDS} [env REPLICATOR_SOURCE].",
     )
 
 
@@ -52,7 +93,8 @@ target_option = click.option(
     "--target",
     envvar="REPLICATOR_TARGET",
     default=None,
-    help="Target SQLAlchemy URL [env REPLICATOR_TARGET; default duckdb:///replica.duckdb].",
+    metavar="URL",
+    help=f"Target URL: {TARGET_KINDS} [env REPLICATOR_TARGET; default duckdb:///replica.duckdb].",
 )
 name_option = click.option(
     "--name",

@@ -15,6 +15,10 @@ import click
 from .cli_common import (
     POSITIVE,
     POSITIVE_INT,
+    SOURCE_KINDS,
+    TARGET_KINDS,
+    Command,
+    examples,
     handle_errors,
     mapping_option,
     name_option,
@@ -29,7 +33,22 @@ from .dsn import redact
 from .errors import ReplicatorError
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Preflight: the tables it would copy, and every problem.",
+    epilog=examples(
+        """
+# every table of the source: rows, size, identity, problems and their fixes
+replicator check --source postgresql://app@db.internal/shop
+""",
+        """
+# some tables, for a MySQL/MariaDB target, as JSON
+replicator check --source 'host=db.internal user=app dbname=shop' \\
+  --target mysql+pymysql://app@mysql.internal/shop \\
+  --tables 'public.order_*' --json
+""",
+    ),
+)
 @source_option(required=False)
 @target_option
 @tables_option
@@ -73,14 +92,30 @@ def check(source, target, tables, mapping, as_json):
         click.echo(f"ok: ready to replicate {len(rows)} table(s)")
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Print a commented YAML mapping of the source, to edit.",
+    epilog=examples(
+        """
+# write the mapping of every table, edit it, then run with it
+replicator init --source postgresql://app@db.internal/shop > mapping.yaml
+replicator migrate --mapping mapping.yaml
+""",
+        """
+# a mapping aimed at SQLite
+replicator init --source postgresql://app@db.internal/shop \\
+  --target sqlite:///shop.db > mapping.yaml
+""",
+    ),
+)
 @source_option()
 @click.option(
     "--target",
     "target_url",
     default="duckdb:///replica.duckdb",
     show_default=True,
-    help="Target URL written into the mapping.",
+    metavar="URL",
+    help=f"Target URL written into the mapping: {TARGET_KINDS}.",
 )
 @click.option("--name", default="replicator", show_default=True, help="Stream name written into the mapping.")
 @handle_errors
@@ -91,17 +126,38 @@ def init(source, target_url, name):
     click.echo(render_mapping(source, target_url, name), nl=False)
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Try it: pgbench on a throwaway PostgreSQL, mirrored.",
+    epilog=examples(
+        """
+# a throwaway PostgreSQL with pgbench, mirrored into ./demo.duckdb
+replicator demo
+""",
+        """
+# ten times the data, thirty seconds of load
+replicator demo --scale 10 --seconds 30
+""",
+        """
+# your own scratch database (pgbench_* tables are made there), into SQLite
+replicator demo --source postgresql://app@db.internal/scratch \\
+  --target sqlite:///demo.db
+""",
+    ),
+)
 @click.option(
     "--source",
     default=None,
-    help="Use this PostgreSQL database instead of a throwaway server "
-    "(pgbench_* tables are created there when missing).",
+    metavar="DSN",
+    help=f"Use this PostgreSQL database instead of a throwaway server "
+    f"(pgbench_* tables are created there when missing): {SOURCE_KINDS}.",
 )
 @click.option(
     "--target",
     default=None,
-    help="Target URL [default: duckdb:///demo.duckdb in the current directory, replaced on each run].",
+    metavar="URL",
+    help=f"Target URL: {TARGET_KINDS} [default: duckdb:///demo.duckdb in the current directory, "
+    f"replaced on each run].",
 )
 @click.option(
     "--seconds",
@@ -124,7 +180,22 @@ def demo(source, target, seconds, scale, progress):
     sys.exit(run(source, target, seconds=seconds, scale=scale, progress=progress, out=click.echo))
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Remove a stream's slot, publications and target state.",
+    epilog=examples(
+        """
+# remove the default stream's slot, publications and state; the data stays
+replicator drop --source postgresql://app@db.internal/shop \\
+  --target duckdb:///shop.duckdb
+""",
+        """
+# a named stream, its tables on the target too
+replicator drop --source postgresql://app@db.internal/shop \\
+  --target sqlite:///orders.db --name orders --drop-tables
+""",
+    ),
+)
 @source_option(required=False)
 @target_option
 @name_option
@@ -142,7 +213,22 @@ def drop(source, target, name, mapping, drop_tables, force):
         click.echo(line)
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Copy chosen tables again, from a fresh snapshot.",
+    epilog=examples(
+        """
+# copy two tables again (a running mirror picks them up within seconds)
+replicator resync --source postgresql://app@db.internal/shop \\
+  --target duckdb:///shop.duckdb --tables public.orders,public.order_lines
+""",
+        """
+# the order_* tables of the stream named orders
+replicator resync --source postgresql://app@db.internal/shop \\
+  --target sqlite:///orders.db --name orders --tables 'public.order_*'
+""",
+    ),
+)
 @source_option(required=False)
 @target_option
 @click.option("--tables", required=True, help="Comma-separated schema.table names or globs to re-copy.")
@@ -160,7 +246,21 @@ def resync(source, target, tables, name, mapping, jobs):
     click.echo(resync_tables(opts, split_tables(tables)))
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Per-table state, applied LSN, slot and lag of a stream.",
+    epilog=examples(
+        """
+# what the target holds: each table's state, the applied LSN
+replicator status --target duckdb:///shop.duckdb
+""",
+        """
+# with the slot and the lag (they need the source), as JSON for monitoring
+replicator status --source postgresql://app@db.internal/shop \\
+  --target mysql+pymysql://app@mysql.internal/shop --json
+""",
+    ),
+)
 @source_option(required=False)
 @target_option
 @name_option
@@ -182,7 +282,23 @@ def status(source, target, name, mapping, as_json):
         sys.exit(1)
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Compare source and target: row counts, then checksums.",
+    epilog=examples(
+        """
+# every table: counts, then checksums over key ranges; exit 1 if they differ
+replicator verify --source postgresql://app@db.internal/shop \\
+  --target duckdb:///shop.duckdb
+""",
+        """
+# one table of a PostgreSQL target, up to 100 differing keys listed
+replicator verify --source postgresql://app@db.internal/shop \\
+  --target postgresql://app@new-db.internal/shop \\
+  --tables public.orders --max-keys 100
+""",
+    ),
+)
 @source_option(required=False)
 @target_option
 @tables_option

@@ -11,6 +11,8 @@ import sys
 import click
 
 from .cli_common import (
+    Command,
+    examples,
     handle_errors,
     jobs_option,
     mapping_option,
@@ -25,7 +27,23 @@ from .cli_common import (
 )
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Copy every table once, from one snapshot; no changes after.",
+    epilog=examples(
+        """
+# every table once into DuckDB (a hot standby will do as the source)
+replicator copy --source postgresql://app@standby.internal/shop \\
+  --target duckdb:///shop.duckdb
+""",
+        """
+# some tables into MySQL/MariaDB, four at a time
+replicator copy --source postgresql://app@db.internal/shop \\
+  --target mysql+pymysql://app@mysql.internal/shop \\
+  --tables 'public.order_*,public.customers' --jobs 4
+""",
+    ),
+)
 @source_option(required=False)
 @target_option
 @tables_option
@@ -72,7 +90,26 @@ def snapshot_copy(kw: dict, metrics_port, metrics_host, progress: bool) -> None:
     )
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="One-shot migration: copy, catch up, check counts, clean up.",
+    epilog=examples(
+        """
+# copy into DuckDB, apply the changes made meanwhile, compare row counts
+replicator migrate --source postgresql://app@db.internal/shop \\
+  --target duckdb:///shop.duckdb
+""",
+        """
+# the switch-over: sequences carried past the source's, every table verified
+replicator migrate --source postgresql://app@db.internal/shop \\
+  --target postgresql://app@new-db.internal/shop --cutover
+""",
+        """
+# with a mapping file (see 'replicator init'), log lines as JSON
+replicator migrate --mapping mapping.yaml --log-format json
+""",
+    ),
+)
 @run_options
 @click.option(
     "--snapshot-only",
@@ -126,7 +163,23 @@ def migrate(snapshot_only, keep_slot, cutover, metrics_port, metrics_host, progr
         click.echo("cutover: sequences carried and every table verified: switch the application over")
 
 
-@click.command()
+@click.command(
+    cls=Command,
+    short_help="Copy, then apply every change continuously until SIGTERM.",
+    epilog=examples(
+        """
+# follow every change into MySQL/MariaDB until SIGTERM or Ctrl-C
+replicator mirror --source postgresql://app@db.internal/shop \\
+  --target mysql+pymysql://app@mysql.internal/shop
+""",
+        """
+# a second stream of some tables, Prometheus metrics on port 9187
+replicator mirror --source postgresql://app@db.internal/shop \\
+  --target sqlite:///orders.db --tables 'public.order_*' \\
+  --name orders --metrics-port 9187
+""",
+    ),
+)
 @run_options
 @watch_options
 @handle_errors

@@ -46,7 +46,11 @@ def resolve(cfg: MappingConfig, schemas: list[TableSchema], capture: bool = True
             raise ConfigError(
                 f"{e.where_is('source' if e.source else 'include')}: {what!r} matches no "
                 f"table on the source"
-                + (f"; did you mean {hint[0]!r}?" if hint else "; run 'replicator init' to list the tables")
+                + (
+                    f"; did you mean {hint[0]!r}?"
+                    if hint
+                    else "; 'replicator check --source …' without --mapping lists every table"
+                )
             )
     out = []
     for t in schemas:

@@ -104,7 +104,7 @@ def select_tables(all_tables: list[tuple], patterns: Optional[Iterable[str]]) ->
         if not hits:
             raise ConfigError(
                 f"table {pat!r} (from --tables) does not exist on the source; "
-                f"check the name; replicator init --source … lists every table"
+                f"check the name; 'replicator check --source …' without --tables lists every table"
             )
         if all(unlogged(t) for t in hits) or not any(ch in pat for ch in "*?["):
             bad = [t for t in hits if unlogged(t)]

@@ -295,9 +295,9 @@ def test_an_unknown_table_points_at_a_command_that_lists_tables(keyed_db, tmp_pa
         "--target",
         f"sqlite:///{tmp_path / 't.sqlite'}",
     )
-    assert r.code == 2 and "replicator init" in r.err and "replicator check" not in r.err, r.err
-    listing = run("init", "--source", keyed_db)
-    assert listing.code == 0 and "public.t:" in listing.out, listing.text
+    assert r.code == 2 and "'replicator check --source …' without --tables" in r.err, r.err
+    listing = run("check", "--source", keyed_db, "--target", f"sqlite:///{tmp_path / 't.sqlite'}")
+    assert listing.code == 0 and "public.t " in listing.out, listing.text
     nothing_created(keyed_db, tmp_path)
 
 
