@@ -112,6 +112,7 @@ class _Copy:
 
     def piece(self, sc, p: copyplan.Piece) -> None:
         """Copy work item ``p`` at the worker's snapshot session ``sc``."""
+        failpoint("copy.table", p.m.label)
         if p.split is None:
             self.whole(sc, p.m)
         else:

@@ -22,13 +22,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
 import psycopg
 
 from . import bulkcopy
-from .errors import ConfigError, ReplicatorError
+from .dsn import redact
+from .errors import ConfigError, ReplicatorError, SourceError
 from .model import Lsn, TableMapping, TableState
 from .options import Options, Summary, validate
 from .planner import Planner
@@ -42,7 +44,12 @@ log = logging.getLogger(__name__)
 EXPORT_SQL = """
 SELECT pg_export_snapshot(), pg_is_in_recovery(),
        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
-       now()
+       now(), ({conflicts})
+"""
+#: queries a standby cancelled in this database so far, to replay WAL (a primary has none)
+CONFLICTS_SQL = """
+SELECT coalesce(sum(confl_tablespace + confl_lock + confl_snapshot + confl_bufferpin + confl_deadlock), 0)
+FROM pg_stat_database_conflicts WHERE datname = current_database()
 """
 STANDBY_HINT = (
     "the source is a standby and cancelled the copy's query to replay WAL: set "
@@ -74,6 +81,7 @@ class Snapshot:
     standby: bool  # exported on a hot standby
     lsn: Lsn  # the WAL position it sees (on a standby: replayed up to)
     taken: dt.datetime  # the source's clock when it was taken
+    conflicts: int = 0  # recovery conflicts of the database so far (CONFLICTS_SQL)
 
 
 @dataclass
@@ -85,10 +93,10 @@ def export(conn: psycopg.Connection) -> Snapshot:
     """Open a REPEATABLE READ, READ ONLY transaction on ``conn`` and export its snapshot; the
     snapshot is importable while that transaction stays open (keep ``conn`` idle)."""
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    row = conn.execute(EXPORT_SQL).fetchone()
+    row = conn.execute(EXPORT_SQL.format(conflicts=CONFLICTS_SQL)).fetchone()
     assert row is not None
-    name, standby, lsn, taken = row
-    return Snapshot(name, bool(standby), Lsn.parse(str(lsn)), taken)
+    name, standby, lsn, taken, conflicts = row
+    return Snapshot(name, bool(standby), Lsn.parse(str(lsn)), taken, int(conflicts))
 
 
 class SnapshotCopy:
@@ -112,18 +120,7 @@ class SnapshotCopy:
         with self.target.held():
             self.mappings = self.planner.plan()
             self._refuse_replicated()
-            with snapshot.connect(self.opts.source) as src:
-                snap = export(src)
-                log.info(
-                    "copying %d table(s) at snapshot %s of the %s (%s)",
-                    len(self.mappings),
-                    snap.name,
-                    "standby" if snap.standby else "source",
-                    snap.lsn,
-                )
-                t_copy = time.monotonic()
-                stats = self._copy(snap)
-                copy_seconds = time.monotonic() - t_copy
+            snap, stats, copy_seconds = self._at_snapshot()
         return CopySummary(
             tables=len(self.mappings),
             rows_copied=stats.total_rows,
@@ -134,7 +131,26 @@ class SnapshotCopy:
             snapshot=snap,
         )
 
-    def _copy(self, snap: Snapshot) -> bulkcopy.CopyStats:
+    def _at_snapshot(self) -> tuple[Snapshot, bulkcopy.CopyStats, float]:
+        """Export the snapshot and copy every table at it; the exporting transaction ends as
+        soon as every worker holds the snapshot (a standby then has one session less to cancel)."""
+        with snapshot.connect(self.opts.source) as src:
+            snap = export(src)
+            log.info(
+                "copying %d table(s) at snapshot %s of the %s (%s)",
+                len(self.mappings),
+                snap.name,
+                "standby" if snap.standby else "source",
+                snap.lsn,
+            )
+            t_copy = time.monotonic()
+            stats = self._copy(snap, release=src.rollback)
+            return snap, stats, time.monotonic() - t_copy
+
+    def _copy(self, snap: Snapshot, release: Callable[[], None]) -> bulkcopy.CopyStats:
+        """Create the missing target tables, copy them all; ``release`` ends the exporting
+        transaction once every worker imported the snapshot.  A failure names the tables not
+        finished (and, on a standby that cancelled the copy, the settings that prevent it)."""
         with self.target.connect() as c:
             for m in self.mappings:
                 self.target.ensure_table(c, m)
@@ -147,11 +163,14 @@ class SnapshotCopy:
                 snap.name,
                 snap.lsn,
                 self.opts.jobs,
+                imported=release,
                 telemetry=self.telemetry,
             )
-        except BaseException as e:
-            self._say_unfinished(e, snap)
-            raise
+        except psycopg.Error as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise self._explained(SourceError(f"copying from the source: {redact(first)}"), snap) from e
+        except BaseException as e:  # noqa: BLE001  (explained, then raised as it was)
+            raise self._explained(e, snap) from None
 
     def _refuse_replicated(self) -> None:
         """A target table that a stream on this target replicates is not ours to overwrite."""
@@ -167,8 +186,23 @@ class SnapshotCopy:
                     f"stream first ('replicator drop --name {stream}')"
                 )
 
-    def _say_unfinished(self, e: BaseException, snap: Snapshot) -> None:
-        """Add to a failure's message which tables were not finished (and the standby hint)."""
+    def _cancelled_since(self, snap: Snapshot, wait: float = 2.0) -> bool:
+        """Whether the standby cancelled queries of this database since ``snap`` was taken (a
+        cancelled session may report it a moment after it ended; a source that cannot be asked
+        says no)."""
+        deadline = time.monotonic() + wait
+        try:
+            with snapshot.connect(self.opts.source, autocommit=True) as c:
+                while True:
+                    row = c.execute(CONFLICTS_SQL).fetchone()
+                    if (row and int(row[0]) > snap.conflicts) or time.monotonic() > deadline:
+                        return bool(row and int(row[0]) > snap.conflicts)
+                    time.sleep(0.2)
+        except (ReplicatorError, psycopg.Error):
+            return False
+
+    def _explained(self, e: BaseException, snap: Snapshot) -> BaseException:
+        """``e`` with which tables were not finished (and the standby hint) added to its message."""
         done = {m.label for m in self.mappings if self.telemetry.table(m.label).state == "s"}
         todo = [m.label for m in self.mappings if m.label not in done]
         note = (
@@ -177,10 +211,10 @@ class SnapshotCopy:
             if todo
             else ""
         )
-        if snap.standby and "conflict with recovery" in str(e):
+        if snap.standby and ("conflict with recovery" in str(e) or self._cancelled_since(snap)):
             note = f"{STANDBY_HINT}; {note}" if note else STANDBY_HINT
-        if not note:
-            return
-        log.warning("%s", note)
-        if isinstance(e, ReplicatorError) and e.args:
-            e.args = (f"{e.args[0]}; {note}",) + e.args[1:]
+        if note:
+            log.warning("%s", note)
+            if isinstance(e, ReplicatorError) and e.args:
+                e.args = (f"{e.args[0]}; {note}",) + e.args[1:]
+        return e

@@ -435,12 +435,14 @@ class PostgresServer(_Server, devserver.DevServer):
                     raise ServerError(f"could not drop replication slots of {dbname}: {slots}")
                 time.sleep(0.1)
 
-    def standby(self, name: str = "standby", timeout: float = 300) -> PostgresServer:
+    def standby(
+        self, name: str = "standby", settings: Mapping[str, Any] | None = None, timeout: float = 300
+    ) -> PostgresServer:
         """A hot standby of this (managed) server, streaming from it: ``pg_basebackup -R`` into a
-        new server's directory, its own port and socket written over the copied settings, then
-        started; read-only queries work on it as soon as this returns."""
+        new server's directory, its own port, socket and ``settings`` written over the copied
+        ones, then started; read-only queries work on it as soon as this returns."""
         self._require_managed("start a standby of")
-        sb = PostgresServer(name=name, start=False, settings={"hot_standby": "on"})
+        sb = PostgresServer(name=name, start=False, settings={"hot_standby": "on", **(settings or {})})
         try:
             shutil.rmtree(sb.datadir)
             argv = [sb.bindir / "pg_basebackup", "-h", self.host, "-p", str(self.port), "-U"]

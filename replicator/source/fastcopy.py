@@ -73,6 +73,13 @@ class FastSession:
     def _call(self, coro: Any, timeout: Optional[float] = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    def _query(self, coro: Any) -> Any:
+        """The result of a query on the session; its failure as the COPY's would be reported."""
+        try:
+            return self._call(coro)
+        except Exception as e:  # noqa: BLE001  (every driver error is translated)
+            raise _translated(e) from None
+
     async def _open(self, params: dict[str, Any], snapshot: Optional[str]) -> Any:
         import asyncpg
 
@@ -95,18 +102,20 @@ class FastSession:
 
     def label(self, name: str) -> None:
         """Set application_name, so pg_stat_activity / pg_stat_progress_copy show what runs."""
-        self._call(self._conn.execute(f"SELECT set_config('application_name', {_literal(name[:63])}, false)"))
+        self._query(
+            self._conn.execute(f"SELECT set_config('application_name', {_literal(name[:63])}, false)")
+        )
 
     def row_estimate(self, t: TableSchema) -> int:
         """The planner's row estimate (see ``snapshot.row_estimate``)."""
         from .snapshot import ROW_ESTIMATE
 
         name = sql.Identifier(t.schema, t.name).as_string(None)
-        return int(self._call(self._conn.fetchval(ROW_ESTIMATE.format(p="$1"), name)) or 0)
+        return int(self._query(self._conn.fetchval(ROW_ESTIMATE.format(p="$1"), name)) or 0)
 
     def fetch(self, query: str) -> list[tuple]:
         """Rows of ``query`` (no parameters) inside the snapshot."""
-        return [tuple(r) for r in self._call(self._conn.fetch(query))]
+        return [tuple(r) for r in self._query(self._conn.fetch(query))]
 
     def copy_out(
         self, select: sql.Composable, options: str, chunk: int, watch: Optional[Callable[[object], None]]

@@ -98,13 +98,15 @@ def test_copy_refuses_a_table_a_mirror_replicates(fresh_pgbench, duckdb_target_u
 
 
 @pytest.fixture
-def standby():
-    """A primary with pgbench and a streaming hot standby of it (both private to this test)."""
+def standby(request):
+    """A primary with pgbench and a streaming hot standby of it (both private to this test);
+    the standby's settings come from the test's ``standby_settings`` mark."""
+    mark = request.node.get_closest_marker("standby_settings")
     with PostgresServer(name="primary") as primary:
         dsn = primary.create_database("bench")
         pgbench_init(dsn, scale=1)
         pgbench_run(dsn, transactions=100, clients=2, builtin="tpcb-like")
-        sb = primary.standby()
+        sb = primary.standby(settings=mark.args[0] if mark else None)
         try:
             yield dsn, sb.dsn_for("bench")
         finally:
@@ -133,3 +135,31 @@ def test_copy_from_a_hot_standby(standby, duckdb_target_url):
     for t in PGBENCH:
         assert_same(primary, "public", t, duckdb_target_url)
     assert slots_and_publications(primary) == ([], [])
+
+
+@pytest.mark.standby_settings({"hot_standby_feedback": "off", "max_standby_streaming_delay": 0})
+def test_a_copy_cancelled_by_the_standby_says_what_to_set(standby, duckdb_target_url):
+    """Vacuum on the primary removes rows the copy's snapshot still sees: a standby without
+    hot_standby_feedback cancels the copy; the error names the settings that prevent it."""
+    primary, replica = standby
+    _wait_replayed(primary, replica)
+    copy = procs.Replicator(
+        "copy",
+        "--no-progress",
+        source=replica,
+        target=duckdb_target_url,
+        failpoints="copy.table:public.pgbench_accounts=sleep:10",
+    )
+    try:
+        deadline = time.monotonic() + 180
+        with psycopg.connect(primary, autocommit=True) as c:
+            while copy.alive() and time.monotonic() < deadline:
+                c.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 1000")
+                c.execute("VACUUM pgbench_accounts")
+                time.sleep(0.5)
+        rc = copy.wait(60)
+        assert rc != 0, f"the copy was not cancelled:\n{copy.tail()}"
+        assert "hot_standby_feedback = on" in copy.log(), copy.tail()
+        assert "not finished: " in copy.log() and "public.pgbench_accounts" in copy.log(), copy.tail()
+    finally:
+        copy.close()

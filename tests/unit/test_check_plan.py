@@ -8,7 +8,9 @@ from replicator.model import Column, Identity, TableSchema
 
 def schema(identity=Identity.DEFAULT, key=(), pk=(), insert_only=False) -> TableSchema:
     cols = (Column("id", 23, "integer"), Column("v", 25, "text"))
-    return TableSchema("public", "t", cols, identity=identity, key=key, primary_key=pk, insert_only=insert_only)
+    return TableSchema(
+        "public", "t", cols, identity=identity, key=key, primary_key=pk, insert_only=insert_only
+    )
 
 
 def test_locate_by_says_how_rows_are_found():
