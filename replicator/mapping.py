@@ -158,7 +158,10 @@ def _identity_check(e: Entry, t: TableSchema, key: tuple, excluded: set) -> None
         )
     problem = None if e.key else identity_problem(t)
     if problem:
-        raise ConfigError(f"{e.pos}: {problem}")
+        raise ConfigError(
+            f"{e.pos}: {problem}; or set insert_only: true in this entry (INSERTs only), or copy "
+            f"the tables once without following changes ('replicator copy --mapping …')"
+        )
     ident = set(t.column_names) if t.identity is Identity.FULL else set(t.key)
     if excluded & ident:
         cols = ", ".join(sorted(excluded & ident))

@@ -163,3 +163,34 @@ def test_a_copy_cancelled_by_the_standby_says_what_to_set(standby, duckdb_target
         assert "not finished: " in copy.log() and "public.pgbench_accounts" in copy.log(), copy.tail()
     finally:
         copy.close()
+
+
+def test_copy_with_a_mapping_needs_no_identity(fresh_pgbench, duckdb_target_url, tmp_path):
+    """A mapping entry for a key-less table without insert_only: migrate refuses it naming both
+    ways around; copy takes the mapping as it is (renames and excluded columns too)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "tables:\n"
+        "  - source: public.pgbench_history\n"
+        "    target: history_copy\n"
+        "    columns: {exclude: [filler]}\n"
+        "  - source: public.pgbench_branches\n"
+    )
+    cp = replicator(
+        "migrate",
+        "--source",
+        fresh_pgbench,
+        "--target",
+        duckdb_target_url,
+        "--mapping",
+        str(path),
+        check=False,
+    )
+    assert cp.returncode == 2 and "insert_only: true" in cp.stderr and "replicator copy" in cp.stderr, (
+        cp.stderr
+    )
+    replicator("copy", "--source", fresh_pgbench, "--target", duckdb_target_url, "--mapping", str(path))
+    cols = ["tid", "bid", "aid", "delta", "mtime"]
+    assert_same(fresh_pgbench, "public", "pgbench_history", duckdb_target_url, "history_copy", columns=cols)
+    assert_same(fresh_pgbench, "public", "pgbench_branches", duckdb_target_url)
+    assert "pgbench_accounts" not in target_tables(duckdb_target_url)
