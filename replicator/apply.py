@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy.engine import Connection
 
-from . import schema_change
+from . import modes, schema_change
 from .failpoints import failpoint
 from .model import (
     Lsn,
@@ -39,6 +39,7 @@ from .model import (
 )
 from .netchange import NetChanges
 from .state import StateStore
+from .target import mode_ops
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Replayer:
         self.batch_seen: Counter = Counter()  # changes received per table in this batch
         self.in_tx = self.skip_tx = False
         self.tx_lsn = Lsn(0)
+        self.tx_time: Optional[datetime] = None  # the commit time of the transaction being read
         self.tx_rows = 0
         self.batch_txs = self.batch_changes = 0
         self.batch_start = 0.0
@@ -107,7 +109,7 @@ class Replayer:
             self.on_relation(ev)
 
     def on_begin(self, ev: TxBegin) -> None:
-        self.in_tx, self.tx_lsn, self.tx_rows = True, ev.final_lsn, 0
+        self.in_tx, self.tx_lsn, self.tx_rows, self.tx_time = True, ev.final_lsn, 0, ev.commit_time
         self.skip_tx = ev.final_lsn < self.applied
         if not self.batch_txs:
             self.batch_start = time.monotonic()
@@ -133,6 +135,8 @@ class Replayer:
                 return
             if self.progress[table].state is TableState.READY:
                 self._ready_maps[table] = m
+        if m.mode is not None:
+            ch = modes.changed(m, ch, self.tx_time)
         net = self.pending.get(table)
         if net is None:
             names = m.view.column_names
@@ -147,7 +151,13 @@ class Replayer:
         ms = [m for m in (self.wanted(t) for t in ev.tables) if m is not None]
         if ms:
             self.flush()
-            self.target.truncate(self.open(), ms)
+            conn = self.open()
+            plain = [m for m in ms if m.mode is None]
+            if plain:
+                self.target.truncate(conn, plain)
+            for m in ms:
+                if m.mode is not None:  # soft_delete: every row marked, as by its DELETE
+                    mode_ops.mark_all(self.target, conn, m, modes.marks(self.tx_lsn, self.tx_time))
             self.tx_rows += 1
 
     def on_relation(self, ev: RelationInfo) -> None:
@@ -208,7 +218,11 @@ class Replayer:
             return
         conn = self.open()
         for table, net in self.pending.items():
-            self.target.apply(conn, self.mappings[table], net.drain())
+            m = self.mappings[table]
+            if m.mode is None:
+                self.target.apply(conn, m, net.drain())
+            else:
+                mode_ops.apply(self.target, conn, m, net.drain())
         self.batch_tables.update(self.batch_seen)
         self.total_changes += sum(self.batch_seen.values())
         self.batch_seen.clear()

@@ -32,6 +32,13 @@ ENTRY_KEYS = {
     "key",
     "insert_only",
     "on_missing_row",
+    "mode",
+    "soft_delete",
+}
+MODES = ("mirror", "soft_delete")
+#: the columns of each mode, by role, with their default names (modes.py)
+MODE_COLUMNS = {
+    "soft_delete": {"deleted": "_deleted", "deleted_at": "_deleted_at", "deleted_lsn": "_deleted_lsn"}
 }
 COLUMN_KEYS = {"exclude", "rename", "types", "policy"}
 ON_MISSING = ("error", "skip")
@@ -68,6 +75,9 @@ class Entry:
     key: tuple[str, ...] = ()
     insert_only: bool = False
     on_missing_row: str = "error"
+    mode: str = "mirror"
+    #: the mode's column names that the entry changes (role → name)
+    mode_names: tuple[tuple[str, str], ...] = ()
     #: positions of fields and of column names inside them, for errors found later
     at: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -247,7 +257,28 @@ def _entry(r: _Reader, node: yaml.Node, defaults: dict) -> Entry:
             kw["on_missing_row"] = r.choice(v, "on_missing_row", ON_MISSING)
         elif k == "columns":
             kw.update(_columns(r, v, at))
+        elif k == "mode":
+            kw["mode"] = r.choice(v, "mode", MODES)
+        elif k in MODE_COLUMNS:
+            kw["mode_names"] = _mode_names(r, k, v, at)
+    for k in MODE_COLUMNS:
+        if k in f and kw.get("mode") != k:
+            raise r.fail(f[k][0], f"'{k}:' names the columns of mode {k}: add 'mode: {k}' to this entry")
+    if kw.get("mode", "mirror") != "mirror" and kw.get("insert_only"):
+        raise r.fail(f["mode"][1], f"mode {kw['mode']} needs UPDATE and DELETE: remove insert_only")
     return Entry(pos=r.pos(node), at=at, **kw)
+
+
+def _mode_names(r: _Reader, mode: str, node, at: dict) -> tuple[tuple[str, str], ...]:
+    """``soft_delete: {deleted: …, deleted_at: …}``: other names for the mode's columns."""
+    items = r.pairs(node, mode)
+    for role, name, kn in items:
+        at[(mode, role)] = r.pos(kn)
+        if role not in MODE_COLUMNS[mode]:
+            raise r.fail(kn, f"{mode}.{role}: not a column of mode {mode} ({', '.join(MODE_COLUMNS[mode])})")
+        if not name.strip():
+            raise r.fail(kn, f"{mode}.{role}: give a column name")
+    return tuple((role, name) for role, name, _ in items)
 
 
 def _names_at(r: _Reader, node, what: str, at: dict, path: tuple) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import difflib
 import re
 from fnmatch import fnmatchcase
 
+from . import modes
 from .config import Entry, MappingConfig
 from .errors import ConfigError
 from .model import Identity, PublishedTable, TableMapping, TableSchema
@@ -120,9 +121,36 @@ def build(e: Entry, t: TableSchema, capture: bool = True) -> TableMapping:
     view = _view(origin, rename, types, policy)
     schema, _, name = (e.target or t.name).rpartition(".")
     column_list = origin.column_names if excluded else None
-    return TableMapping(
-        view, name, schema or None, e.on_missing_row, origin=origin, where=e.where, column_list=column_list
+    mode = modes.mode_of(e.mode, e.mode_names)
+    if mode is not None:
+        _mode_check(e, view, mode)
+    return modes.extended(
+        TableMapping(
+            view,
+            name,
+            schema or None,
+            e.on_missing_row,
+            origin=origin,
+            where=e.where,
+            column_list=column_list,
+            mode=mode,
+        )
     )
+
+
+def _mode_check(e: Entry, view: TableSchema, mode) -> None:
+    """A mode locates rows by key, and its columns need names the table does not use."""
+    if not view.key:
+        raise ConfigError(
+            f"{e.where_is('mode')}: mode {mode.kind} of {view.qualified} needs a key to find a "
+            f"row again (a primary key, a replica identity index, or 'key:' in this entry)"
+        )
+    for role, name in mode.columns:
+        if name in view.column_names:
+            raise ConfigError(
+                f"{e.where_is(mode.kind, role)}: {view.qualified} already has a column {name!r}: "
+                f"name the mode's {role} column differently ({mode.kind}: {{{role}: …}})"
+            )
 
 
 def _view(origin: TableSchema, rename: dict, types: dict, policy: dict) -> TableSchema:

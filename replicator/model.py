@@ -100,6 +100,9 @@ class Column:
     target_type: str = ""
     #: what to do with a value the target cannot hold: error | null | clamp | text
     policy: str = "error"
+    #: a column the source table does not have (a mode's column, modes.py): the SQL constant the
+    #: snapshot copy outputs for it; "" for every replicated column
+    source_sql: str = ""
 
     @property
     def oid(self) -> int:
@@ -145,6 +148,18 @@ class TableSchema:
 
 
 @dataclass(frozen=True)
+class Mode:
+    """A mapping entry's mode other than ``mirror`` (modes.py): its kind and the target names of
+    its columns, by role (e.g. ``(("deleted", "_deleted"), …)`` for ``soft_delete``)."""
+
+    kind: str
+    columns: tuple[tuple[str, str], ...]
+
+    def name(self, role: str) -> str:
+        return dict(self.columns)[role]
+
+
+@dataclass(frozen=True)
 class TableMapping:
     """Where one source table goes.
 
@@ -164,6 +179,8 @@ class TableMapping:
     where: str = ""
     #: the publication's column list (source names) when the mapping excludes columns
     column_list: Optional[tuple[str, ...]] = None
+    #: what a change does to the target table (modes.py); None: mirror it
+    mode: Optional[Mode] = None
 
     @property
     def label(self) -> str:

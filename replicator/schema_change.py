@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import modes
 from .errors import SourceError
 from .model import Column, RelationInfo, TableMapping, TableSchema
 
@@ -274,7 +275,7 @@ def remap(
         attnums=tuple((n, ids[n]) for n in names if n in ids),
     )
     view = dataclasses.replace(m.view, columns=tuple(v for _, v in cols))
-    return dataclasses.replace(m, view=view, origin=origin)
+    return modes.extended(dataclasses.replace(m, view=view, origin=origin))
 
 
 def layout_of(m: TableMapping) -> str:
@@ -303,7 +304,7 @@ def with_layout(m: TableMapping, layout: Optional[str]) -> TableMapping:
     ids = tuple((it[0]["name"], it[2]) for it in items if len(it) > 2 and it[2] is not None)
     origin = dataclasses.replace(m.source_table, columns=tuple(c for c, _ in pairs), attnums=ids)
     view = dataclasses.replace(m.view, columns=tuple(v for _, v in pairs))
-    return dataclasses.replace(m, view=view, origin=origin)
+    return modes.extended(dataclasses.replace(m, view=view, origin=origin))
 
 
 def refuse_all(target, conn, m: TableMapping, ev: RelationInfo, d) -> TableMapping:

@@ -30,9 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from .. import modes
 from ..errors import TargetError
 from ..model import Column, CopyOutput, TableMapping
-from . import pgarray, typemap, value_rules
+from . import mode_ops, pgarray, typemap, value_rules
 from .applier import GenericApplier
 from .typemap import Conv
 
@@ -245,12 +246,15 @@ class Target:
         return (m.target_schema, m.target_name)
 
     def ensure_table(self, conn: Connection, m: TableMapping) -> bool:
-        """Create the target table when missing (returns True); else check its columns exist."""
+        """Create the target table when missing (returns True); else check its columns exist.
+        A table with a mode gets its ``<table>_current`` view too (target/mode_ops.py)."""
         t = self.table(m)
         insp = sa.inspect(conn)
         if not insp.has_table(t.name, schema=t.schema):
             try:
                 t.create(conn)
+                if m.mode is not None:
+                    mode_ops.create_current_view(self, conn, m, modes.plain(m).view.column_names)
             except sa.exc.DBAPIError as e:
                 if self.transient(e):
                     raise
@@ -283,6 +287,8 @@ class Target:
         for n in [n for n in names if n not in have]:  # idempotent: a replayed Relation re-adds
             typ = t.c[n].type.compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {q.format_table(t)} ADD COLUMN {q.quote(n)} {typ}")
+        if m.mode is not None:  # the current view shows the new columns too
+            mode_ops.create_current_view(self, conn, m, modes.plain(m).view.column_names)
 
     def fill_column(self, conn: Connection, m: TableMapping, name: str, text: str) -> None:
         """Set column ``name`` of every existing row to the value PostgreSQL's ``text`` renders."""
@@ -328,7 +334,7 @@ class Target:
         """Per column, the source SELECT expression of the snapshot copy (``{col}``: the quoted
         column name).  Here: PostgreSQL's plain text, which ``load_copy`` converts like changes;
         a database that loads the COPY output as it is asks for :meth:`sql_copy_expressions`."""
-        return ["{col}" for _ in m.view.columns]
+        return [c.source_sql or "{col}" for c in m.view.columns]
 
     def copy_format(self, m: TableMapping) -> str:
         """The options of the source's ``COPY … TO STDOUT`` whose output ``load_copy`` reads for
@@ -340,14 +346,15 @@ class Target:
         policy applied to the values its rule refuses (for loaders that take the bytes as they
         are: DuckDB, MySQL, PostgreSQL)."""
         out = []
-        for vc, oc in zip(m.view.columns, m.source_table.columns):
+        src = m.source_table.columns
+        for i, vc in enumerate(m.view.columns):
+            oc = src[i] if i < len(src) else vc  # beyond the source's: a mode's column (constant)
             c = self.column_conv(vc)
             if c.copy == "{v}" and (c.rule is None or vc.policy == "text"):
-                out.append("{col}")
+                out.append(vc.source_sql or "{col}")
             else:  # complex: the identifier is quoted here (the template may hold braces)
-                out.append(
-                    value_rules.copy_sql(c.rule, vc.policy, c.copy, quote_braceless(oc.name), oc.type_name)
-                )
+                ident = f"({vc.source_sql})" if vc.source_sql else quote_braceless(oc.name)
+                out.append(value_rules.copy_sql(c.rule, vc.policy, c.copy, ident, oc.type_name))
         return out
 
     def clear(self, conn: Connection, m: TableMapping) -> None:

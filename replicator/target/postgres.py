@@ -281,7 +281,7 @@ class PostgresTarget(Target):
         copied as text, which the target parses."""
         if m not in self._formats:
             actual = self._columns.get(self.table_key(m), {})
-            same = m.view.columns and all(
+            same = len(m.view.columns) == len(m.source_table.columns) and all(
                 self._passes_through(vc, oc, e) and actual.get(vc.name) == oc.type_name
                 for vc, oc, e in zip(m.view.columns, m.source_table.columns, self.copy_expressions(m))
             )

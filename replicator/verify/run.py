@@ -34,7 +34,7 @@ import logging
 import time
 from typing import Optional
 
-from .. import stream_tables
+from .. import modes, stream_tables
 from ..errors import ConfigError
 from ..source import slot as slots
 from ..source import snapshot
@@ -59,7 +59,7 @@ def verify(opts, settings: Optional[Settings] = None) -> dict:
     planner = Planner.for_options(opts)
     with contextlib.suppress(ConfigError):  # a target without the stream's state: every table
         stream_tables.narrow(planner)  # the stream's own tables, not every table of the source
-    mappings = planner.plan(check_target=True)
+    mappings = [modes.compared(m) for m in planner.plan(check_target=True)]
     target = planner.target
     target.dispose()
     reader = TargetReader(target)

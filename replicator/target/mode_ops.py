@@ -1,0 +1,71 @@
+"""What a mode (replicator/modes.py) needs of a target beyond applying changes, written once in
+SQLAlchemy Core for every database: the ``<table>_current`` view, the replacement of a marked row
+by a new INSERT of its key, and TRUNCATE as marking.
+
+Contract: every function works in the caller's open transaction (the batch's, with the applied
+LSN); values go through the table's own loaders, as the changes' do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import groupby
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..model import ChangeKind, RowChange, TableMapping
+
+IN_CHUNK = 500  # keys per DELETE … IN (…)
+
+
+def _marked_column(target, m: TableMapping) -> sa.Column:
+    assert m.mode is not None
+    return target.table(m).c[m.mode.name("deleted")]
+
+
+def create_current_view(target, conn: Connection, m: TableMapping, plain_columns: Sequence[str]) -> None:
+    """``<table>_current``: the unmarked rows with the replicated columns (replaced if there)."""
+    t = target.table(m)
+    q = conn.dialect.identifier_preparer
+    name = f"{m.target_name}_current"
+    full = f"{q.quote(m.target_schema)}.{q.quote(name)}" if m.target_schema else q.quote(name)
+    select = sa.select(*[t.c[c] for c in plain_columns]).where(sa.not_(_marked_column(target, m)))
+    body = str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    conn.exec_driver_sql(f"DROP VIEW IF EXISTS {full}")
+    conn.exec_driver_sql(f"CREATE VIEW {full} AS {body}")
+
+
+def apply(target, conn: Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
+    """Apply a soft_delete table's drained changes: before each run of INSERTs, the marked rows
+    of their keys are removed (a key deleted before and inserted again comes back unmarked)."""
+    for is_insert, group in groupby(changes, key=lambda ch: ch.kind is ChangeKind.INSERT):
+        run = list(group)
+        if is_insert:
+            purge_marked(target, conn, m, run)
+        target.apply(conn, m, run)
+
+
+def purge_marked(target, conn: Connection, m: TableMapping, inserts: Sequence[RowChange]) -> None:
+    """Delete the marked rows whose keys ``inserts`` are about to insert."""
+    applier = target.applier(m)
+    t, marked = target.table(m), _marked_column(target, m)
+    cols = [t.c[k] for k in m.view.key]
+    keys = [tuple(applier.key_values(ch)) for ch in inserts]
+    for i in range(0, len(keys), IN_CHUNK):
+        chunk = keys[i : i + IN_CHUNK]
+        match = cols[0].in_([k[0] for k in chunk]) if len(cols) == 1 else sa.tuple_(*cols).in_(chunk)
+        conn.execute(sa.delete(t).where(marked == sa.true(), match))
+
+
+def mark_all(target, conn: Connection, m: TableMapping, marks: tuple[str, Optional[str], str]) -> None:
+    """A TRUNCATE of a soft_delete table: every unmarked row is marked with ``marks`` (the mode
+    values of a delete at the TRUNCATE's commit, as PostgreSQL text)."""
+    assert m.mode is not None
+    applier = target.applier(m)
+    t = target.table(m)
+    names = [name for _role, name in m.mode.columns]
+    first = len(m.view.columns) - len(names)
+    values = {t.c[n]: applier.convert(first + i, v) for i, (n, v) in enumerate(zip(names, marks))}
+    conn.execute(sa.update(t).where(_marked_column(target, m) == sa.false()).values(values))
