@@ -39,12 +39,31 @@ def create_current_view(target, conn: Connection, m: TableMapping, plain_columns
 
 def apply(target, conn: Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
     """Apply a soft_delete table's drained changes: before each run of INSERTs, the marked rows
-    of their keys are removed (a key deleted before and inserted again comes back unmarked)."""
+    of their keys are removed (a key deleted before and inserted again comes back unmarked).  A
+    run holds each key once: a key inserted, marked and inserted again in one batch (the net
+    changes keep such a sequence as it came) is purged again before its second INSERT."""
     for is_insert, group in groupby(changes, key=lambda ch: ch.kind is ChangeKind.INSERT):
-        run = list(group)
-        if is_insert:
-            purge_marked(target, conn, m, run)
-        target.apply(conn, m, run)
+        for run in _distinct_runs(list(group), m) if is_insert else [list(group)]:
+            if is_insert:
+                purge_marked(target, conn, m, run)
+            target.apply(conn, m, run)
+
+
+def _distinct_runs(inserts: list[RowChange], m: TableMapping) -> list[list[RowChange]]:
+    """``inserts`` cut into runs in which no key appears twice (order kept)."""
+    names = m.view.column_names
+    idx = [names.index(k) for k in m.view.key]
+    runs: list[list[RowChange]] = [[]]
+    seen: set[tuple] = set()
+    for ch in inserts:
+        assert ch.new is not None
+        key = tuple(ch.new[i] for i in idx)
+        if key in seen:
+            runs.append([])
+            seen.clear()
+        seen.add(key)
+        runs[-1].append(ch)
+    return runs
 
 
 def purge_marked(target, conn: Connection, m: TableMapping, inserts: Sequence[RowChange]) -> None:

@@ -1,0 +1,77 @@
+"""Modes without a server: mapping fields and their errors, the change rewrite, the extended view,
+and how a soft_delete batch's INSERTs are cut so that a key is purged before each of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator import modes
+from replicator.config import parse
+from replicator.errors import ConfigError
+from replicator.mapping import resolve
+from replicator.model import UNCHANGED, ChangeKind, Column, Identity, Lsn, RowChange, TableSchema
+from replicator.netchange import NetChanges
+from replicator.target.mode_ops import _distinct_runs
+
+COLS = (Column("id", 23, "integer"), Column("name", 25, "text"), Column("big", 25, "text"))
+KEYED = TableSchema("public", "t", COLS, identity=Identity.DEFAULT, key=("id",), primary_key=("id",), oid=1)
+KEYLESS = TableSchema("public", "k", COLS, identity=Identity.FULL, oid=2)
+
+
+def mapped(text: str, schema=KEYED):
+    return resolve(parse(text, "m.yaml"), [schema])[0]
+
+
+def test_soft_delete_adds_its_columns_last_and_keeps_the_source_apart():
+    m = mapped("tables:\n  - source: public.t\n    mode: soft_delete\n")
+    assert m.view.column_names[-3:] == ("_deleted", "_deleted_at", "_deleted_lsn")
+    assert m.source_table.column_names == ("id", "name", "big")
+    assert [c.source_sql for c in m.view.columns[-3:]] == ["false", "NULL::timestamptz", "NULL::bigint"]
+    assert modes.plain(m).view.column_names == ("id", "name", "big")
+    assert modes.compared(m).target_name == "t_current" and modes.compared(m).mode is None
+    renamed = mapped(
+        "tables:\n  - source: public.t\n    mode: soft_delete\n    soft_delete: {deleted: gone}\n"
+    )
+    assert renamed.view.column_names[-3] == "gone"
+
+
+@pytest.mark.parametrize(
+    "text,schema,message",
+    [
+        ("    mode: history\n", KEYED, "mode must be one of mirror, soft_delete"),
+        ("    soft_delete: {deleted: x}\n", KEYED, "add 'mode: soft_delete'"),
+        ("    mode: soft_delete\n    insert_only: true\n", KEYED, "remove insert_only"),
+        ("    mode: soft_delete\n    soft_delete: {gone: x}\n", KEYED, "not a column of mode soft_delete"),
+        ("    mode: soft_delete\n    soft_delete: {deleted: name}\n", KEYED, "already has a column 'name'"),
+        ("    mode: soft_delete\n", KEYLESS, "needs a key to find a row again"),
+    ],
+)
+def test_mode_errors_name_the_entry(text, schema, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        mapped(f"tables:\n  - source: public.{schema.name}\n{text}", schema)
+    assert "m.yaml:" in str(e.value)
+
+
+def test_a_delete_becomes_a_mark_of_the_key_only():
+    m = mapped("tables:\n  - source: public.t\n    mode: soft_delete\n")
+    d = modes.changed(m, RowChange(ChangeKind.DELETE, "public.t", None, ("7", None, None), lsn=Lsn(99)), None)
+    assert d.kind is ChangeKind.UPDATE and d.old is None
+    assert d.new[:3] == ("7", UNCHANGED, UNCHANGED) and d.new[3] == "t" and d.new[5] == "99"
+    i = modes.changed(m, RowChange(ChangeKind.INSERT, "public.t", ("7", "a", "b")), None)
+    assert i.new == ("7", "a", "b", "f", None, None)
+
+
+def test_insert_delete_insert_in_one_batch_purges_before_each_insert():
+    m = mapped("tables:\n  - source: public.t\n    mode: soft_delete\n")
+    net = NetChanges([0])
+    for ch in (
+        RowChange(ChangeKind.INSERT, "public.t", ("7", "a", "b")),
+        RowChange(ChangeKind.DELETE, "public.t", None, ("7", None, None)),
+        RowChange(ChangeKind.INSERT, "public.t", ("7", "c", "d")),
+        RowChange(ChangeKind.INSERT, "public.t", ("8", "e", "f")),
+    ):
+        net.add(modes.changed(m, ch, None))
+    inserts = [ch for ch in net.drain() if ch.kind is ChangeKind.INSERT]
+    runs = _distinct_runs(inserts, m)
+    assert all(len({ch.new[0] for ch in run}) == len(run) for run in runs)
+    assert [ch.new[:2] for run in runs for ch in run if ch.new[0] == "7"][-1] == ("7", "c")
