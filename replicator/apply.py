@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy.engine import Connection
 
-from . import modes, schema_change
+from . import modes, schema_change, shadow
 from .failpoints import failpoint
 from .model import (
     Lsn,
@@ -135,13 +135,15 @@ class Replayer:
                 return
             if self.progress[table].state is TableState.READY:
                 self._ready_maps[table] = m
-        if m.mode is not None:
-            ch = modes.changed(m, ch, self.tx_time)
         net = self.pending.get(table)
         if net is None:
             names = m.view.column_names
             net = self.pending[table] = NetChanges([names.index(k) for k in m.view.key])
-        self.pending_rows += net.add(ch)
+        if m.mode is None:
+            self.pending_rows += net.add(ch)
+        else:  # what the mode makes of it (modes.py), folded the same way
+            for v in modes.changed(m, ch, self.tx_time, self.tx_rows):
+                self.pending_rows += net.add(v)
         self.batch_seen[table] += 1
         self.tx_rows += 1
         if self.pending_rows >= self.chunk_rows:
@@ -156,8 +158,8 @@ class Replayer:
             if plain:
                 self.target.truncate(conn, plain)
             for m in ms:
-                if m.mode is not None:  # soft_delete: every row marked, as by its DELETE
-                    mode_ops.mark_all(self.target, conn, m, modes.marks(self.tx_lsn, self.tx_time))
+                if m.mode is not None:  # marks or tombstones (target/mode_ops.py)
+                    mode_ops.truncate(self.target, conn, m, self.tx_lsn, self.tx_time, self.tx_rows)
             self.tx_rows += 1
 
     def on_relation(self, ev: RelationInfo) -> None:
@@ -271,6 +273,7 @@ class Replayer:
             self.telemetry.table(t).state = "r"
         self.batch_tables.clear()
         self.batch_txs = self.batch_changes = 0
+        self._swap_in(ready)
         return self.applied
 
     def advance_idle(self, position: Lsn) -> None:
@@ -289,6 +292,15 @@ class Replayer:
             self.telemetry.table(t).state = "r"
         self.applied = Lsn(position)
         self.telemetry.applied_lsn = int(position)
+        self._swap_in(ready)
+
+    def _swap_in(self, ready: list[str]) -> None:
+        """Tables re-synced beside their live copy take its place once ``ready`` is committed
+        (shadow.py; no batch is open here)."""
+        if ready and shadow.swap_ready(
+            self.target, self.store, self.mappings, self.progress, ready, self.telemetry
+        ):
+            self._ready_maps.clear()
 
     def would_ready(self, position: Lsn) -> bool:
         """Some table in ``s`` has its sync LSN at or below ``position``."""

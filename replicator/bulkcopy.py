@@ -23,7 +23,7 @@ from typing import Any, Optional, Protocol
 
 import psycopg
 
-from . import copyplan, retry, schema_change, stopping
+from . import copyplan, modes, retry, schema_change, stopping
 from .dsn import redact
 from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
@@ -125,7 +125,7 @@ class _Copy:
         self.label(sc, m)
         with self.target.connect() as conn:
             self.store.set_table(conn, m.label, self.target.display(m), TableState.DATASYNC)
-        q = snapshot.copy_select(m.source_table, self.target.copy_expressions(m), m.where)
+        q = snapshot.copy_select(m.source_table, self.expressions(m), m.where)
         with self.target.connect() as conn:
             self.target.clear(conn, m)
             fig.rows_copied = fig.bytes_copied = 0
@@ -142,8 +142,7 @@ class _Copy:
         m = p.m
         split.start(lambda: self.begin_split(sc, m, split), self.abort.is_set)
         self.label(sc, m)
-        exprs = self.target.copy_expressions(m)
-        q = snapshot.piece_select(m.source_table, exprs, m.where, p.lo, p.hi, p.rel)
+        q = snapshot.piece_select(m.source_table, self.expressions(m), m.where, p.lo, p.hi, p.rel)
         with self.target.connect() as conn:
             watch = _watch(split.figures, self.abort, self.lines(m))
             n = _load(sc, self.target, conn, m, q, watch, self.chunk)
@@ -154,6 +153,11 @@ class _Copy:
                 self.target.finish_copy(conn, m)
                 self.synced(conn, m, split.rows)
             self.done(m, split.figures, split.rows, split.started)
+
+    def expressions(self, m: TableMapping) -> list[str]:
+        """The copy's column expressions, a mode's constants given the sync LSN (modes.py)."""
+        lsn = str(int(self.sync_lsn))
+        return [e.replace(modes.SYNC_LSN, lsn) for e in self.target.copy_expressions(m)]
 
     def begin_split(self, sc, m: TableMapping, split: copyplan.SplitTable) -> None:
         split.started, split.figures = time.monotonic(), self.figures(sc, m)

@@ -34,11 +34,20 @@ ENTRY_KEYS = {
     "on_missing_row",
     "mode",
     "soft_delete",
+    "history",
 }
-MODES = ("mirror", "soft_delete")
+MODES = ("mirror", "soft_delete", "history")
 #: the columns of each mode, by role, with their default names (modes.py)
 MODE_COLUMNS = {
-    "soft_delete": {"deleted": "_deleted", "deleted_at": "_deleted_at", "deleted_lsn": "_deleted_lsn"}
+    "soft_delete": {"deleted": "_deleted", "deleted_at": "_deleted_at", "deleted_lsn": "_deleted_lsn"},
+    "history": {
+        "valid_from": "_valid_from",
+        "valid_from_lsn": "_valid_from_lsn",
+        "seq": "_seq",
+        "valid_to": "_valid_to",
+        "valid_to_lsn": "_valid_to_lsn",
+        "op": "_op",
+    },
 }
 COLUMN_KEYS = {"exclude", "rename", "types", "policy"}
 ON_MISSING = ("error", "skip")

@@ -2,6 +2,14 @@
 
 * ``mirror`` (the default, no :class:`~replicator.model.Mode`): the target holds what the source
   holds.
+* ``history``: every change appends a row version; only the previous version is updated, to
+  close it.  A version holds the replicated columns plus ``_valid_from`` / ``_valid_from_lsn``
+  (commit time and LSN of the change that made it; for rows of the snapshot copy the time of the
+  snapshot and the table's sync LSN), ``_seq`` (its change's position in its transaction),
+  ``_valid_to`` / ``_valid_to_lsn`` (NULL while current) and ``_op`` (insert, update, delete,
+  snapshot).  A DELETE closes the current version and adds a tombstone (the key, NULL elsewhere,
+  ``_op`` delete).  The target's key is (identity key, ``_valid_from_lsn``, ``_seq``).  Versions
+  are never merged by net-change reduction (each has its own key).
 * ``soft_delete``: a DELETE marks the row instead of removing it (``_deleted`` true, with the
   source commit time and commit LSN of the delete in ``_deleted_at`` / ``_deleted_lsn``); a later
   INSERT of the same key replaces the marked row, unmarked; UPDATEs apply as in ``mirror``; a
@@ -28,12 +36,23 @@ from typing import Optional
 from .config import MODE_COLUMNS
 from .model import UNCHANGED, ChangeKind, Column, Mode, RowChange, TableMapping
 
+#: in a copy constant: replaced by the table's sync LSN when the copy query is made (bulkcopy.py)
+SYNC_LSN = "{sync_lsn}"
+TIMESTAMPTZ = (1184, "timestamp with time zone")
 #: role → (type OID, PostgreSQL type, NOT NULL, the snapshot copy's constant)
-SOFT_DELETE_TYPES = {
+COLUMN_TYPES = {
     "deleted": (16, "boolean", True, "false"),
-    "deleted_at": (1184, "timestamp with time zone", False, "NULL::timestamptz"),
+    "deleted_at": (*TIMESTAMPTZ, False, "NULL::timestamptz"),
     "deleted_lsn": (20, "bigint", False, "NULL::bigint"),
+    "valid_from": (*TIMESTAMPTZ, False, "now()"),
+    "valid_from_lsn": (20, "bigint", True, f"{SYNC_LSN}::bigint"),
+    "seq": (23, "integer", True, "0"),
+    "valid_to": (*TIMESTAMPTZ, False, "NULL::timestamptz"),
+    "valid_to_lsn": (20, "bigint", False, "NULL::bigint"),
+    "op": (25, "text", True, "'snapshot'"),
 }
+#: the history columns that join the identity key in the target's key
+HISTORY_KEY = ("valid_from_lsn", "seq")
 
 
 def mode_of(kind: str, names: tuple[tuple[str, str], ...] = ()) -> Optional[Mode]:
@@ -49,7 +68,7 @@ def mode_columns(mode: Mode) -> tuple[Column, ...]:
     return tuple(
         Column(name, oid, pg_type, not_null=not_null, source_sql=const)
         for (role, name), (oid, pg_type, not_null, const) in (
-            (rc, SOFT_DELETE_TYPES[rc[0]]) for rc in mode.columns
+            (rc, COLUMN_TYPES[rc[0]]) for rc in mode.columns
         )
     )
 
@@ -60,16 +79,33 @@ def extended(m: TableMapping) -> TableMapping:
     if m.mode is None:
         return m
     base = plain(m)
-    view = dataclasses.replace(base.view, columns=base.view.columns + mode_columns(m.mode))
+    cols, key = base.view.columns, base.view.key
+    if m.mode.kind == "history":  # versions: a tombstone has NULL outside the key
+        cols = tuple(c if c.name in key else dataclasses.replace(c, not_null=False) for c in cols)
+        key = key + tuple(m.mode.name(r) for r in HISTORY_KEY)
+    view = dataclasses.replace(
+        base.view,
+        columns=cols + mode_columns(m.mode),
+        key=key,
+        primary_key=key if m.mode.kind == "history" else base.view.primary_key,
+    )
     return dataclasses.replace(base, view=view, origin=base.source_table)
 
 
 def plain(m: TableMapping) -> TableMapping:
-    """``m``'s view without its mode's columns (what the source has, renamed)."""
-    cols = tuple(c for c in m.view.columns if not c.source_sql)
-    if len(cols) == len(m.view.columns):
+    """``m``'s view without its mode's columns (what the source has, renamed); the key and
+    primary key as the source's."""
+    if not any(c.source_sql for c in m.view.columns):
         return m
-    return dataclasses.replace(m, view=dataclasses.replace(m.view, columns=cols))
+    ours = {c.name for c in m.view.columns if c.source_sql}
+    origin = m.source_table
+    view = dataclasses.replace(
+        m.view,
+        columns=tuple(c for c in m.view.columns if c.name not in ours),
+        key=tuple(k for k in m.view.key if k not in ours),
+        primary_key=tuple(k for k in m.view.primary_key if k not in ours) or origin.primary_key,
+    )
+    return dataclasses.replace(m, view=view)
 
 
 def compared(m: TableMapping) -> TableMapping:
@@ -96,10 +132,50 @@ def time_text(t: Optional[datetime]) -> Optional[str]:
 NOT_DELETED = ("f", None, None)
 
 
-def changed(m: TableMapping, ch: RowChange, commit_time: Optional[datetime]) -> RowChange:
-    """``ch`` as the mode applies it to the extended view: an INSERT or UPDATE carries the
-    unmarked mode values; a DELETE becomes an UPDATE of the mode columns only, located by the
-    key (the other columns stay as they are)."""
+def changed(m: TableMapping, ch: RowChange, commit_time: Optional[datetime], seq: int = 0) -> list[RowChange]:
+    """``ch`` as ``m``'s mode applies it to the extended view (``seq``: its position in its
+    transaction): for ``history`` the versions it appends, for ``soft_delete`` the change."""
+    assert m.mode is not None
+    if m.mode.kind == "history":
+        return versions(m, ch, commit_time, seq)
+    return [soft_deleted(m, ch, commit_time)]
+
+
+def versions(m: TableMapping, ch: RowChange, commit_time: Optional[datetime], seq: int) -> list[RowChange]:
+    """The versions a change appends: an INSERT or UPDATE its new row (UNCHANGED values are
+    carried from the previous version when applied: target/mode_ops.py); a DELETE, or the old
+    key of an UPDATE that changed it, a tombstone.  Every version is an INSERT of its own key."""
+    n = len(m.source_table.columns)
+    when = (time_text(commit_time), lsn_text(ch.lsn))
+    out = []
+    if ch.kind is ChangeKind.DELETE or (ch.old is not None and ch.old_is_key and ch.new is not None):
+        old = ch.old if ch.old is not None else ch.new
+        assert old is not None
+        moved = ch.kind is not ChangeKind.DELETE and _key_of(m, old, n) != _key_of(m, ch.new, n)
+        if ch.kind is ChangeKind.DELETE or moved:
+            tomb = tuple(old[i] if c in m.view.key else None for i, c in enumerate(m.view.column_names[:n]))
+            row = tomb + (*when, str(seq), None, None, "delete")
+            out.append(RowChange(ChangeKind.INSERT, ch.table, row, lsn=ch.lsn))
+            if moved:  # the new key's first version: ``old`` says it has no previous version
+                assert ch.new is not None
+                row = ch.new + (*when, str(seq), None, None, "update")
+                return out + [RowChange(ChangeKind.INSERT, ch.table, row, old=old, lsn=ch.lsn)]
+    if ch.new is not None:
+        op = "insert" if ch.kind is ChangeKind.INSERT else "update"
+        row = ch.new + (*when, str(seq), None, None, op)
+        out.append(RowChange(ChangeKind.INSERT, ch.table, row, lsn=ch.lsn))
+    return out
+
+
+def _key_of(m: TableMapping, row, n: int) -> tuple:
+    names = m.view.column_names[:n]
+    return tuple(row[i] for i, c in enumerate(names) if c in m.view.key)
+
+
+def soft_deleted(m: TableMapping, ch: RowChange, commit_time: Optional[datetime]) -> RowChange:
+    """``ch`` for ``soft_delete``: an INSERT or UPDATE carries the unmarked mode values; a DELETE
+    becomes an UPDATE of the mode columns only, located by the key (the other columns stay as
+    they are)."""
     if ch.kind is not ChangeKind.DELETE:
         assert ch.new is not None
         return RowChange(ch.kind, ch.table, ch.new + NOT_DELETED, _widened(ch.old), ch.old_is_key, ch.lsn)

@@ -25,19 +25,40 @@ def _marked_column(target, m: TableMapping) -> sa.Column:
     return target.table(m).c[m.mode.name("deleted")]
 
 
+def _current(target, m: TableMapping):
+    """The condition of the rows ``<table>_current`` shows: unmarked, or current and live."""
+    assert m.mode is not None
+    t = target.table(m)
+    if m.mode.kind == "history":
+        live = t.c[m.mode.name("op")] != sa.literal_column("'delete'")  # rendered into a view
+        return sa.and_(t.c[m.mode.name("valid_to_lsn")].is_(None), live)
+    return sa.not_(_marked_column(target, m))
+
+
 def create_current_view(target, conn: Connection, m: TableMapping, plain_columns: Sequence[str]) -> None:
     """``<table>_current``: the unmarked rows with the replicated columns (replaced if there)."""
     t = target.table(m)
     q = conn.dialect.identifier_preparer
     name = f"{m.target_name}_current"
     full = f"{q.quote(m.target_schema)}.{q.quote(name)}" if m.target_schema else q.quote(name)
-    select = sa.select(*[t.c[c] for c in plain_columns]).where(sa.not_(_marked_column(target, m)))
+    select = sa.select(*[t.c[c] for c in plain_columns]).where(_current(target, m))
     body = str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     conn.exec_driver_sql(f"DROP VIEW IF EXISTS {full}")
     conn.exec_driver_sql(f"CREATE VIEW {full} AS {body}")
 
 
 def apply(target, conn: Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
+    """Apply a table's drained changes as its mode says (history: history_ops.py)."""
+    assert m.mode is not None
+    if m.mode.kind == "history":
+        from . import history_ops
+
+        history_ops.apply(target, conn, m, changes)
+    else:
+        apply_soft_delete(target, conn, m, changes)
+
+
+def apply_soft_delete(target, conn: Connection, m: TableMapping, changes: Sequence[RowChange]) -> None:
     """Apply a soft_delete table's drained changes: before each run of INSERTs, the marked rows
     of their keys are removed (a key deleted before and inserted again comes back unmarked).  A
     run holds each key once: a key inserted, marked and inserted again in one batch (the net
@@ -76,6 +97,20 @@ def purge_marked(target, conn: Connection, m: TableMapping, inserts: Sequence[Ro
         chunk = keys[i : i + IN_CHUNK]
         match = cols[0].in_([k[0] for k in chunk]) if len(cols) == 1 else sa.tuple_(*cols).in_(chunk)
         conn.execute(sa.delete(t).where(marked == sa.true(), match))
+
+
+def truncate(target, conn: Connection, m: TableMapping, lsn: int, commit_time, seq: int) -> None:
+    """A source TRUNCATE of a table with a mode: soft_delete marks every row; history closes
+    every live version with a tombstone."""
+    from .. import modes
+
+    assert m.mode is not None
+    if m.mode.kind == "history":
+        from . import history_ops
+
+        history_ops.truncate(target, conn, m, modes.time_text(commit_time), modes.lsn_text(lsn), seq)
+    else:
+        mark_all(target, conn, m, modes.marks(lsn, commit_time))
 
 
 def mark_all(target, conn: Connection, m: TableMapping, marks: tuple[str, Optional[str], str]) -> None:

@@ -38,7 +38,7 @@ def test_soft_delete_adds_its_columns_last_and_keeps_the_source_apart():
 @pytest.mark.parametrize(
     "text,schema,message",
     [
-        ("    mode: history\n", KEYED, "mode must be one of mirror, soft_delete"),
+        ("    mode: archive\n", KEYED, "mode must be one of mirror, soft_delete, history"),
         ("    soft_delete: {deleted: x}\n", KEYED, "add 'mode: soft_delete'"),
         ("    mode: soft_delete\n    insert_only: true\n", KEYED, "remove insert_only"),
         ("    mode: soft_delete\n    soft_delete: {gone: x}\n", KEYED, "not a column of mode soft_delete"),
@@ -54,10 +54,12 @@ def test_mode_errors_name_the_entry(text, schema, message):
 
 def test_a_delete_becomes_a_mark_of_the_key_only():
     m = mapped("tables:\n  - source: public.t\n    mode: soft_delete\n")
-    d = modes.changed(m, RowChange(ChangeKind.DELETE, "public.t", None, ("7", None, None), lsn=Lsn(99)), None)
+    (d,) = modes.changed(
+        m, RowChange(ChangeKind.DELETE, "public.t", None, ("7", None, None), lsn=Lsn(99)), None
+    )
     assert d.kind is ChangeKind.UPDATE and d.old is None
     assert d.new[:3] == ("7", UNCHANGED, UNCHANGED) and d.new[3] == "t" and d.new[5] == "99"
-    i = modes.changed(m, RowChange(ChangeKind.INSERT, "public.t", ("7", "a", "b")), None)
+    (i,) = modes.changed(m, RowChange(ChangeKind.INSERT, "public.t", ("7", "a", "b")), None)
     assert i.new == ("7", "a", "b", "f", None, None)
 
 
@@ -70,7 +72,8 @@ def test_insert_delete_insert_in_one_batch_purges_before_each_insert():
         RowChange(ChangeKind.INSERT, "public.t", ("7", "c", "d")),
         RowChange(ChangeKind.INSERT, "public.t", ("8", "e", "f")),
     ):
-        net.add(modes.changed(m, ch, None))
+        for v in modes.changed(m, ch, None):
+            net.add(v)
     inserts = [ch for ch in net.drain() if ch.kind is ChangeKind.INSERT]
     runs = _distinct_runs(inserts, m)
     assert all(len({ch.new[0] for ch in run}) == len(run) for run in runs)
