@@ -199,3 +199,46 @@ def test_a_crash_adds_no_version_twice_and_loses_none(db, point, kind, request, 
         assert mirror.stop() == 0, mirror.tail()
     finally:
         mirror.close()
+
+
+def test_readme_queries_on_a_duckdb_history_table(db, duckdb_target_url, tmp_path):
+    """The README's two questions, asked of a DuckDB history table: which accounts were deleted
+    since a time (with their last owner), and the balance of an account at a time."""
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(MAPPING)
+    mirror = procs.Mirror(db, duckdb_target_url, args=["--mapping", str(mapping)])
+    try:
+        wait_streaming(db, mirror)
+        wait_caught_up(db, mirror)  # the snapshot rows are in (the slot is active during the copy too)
+        (t0,) = source_select(db, "SELECT clock_timestamp()")[0]
+        run_sql(db, "UPDATE acct SET balance = 420 WHERE id = 42")
+        time.sleep(0.05)
+        (t1,) = source_select(db, "SELECT clock_timestamp()")[0]
+        run_sql(db, "UPDATE acct SET balance = 421 WHERE id = 42", "DELETE FROM acct WHERE id IN (7, 8)")
+        wait_caught_up(db, mirror)
+        assert mirror.stop() == 0, mirror.tail()
+    finally:
+        mirror.close()
+    import duckdb
+
+    with duckdb.connect(duckdb_target_url.split(":///", 1)[1], read_only=True) as con:
+        deleted = con.execute(README_DELETED, [t0]).fetchall()
+        balance = con.execute(README_BALANCE, [42, t1]).fetchall()
+        before = con.execute(README_BALANCE, [42, t0]).fetchall()
+    assert sorted((int(i), o) for i, o, _ in deleted) == [(7, "owner 7"), (8, "owner 8")]
+    assert [money(b) for (b,) in balance] == [Decimal("420.00")]
+    assert [money(b) for (b,) in before] == [Decimal("52.50")]
+
+
+README_DELETED = """
+SELECT id, owner, _valid_from AS deleted_at
+FROM (SELECT id, _op, _valid_from,
+             lag(owner) OVER (PARTITION BY id ORDER BY _valid_from_lsn, _seq) AS owner
+      FROM acct)
+WHERE _op = 'delete' AND _valid_from >= ?
+"""
+README_BALANCE = """
+SELECT balance FROM acct
+WHERE id = ? AND _op <> 'delete'
+  AND _valid_from <= $2 AND (_valid_to IS NULL OR _valid_to > $2)
+"""
