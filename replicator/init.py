@@ -38,6 +38,8 @@ def _entry(t: TableSchema, rows: int) -> list[str]:
     if problem:
         lines[1:1] = [f"  # PROBLEM: {problem}", "  # Until then only INSERT and TRUNCATE are replicated:"]
         lines.append("    insert_only: true")
+    else:
+        lines.append("    # mode: mirror  # or soft_delete (deletes mark rows), history (every version kept)")
     lines.append("    # columns: {exclude: [], rename: {}, types: {}, policy: {}}")
     lines.append('    # where: "<row filter on replica identity columns>"')
     return lines

@@ -78,3 +78,37 @@ def test_insert_delete_insert_in_one_batch_purges_before_each_insert():
     runs = _distinct_runs(inserts, m)
     assert all(len({ch.new[0] for ch in run}) == len(run) for run in runs)
     assert [ch.new[:2] for run in runs for ch in run if ch.new[0] == "7"][-1] == ("7", "c")
+
+
+def test_the_history_example_mapping_resolves():
+    """mappings/history_duckdb.yaml: customers in history mode, accounts soft-deleted (renamed
+    columns), every other table mirrored."""
+    import dataclasses
+    from pathlib import Path
+
+    from replicator.config import load
+
+    cfg = load(str(Path(__file__).resolve().parents[2] / "mappings" / "history_duckdb.yaml"))
+    tables = [
+        dataclasses.replace(KEYED, name=n, oid=i) for i, n in enumerate(("customers", "accounts", "other"))
+    ]
+    by = {m.view.name: m for m in resolve(cfg, tables)}
+    assert by["customers"].mode.kind == "history" and by["customers"].view.key == (
+        "id",
+        "_valid_from_lsn",
+        "_seq",
+    )
+    assert by["accounts"].mode.kind == "soft_delete" and "is_deleted" in by["accounts"].view.column_names
+    assert by["other"].mode is None and by["other"].view.column_names == ("id", "name", "big")
+
+
+def test_a_key_change_in_history_is_a_tombstone_and_a_first_version():
+    m = mapped("tables:\n  - source: public.t\n    mode: history\n")
+    ch = RowChange(ChangeKind.UPDATE, "public.t", ("8", "n", UNCHANGED), ("7", None, None), True, Lsn(5))
+    tomb, first = modes.changed(m, ch, None, seq=3)
+    assert tomb.new[:3] == ("7", None, None) and tomb.new[-1] == "delete" and tomb.new[4:6] == ("5", "3")
+    assert first.new[:3] == ("8", "n", UNCHANGED) and first.new[-1] == "update" and first.old is not None
+    (plain,) = modes.changed(
+        m, RowChange(ChangeKind.UPDATE, "public.t", ("7", "x", "y"), lsn=Lsn(6)), None, 0
+    )
+    assert plain.old is None and plain.new[-1] == "update" and plain.kind is ChangeKind.INSERT
