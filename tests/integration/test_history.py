@@ -242,3 +242,16 @@ SELECT balance FROM acct
 WHERE id = ? AND _op <> 'delete'
   AND _valid_from <= $2 AND (_valid_to IS NULL OR _valid_to > $2)
 """
+
+
+def test_a_snapshot_only_copy_with_modes(db, sqlite_target_url, tmp_path):
+    """`replicator copy` with a history/soft_delete mapping: snapshot versions at the snapshot's
+    LSN, nothing marked, current views equal to the source."""
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(MAPPING + "  - source: public.acct_log\n    key: [n]\n    mode: soft_delete\n")
+    procs.run("copy", "--mapping", str(mapping), "--source", db, "--target", sqlite_target_url, check=True)
+    ops = target_select(sqlite_target_url, "SELECT DISTINCT _op, _seq, _valid_to_lsn FROM acct")
+    assert ops == [("snapshot", 0, None)]
+    (lsn,) = {int(r[0]) for r in target_select(sqlite_target_url, "SELECT _valid_from_lsn FROM pair")}
+    assert lsn > 0
+    check_history(db, sqlite_target_url)
