@@ -228,7 +228,9 @@ class RowChange:
     None for DELETE.  ``old`` holds the identity the source sent: for DELETE always, for UPDATE only
     when the key changed (DEFAULT/INDEX, ``old_is_key`` True: non-key positions are None) or always
     under FULL identity (``old_is_key`` False).  ``lsn`` is the commit LSN of its transaction, used
-    in error messages.
+    in error messages.  Inside a stream block (see :class:`StreamStart`) ``xid`` is the id of the
+    (sub)transaction the change belongs to and ``lsn`` is 0 (the commit LSN is known only at
+    :class:`StreamCommit`); outside stream blocks ``xid`` is 0.
     """
 
     kind: ChangeKind
@@ -237,14 +239,18 @@ class RowChange:
     old: Optional[tuple] = None
     old_is_key: bool = True
     lsn: Lsn = Lsn(0)
+    xid: int = 0
 
 
 @dataclass(frozen=True)
 class Truncate:
+    """TRUNCATE of ``tables``; ``lsn`` and ``xid`` as in :class:`RowChange`."""
+
     tables: tuple[str, ...]
     cascade: bool = False
     restart_identity: bool = False
     lsn: Lsn = Lsn(0)
+    xid: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,13 +258,16 @@ class RelationInfo:
     """The source's current column list of a table, as a Relation message announced it (names
     and type OIDs in tuple order).  Sent before the first change after any schema change.
     ``type_mods`` are the columns' typmods (same order; empty when unknown) and ``relid`` the
-    table's OID, as the message carries them: what the changes after it were written with."""
+    table's OID, as the message carries them: what the changes after it were written with.
+    ``lsn`` and ``xid`` as in :class:`RowChange`: a Relation inside a stream block belongs to the
+    streamed transaction (the decoder already uses it for the changes after it)."""
 
     table: str
     columns: tuple[tuple[str, int], ...]
     lsn: Lsn = Lsn(0)
     type_mods: tuple[int, ...] = ()
     relid: int = 0
+    xid: int = 0
 
 
 @dataclass(slots=True)
@@ -277,6 +286,53 @@ class TxCommit:
     commit_lsn: Lsn
     end_lsn: Lsn
     commit_time: Optional[datetime]
+
+
+@dataclass(slots=True)
+class StreamStart:
+    """Start of a stream block of the in-progress (not yet committed) transaction ``xid``
+    (pgoutput protocol version 2, streaming on).  Until the next :class:`StreamStop`, every
+    RowChange, Truncate and RelationInfo belongs to ``xid`` or one of its subtransactions and
+    carries that (sub)transaction's id in its ``xid``.  ``first``: the first block of ``xid``
+    sent on this connection (after a reconnect the source streams the transaction again from
+    its start, with ``first`` set).  Blocks of several transactions and whole ordinary
+    transactions (TxBegin … TxCommit) interleave; nothing in a block may be applied before
+    its :class:`StreamCommit`."""
+
+    xid: int
+    first: bool
+
+
+@dataclass(slots=True)
+class StreamStop:
+    """End of the current stream block (not of the transaction)."""
+
+
+@dataclass(slots=True)
+class StreamCommit:
+    """The streamed transaction ``xid`` committed: apply every change its blocks carried (minus
+    the subtransactions a StreamAbort discarded) as one source transaction committed at
+    ``commit_lsn``; ``end_lsn`` is what we persist and confirm, as for :class:`TxCommit`."""
+
+    xid: int
+    commit_lsn: Lsn
+    end_lsn: Lsn
+    commit_time: Optional[datetime]
+
+
+@dataclass(slots=True)
+class StreamAbort:
+    """The streamed transaction ``xid`` aborted (``subxid == xid``: discard all of it) or only
+    its subtransaction ``subxid`` rolled back: discard what its blocks carried from the first
+    change tagged ``subxid`` on (only ``subxid`` and its nested subtransactions can have changes
+    after that one; PostgreSQL's own worker truncates its spool file there; none tagged
+    ``subxid``: nothing to discard).  ``abort_lsn``/``abort_time`` only with protocol version 4
+    and streaming 'parallel' (PostgreSQL 16+); None otherwise."""
+
+    xid: int
+    subxid: int
+    abort_lsn: Optional[Lsn] = None
+    abort_time: Optional[datetime] = None
 
 
 class TableState(str, enum.Enum):

@@ -1,12 +1,17 @@
-"""The pgoutput v1 message values :func:`replicator.source.pgoutput.decode` returns.
+"""The pgoutput message values :func:`replicator.source.pgoutput.decode` returns.
 
 Contract: plain slotted dataclasses with no behaviour beyond field access (and
 :attr:`RelationColumn.is_key`), frozen except the five made once per change or transaction
 (Begin, Commit, Insert, Update, Delete: a frozen dataclass costs twice as much to build), which
 nothing changes either; they hold already-decoded Python values, so building one does no
-parsing and no I/O.  ``TYPE_NAMES`` and ``NEWER_TYPES`` name the type bytes (for error messages).
-Field meanings and wire order are documented in :mod:`replicator.source.pgoutput`, which
-re-exports every name here (``po.Insert`` and so on).
+parsing and no I/O.  ``TYPE_NAMES`` and ``TWO_PHASE_TYPES`` name the type bytes (for error
+messages).  Field meanings and wire order are documented in :mod:`replicator.source.pgoutput`
+(protocol version 1) and :mod:`replicator.source.pgoutput_stream` (version 2 streaming), which
+re-export every name here (``po.Insert`` and so on).
+
+``xid`` (the last field of Relation, TypeInfo, Insert, Update, Delete, Truncate, LogicalMessage)
+is the (sub)transaction id a message carries inside a stream block (between Stream Start and
+Stream Stop, protocol version 2+); 0 outside stream blocks, where the wire has no such field.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Optional, Union
 
 from ..model import Lsn
 
-#: message type byte -> name, for the messages protocol version 1 has
+#: message type byte -> name, for the messages this decoder decodes (versions 1 and 2)
 TYPE_NAMES = {
     "B": "Begin",
     "C": "Commit",
@@ -29,13 +34,13 @@ TYPE_NAMES = {
     "D": "Delete",
     "T": "Truncate",
     "M": "Message",
-}
-#: type bytes of protocol version 2+ messages (streaming, two-phase): named, then refused
-NEWER_TYPES = {
     "S": "Stream Start",
     "E": "Stream Stop",
     "c": "Stream Commit",
     "A": "Stream Abort",
+}
+#: type bytes of the two-phase messages (protocol version 3, option two_phase): named, then refused
+TWO_PHASE_TYPES = {
     "b": "Begin Prepare",
     "P": "Prepare",
     "K": "Commit Prepared",
@@ -84,6 +89,7 @@ class Relation:
     name: str
     replica_identity: str
     columns: tuple[RelationColumn, ...]
+    xid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +97,14 @@ class TypeInfo:
     type_oid: int
     namespace: str
     name: str
+    xid: int = 0
 
 
 @dataclass(slots=True)
 class Insert:
     relid: int
     new: tuple
+    xid: int = 0
 
 
 @dataclass(slots=True)
@@ -105,6 +113,7 @@ class Update:
     old: Optional[tuple]
     old_kind: Optional[str]
     new: tuple
+    xid: int = 0
 
 
 @dataclass(slots=True)
@@ -112,6 +121,7 @@ class Delete:
     relid: int
     old: tuple
     old_kind: str
+    xid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +129,7 @@ class Truncate:
     relids: tuple[int, ...]
     cascade: bool
     restart_identity: bool
+    xid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +138,51 @@ class LogicalMessage:
     lsn: Lsn
     prefix: str
     content: bytes
+    xid: int = 0
 
 
-Message = Union[Begin, Commit, Origin, Relation, TypeInfo, Insert, Update, Delete, Truncate, LogicalMessage]
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    xid: int
+    first_segment: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCommit:
+    xid: int
+    flags: int
+    commit_lsn: Lsn
+    end_lsn: Lsn
+    commit_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAbort:
+    xid: int
+    subxid: int
+    #: only with protocol version 4 and streaming 'parallel' (PostgreSQL 16+); else None
+    abort_lsn: Optional[Lsn] = None
+    abort_time: Optional[datetime] = None
+
+
+Message = Union[
+    Begin,
+    Commit,
+    Origin,
+    Relation,
+    TypeInfo,
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+    LogicalMessage,
+    StreamStart,
+    StreamStop,
+    StreamCommit,
+    StreamAbort,
+]

@@ -36,12 +36,50 @@ def _seconds(setting: str) -> float:
     return value or 60.0
 
 
-class ReplicationStream:
-    """One START_REPLICATION session on ``slot`` for the given publications."""
+def start_replication_command(
+    slot: str,
+    start_lsn: Lsn,
+    publications: list[str],
+    proto_version: int = 1,
+    conn: Optional[psycopg.Connection] = None,
+) -> sql.Composed:
+    """START_REPLICATION … LOGICAL for pgoutput: ``proto_version`` 1, or 2 with ``streaming 'on'``
+    (PostgreSQL 14+: large transactions arrive while they run, in stream blocks that the decoder,
+    pgoutput_stream.py, understands; the applier must spool them until their Stream Commit).
+    ``conn`` quotes the publication names (None: quoting without a connection)."""
+    if proto_version not in (1, 2):
+        raise ValueError(f"pgoutput proto_version {proto_version}: only 1 and 2 are supported")
+    options = sql.SQL("proto_version {}").format(sql.Literal(str(proto_version)))
+    if proto_version >= 2:
+        options = sql.SQL("{}, streaming 'on'").format(options)
+    return sql.SQL("START_REPLICATION SLOT {} LOGICAL {} ({}, publication_names {})").format(
+        sql.Identifier(slot),
+        sql.SQL(str(Lsn(start_lsn))),
+        options,
+        sql.Literal(",".join(sql.Identifier(p).as_string(conn) for p in publications)),
+    )
 
-    def __init__(self, dsn: str, slot: str, publications: list[str], app_name: Optional[str] = None):
+
+class ReplicationStream:
+    """One START_REPLICATION session on ``slot`` for the given publications.
+
+    ``proto_version``: the pgoutput protocol requested, 1 (the default) or 2 (adds ``streaming
+    'on'``; the ChangeDecoder then yields StreamStart … StreamCommit/StreamAbort events, which
+    the applier must handle before anyone asks for 2)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        slot: str,
+        publications: list[str],
+        app_name: Optional[str] = None,
+        proto_version: int = 1,
+    ):
         self.dsn, self.slot, self.publications = dsn, slot, list(publications)
         self.app_name = app_name
+        if proto_version not in (1, 2):
+            raise ValueError(f"pgoutput proto_version {proto_version}: only 1 and 2 are supported")
+        self.proto_version = proto_version
         self.conn: Optional[psycopg.Connection] = None
         self.received = 0  # the highest WAL start received (an int: set per frame)
         self.last_status = 0.0
@@ -57,10 +95,8 @@ class ReplicationStream:
         self.conn = replication_connection(self.dsn, self.app_name)
         timeout = one(self.conn.execute("SHOW wal_sender_timeout"), "wal_sender_timeout")[0]
         self.dead_after = max(10.0, 2 * _seconds(timeout))
-        q = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})").format(
-            sql.Identifier(self.slot),
-            sql.SQL(str(Lsn(start_lsn))),
-            sql.Literal(",".join(sql.Identifier(p).as_string(self.conn) for p in self.publications)),
+        q = start_replication_command(
+            self.slot, Lsn(start_lsn), self.publications, self.proto_version, self.conn
         )
         try:
             self.conn.execute(q)

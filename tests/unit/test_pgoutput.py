@@ -1,4 +1,5 @@
-"""pgoutput v1 decoder: byte-by-byte fixtures, edge cases and hypothesis fuzzing (no server)."""
+"""pgoutput v1 decoder (v2 outside stream blocks is the same): byte-by-byte fixtures, edge cases and
+hypothesis fuzzing (no server)."""
 
 from __future__ import annotations
 
@@ -220,8 +221,8 @@ def _raises(raw: bytes, *needles: str) -> str:
 def test_errors_name_type_and_offset():
     _raises(b"", "offset 0")
     _raises(b"Z\x00", "unknown", "'Z'", "offset 0")
-    for t in "SEcAbPKrp":
-        _raises(t.encode() + b"\x00" * 8, repr(t), "protocol version 2")
+    for t in "bPKrp":  # two-phase (protocol version 3): never requested, refused by name
+        _raises(t.encode() + b"\x00" * 8, repr(t), "two-phase", "protocol version 3")
     _raises(enc_begin(1, T1, 1)[:-1], "Begin", "'B'", "offset 1")
     _raises(enc_begin(1, T1, 1) + b"\x00", "trailing", "offset 21")
     _raises(enc_insert(1, ("a",))[:5] + b"X" + tup(("a",)), "expected 'N'", "offset 5")
@@ -351,7 +352,7 @@ def _decoders():
     for fused in (True, False):
         d = ChangeDecoder({"public.t": TableSchema("public", "t", cols)})
         if not fused:
-            d._fast = {}
+            d._fast = d._fast_in = d._fast_out = {}
         for relid, rel in ((7, "t"), (8, "other")):
             d.feed(enc_relation(relid, "public", rel, "d", [(1, n, 25, -1) for n in "abc"]))
         out.append(d)
