@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import psycopg
 
@@ -29,25 +29,11 @@ from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableState
 from .source import snapshot
+from .state import StateStore
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 COPY_MEMORY = 32 << 20  # COPY chunk bytes shared out among the workers (see chunk_bytes)
-
-
-class TableStates(Protocol):
-    """Where the copy records each table's state (StateStore; a snapshot-only copy records none)."""
-
-    def set_table(
-        self,
-        conn: Any,
-        source: str,
-        target: str,
-        state: TableState,
-        sync_lsn: Optional[int] = None,
-        rows_copied: Optional[int] = None,
-        layout: Optional[str] = None,
-    ) -> None: ...
 
 
 class CopyStats:
@@ -103,7 +89,7 @@ class _Copy:
     and the abort flag."""
 
     target: Any
-    store: TableStates
+    store: StateStore
     sync_lsn: Lsn
     stats: CopyStats
     telemetry: Telemetry
@@ -265,7 +251,7 @@ class _Workers:
 def copy_tables(
     dsn: str,
     target,
-    store: TableStates,
+    store: StateStore,
     mappings: Sequence[TableMapping],
     snapshot_name: Optional[str],
     sync_lsn: Lsn,

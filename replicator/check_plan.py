@@ -23,12 +23,6 @@ SELECT pg_total_relation_size(c.oid) + CASE WHEN c.relkind = 'p' THEN
        (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(c.oid)) ELSE 0 END
 FROM pg_class c WHERE c.oid = %s::regclass
 """
-IDENTITY_WORDS = {
-    Identity.DEFAULT: "default",
-    Identity.FULL: "full",
-    Identity.INDEX: "index",
-    Identity.NOTHING: "nothing",
-}
 
 
 def locate_by(t: TableSchema) -> str:
@@ -75,7 +69,7 @@ def _row(conn, target, m: TableMapping) -> dict[str, Any]:
         "target": target.display(m),
         "rows_estimate": snapshot.row_estimate(conn, t),
         "bytes": int(size[0]) if size else 0,
-        "identity": IDENTITY_WORDS.get(t.identity, str(t.identity)),
+        "identity": catalog.IDENTITY_WORDS.get(t.identity, str(t.identity)),
         "locate_by": locate_by(t),
         "problems": [],
     }

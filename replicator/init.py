@@ -10,15 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from .model import Identity, TableSchema
+from .model import TableSchema
 from .source import catalog, snapshot
 
-IDENTITY = {
-    Identity.DEFAULT: "DEFAULT",
-    Identity.FULL: "FULL",
-    Identity.INDEX: "USING INDEX",
-    Identity.NOTHING: "NOTHING",
-}
+IDENTITY = catalog.IDENTITY_WORDS
 
 
 def _q(s: str) -> str:

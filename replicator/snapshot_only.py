@@ -24,14 +24,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import psycopg
 
 from . import bulkcopy
 from .dsn import redact
 from .errors import ConfigError, ReplicatorError, SourceError
-from .model import Lsn, TableMapping, TableState
+from .model import Lsn, TableMapping
 from .options import Options, Summary, validate
 from .planner import Planner
 from .source import snapshot
@@ -57,19 +57,13 @@ STANDBY_HINT = (
 )
 
 
-class NoState:
+class NoState(StateStore):
     """The state store of a snapshot-only copy: it records nothing (see the module contract)."""
 
-    def set_table(
-        self,
-        conn: object,
-        source: str,
-        target: str,
-        state: TableState,
-        sync_lsn: Optional[int] = None,
-        rows_copied: Optional[int] = None,
-        layout: Optional[str] = None,
-    ) -> None:
+    def __init__(self) -> None:
+        super().__init__("copy")
+
+    def set_table(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

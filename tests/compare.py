@@ -105,3 +105,26 @@ def target_tables(url: str) -> set[str]:
         return set(sa.inspect(eng).get_table_names())
     finally:
         eng.dispose()
+
+
+def run_sql(dsn: str, *statements: str) -> None:
+    """Run each statement on the source, autocommit (a BEGIN … COMMIT string is one transaction)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for s in statements:
+            c.execute(s)
+
+
+def source_select(dsn: str, query: str) -> list[tuple]:
+    with psycopg.connect(dsn) as c:
+        return [tuple(r) for r in c.execute(query)]
+
+
+def target_select(url: str, query: str) -> list[tuple]:
+    """The rows of a SQL query on the target (any target URL the tests use)."""
+    target_class(url)
+    eng = sa.create_engine(engine_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with eng.connect() as c:
+            return [tuple(r) for r in c.execute(sa.text(query))]
+    finally:
+        eng.dispose()

@@ -202,6 +202,15 @@ def _load_columns(
     return cols, attnums, generated
 
 
+#: REPLICA IDENTITY as PostgreSQL spells it (ALTER TABLE … REPLICA IDENTITY …)
+IDENTITY_WORDS = {
+    Identity.DEFAULT: "DEFAULT",
+    Identity.FULL: "FULL",
+    Identity.INDEX: "USING INDEX",
+    Identity.NOTHING: "NOTHING",
+}
+
+
 def identity_problem(t: TableSchema) -> Optional[str]:
     """Why UPDATE/DELETE of ``t`` cannot be replicated (None when they can), with the fix."""
     if t.insert_only:

@@ -283,3 +283,28 @@ def under_load(dsn: str, url: str, tally, mirror_source: Optional[str] = None, r
     finally:
         load.stop()
         m.close()
+
+
+def crash_and_resume(dsn: str, url: str, args: list[str], point: str, load, check) -> None:
+    """A mirror (``args``) SIGKILLed at ``point`` while ``load(n)`` makes n source transactions
+    (driven until the kill, with a deadline), started again under more load, caught up, then
+    ``check()``ed and stopped cleanly."""
+
+    m = Mirror(dsn, url, args=args, failpoints=point)
+    try:
+        wait_streaming(dsn, m)
+        deadline = time.monotonic() + 180
+        while m.alive() and time.monotonic() < deadline:
+            load(20)
+        assert m.wait(60) == -signal.SIGKILL, m.tail()
+    finally:
+        m.close()
+    m = Mirror(dsn, url, args=args)
+    try:
+        wait_streaming(dsn, m)
+        load(100)
+        wait_caught_up(dsn, m)
+        check()
+        assert m.stop() == 0, m.tail()
+    finally:
+        m.close()

@@ -9,16 +9,14 @@ so the target's marked rows can be compared with what the source deleted, row by
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from tests import procs, targets
-from tests.compare import norm
-from tests.faults.harness import wait_caught_up, wait_streaming
+from tests.compare import norm, run_sql, source_select, target_select
+from tests.faults.harness import crash_and_resume, wait_caught_up, wait_streaming
 
 SETUP = """
 CREATE TABLE acct (id int PRIMARY KEY, owner text, balance numeric(12,2), note text);
@@ -59,26 +57,6 @@ def db(source_db):
 
 
 target_kind = targets.kind_fixture(*targets.ALL)
-
-
-def run_sql(dsn, *stmts):
-    with psycopg.connect(dsn, autocommit=True) as c:
-        for s in stmts:
-            c.execute(s)
-
-
-def target_select(url, sql):
-    eng = sa.create_engine(targets.engine_url(url), poolclass=sa.pool.NullPool)
-    try:
-        with eng.connect() as c:
-            return [tuple(r) for r in c.execute(sa.text(sql))]
-    finally:
-        eng.dispose()
-
-
-def source_select(dsn, sql):
-    with psycopg.connect(dsn) as c:
-        return [tuple(r) for r in c.execute(sql)]
 
 
 def values(r) -> tuple:
@@ -164,28 +142,13 @@ def test_a_crash_neither_loses_nor_repeats_a_mark(db, point, kind, request, tmp_
     """SIGKILL after (or just before) a batch commits, under churn; the restarted mirror ends with
     exactly the source's deletions marked and the current view equal to the source."""
     import random
-    import signal
 
     targets.require(kind)
     url = request.getfixturevalue(targets.fixture(kind))
     mapping = tmp_path / "m.yaml"
     mapping.write_text(MAPPING)
     rng = random.Random(f"{point}-{kind}")
-    mirror = procs.Mirror(db, url, args=["--mapping", str(mapping)], failpoints=f"{point}=kill@3")
-    try:
-        wait_streaming(db, mirror)
-        deadline = time.monotonic() + 180
-        while mirror.alive() and time.monotonic() < deadline:
-            churn(db, rng, 20)
-        assert mirror.wait(60) == -signal.SIGKILL, mirror.tail()
-    finally:
-        mirror.close()
-    mirror = procs.Mirror(db, url, args=["--mapping", str(mapping)])
-    try:
-        wait_streaming(db, mirror)
-        churn(db, rng, 100)
-        wait_caught_up(db, mirror)
-        check_marks(db, url)
-        assert mirror.stop() == 0, mirror.tail()
-    finally:
-        mirror.close()
+    args = ["--mapping", str(mapping)]
+    crash_and_resume(
+        db, url, args, f"{point}=kill@3", lambda n: churn(db, rng, n), lambda: check_marks(db, url)
+    )
