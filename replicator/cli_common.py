@@ -166,6 +166,34 @@ def _tuning_options() -> list:
             help="Seconds slot creation may wait for open source transactions before it "
             "gives up naming them.",
         ),
+        *_stream_options(),
+    ]
+
+
+def _stream_options() -> list:
+    """--stream-in-progress/--no-stream-in-progress, --spool-dir, --spool-limit."""
+    return [
+        click.option(
+            "--stream-in-progress/--no-stream-in-progress",
+            default=True,
+            show_default=True,
+            help="Receive large transactions while they run (pgoutput protocol 2) and spool "
+            "them until they commit, instead of all at once at their commit.",
+        ),
+        click.option(
+            "--spool-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Where in-progress transactions wait for their commit [default: "
+            "<temp dir>/replicator-<name>-spool, or env REPLICATOR_SPOOL_DIR].",
+        ),
+        click.option(
+            "--spool-limit",
+            type=POSITIVE_INT,
+            default=50 << 30,
+            show_default=True,
+            help="Bytes the spool may hold at most; past it the stream stops, naming the transaction.",
+        ),
     ]
 
 
@@ -307,7 +335,19 @@ def resolve_settings(source, target, name, mapping_path, need_source=True):
 
 
 def pipeline_options(
-    source, target, tables, name, mapping, jobs, batch_rows, batch_seconds, slot_timeout, keep_slot=False
+    source,
+    target,
+    tables,
+    name,
+    mapping,
+    jobs,
+    batch_rows,
+    batch_seconds,
+    slot_timeout,
+    stream_in_progress=True,
+    spool_dir=None,
+    spool_limit=50 << 30,
+    keep_slot=False,
 ):
     """The Options of a migrate or mirror run from :func:`run_options`' values, settings resolved
     by :func:`resolve_settings` (so ConfigError or UsageError before anything connects)."""
@@ -325,4 +365,7 @@ def pipeline_options(
         batch_seconds=batch_seconds,
         mapping=cfg,
         slot_timeout=slot_timeout,
+        stream_in_progress=stream_in_progress,
+        spool_dir=spool_dir,
+        spool_limit=spool_limit,
     )

@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from .apply import Replayer
-from .model import Lsn, TxBegin, TxCommit
+from .model import Lsn, StreamAbort, StreamCommit, StreamStart, StreamStop, TxBegin, TxCommit
 from .source import slot as slots
 from .source.changes import ChangeDecoder
 from .source.frames import Keepalive
 from .source.receive import CHUNK_EVENTS, QUEUE_ITEMS, Feedback, FrameSource, Item, Receiver
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ IDLE_PERSIST_SECONDS = 5.0  # idle: write the WAL end to the target at most this
 RESYNC_POLL_SECONDS = 5.0  # idle: look for tables set back by 'replicator resync' this often
 
 UNTIL, STOP, RESYNC = "until", "stop", "resync"
+STREAM_EVENTS = frozenset((StreamStart, StreamStop, StreamCommit, StreamAbort))
 #: with nothing received left to apply, a batch this old is committed at once: under a steady
 #: load the applier keeps up and each change waits at most this long plus its commit (p99
 #: latency at 1,000 pgbench tps, README), while a backlog still fills whole batches
@@ -62,8 +64,13 @@ class Follow:
         resync_requested: Optional[Callable[[], bool]] = None,
         queue_items: int = QUEUE_ITEMS,
         chunk: int = CHUNK_EVENTS,
+        spool: Optional[Spool] = None,
     ):
+        """``spool``: where the blocks of streamed in-progress transactions wait for their
+        commit (protocol 2); None: the stream sends none (protocol 1)."""
         self.stream, self.decoder, self.rep = stream, decoder, rep
+        self.spool = spool
+        self.in_block = False  # between a StreamStart and its StreamStop
         self.stop, self.on_frame = stop, on_frame
         self.status_interval = status_interval
         self.resync_requested = resync_requested
@@ -118,7 +125,11 @@ class Follow:
                     return outcome
                 continue
             for ev in items:
-                if isinstance(ev, Keepalive):
+                if self.in_block or type(ev) in STREAM_EVENTS:
+                    if self.streamed(ev, fence):
+                        self.commit()  # everything before the fence is applied: end here
+                        return UNTIL
+                elif isinstance(ev, Keepalive):
                     outcome = self.between(ev, until)
                     if outcome:
                         return outcome
@@ -133,6 +144,32 @@ class Follow:
                 outcome = self.between(None, until)
                 if outcome:
                     return outcome
+
+    def streamed(self, ev: Any, fence: Optional[Lsn]) -> bool:
+        """An event of streamed in-progress transactions (spool.py): spooled, or at its commit
+        replayed as one source transaction; True: it commits at or after ``fence`` (not applied)."""
+        spool = self.spool
+        assert spool is not None, "a streamed transaction on a stream that did not ask for them"
+        kind = type(ev)
+        if kind is StreamStop:
+            spool.stop()
+            self.in_block = False
+        elif self.in_block:
+            spool.add(ev)
+        elif kind is StreamStart:
+            spool.start(ev)
+            self.in_block = True
+        elif kind is StreamAbort:
+            spool.abort(ev)
+        else:  # StreamCommit
+            if fence is not None and ev.commit_lsn >= fence:
+                return True
+            for replayed in spool.replay(ev):
+                self.rep.handle(replayed)
+            if self.rep.due():
+                self.commit()
+        self.rep.telemetry.spooled(len(spool.txs), spool.bytes, spool.oldest())
+        return False
 
     def commit(self) -> None:
         """Commit the open batch (if any, and only between source transactions), then publish."""

@@ -33,6 +33,10 @@ class Options:
     slot_timeout: float = 300.0
     cutover: bool = False
     mapping: Optional[MappingConfig] = None
+    #: large transactions streamed while they run (pgoutput protocol 2) into a spool (spool.py)
+    stream_in_progress: bool = True
+    spool_dir: Optional[str] = None  # default: spool.default_dir(name)
+    spool_limit: int = 50 << 30
     #: a copy from one snapshot and no change capture (``replicator copy``): no slot, no
     #: publication, no replica identity needed (snapshot_only.py)
     snapshot_only: bool = False

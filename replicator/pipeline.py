@@ -33,6 +33,7 @@ from .source import slot as slots
 from .source import snapshot
 from .source.changes import ChangeDecoder
 from .source.stream import ReplicationStream
+from .spool import spooling
 from .start import Claim, Publications, Starter
 from .state import StateStore
 from .target import open_target
@@ -113,8 +114,13 @@ class Pipeline:
         stops before the first transaction that commits at or after ``until``."""
         rep = self._replayer(applied, progress)
         decoder = ChangeDecoder({m.label: m.source_table for m in self.mappings})
+        spool = spooling(self.opts)  # large in-progress transactions come while they run
         stream = ReplicationStream(
-            self.opts.source, self.slot, self.publication_names(), app_name=self.client_name
+            self.opts.source,
+            self.slot,
+            self.publication_names(),
+            app_name=self.client_name,
+            proto_version=2 if spool else 1,
         )
         stream.start()
         follow = Follow(
@@ -125,6 +131,7 @@ class Pipeline:
             self._seen,
             self.opts.status_interval,
             self.resync_requested,
+            spool=spool,
         )
         try:
             outcome = follow.run(until, exact)

@@ -49,6 +49,13 @@ class Telemetry:
     retained_wal_bytes: Optional[int] = None
     errors: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.time)
+    #: streamed in-progress transactions waiting in the spool for their commit (spool.py)
+    streamed_txs: int = 0
+    spooled_bytes: int = 0
+    oldest_streamed: Optional[float] = None  # epoch seconds of its first block
+
+    def spooled(self, txs: int, nbytes: int, oldest: Optional[float]) -> None:
+        self.streamed_txs, self.spooled_bytes, self.oldest_streamed = txs, nbytes, oldest
 
     def table(self, source: str) -> TableFigures:
         if source not in self.tables:
