@@ -213,6 +213,7 @@ class TelemetryCollector:
         yield from _stream_families(tel)
         yield from _table_families(tables)
         yield from _total_families(tel)
+        yield from _spool_families(tel)
         figs = self.slot.figures if self.slot is not None else None
         yield from _lag_families(tel, figs)
         yield _error_family(tel, self.slot)
@@ -272,6 +273,15 @@ def _table_families(tables: list) -> Iterator:
         est.add_metric([t.source], t.rows_estimate)
         changes.add_metric([t.source], t.changes_applied)
     yield from (state, rows, nbytes, est, changes)
+
+
+def _spool_families(tel: Telemetry) -> Iterator:
+    """Large source transactions streamed while they run, spooled until they commit (spool.py)."""
+    yield _gauge("replicator_streamed_transactions", "In-progress transactions spooled.", tel.streamed_txs)
+    yield _gauge("replicator_spooled_bytes", "Bytes those transactions hold in the spool.", tel.spooled_bytes)
+    if tel.oldest_streamed is not None:
+        age = time.time() - tel.oldest_streamed
+        yield _gauge("replicator_oldest_streamed_seconds", "Age of the oldest of them.", age)
 
 
 def _total_families(tel: Telemetry) -> Iterator:

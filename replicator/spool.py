@@ -105,7 +105,8 @@ class Spool:
             if tx is not None:
                 tx.path.unlink(missing_ok=True)
             self.dir.mkdir(parents=True, exist_ok=True)
-            tx = self.txs[ev.xid] = _Tx(ev.xid, self.dir / f"xid-{ev.xid}.spool")
+            now = time.time()
+            tx = self.txs[ev.xid] = _Tx(ev.xid, self.dir / f"xid-{ev.xid}-{int(now)}.spool", now)
             tx.path.write_bytes(b"")
         self.current = tx
 
@@ -205,6 +206,20 @@ def spooling(opts) -> Optional[Spool]:
     spool = Spool(Path(opts.spool_dir) if opts.spool_dir else default_dir(opts.name), opts.spool_limit)
     spool.clear()
     return spool
+
+
+def on_disk(directory: Path) -> dict[str, Any]:
+    """What a running mirror's spool holds, read from its files (``status``): transactions,
+    bytes, and the epoch second the oldest one's first block arrived (None: none)."""
+    files = list(directory.glob("xid-*-*.spool")) if directory.is_dir() else []
+    starts = [int(p.stem.rsplit("-", 1)[1]) for p in files if p.stem.rsplit("-", 1)[1].isdigit()]
+    sizes = []
+    for p in files:
+        try:
+            sizes.append(p.stat().st_size)
+        except OSError:  # applied and removed meanwhile
+            continue
+    return {"transactions": len(files), "spooled_bytes": sum(sizes), "oldest_start": min(starts, default=None)}
 
 
 def default_dir(stream: str) -> Path:

@@ -68,10 +68,25 @@ def collect(
         "lag": {"bytes": None, "seconds": None},
         "warnings": [error] if error else [],
         "target_state": state,
+        "in_progress": _in_progress(name),
     }
     if source and (stream is None or stream.slot):
         _source_side(doc, source, stream.slot if stream else name, stream, warn_retained_bytes)
     return doc
+
+
+def _in_progress(name: str) -> dict:
+    """Large source transactions a mirror of ``name`` on this machine has spooled while they run
+    (its spool directory: REPLICATOR_SPOOL_DIR or the default, spool.py); ``oldest_start`` is
+    an ISO time or None."""
+    from .spool import default_dir, on_disk
+
+    found = on_disk(default_dir(name))
+    start = found.pop("oldest_start")
+    found["oldest_start"] = (
+        dt.datetime.fromtimestamp(start, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if start else None
+    )
+    return found
 
 
 def _table_doc(p: TableProgress) -> dict:

@@ -146,7 +146,22 @@ def stream_lines(doc: dict, now: Optional[dt.datetime] = None) -> list[str]:
         _line("applied LSN", text(doc.get("applied_lsn"))),
         _line("last commit", human_time(doc.get("last_commit_time"), now)),
         _line("lag", lag_text(doc.get("lag"))),
+        _line("in progress", in_progress_text(doc.get("in_progress"), now)),
     ]
+
+
+def in_progress_text(ip: Optional[dict], now: Optional[dt.datetime] = None) -> str:
+    """Streamed transactions spooled until their commit: ``2 transactions, 1.2 GB, oldest
+    started 2026-…Z (3 min 12 s ago)``; ``none``; ``—`` when not known."""
+    if not ip:
+        return UNKNOWN
+    n = ip.get("transactions")
+    if not n:
+        return "none" if n == 0 else UNKNOWN
+    return (
+        f"{n} transaction(s) spooled, {human_size(ip.get('spooled_bytes'))}, "
+        f"oldest started {human_time(ip.get('oldest_start'), now)}"
+    )
 
 
 def lag_text(lag: Optional[dict]) -> str:

@@ -10,6 +10,7 @@ enough for PostgreSQL to stream a transaction instead of keeping it whole.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -55,7 +56,9 @@ def open_big_transaction(
     savepoint's rows rolled back and updates, grown until the mirror has spooled part of it (or,
     unless ``must_live``, has died trying)."""
     c = psycopg.connect(dsn)
-    c.execute("INSERT INTO big SELECT g, 'big' FROM generate_series(%s::int, %s::int) g", (first, first + rows - 1))
+    c.execute(
+        "INSERT INTO big SELECT g, 'big' FROM generate_series(%s::int, %s::int) g", (first, first + rows - 1)
+    )
     c.execute("SAVEPOINT s")
     c.execute("INSERT INTO big SELECT g, 'rolled back' FROM generate_series(%s::int, %s::int) g", (-rows, -1))
     c.execute("ROLLBACK TO SAVEPOINT s")
@@ -71,12 +74,16 @@ def open_big_transaction(
 
 
 def test_a_large_transaction_is_streamed_spooled_and_applied_at_commit(db, duckdb_target_url, tmp_path):
-    spool = tmp_path / "spool"
-    mirror = procs.Mirror(db, duckdb_target_url, args=["--spool-dir", str(spool)])
+    env = {"REPLICATOR_SPOOL_DIR": str(tmp_path)}  # the default spool directory, as status finds it
+    spool = tmp_path / "replicator-replicator-spool"
+    mirror = procs.Mirror(db, duckdb_target_url, env=env)
     try:
         wait_streaming(db, mirror)
         wait_caught_up(db, mirror)
         big = open_big_transaction(db, spool, mirror, 1000, 5000)
+        st = procs.run("status", "--target", duckdb_target_url, "--json", env=env, timeout=120)
+        ip = json.loads(st.stdout)["in_progress"]
+        assert ip["transactions"] == 1 and ip["spooled_bytes"] > 0 and ip["oldest_start"], ip
         with psycopg.connect(db, autocommit=True) as other:  # committed while big is open
             other.execute("INSERT INTO small VALUES (1, 'meanwhile')")
         wait_caught_up(db, mirror)
