@@ -4,11 +4,14 @@ Contracts:
 * ``drop`` removes the slot, both publications and this stream's target-side state (target data
   stays unless ``drop_tables``); it is safe to run twice and refuses while a mirror holds the slot
   unless ``force``.
-* ``resync`` puts the chosen tables back to ``i`` and drops their target tables (they are created
-  again from the source's current columns: a re-sync is how a renamed or retyped column goes on).  A running mirror notices within
-  ``follow.RESYNC_POLL_SECONDS`` between batches and re-copies them from a fresh snapshot; with no mirror
-  running the copy happens here and now.  Other tables are not copied again, and nothing
-  confirmed to the source is lost either way.
+* ``resync`` puts the chosen tables back to ``i``, each naming its shadow table beside the live
+  one (shadow.py): the copy goes there, from the source's current columns (a re-sync is how a
+  renamed or retyped column goes on), while readers keep reading the live table, untouched, until
+  the shadow is ready and swapped in.  A running mirror notices within
+  ``follow.RESYNC_POLL_SECONDS`` between batches and re-copies them from a fresh snapshot; with no
+  mirror running the copy happens here and now, and the stream is followed until the copies are
+  swapped in.  Other tables are not copied again, and nothing confirmed to the source is lost
+  either way.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ import logging
 
 import sqlalchemy as sa
 
-from . import ownership, stream_tables
+from . import ownership, shadow, stopping, stream_tables
 from .errors import ConfigError, ReplicatorError
-from .model import TableState
+from .model import Lsn, TableProgress, TableState
 from .options import Options, validate
 from .pipeline import Pipeline
 from .source import catalog, snapshot
 from .source import slot as slots
 from .start import Claim, Publications
 from .state import StateStore
-from .target import open_target
+from .target import open_target, swap
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ def drop(opts: Options, drop_tables: bool = False, force: bool = False) -> list[
             tables = store.load_tables(c)
             if drop_tables:
                 for t in tables.values():
-                    _drop_table(c, t.target)
-                    done.append(f"dropped target table {t.target}")
+                    for name in _physical(t.target):
+                        _drop_table(c, name)
+                        done.append(f"dropped target table {name}")
             store.drop(c)
             done.append(f"removed the state of stream {opts.name} from the target")
     target.dispose()
@@ -92,13 +96,21 @@ def _drop_source_side(name: str, pubs: Publications, src, ours: bool, force: boo
     return done
 
 
+def _physical(display: str) -> list[str]:
+    """The target tables of a state row: a row that names a re-sync's shadow (``t__resync``,
+    shadow.py) stands for the live table ``t`` too."""
+    if display.endswith(swap.SHADOW) and len(display) > len(swap.SHADOW):
+        return [display.removesuffix(swap.SHADOW), display]
+    return [display]
+
+
 def _drop_table(conn, display: str) -> None:
     schema, _, name = display.rpartition(".")
     sa.Table(name, sa.MetaData(), schema=schema or None).drop(conn, checkfirst=True)
 
 
 def resync(opts: Options, patterns: list[str]) -> str:
-    """Send the tables matching ``patterns`` back through i → d → s → r.
+    """Send the tables matching ``patterns`` back through i → d → s → r, beside their live copies.
 
     Only the stream's own tables (its state on the target: stream_tables.py) are planned and can
     be chosen; other tables of the source are neither checked nor published."""
@@ -109,22 +121,45 @@ def resync(opts: Options, patterns: list[str]) -> str:
     with p.target.connect() as c:
         for m in ms:
             if m.label in chosen:
-                p.store.set_table(c, m.label, p.target.display(m), TableState.INIT, sync_lsn=0, rows_copied=0)
-    with p.target.connect() as c:  # created again from the source's current columns
-        for m in ms:
-            if m.label in chosen:
-                p.target.table(m).drop(c, checkfirst=True)
-                p.target.forget(m)
+                shadow.start_over(p.target, p.store, c, m)
     with snapshot.connect(opts.source, autocommit=True) as src:
-        info = slots.slot_info(src, p.slot)
-        if info and info["active"]:
+        if _mirror_running(src, p):
             return (
                 f"{len(chosen)} table(s) set back to 'i': the running mirror re-copies them "
                 f"within a few seconds ({', '.join(sorted(chosen))})"
             )
-        _applied, _progress, summary = p.start(src)
+        applied, progress, summary = p.start(src)
+    _catch_up(p, applied, progress, chosen)
     p.target.dispose()
     return f"re-copied {len(chosen)} table(s), {summary.rows_copied} rows: {', '.join(sorted(chosen))}"
+
+
+def _mirror_running(src, p: Pipeline) -> bool:
+    """A mirror of the stream runs: its slot is active, or one of its connections is open (while
+    a mirror copies between two of its rounds, the slot is idle).  Looked at twice, 2 s apart: a
+    mirror goes from one round to the next with no connection open for a moment."""
+    mine = (f"replicator {p.opts.name[:32]} pid ", f"replicator {p.opts.name} copy ")
+    for look in range(2):
+        if look and stopping.sleep(2.0):
+            stopping.check("looking for a running mirror")
+        info = slots.slot_info(src, p.slot)
+        (clients,) = src.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND (starts_with(application_name, %s) OR starts_with(application_name, %s))",
+            mine,
+        ).fetchone()
+        if (info and info["active"]) or clients:
+            return True
+    return False
+
+
+def _catch_up(p: Pipeline, applied: Lsn, progress: dict[str, TableProgress], chosen: set[str]) -> None:
+    """With no mirror running: follow the stream until the chosen tables pass their sync LSN, so
+    their copies are swapped in now (every table's changes up to there are applied, as a mirror
+    applies them; the rest waits for the next mirror)."""
+    waiting = [progress[t] for t in chosen if t in progress and progress[t].state is TableState.SYNCDONE]
+    if waiting:
+        p.stream(applied, progress, until=Lsn(max(t.sync_lsn for t in waiting)))
 
 
 def _chosen(name: str, ms, patterns: list[str], mine: list[str]) -> set[str]:

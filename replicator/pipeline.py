@@ -14,13 +14,14 @@ commands; each phase lives in its own module:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Optional
 
 import psycopg
 
-from . import cleanup, fence, retry, schema_change, stopping
+from . import cleanup, fence, retry, schema_change, stopping, stream_tables
 from .apply import Replayer
 from .dsn import redact
 from .errors import CheckError, ReplicatorError, TargetError
@@ -253,12 +254,28 @@ class Pipeline:
                 raise
 
     def _mirror_round(self, total: Summary) -> None:
+        if self.restart_requested:
+            self._replan_resynced()
         with self.target.held(), snapshot.connect(self.opts.source, autocommit=True) as src:
             applied, progress, summary = self.start(src)
         total.rows_copied += summary.rows_copied
         rep = self.stream(applied, progress)
         total.changes_applied += rep.total_changes
         total.applied_lsn = rep.applied
+
+    def _replan_resynced(self) -> None:
+        """Tables ``replicator resync`` set back to ``i``/``d`` while this mirror ran are planned
+        again, so their copy has the source's current columns (a re-sync is how a renamed or
+        retyped column goes on); the others keep the layout the stream has applied."""
+        with self.target.connect(readonly=True) as c:
+            states = self.store.load_tables(c)
+        todo = {t for t, p in states.items() if p.state in (TableState.INIT, TableState.DATASYNC)}
+        todo &= {m.label for m in self.mappings}
+        if not todo:
+            return
+        opts = dataclasses.replace(self.opts, tables=[stream_tables.escape(t) for t in sorted(todo)])
+        fresh = {m.label: m for m in Planner(opts, self.target, self.store).plan(check_target=False)}
+        self.mappings = [fresh.get(m.label, m) if m.label in todo else m for m in self.mappings]
 
     def _backoff(self, e: Exception) -> None:
         """Wait before the next try (ends early on a stop request)."""

@@ -10,7 +10,8 @@ Contracts:
 * A resumed slot must pass the continuity check (slot.check_slot; a lost slot is terminal,
   invariant 5).
 * Tables found in ``i``/``d`` on start are re-copied from one fresh temporary-slot snapshot; tables
-  in ``s``/``r`` are never copied again.
+  in ``s``/``r`` are never copied again.  A table whose state row names its shadow (a re-sync,
+  shadow.py) is copied into, and streamed to, the shadow; one already ``r`` is swapped in first.
 * :class:`Claim` records what this process holds and created, for the stream and for cleanup.py.
 """
 
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
-from . import bulkcopy, mapping, ownership, schema_change, stopping
+from . import bulkcopy, mapping, ownership, schema_change, shadow, stopping
 from .errors import TransientError
 from .failpoints import failpoint
 from .model import Lsn, TableMapping, TableProgress, TableState
@@ -140,6 +141,9 @@ class Starter:
                 self.opts.name,
                 lambda: slots.holder(src, info["active_pid"] if info else None),
             )
+            if way == ownership.FRESH and row is not None and row.slot:
+                # a table re-synced beside its copy was streamed through the slot: go on with it
+                way = ownership.RESUME if shadow.resyncing(self.target, mappings, progress) else way
             if way == ownership.RESUME:
                 return self._resume(src, repl, row, progress, system_id, info, mappings)
             if info is not None:  # ours (the state row says so), left by an interrupted start
@@ -219,16 +223,19 @@ class Starter:
         self.claim.started = True
         self.claim.owned_publications = row.extra.get("publications")
         summary = self._copy_missing(src, repl, progress, mappings)
-        return Started(row.applied_lsn, progress, summary, restore_layouts(mappings, progress))
+        ms = shadow.redirect(self.target, restore_layouts(mappings, progress), progress)
+        return Started(
+            row.applied_lsn, progress, summary, shadow.finish(self.target, self.store, ms, progress)
+        )
 
     def _copy_missing(
         self, src, repl, progress: dict[str, TableProgress], mappings: list[TableMapping]
     ) -> Summary:
         """Forget tables no longer selected; copy those not yet (or no longer) in ``s``/``r``."""
         self._forget_unselected(progress, {m.label for m in mappings})
-        todo = [
+        todo = [  # a table re-synced beside its copy is copied into its shadow
             m
-            for m in mappings
+            for m in shadow.redirect(self.target, mappings, progress)
             if m.label not in progress or progress[m.label].state in (TableState.INIT, TableState.DATASYNC)
         ]
         self.publications.publish(src, mappings)

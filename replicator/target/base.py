@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 from .. import modes
 from ..errors import TargetError
 from ..model import Column, CopyOutput, TableMapping
-from . import mode_ops, pgarray, typemap, value_rules
+from . import mode_ops, pgarray, swap, typemap, value_rules
 from .applier import GenericApplier
 from .typemap import Conv
 
@@ -99,6 +99,7 @@ class Target:
         self._appliers: dict[TableMapping, GenericApplier] = {}
         self._convs: dict[Column, Conv] = {}
         self.metadata = sa.MetaData()
+        self.shadows: dict[tuple, str] = {}  # shadow table key → its live table's name (swap.py)
 
     # ---------------------------------------------------------------- connections
     def create_engine(self) -> Engine:
@@ -294,6 +295,29 @@ class Target:
         """Set column ``name`` of every existing row to the value PostgreSQL's ``text`` renders."""
         col = m.view.column(name)
         conn.execute(sa.update(self.table(m)).values({name: self.value_loader(col)(text)}))
+
+    # ---------------------------------------------------------------- re-sync beside the table
+    #: whether DDL joins the caller's transaction (MySQL's commits by itself)
+    transactional_ddl = True
+
+    def name_problem(self, name: str) -> str | None:
+        """Why this database cannot name a table ``name`` (None: it can)."""
+        return None
+
+    def shadow(self, m: TableMapping) -> TableMapping:
+        """``m`` written to its shadow table ``<name>__resync`` instead, where a re-sync copies
+        beside the live table (within :meth:`name_problem`'s limits: swap.py)."""
+        return swap.shadow(self, m)
+
+    def unshadow(self, m: TableMapping) -> TableMapping | None:
+        """The live table's mapping when ``m`` is one :meth:`shadow` made (None: it is not)."""
+        return swap.unshadow(self, m)
+
+    def swap_table(self, conn: Connection, m: TableMapping, shadow: TableMapping) -> None:
+        """Put the ``shadow`` table in place of the live table of ``m`` and drop the old one, in
+        the caller's transaction (DROP TABLE, ALTER TABLE … RENAME TO): readers see the old rows
+        until it commits, the new ones after.  A shadow that is gone was swapped in already."""
+        swap.drop_and_rename(conn, m, shadow)
 
     # ---------------------------------------------------------------- cutover
     def set_next_value(

@@ -37,8 +37,9 @@ from sqlalchemy.engine import Connection
 
 from ..dsn import connect_timeout
 from ..errors import ConfigError, TargetError, ValueRangeError
+from ..failpoints import failpoint
 from ..model import Column, TableMapping
-from . import names
+from . import names, swap
 from .mysql_copy import MySQLLoadData
 from .mysql_types import MAX_COLUMNS, RawJSON, mysql_conv, row_problems
 from .stage_apply import StagedApplier
@@ -294,6 +295,26 @@ class MySQLTarget(MySQLLoadData):
     def update_one(self, conn: Connection, t: sa.Table, match, sets: dict) -> int:
         stmt = sa.update(t).where(match).values(sets).with_dialect_options(mysql_limit=1)
         return conn.execute(stmt).rowcount
+
+    # ---------------------------------------------------------------- re-sync beside the table
+    transactional_ddl = False  # DDL commits the open transaction, and itself
+
+    def name_problem(self, name: str) -> str | None:
+        return names.mysql_name_problem(name)
+
+    def swap_table(self, conn: Connection, m: TableMapping, shadow: TableMapping) -> None:
+        """``RENAME TABLE t TO <t>__resync_old, <shadow> TO t`` (atomic, but it commits by itself:
+        the caller holds no open batch), then DROP of the old table.  Called again after a crash
+        between the two (the shadow gone, the old table parked), it drops the old table."""
+        live = swap.quoted(conn, m.target_name, m.target_schema)
+        old = swap.quoted(conn, swap.parked_name(self, m.target_name), m.target_schema)
+        if swap.exists(conn, shadow):
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {old}")
+            first = f"{live} TO {old}, " if swap.exists(conn, m) else ""
+            sh = swap.quoted(conn, shadow.target_name, shadow.target_schema)
+            conn.exec_driver_sql(f"RENAME TABLE {first}{sh} TO {live}")
+            failpoint("resync.renamed", m.label)
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {old}")
 
     def set_next_value(
         self, conn: Connection, m: TableMapping, column: str, next_value: int, sequence: str

@@ -10,6 +10,7 @@ both names (or the name and the limit) and the fix.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from ..model import TableMapping
@@ -71,3 +72,17 @@ def mysql_name_problem(name: str) -> str | None:
 def postgres_name_problem(name: str) -> str | None:
     n = len(name.encode("utf-8"))
     return f"longer than PostgreSQL's 63 bytes ({n} bytes in UTF-8)" if n > 63 else None
+
+
+def beside(name: str, suffix: str, problem: Callable[[str], str | None]) -> str:
+    """The name of a table kept beside table ``name`` (a re-sync's shadow, a parked old table):
+    ``name + suffix``, or where the database cannot hold that (``problem`` says why), ``name``
+    cut short + ``suffix`` + ``_`` + 6 hex digits of a hash of ``name`` (two long names with
+    the same start stay apart)."""
+    if problem(name + suffix) is None:
+        return name + suffix
+    tag = f"{suffix}_{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+    cut = name
+    while cut and problem(cut + tag) is not None:
+        cut = cut[:-1]
+    return cut + tag

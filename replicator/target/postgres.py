@@ -45,7 +45,7 @@ from sqlalchemy.types import UserDefinedType
 from ..dsn import connect_timeout, libpq_timeout
 from ..errors import TargetError, ValueRangeError
 from ..model import Column, CopyOutput, TableMapping
-from . import names, value_rules
+from . import names, swap, value_rules
 from .base import Target
 from .postgres_apply import PgApplier
 from .typemap import Conv
@@ -342,6 +342,32 @@ class PostgresTarget(Target):
         """One ``TRUNCATE`` of all given tables (atomic, transactional)."""
         if ms:
             conn.exec_driver_sql("TRUNCATE " + ", ".join(self.quoted(conn, m) for m in ms))
+
+    # ---------------------------------------------------------------- re-sync beside the table
+    def name_problem(self, name: str) -> str | None:
+        return names.postgres_name_problem(name)
+
+    def swap_table(self, conn: Connection, m: TableMapping, shadow: TableMapping) -> None:
+        """The generic swap (transactional here); the table swapped in then gives its primary key
+        the old table's key name (else it keeps the shadow's, and key names drift per re-sync)."""
+        old = self._key_name(conn, m)
+        super().swap_table(conn, m, shadow)
+        new = self._key_name(conn, m)
+        if old and new and old != new:
+            q = conn.dialect.identifier_preparer
+            conn.exec_driver_sql(
+                f"ALTER TABLE {swap.quoted(conn, m.target_name, m.target_schema)} "
+                f"RENAME CONSTRAINT {q.quote_identifier(new)} TO {q.quote_identifier(old)}"
+            )
+
+    @staticmethod
+    def _key_name(conn: Connection, m: TableMapping) -> str | None:
+        """The primary key constraint's name of the table of ``m`` (None: no key, or no table)."""
+        return conn.exec_driver_sql(
+            "SELECT conname FROM pg_catalog.pg_constraint WHERE contype = 'p' "
+            "AND conrelid = to_regclass(%(t)s)",
+            {"t": swap.quoted(conn, m.target_name, m.target_schema)},
+        ).scalar()
 
     def set_next_value(
         self, conn: Connection, m: TableMapping, column: str, next_value: int, sequence: str
