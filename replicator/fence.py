@@ -23,6 +23,7 @@ from .errors import ReplicatorError, SourceError, TargetError, TransientError
 from .model import Lsn, TableMapping
 from .source import slot as slots
 from .source import snapshot
+from .target import mode_ops
 
 
 def take(dsn: str, slot: str, mappings: Sequence[TableMapping], timeout: float) -> tuple[Lsn, dict[str, int]]:
@@ -52,13 +53,16 @@ def _count(conn, m: TableMapping) -> int:
 
 
 def mismatches(target, mappings: Sequence[TableMapping], counts: dict[str, int]) -> list[str]:
-    """One line per table whose target row count differs from the source count at the fence;
-    an error names the table (:func:`_named`)."""
+    """One line per table whose target row count differs from the source count at the fence
+    (a table with a mode: its current rows); an error names the table (:func:`_named`)."""
     out = []
     with target.connect(readonly=True) as conn:
         for m in mappings:
             try:
-                n = conn.execute(sa.select(sa.func.count()).select_from(target.table(m))).scalar()
+                q = sa.select(sa.func.count()).select_from(target.table(m))
+                if m.mode is not None:  # the rows a mirror would hold: unmarked, or current and live
+                    q = q.where(mode_ops.current_rows(target, m))
+                n = conn.execute(q).scalar()
             except sa.exc.DBAPIError as e:
                 raise _named(
                     e, target, f"counting the rows of target table {target.display(m)} (from {m.label})"

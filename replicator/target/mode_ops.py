@@ -25,7 +25,7 @@ def _marked_column(target, m: TableMapping) -> sa.Column:
     return target.table(m).c[m.mode.name("deleted")]
 
 
-def _current(target, m: TableMapping):
+def current_rows(target, m: TableMapping):
     """The condition of the rows ``<table>_current`` shows: unmarked, or current and live."""
     assert m.mode is not None
     t = target.table(m)
@@ -41,7 +41,7 @@ def create_current_view(target, conn: Connection, m: TableMapping, plain_columns
     q = conn.dialect.identifier_preparer
     name = f"{m.target_name}_current"
     full = f"{q.quote(m.target_schema)}.{q.quote(name)}" if m.target_schema else q.quote(name)
-    select = sa.select(*[t.c[c] for c in plain_columns]).where(_current(target, m))
+    select = sa.select(*[t.c[c] for c in plain_columns]).where(current_rows(target, m))
     body = str(select.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     conn.exec_driver_sql(f"DROP VIEW IF EXISTS {full}")
     conn.exec_driver_sql(f"CREATE VIEW {full} AS {body}")
