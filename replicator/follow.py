@@ -125,14 +125,14 @@ class Follow:
                     return outcome
                 continue
             for ev in items:
-                if self.in_block or type(ev) in STREAM_EVENTS:
-                    if self.streamed(ev, fence):
-                        self.commit()  # everything before the fence is applied: end here
-                        return UNTIL
-                elif isinstance(ev, Keepalive):
+                if isinstance(ev, Keepalive):  # also inside a stream block
                     outcome = self.between(ev, until)
                     if outcome:
                         return outcome
+                elif self.in_block or type(ev) in STREAM_EVENTS:
+                    if self.streamed(ev, fence):
+                        self.commit()  # everything before the fence is applied: end here
+                        return UNTIL
                 elif fence is not None and type(ev) is TxBegin and ev.final_lsn >= fence:
                     self.commit()  # everything before the fence is applied: end here
                     return UNTIL

@@ -127,3 +127,39 @@ def test_an_idle_position_is_written_to_the_target_before_it_is_confirmed(setup,
     assert sent_vs_target and all(flush <= held for flush, held in sent_vs_target)
     assert sent_vs_target[-1][0] == Lsn(wal_end)  # the idle slot still follows the WAL end
     assert len(stream.closed_by) == 1 and stream.closed_by[0] is not threading.current_thread()
+
+
+def test_a_keepalive_inside_a_stream_block_is_answered_not_spooled(setup, tmp_path):  # noqa: F811
+    """A streamed transaction's block with a keepalive in the middle (the server sends them
+    whenever it likes): the keepalive is handled as a keepalive, the block spooled, the commit
+    replayed and applied once (a keepalive reached the spool and crashed the mirror before)."""
+    from replicator.model import StreamCommit, StreamStart, StreamStop
+    from replicator.spool import Spool
+
+    target, m, store, progress = setup
+    rep = Replayer(target, store, {"public.t": m}, progress, Lsn(0), batch_seconds=3600)
+    in_block = [insert(i, 0) for i in (1, 2)]
+    for ch in in_block:
+        ch.xid = 7
+    script = ScriptedLists(
+        [
+            [
+                StreamStart(7, True),
+                in_block[0],
+                Keepalive(Lsn(0x200), None, False),
+                in_block[1],
+                StreamStop(),
+            ],
+            [StreamCommit(7, Lsn(0x500), Lsn(0x510), None)],
+            None,
+        ]
+    )
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    follow = Follow(
+        ScriptedStream([]), PassDecoder(), rep, lambda: not script.items, lambda f: None, spool=spool
+    )
+    assert follow.apply(script, None, False, 0.2) == STOP
+    assert applied_on_target(target, store) >= Lsn(0x510)
+    with target.connect() as c:
+        assert sorted(r[0] for r in c.exec_driver_sql("SELECT * FROM t")) == [1, 2]
+    assert not spool.txs and not list((tmp_path / "spool").glob("xid-*"))
