@@ -148,9 +148,10 @@ def _refuse_modes(ms) -> None:
 
 
 def _mirror_running(src, p: Pipeline) -> bool:
-    """A mirror of the stream runs: its slot is active, or one of its connections is open (while
-    a mirror copies between two of its rounds, the slot is idle).  Looked at twice, 2 s apart: a
-    mirror goes from one round to the next with no connection open for a moment."""
+    """A mirror of the stream runs: its slot is active, or one of its connections is open (between
+    two of its rounds, while it copies, the slot is idle; pipeline.py names that round's source
+    connection).  Looked at twice, 2 s apart: a mirror goes from its stream to its next round
+    with no connection open for a moment."""
     mine = (f"replicator {p.opts.name[:32]} pid ", f"replicator {p.opts.name} copy ")
     for look in range(2):
         if look and stopping.sleep(2.0):

@@ -254,9 +254,12 @@ class Pipeline:
                 raise
 
     def _mirror_round(self, total: Summary) -> None:
-        if self.restart_requested:
-            self._replan_resynced()
-        with self.target.held(), snapshot.connect(self.opts.source, autocommit=True) as src:
+        # the round's source connection carries the stream's client name: while the slot is idle
+        # (a copy between two rounds) it tells ``replicator resync`` that this mirror runs
+        src_name = {"application_name": self.client_name}
+        with self.target.held(), snapshot.connect(self.opts.source, autocommit=True, **src_name) as src:
+            if self.restart_requested:
+                self._replan_resynced()
             applied, progress, summary = self.start(src)
         total.rows_copied += summary.rows_copied
         rep = self.stream(applied, progress)
