@@ -123,6 +123,20 @@ def test_resync_acts_on_the_streams_own_tables_only(db, sqlite_target_url):
     assert cp.returncode == 2 and "public.b" in cp.stderr and "not replicated by stream" in cp.stderr
 
 
+def test_drop_tables_in_the_middle_of_a_resync_drops_the_shadow_and_the_table(db, sqlite_target_url):
+    """A resync killed right before its swap leaves the state row naming the shadow: drop
+    --drop-tables removes the shadow and the live table both."""
+    url = sqlite_target_url
+    replicator("migrate", "--source", db, "--target", url, "--keep-slot")
+    env = {"REPLICATOR_FAILPOINTS": "resync.before_swap=kill"}
+    cp = replicator("resync", "--source", db, "--target", url, "--tables", "a", env=env, check=False)
+    assert cp.returncode == -signal.SIGKILL, cp.stderr[-2000:]
+    assert target_tables(url) >= {"a", "a__resync", "b"}
+    out = replicator("drop", "--source", db, "--target", url, "--drop-tables").stdout
+    assert "dropped target table a__resync" in out and "dropped target table a\n" in out + "\n", out
+    assert not target_tables(url) & {"a", "a__resync", "b"}
+
+
 def _exec(eng, stmt):
     with eng.begin() as c:
         c.execute(sa.text(stmt))
