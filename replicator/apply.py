@@ -153,7 +153,8 @@ class Replayer:
         ms = [m for m in (self.wanted(t) for t in ev.tables) if m is not None]
         if ms:
             self.flush()
-            conn = self.open()
+            conn = self.open()  # re-reads the states: a table set back by resync is skipped now
+            ms = [m for m in ms if self.wanted(m.label) is not None]
             plain = [m for m in ms if m.mode is None]
             if plain:
                 self.target.truncate(conn, plain)
@@ -171,7 +172,10 @@ class Replayer:
         if not d:
             return
         self.flush()  # pending changes of this batch use the old column layout
-        self.mappings[ev.table] = self.evolve(self.target, self.open(), m, ev, d)
+        conn = self.open()
+        if self.wanted(ev.table) is None:  # set back by resync (states re-read by open)
+            return
+        self.mappings[ev.table] = self.evolve(self.target, conn, m, ev, d)
         self._ready_maps.clear()
 
     def on_commit(self, ev: TxCommit) -> None:

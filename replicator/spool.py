@@ -219,11 +219,17 @@ def on_disk(directory: Path) -> dict[str, Any]:
             sizes.append(p.stat().st_size)
         except OSError:  # applied and removed meanwhile
             continue
-    return {"transactions": len(files), "spooled_bytes": sum(sizes), "oldest_start": min(starts, default=None)}
+    return {
+        "transactions": len(files),
+        "spooled_bytes": sum(sizes),
+        "oldest_start": min(starts, default=None),
+    }
 
 
 def default_dir(stream: str) -> Path:
     """The spool directory of stream ``stream`` when no option names one."""
     import tempfile
 
-    return Path(os.environ.get("REPLICATOR_SPOOL_DIR") or tempfile.gettempdir()) / f"replicator-{stream}-spool"
+    return (
+        Path(os.environ.get("REPLICATOR_SPOOL_DIR") or tempfile.gettempdir()) / f"replicator-{stream}-spool"
+    )
