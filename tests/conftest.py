@@ -136,6 +136,17 @@ def source_db(pg_server, request):
 
 
 @pytest.fixture
+def fresh_pgbench(source_db):
+    """A newcomer's database: pgbench as `pgbench -i` leaves it (pgbench_history has no key),
+    plus some history."""
+    from tests.servers import pgbench_init, pgbench_run
+
+    pgbench_init(source_db, scale=1)
+    pgbench_run(source_db, transactions=100, clients=2, builtin="tpcb-like")
+    return source_db
+
+
+@pytest.fixture
 def pg_target_url(pg_target_server, request):
     """SQLAlchemy URL of a fresh database on ``pg_target_server``."""
     targets.require("pg")

@@ -12,12 +12,10 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
-
 from tests import procs
 from tests.compare import assert_same
 from tests.integration.test_mirror import wait_equal_history
-from tests.servers import pgbench_init, pgbench_run
+from tests.servers import pgbench_run
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PGBENCH = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
@@ -46,13 +44,6 @@ def localised(argv: list[str], dsn: str, tmp_path: Path) -> tuple[list[str], str
         a = a.replace(README_SOURCE, dsn).replace(README_TARGET, f"duckdb:///{tmp_path}/bench.duckdb")
         args.append(str(tmp_path / a) if a.endswith(".yaml") else a)
     return args, out
-
-
-@pytest.fixture
-def fresh_pgbench(source_db):
-    pgbench_init(source_db, scale=1)
-    pgbench_run(source_db, transactions=100, clients=2, builtin="tpcb-like")
-    return source_db
 
 
 def test_readme_copy_is_one_command(fresh_pgbench, tmp_path):

@@ -33,14 +33,6 @@ def slots_and_publications(dsn):
     return slots, pubs
 
 
-@pytest.fixture
-def fresh_pgbench(source_db):
-    """pgbench as `pgbench -i` leaves it, plus some history: pgbench_history has no key."""
-    pgbench_init(source_db, scale=1)
-    pgbench_run(source_db, transactions=100, clients=2, builtin="tpcb-like")
-    return source_db
-
-
 target_kind = targets.kind_fixture(*targets.ALL)
 
 
