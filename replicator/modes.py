@@ -148,7 +148,7 @@ def versions(m: TableMapping, ch: RowChange, commit_time: Optional[datetime], se
     n = len(m.source_table.columns)
     when = (time_text(commit_time), lsn_text(ch.lsn))
     out = []
-    if ch.kind is ChangeKind.DELETE or (ch.old is not None and ch.old_is_key and ch.new is not None):
+    if ch.kind is ChangeKind.DELETE or (ch.old is not None and ch.new is not None):
         old = ch.old if ch.old is not None else ch.new
         assert old is not None
         moved = ch.kind is not ChangeKind.DELETE and _key_of(m, old, n) != _key_of(m, ch.new, n)

@@ -112,3 +112,15 @@ def test_a_key_change_in_history_is_a_tombstone_and_a_first_version():
         m, RowChange(ChangeKind.UPDATE, "public.t", ("7", "x", "y"), lsn=Lsn(6)), None, 0
     )
     assert plain.old is None and plain.new[-1] == "update" and plain.kind is ChangeKind.INSERT
+
+
+def test_a_key_change_under_full_identity_is_seen_too():
+    """REPLICA IDENTITY FULL with a declared key: the old tuple holds every column
+    (old_is_key False); a changed key still ends the old key with a tombstone."""
+    m = mapped("tables:\n  - source: public.k\n    key: [id]\n    mode: history\n", KEYLESS)
+    moved = RowChange(ChangeKind.UPDATE, "public.k", ("8", "n", "b"), ("7", "n", "b"), False, Lsn(5))
+    tomb, first = modes.changed(m, moved, None, seq=0)
+    assert tomb.new[0] == "7" and tomb.new[-1] == "delete" and first.new[0] == "8"
+    same = RowChange(ChangeKind.UPDATE, "public.k", ("7", "x", "b"), ("7", "n", "b"), False, Lsn(6))
+    (only,) = modes.changed(m, same, None, seq=1)
+    assert only.new[:2] == ("7", "x") and only.new[-1] == "update"
