@@ -123,6 +123,8 @@ def test_backoff_starts_over_after_a_successful_reconnect(bench_db, sqlite_targe
         wait_streaming(bench_db, m)
         delays = []
         for _ in range(3):
+            with psycopg.connect(bench_db, autocommit=True) as c:  # a change the new stream must carry
+                c.execute("UPDATE pgbench_branches SET bbalance = bbalance + 1")
             wait_caught_up(bench_db, m)  # streaming again: a frame arrived, the backoff was reset
             pid = slot_row(bench_db)["active_pid"]
             retries = len(re.findall(r"retrying in (\d+)s", m.log()))

@@ -13,7 +13,15 @@ import psycopg
 import pytest
 
 from tests import procs
-from tests.faults.harness import Mirror, compare, slot_row, slots_of, wait_caught_up, wait_streaming
+from tests.faults.harness import (
+    Mirror,
+    compare,
+    slot_row,
+    slots_of,
+    wait_caught_up,
+    wait_streaming,
+    wait_until,
+)
 from tests.servers import PostgresServer, unique_name
 
 
@@ -94,9 +102,10 @@ def test_verified_tls_to_source_and_postgres_target(tls_pg):
         wait_streaming(src, m)
         with psycopg.connect(src, autocommit=True) as c:
             c.execute("INSERT INTO t VALUES (1001, 'streamed')")
-            walsender = slot_row(src)["active_pid"]
+        wait_caught_up(src, m)  # the stream's walsender holds the slot (the copy's did before)
+        walsender = wait_until(lambda: slot_row(src)["active_pid"], 120, "an active walsender", m)
+        with psycopg.connect(src, autocommit=True) as c:
             assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = %s", (walsender,)).fetchone()[0]
-        wait_caught_up(src, m)
         with psycopg.connect(src, autocommit=True) as c:
             plain = c.execute(
                 "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
