@@ -160,13 +160,20 @@ def wait_until(cond, timeout: float, what: str, mirror: Optional[Mirror] = None,
 
 
 def wait_streaming(dsn: str, mirror: Mirror, timeout: float = STREAMING_TIMEOUT) -> None:
-    """Until the mirror's slot is active (the copy is done and the stream started)."""
+    """Until the mirror streams: its slot's walsender is past START_REPLICATION and caught up
+    (pg_stat_replication state 'streaming'), so the copy is done.  The slot alone is no sign: its
+    walsender holds it (active) from CREATE_REPLICATION_SLOT on, through the whole copy."""
 
-    def active():
-        row = slot_row(dsn, mirror.name)
-        return bool(row and row["active"])
+    def streaming():
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
+            row = c.execute(
+                "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid "
+                "WHERE s.slot_name = %s AND r.state = 'streaming'",
+                (mirror.name,),
+            ).fetchone()
+        return row is not None
 
-    wait_until(active, timeout, f"slot {mirror.name} to become active", mirror)
+    wait_until(streaming, timeout, f"slot {mirror.name}'s walsender to be streaming", mirror)
 
 
 def wait_caught_up(dsn: str, mirror: Mirror, timeout: float = CATCH_UP_TIMEOUT) -> Lsn:
