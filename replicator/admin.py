@@ -118,7 +118,6 @@ def resync(opts: Options, patterns: list[str]) -> str:
     mine = stream_tables.narrow(p)
     ms = p.plan()
     chosen = _chosen(opts.name, ms, patterns, mine)
-    _refuse_modes([m for m in ms if m.label in chosen])
     with p.target.connect() as c:
         for m in ms:
             if m.label in chosen:
@@ -133,18 +132,6 @@ def resync(opts: Options, patterns: list[str]) -> str:
     _catch_up(p, applied, progress, chosen)
     p.target.dispose()
     return f"re-copied {len(chosen)} table(s), {summary.rows_copied} rows: {', '.join(sorted(chosen))}"
-
-
-def _refuse_modes(ms) -> None:
-    """A re-sync replaces the table: the past a history or soft_delete table keeps would go
-    (merging it is not done yet).  Refused before anything changes."""
-    kept = [f"{m.label} (mode {m.mode.kind})" for m in ms if m.mode is not None]
-    if kept:
-        raise ConfigError(
-            f"resync of {', '.join(kept)} is not supported: a re-copy would replace the versions or "
-            f"marks the table keeps; compare with 'replicator verify' instead, or drop the target "
-            f"table and its state ('replicator drop --drop-tables') to start it over"
-        )
 
 
 def _mirror_running(src, p: Pipeline) -> bool:

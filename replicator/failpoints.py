@@ -2,7 +2,8 @@
 
 ``REPLICATOR_FAILPOINTS="copy.loaded=kill,apply.committed=kill@3"``: at the 3rd time the code
 passes ``apply.committed``, the process SIGKILLs itself.  Actions: ``kill`` (SIGKILL, no cleanup,
-like a power cut), ``error`` (raise RuntimeError), ``sleep:N`` (N seconds).  A point may be
+like a power cut), ``error`` (raise RuntimeError), ``sleep:N`` (N seconds), ``wait:PATH`` (until
+the file PATH exists: a test makes a change at that exact point, then lets the process go on).  A point may be
 qualified by a table (``copy.loaded:public.t``), matched when the code passes that table.
 """
 
@@ -51,3 +52,10 @@ def _fire(key: str, action: str) -> None:
 
         logging.getLogger(__name__).warning("failpoint %s: sleeping %s", key, action[6:])
         stopping.sleep(float(action.split(":", 1)[1]))
+    elif action.startswith("wait:"):
+        from . import stopping
+
+        path = action[5:]
+        logging.getLogger(__name__).warning("failpoint %s: waiting for %s", key, path)
+        while not os.path.exists(path) and not stopping.sleep(0.05):
+            pass

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from .errors import ConfigError, TargetError
 from .failpoints import failpoint
 from .model import TableMapping, TableProgress, TableState
-from .target import swap
+from .target import mode_merge, swap
 
 if TYPE_CHECKING:
     from .state import StateStore
@@ -94,6 +94,20 @@ def finish(
     by_label = {m.label: m for m in mappings}
     ready = [t for t, p in progress.items() if p.state is TableState.READY and t in by_label]
     swap_ready(target, store, by_label, progress, ready)
+    merged = [
+        m
+        for m in by_label.values()
+        if m.mode is not None
+        and target.unshadow(m) is None
+        and not names_shadow(target, m, progress.get(m.label))
+    ]
+    if merged and not target.transactional_ddl:  # a shadow merged in, not dropped yet (a crash)
+        with target.connect() as conn:
+            for m in merged:
+                sh = target.shadow(m)
+                if swap.exists(conn, sh):
+                    swap.drop(conn, sh)
+                target.forget(sh)
     return list(by_label.values())
 
 
@@ -114,7 +128,7 @@ def swap_ready(
         live = target.unshadow(sh) if sh is not None else None
         if sh is None or live is None:
             continue
-        swap_in(target, store, label, live, sh)
+        swap_in(target, store, label, live, sh, progress[label].sync_lsn)
         mappings[label] = live
         progress[label].target = target.display(live)
         if telemetry is not None:
@@ -123,14 +137,28 @@ def swap_ready(
     return done
 
 
-def swap_in(target: Target, store: StateStore, label: str, live: TableMapping, sh: TableMapping) -> None:
+def swap_in(
+    target: Target, store: StateStore, label: str, live: TableMapping, sh: TableMapping, sync_lsn: int
+) -> None:
     """One swap and the state row that records it (one transaction where DDL is transactional).
+    A table with a mode is not swapped but merged (target/mode_merge.py: the live table keeps its
+    past), with the state row in one transaction on every database; the shadow is dropped in it,
+    or right after where DDL commits by itself (a crash in between leaves it to :func:`finish`).
     A database error names the table and the way on; a transient one is raised as it is."""
     failpoint("resync.before_swap", label)
     try:
         with target.connect() as conn:
-            target.swap_table(conn, live, sh)
+            if live.mode is None:
+                target.swap_table(conn, live, sh)
+            else:
+                mode_merge.merge(target, conn, live, sh, sync_lsn)
+                if target.transactional_ddl:
+                    swap.drop(conn, sh)
             store.set_table(conn, label, target.display(live), TableState.READY)
+        if live.mode is not None and not target.transactional_ddl:
+            failpoint("resync.merged", label)
+            with target.connect() as conn:
+                swap.drop(conn, sh)
     except sa.exc.DBAPIError as e:
         if target.transient(e):
             raise

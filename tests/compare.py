@@ -128,3 +128,15 @@ def target_select(url: str, query: str) -> list[tuple]:
             return [tuple(r) for r in c.execute(sa.text(query))]
     finally:
         eng.dispose()
+
+
+def target_execute(url: str, *statements: str) -> None:
+    """Run SQL statements on the target in one transaction (a test changing it by hand)."""
+    target_class(url)
+    eng = sa.create_engine(engine_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with eng.begin() as c:
+            for s in statements:
+                c.execute(sa.text(s))
+    finally:
+        eng.dispose()

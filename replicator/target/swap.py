@@ -72,5 +72,10 @@ def drop_and_rename(conn: Connection, live: TableMapping, sh: TableMapping) -> N
 
 
 def drop(conn: Connection, m: TableMapping) -> None:
-    """``DROP TABLE IF EXISTS`` the table of ``m`` (a shadow left by an earlier re-sync)."""
+    """``DROP TABLE IF EXISTS`` the table of ``m`` (a shadow left by an earlier re-sync, or merged
+    into its live table), with its ``<table>_current`` view when it has a mode."""
+    if m.mode is not None:
+        conn.exec_driver_sql(
+            f"DROP VIEW IF EXISTS {quoted(conn, m.target_name + '_current', m.target_schema)}"
+        )
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quoted(conn, m.target_name, m.target_schema)}")

@@ -122,10 +122,16 @@ class Reader(threading.Thread):
                 self.errors.append(str(e).splitlines()[0][:300])
 
 
-def test_readers_see_the_old_rows_until_the_swap(source_db, target_url):
+def during(reader: Reader) -> list:
+    """The polls that read the state row naming pgbench_accounts' shadow (a re-sync under way)."""
+    return [st for _, st in list(reader.polls) if st["pgbench_accounts"][0] != "pgbench_accounts"]
+
+
+def test_readers_see_the_old_rows_until_the_swap(source_db, target_url, tmp_path):
     pgbench_source(source_db, scale=1)
     chosen = ["pgbench_accounts", "pgbench_history"]
-    m = Mirror(source_db, target_url)
+    go = tmp_path / "go"  # the swap of pgbench_accounts waits until a reader saw the shadow named
+    m = Mirror(source_db, target_url, failpoints=f"resync.before_swap:public.pgbench_accounts=wait:{go}")
     load = Load(source_db)
     reader = Reader(target_url, chosen)
     try:
@@ -135,6 +141,8 @@ def test_readers_see_the_old_rows_until_the_swap(source_db, target_url):
         reader.start()
         wait_until(lambda: reader.polls, 120, "a first read of the target", m)
         replicator("resync", "--source", source_db, "--target", target_url, "--tables", ",".join(chosen))
+        wait_until(lambda: during(reader), 300, "a read while the re-sync runs", m)
+        go.touch()
         # resync returned with the rows naming the shadows: naming the tables again is the swap
         swapped = lambda: all(states(target_url)[t] == (t, "r") for t in chosen)  # noqa: E731
         wait_until(swapped, 300, "both copies swapped in", m, every=0.5)
@@ -149,8 +157,7 @@ def test_readers_see_the_old_rows_until_the_swap(source_db, target_url):
     assert {c["pgbench_accounts"] for c in counts} == {100_000}
     history = [c["pgbench_history"] for c in counts]
     assert history == sorted(history), "pgbench_history, which only grows, shrank for a reader"
-    during = [st for _, st in reader.polls if st["pgbench_accounts"][0] != "pgbench_accounts"]
-    assert during, "no read while the re-sync ran"
+    assert during(reader), "no read while the re-sync ran"
     wait_caught_up(source_db, m)
     assert m.stop(EXIT_TIMEOUT) == 0, m.tail()
     compare(source_db, target_url, PGBENCH)

@@ -152,16 +152,3 @@ def test_a_crash_neither_loses_nor_repeats_a_mark(db, point, kind, request, tmp_
     crash_and_resume(
         db, url, args, f"{point}=kill@3", lambda n: churn(db, rng, n), lambda: check_marks(db, url)
     )
-
-
-def test_resync_of_a_table_with_a_mode_is_refused(db, sqlite_target_url, tmp_path):
-    """A re-copy would replace the marks (or versions) the table keeps: refused, nothing changed."""
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text(MAPPING)
-    args = ["--mapping", str(mapping), "--source", db, "--target", sqlite_target_url]
-    procs.run("migrate", *args, "--keep-slot", check=True, timeout=300)
-    run_sql(db, "DELETE FROM acct WHERE id = 1")
-    procs.run("migrate", *args, check=True, timeout=300)
-    cp = procs.run("resync", "--tables", "acct", *args, timeout=300)
-    assert cp.returncode == 2 and "public.acct (mode soft_delete)" in cp.stderr, cp.stderr
-    assert target_select(sqlite_target_url, "SELECT count(*) FROM acct WHERE _deleted = true") == [(1,)]
