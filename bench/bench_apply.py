@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import os
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -61,6 +59,9 @@ import psycopg  # noqa: E402
 
 from tests.servers import MariaDBServer, PostgresServer, find_pg_bindir, pgbench_init  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import LIVE, Child, Failed, log, wait_for  # noqa: E402
+
 TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "heartbeat", "big")
 CHECKS = {
     "accounts": "SELECT sum(abalance) FROM pgbench_accounts",
@@ -72,78 +73,6 @@ CHECKS = {
 SPEED_AIMS = {"pg": 1.5, "duckdb": 2.0, "mysql": 1.0, "sqlite": 1.0}
 RSS_AIM_MB, P99_AIM_S = 300, 1.0
 PGBENCH = ("-n", "-b", "tpcb-like", "-c", "2", "-j", "2")  # no vacuum, 2 clients
-LAUNCHER = """
-import os, signal, subprocess, sys, time
-for s in (signal.SIGTERM, signal.SIGINT):  # meant for the child (same group); exec resets a handler
-    signal.signal(s, lambda *_: None)
-t0 = time.perf_counter()
-p = subprocess.Popen(sys.argv[2:])
-_, status, ru = os.wait4(p.pid, 0)
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {ru.ru_maxrss} {time.perf_counter() - t0}")
-"""
-LIVE: list[Child] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    """A consumer failed: the message carries its output's tail."""
-
-
-class Child:
-    """A replicator process in its own session, run by LAUNCHER: exit code, seconds, peak RSS."""
-
-    def __init__(self, what: str, *args: str):
-        self.what = what
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-apply-", suffix=".log")
-        self.res = tempfile.NamedTemporaryFile("r", prefix="bench-apply-", suffix=".res")
-        argv = [sys.executable, "-m", "replicator", *args, "--no-progress"]
-        self.p = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, self.res.name, *argv],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        LIVE.append(self)
-
-    def tail(self, n: int = 3000) -> str:
-        self.log.seek(0)
-        return self.log.read()[-n:].strip()
-
-    def wait(self, timeout: float) -> dict:
-        try:
-            self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise Failed(f"{self.what}: no end after {timeout:.0f}s, killed:\n{self.tail()}") from None
-        LIVE.remove(self)
-        words = self.res.read().split()
-        if len(words) != 3:
-            raise Failed(f"{self.what}: launcher exit {self.p.returncode}:\n{self.tail()}")
-        rc, kib, seconds = int(words[0]), int(words[1]), float(words[2])
-        if rc != 0:
-            raise Failed(f"{self.what}: exit {rc}:\n{self.tail()}")
-        return {"seconds": round(seconds, 2), "peak_rss_mb": kib // 1024}
-
-    def check_running(self) -> None:
-        if self.p.poll() is not None:
-            self.wait(0)  # raises Failed with its output unless it exited 0
-            raise Failed(f"{self.what}: exited 0 before it was stopped:\n{self.tail()}")
-
-    def stop(self, timeout: float = 120) -> dict:
-        os.killpg(self.p.pid, signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.p.wait()
-        if self in LIVE:
-            LIVE.remove(self)
 
 
 # ------------------------------------------------------------------------ servers and SQL
@@ -163,16 +92,6 @@ def run_cmd(*argv, stdin: str | None = None) -> str:
     if cp.returncode != 0:
         raise Failed(f"{Path(str(argv[0])).name} exit {cp.returncode}:\n{(cp.stderr + cp.stdout)[-3000:]}")
     return cp.stdout
-
-
-def wait_for(check, timeout: float, what: str, every: float = 0.2) -> float:
-    """Seconds until ``check()`` is true; Failed naming ``what`` after ``timeout``."""
-    t0 = time.perf_counter()
-    while not check():
-        if time.perf_counter() - t0 > timeout:
-            raise Failed(f"{what}: not reached after {timeout:.0f}s")
-        time.sleep(every)
-    return time.perf_counter() - t0
 
 
 def prepare_source(dsn: str, scale: int) -> None:

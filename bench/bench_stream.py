@@ -51,7 +51,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -67,6 +66,11 @@ import duckdb  # noqa: E402
 import psycopg  # noqa: E402
 
 from tests.servers import PostgresServer  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from benchlib import LIVE, Child, Failed, log, wait_for  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 RUNS = {"stream": [], "nostream": ["--no-stream-in-progress"]}
 RATIO_AIM, RSS_AIM_MB = 0.8, 300
@@ -85,92 +89,6 @@ SLOT_STATS = (
     "spill_txns", "spill_count", "spill_bytes", "stream_txns", "stream_count", "stream_bytes",
     "total_txns", "total_bytes",
 )  # fmt: skip
-LAUNCHER = """
-import os, signal, subprocess, sys, time
-for s in (signal.SIGTERM, signal.SIGINT):  # meant for the child (same group); exec resets a handler
-    signal.signal(s, lambda *_: None)
-t0 = time.perf_counter()
-p = subprocess.Popen(sys.argv[2:])
-_, status, ru = os.wait4(p.pid, 0)
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.waitstatus_to_exitcode(status)} {ru.ru_maxrss} {time.perf_counter() - t0}")
-"""
-TICK = os.sysconf("SC_CLK_TCK")
-LIVE: list[Child] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    """A run failed: the message carries the mirror's output tail."""
-
-
-class Child:
-    """A replicator process in its own session, run by LAUNCHER: exit code, seconds, peak RSS."""
-
-    def __init__(self, what: str, logfile: Path, *args: str):
-        self.what, self.logfile = what, logfile
-        self.log = open(logfile, "w+")
-        self.res = tempfile.NamedTemporaryFile("r", prefix="bench-stream-", suffix=".res")
-        self.argv = [sys.executable, "-m", "replicator", *args, "--no-progress"]
-        self.p = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, self.res.name, *self.argv],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        LIVE.append(self)
-
-    def pid(self, timeout: float = 30) -> int:
-        """The replicator process itself (the launcher's child)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            kids = subprocess.run(
-                ["pgrep", "-P", str(self.p.pid)], capture_output=True, text=True
-            ).stdout.split()
-            if kids:
-                return int(kids[0])
-            self.check_running()
-            time.sleep(0.02)
-        raise Failed(f"{self.what}: no replicator process under the launcher after {timeout:.0f}s")
-
-    def tail(self, n: int = 3000) -> str:
-        self.log.flush()
-        return self.logfile.read_text(errors="replace")[-n:].strip()
-
-    def wait(self, timeout: float) -> dict:
-        try:
-            self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise Failed(f"{self.what}: no end after {timeout:.0f}s, killed:\n{self.tail()}") from None
-        LIVE.remove(self)
-        words = self.res.read().split()
-        if len(words) != 3:
-            raise Failed(f"{self.what}: launcher exit {self.p.returncode}:\n{self.tail()}")
-        rc, kib, seconds = int(words[0]), int(words[1]), float(words[2])
-        if rc != 0:
-            raise Failed(f"{self.what}: exit {rc}:\n{self.tail()}")
-        return {"seconds": round(seconds, 2), "peak_rss_mb": kib // 1024}
-
-    def check_running(self) -> None:
-        if self.p.poll() is not None:
-            self.wait(0)  # raises Failed with its output unless it exited 0
-            raise Failed(f"{self.what}: exited 0 before it was stopped:\n{self.tail()}")
-
-    def stop(self, timeout: float = 300) -> dict:
-        os.killpg(self.p.pid, signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.p.wait()
-        if self in LIVE:
-            LIVE.remove(self)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -181,15 +99,6 @@ def sql(dsn: str, query: str, params=None):
     with psycopg.connect(dsn, autocommit=True) as c:
         cur = c.execute(query, params)
         return cur.fetchone() if cur.description else None
-
-
-def wait_for(check, timeout: float, what: str, every: float = 0.2) -> float:
-    t0 = time.perf_counter()
-    while not check():
-        if time.perf_counter() - t0 > timeout:
-            raise Failed(f"{what}: not reached after {timeout:.0f}s")
-        time.sleep(every)
-    return time.perf_counter() - t0
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -336,7 +245,7 @@ def start_mirror(a, run: str, dsn: str, tmp: Path) -> tuple[Child, Target, Path]
         "mirror", "--source", dsn, "--target", target.url, "--name", f"bench_{run}",
         "--tables", "public.big,public.sentinel", "--spool-dir", str(spool), *RUNS[run],
     ]  # fmt: skip
-    return Child(f"mirror ({run})", d / "mirror.log", *args), target, spool
+    return Child(f"mirror ({run})", *args, logfile=d / "mirror.log"), target, spool
 
 
 def wait_ready(dsn: str, run: str, mirror: Child, target: Target, slot: str) -> int:
@@ -459,7 +368,7 @@ def one_run(a, run: str, dsn: str, tmp: Path) -> dict:
         res["source_rows_updated"], res["target_rows_updated"] = (int(want[0]), int(want[1])), got
         log(f"{run}: visible {res['commit_to_visible_s']} s after the commit; stopping the mirror")
         res["mirror_cpu_s"] = cpu_seconds(pid)
-        res["mirror"] = mirror.stop()
+        res["mirror"] = mirror.stop(300)
         q = "SELECT NOT active FROM pg_replication_slots WHERE slot_name = %s"
         wait_for(lambda: sql(dsn, q, (slot,))[0], 120, f"slot {slot} inactive")
         res["slot_stats"] = slot_stats(dsn, slot)
