@@ -35,6 +35,7 @@ RESYNC_POLL_SECONDS = 5.0  # idle: look for tables set back by 'replicator resyn
 
 UNTIL, STOP, RESYNC = "until", "stop", "resync"
 STREAM_EVENTS = frozenset((StreamStart, StreamStop, StreamCommit, StreamAbort))
+BLOCK_ENDS = frozenset((StreamStop, Keepalive))  # in a stream block, the events not spooled
 #: with nothing received left to apply, a batch this old is committed at once: under a steady
 #: load the applier keeps up and each change waits at most this long plus its commit (p99
 #: latency at 1,000 pgbench tps, README), while a backlog still fills whole batches
@@ -113,6 +114,7 @@ class Follow:
         """The applier's loop over the lists of events and keepalives, in stream order."""
         rep = self.rep
         fence = until if exact else None
+        spool_add = self.spool.add if self.spool is not None else None
         while True:
             items = lists.get(0.0)
             if items is None:  # caught up: a batch old enough is committed now, not when full
@@ -125,6 +127,9 @@ class Follow:
                     return outcome
                 continue
             for ev in items:
+                if self.in_block and type(ev) not in BLOCK_ENDS:  # the hot path of a streamed block
+                    spool_add(ev)
+                    continue
                 if isinstance(ev, Keepalive):  # also inside a stream block
                     outcome = self.between(ev, until)
                     if outcome:
@@ -151,11 +156,12 @@ class Follow:
         spool = self.spool
         assert spool is not None, "a streamed transaction on a stream that did not ask for them"
         kind = type(ev)
+        if self.in_block and kind is not StreamStop:
+            spool.add(ev)
+            return False  # the figures change at the block's end
         if kind is StreamStop:
             spool.stop()
             self.in_block = False
-        elif self.in_block:
-            spool.add(ev)
         elif kind is StreamStart:
             spool.start(ev)
             self.in_block = True
