@@ -42,6 +42,10 @@ BLOCK_ENDS = frozenset((StreamStop, Keepalive))  # in a stream block, the events
 CAUGHT_UP_SECONDS = 0.1
 
 
+def _no_spool(ev: Any) -> None:
+    raise AssertionError("a streamed transaction on a stream that did not ask for them")
+
+
 class Lists(Protocol):
     """Where the applier takes its work from (a :class:`Receiver`, or a test's script)."""
 
@@ -114,7 +118,7 @@ class Follow:
         """The applier's loop over the lists of events and keepalives, in stream order."""
         rep = self.rep
         fence = until if exact else None
-        spool_add = self.spool.add if self.spool is not None else None
+        spool_add = self.spool.add if self.spool is not None else _no_spool
         while True:
             items = lists.get(0.0)
             if items is None:  # caught up: a batch old enough is committed now, not when full
