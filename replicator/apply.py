@@ -282,11 +282,13 @@ class Replayer:
 
     def advance_idle(self, position: Lsn) -> None:
         """With nothing pending, record ``position`` (the server's WAL end) as applied, and make
-        tables whose sync LSN it passed ready, in one target transaction; only then may the
+        tables whose sync LSN it reached ready, in one target transaction; only then may the
         caller confirm it (follow.py)."""
-        if self.in_tx or self.batch_txs or position <= self.applied:
+        if self.in_tx or self.batch_txs or position < self.applied:
             return
         ready = self._ready(position)
+        if position == self.applied and not ready:
+            return
         conn = self.open()
         self.store.mark_ready(conn, ready)
         self.store.set_applied(conn, position, self.last_commit_time)
@@ -307,8 +309,12 @@ class Replayer:
             self._ready_maps.clear()
 
     def would_ready(self, position: Lsn) -> bool:
-        """Some table in ``s`` has its sync LSN at or below ``position``."""
-        return position > self.applied and bool(self._ready(position))
+        """Some table in ``s`` has its sync LSN at or below ``position`` (at or past the applied
+        position).  A table whose sync LSN equals the applied position is ready at once: every
+        transaction still to come commits after it, so ``s`` and ``r`` treat them alike (on a
+        quiet source the walsender's position stays at the slot's start, which is the copy's
+        sync LSN, until the server writes WAL again: up to 15 s, or never)."""
+        return position >= self.applied and bool(self._ready(position))
 
     def _ready(self, position: Lsn) -> list[str]:
         return [

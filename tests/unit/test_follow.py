@@ -163,3 +163,25 @@ def test_a_keepalive_inside_a_stream_block_is_answered_not_spooled(setup, tmp_pa
     with target.connect() as c:
         assert sorted(r[0] for r in c.exec_driver_sql("SELECT * FROM t")) == [1, 2]
     assert not spool.txs and not list((tmp_path / "spool").glob("xid-*"))
+
+
+def test_a_table_copied_at_the_start_position_is_ready_without_new_wal(setup):  # noqa: F811
+    """The stream starts where the copy's snapshot was taken (applied = sync LSN) and the source
+    writes nothing: the walsender's keepalives carry that same position.  The table is ready at
+    once (it waited for the server's next WAL record before: up to 15 s, or forever on an idle
+    server); nothing new is confirmed."""
+    target, m, store, progress = setup
+    with target.connect() as c:
+        store.set_applied(c, Lsn(0x200), None)
+    rep = Replayer(target, store, {"public.t": m}, progress, Lsn(0x200))
+    stream = ScriptedStream([Keepalive(Lsn(0x200), None, True), None])
+    deadline = time.monotonic() + 10
+
+    def stop():
+        return progress["public.t"].state.value == "r" or time.monotonic() > deadline
+
+    assert Follow(stream, PassDecoder(), rep, stop, lambda f: None).run() == STOP
+    with target.connect() as c:
+        assert store.load_tables(c)["public.t"].state.value == "r"
+        assert store.load_stream(c).applied_lsn == Lsn(0x200)
+    assert all(flush <= Lsn(0x200) for flush in stream.sent)
