@@ -3,7 +3,9 @@
 Two threads (issue 13, "decode beside apply"): a receiver (source/receive.py) owns the replication
 connection, decodes, and answers the source; this module's loop runs in the caller's thread and
 feeds the decoded events to the Replayer, which writes the target.  Between them: a bounded queue
-of event lists one way, a :class:`~replicator.source.receive.Feedback` the other way.
+of event lists one way, a :class:`~replicator.source.receive.Feedback` the other way.  The blocks
+of streamed in-progress transactions never reach this loop: the receiver writes them to the spool
+as they arrive, and this loop replays a transaction from there at its StreamCommit.
 
 The feedback rule (DESIGN.md invariants 2, 4, 11): the flush position sent to the source is always
 one this loop published, which is the Replayer's ``applied`` position after the target committed
@@ -17,10 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Optional, Protocol
+from typing import Optional, Protocol
 
 from .apply import Replayer
-from .model import Lsn, StreamAbort, StreamCommit, StreamStart, StreamStop, TxBegin, TxCommit
+from .model import Lsn, StreamCommit, TxBegin, TxCommit
 from .source import slot as slots
 from .source.changes import ChangeDecoder
 from .source.frames import Keepalive
@@ -34,16 +36,10 @@ IDLE_PERSIST_SECONDS = 5.0  # idle: write the WAL end to the target at most this
 RESYNC_POLL_SECONDS = 5.0  # idle: look for tables set back by 'replicator resync' this often
 
 UNTIL, STOP, RESYNC = "until", "stop", "resync"
-STREAM_EVENTS = frozenset((StreamStart, StreamStop, StreamCommit, StreamAbort))
-BLOCK_ENDS = frozenset((StreamStop, Keepalive))  # in a stream block, the events not spooled
 #: with nothing received left to apply, a batch this old is committed at once: under a steady
 #: load the applier keeps up and each change waits at most this long plus its commit (p99
 #: latency at 1,000 pgbench tps, README), while a backlog still fills whole batches
 CAUGHT_UP_SECONDS = 0.1
-
-
-def _no_spool(ev: Any) -> None:
-    raise AssertionError("a streamed transaction on a stream that did not ask for them")
 
 
 class Lists(Protocol):
@@ -75,7 +71,6 @@ class Follow:
         commit (protocol 2); None: the stream sends none (protocol 1)."""
         self.stream, self.decoder, self.rep = stream, decoder, rep
         self.spool = spool
-        self.in_block = False  # between a StreamStart and its StreamStop
         self.stop, self.on_frame = stop, on_frame
         self.status_interval = status_interval
         self.resync_requested = resync_requested
@@ -101,6 +96,8 @@ class Follow:
             wait,
             self.queue_items,
             self.chunk,
+            self.spool,
+            self.spool_figures,
         )
         self.receiver = rx
         rx.start()
@@ -118,7 +115,6 @@ class Follow:
         """The applier's loop over the lists of events and keepalives, in stream order."""
         rep = self.rep
         fence = until if exact else None
-        spool_add = self.spool.add if self.spool is not None else _no_spool
         while True:
             items = lists.get(0.0)
             if items is None:  # caught up: a batch old enough is committed now, not when full
@@ -131,14 +127,11 @@ class Follow:
                     return outcome
                 continue
             for ev in items:
-                if self.in_block and type(ev) not in BLOCK_ENDS:  # the hot path of a streamed block
-                    spool_add(ev)
-                    continue
-                if isinstance(ev, Keepalive):  # also inside a stream block
+                if isinstance(ev, Keepalive):
                     outcome = self.between(ev, until)
                     if outcome:
                         return outcome
-                elif self.in_block or type(ev) in STREAM_EVENTS:
+                elif type(ev) is StreamCommit:
                     if self.streamed(ev, fence):
                         self.commit()  # everything before the fence is applied: end here
                         return UNTIL
@@ -154,32 +147,25 @@ class Follow:
                 if outcome:
                     return outcome
 
-    def streamed(self, ev: Any, fence: Optional[Lsn]) -> bool:
-        """An event of streamed in-progress transactions (spool.py): spooled, or at its commit
-        replayed as one source transaction; True: it commits at or after ``fence`` (not applied)."""
+    def streamed(self, ev: StreamCommit, fence: Optional[Lsn]) -> bool:
+        """A streamed in-progress transaction committed (its blocks are in the spool, written by
+        the receiving thread): replayed as one source transaction; True: it commits at or after
+        ``fence`` (not applied)."""
         spool = self.spool
         assert spool is not None, "a streamed transaction on a stream that did not ask for them"
-        kind = type(ev)
-        if self.in_block and kind is not StreamStop:
-            spool.add(ev)
-            return False  # the figures change at the block's end
-        if kind is StreamStop:
-            spool.stop()
-            self.in_block = False
-        elif kind is StreamStart:
-            spool.start(ev)
-            self.in_block = True
-        elif kind is StreamAbort:
-            spool.abort(ev)
-        else:  # StreamCommit
-            if fence is not None and ev.commit_lsn >= fence:
-                return True
-            for replayed in spool.replay(ev):
-                self.rep.handle(replayed)
-            if self.rep.due():
-                self.commit()
-        self.rep.telemetry.spooled(len(spool.txs), spool.bytes, spool.oldest())
+        if fence is not None and ev.commit_lsn >= fence:
+            return True
+        for replayed in spool.replay(ev):
+            self.rep.handle(replayed)
+        if self.rep.due():
+            self.commit()
+        self.spool_figures()
         return False
+
+    def spool_figures(self) -> None:
+        """The spool's figures into the telemetry (from either thread)."""
+        if self.spool is not None:
+            self.rep.telemetry.spooled(*self.spool.figures())
 
     def commit(self) -> None:
         """Commit the open batch (if any, and only between source transactions), then publish."""

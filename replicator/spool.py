@@ -17,6 +17,10 @@ Contracts:
 * A spool never outlives the process's stream: :meth:`Spool.clear` at the start of every stream
   removes what a previous process left (the source streams those transactions again, from their
   first block, because nothing past a spooled change was confirmed as applied).
+* Two threads: the receiving thread writes blocks (:meth:`start`, :meth:`add`, :meth:`stop`,
+  :meth:`abort`), the applier replays committed transactions (:meth:`replay`) and reads the
+  figures; a transaction is replayed only after its last block was written (its StreamCommit
+  comes after its last StreamStop), and the table of transactions is changed under a lock.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -79,20 +84,22 @@ class Spool:
         self.dir, self.limit = Path(directory), limit_bytes
         self.txs: dict[int, _Tx] = {}
         self.current: Optional[_Tx] = None  # the transaction of the open stream block
+        self.bytes = 0  # written to the spool's files, all transactions
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ figures (status, metrics)
-    @property
-    def bytes(self) -> int:
-        return sum(t.size for t in self.txs.values())
-
-    def oldest(self) -> Optional[float]:
-        """When the oldest in-progress transaction's first block arrived (epoch seconds)."""
-        return min((t.started for t in self.txs.values()), default=None)
+    def figures(self) -> tuple[int, int, Optional[float]]:
+        """In-progress transactions, spooled bytes, and when the oldest one's first block
+        arrived (epoch seconds; None: none)."""
+        with self._lock:
+            return len(self.txs), self.bytes, min((t.started for t in self.txs.values()), default=None)
 
     # ------------------------------------------------------------ events
     def clear(self) -> None:
         """Remove every spool file (a new stream sends in-progress transactions again)."""
-        self.txs.clear()
+        with self._lock:
+            self.txs.clear()
+            self.bytes = 0
         self.current = None
         if self.dir.is_dir():
             for p in self.dir.glob("xid-*.spool"):
@@ -103,11 +110,13 @@ class Spool:
         tx = self.txs.get(ev.xid)
         if tx is None or ev.first:
             if tx is not None:
-                tx.path.unlink(missing_ok=True)
+                self._drop(tx)
             self.dir.mkdir(parents=True, exist_ok=True)
             now = time.time()
-            tx = self.txs[ev.xid] = _Tx(ev.xid, self.dir / f"xid-{ev.xid}-{int(now)}.spool", now)
+            tx = _Tx(ev.xid, self.dir / f"xid-{ev.xid}-{int(now)}.spool", now)
             tx.path.write_bytes(b"")
+            with self._lock:
+                self.txs[ev.xid] = tx
         self.current = tx
 
     def add(self, ev: Any) -> None:
@@ -173,6 +182,8 @@ class Spool:
         with open(tx.path, "ab") as f:
             f.write(data)
         tx.size += len(data)
+        with self._lock:
+            self.bytes += len(data)
         tx.buffer = []
         failpoint("stream.spooled")
 
@@ -187,13 +198,18 @@ class Spool:
                 kept = pickle.load(f)[:index]
             with open(tx.path, "r+b") as f:
                 f.truncate(offset)
+            with self._lock:
+                self.bytes -= tx.size - offset
             tx.size, tx.buffer = offset, kept
         tx.subs = {s: at for s, at in tx.subs.items() if at < (offset, index)}
         self._write(tx)
 
     def _drop(self, tx: _Tx) -> None:
         tx.path.unlink(missing_ok=True)
-        self.txs.pop(tx.xid, None)
+        with self._lock:
+            if self.txs.get(tx.xid) is tx:
+                del self.txs[tx.xid]
+                self.bytes -= tx.size
         if self.current is tx:
             self.current = None
 

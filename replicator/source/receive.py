@@ -26,6 +26,10 @@ Contracts:
   :meth:`Feedback.publish`, which the target has committed (DESIGN.md invariants 2, 4); this thread
   never derives a position of its own.  A newly published position, or a request for the
   source's WAL end, wakes the thread from its wait on the socket (a pipe): it is sent at once.
+* Streamed in-progress transactions (protocol 2): with a ``spool``, this thread writes their blocks
+  to it as they arrive (StreamStart, the changes, StreamStop; StreamAbort cuts or drops) and hands
+  the applier only their StreamCommit, at its place in the stream, once every block before it is
+  written; ``on_spool`` is called after each block end or abort (the spool's figures).
 * An error of this thread (connection lost, slot lost, a frame that does not decode) is raised, the
   same object with its type and message, by the applier's next :meth:`Receiver.get`; the thread
   ends when :meth:`Receiver.stop` is called.  Every wait here has a timeout (invariant 12).
@@ -41,7 +45,7 @@ import time
 from collections.abc import Callable
 from typing import Optional, Protocol, Union
 
-from ..model import Lsn
+from ..model import Lsn, StreamAbort, StreamStart, StreamStop
 from .changes import ChangeDecoder, Event
 from .frames import Keepalive, XLogData
 
@@ -55,6 +59,19 @@ PUT_WAIT_SECONDS = 0.1  # queue full: look at stop requests and new positions th
 JOIN_SECONDS = 5.0  # stop(): wait this long for the thread to end
 
 Item = list[Union[Event, Keepalive]]
+_BLOCK_EVENTS = (StreamStart, StreamStop, StreamAbort)  # the spool's, never the applier's
+
+
+class Spooler(Protocol):
+    """Where the blocks of streamed transactions go (replicator.spool.Spool)."""
+
+    def start(self, ev: StreamStart) -> None: ...
+
+    def add(self, ev: Event) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def abort(self, ev: StreamAbort) -> None: ...
 
 
 class FrameSource(Protocol):
@@ -132,8 +149,12 @@ class Receiver:
         wait: float,
         queue_items: int = QUEUE_ITEMS,
         chunk: int = CHUNK_EVENTS,
+        spool: Optional[Spooler] = None,
+        on_spool: Callable[[], None] = lambda: None,
     ):
         self.stream, self.decoder, self.feedback = stream, decoder, feedback
+        self.spool, self.on_spool = spool, on_spool
+        self.in_block = False  # between a StreamStart and its StreamStop
         self.on_frame, self.status_interval, self.wait = on_frame, status_interval, wait
         self.chunk = chunk
         self.queue: queue.Queue[Item] = queue.Queue(queue_items)
@@ -214,6 +235,7 @@ class Receiver:
         """Frames until a list is full or the socket has nothing more (waiting up to ``wait``
         seconds for the first): the keepalives, and the events they decode to."""
         stream, feed, chunk = self.stream, self.decoder.feed, self.chunk
+        add = self.spool.add if self.spool is not None else _no_spool
         items: Item = []
         size = 0
         last: Optional[XLogData] = None
@@ -228,7 +250,13 @@ class Receiver:
                 ev = feed(frame.payload)
                 last = frame
                 size += len(frame.payload)
-                if ev is not None:
+                if ev is None:
+                    pass
+                elif self.in_block and type(ev) is not StreamStop:
+                    add(ev)  # the hot path of a streamed block
+                elif type(ev) in _BLOCK_EVENTS:
+                    self._block(ev)
+                else:
                     items.append(ev)
             if len(items) >= chunk or size >= CHUNK_BYTES:
                 break
@@ -236,6 +264,23 @@ class Receiver:
         if last is not None:
             self.on_frame(last)
         return items
+
+    def _block(self, ev: Event) -> None:
+        """A stream block starts or ends, or a streamed (sub)transaction aborted: the spool's."""
+        spool = self.spool
+        if spool is None:
+            _no_spool(ev)
+            return
+        if isinstance(ev, StreamStart):
+            spool.start(ev)
+            self.in_block = True
+            return
+        if isinstance(ev, StreamAbort):
+            spool.abort(ev)
+        else:  # StreamStop
+            spool.stop()
+            self.in_block = False
+        self.on_spool()
 
     def _hand(self, items: Item) -> None:
         """Put one list in the queue; while it is full, answer the source and watch for stop."""
@@ -271,3 +316,9 @@ class Receiver:
         position, serial, poke = self.feedback.take()
         self.stream.send_status(position, reply=poke)
         self.sent_serial, self.last_sent = serial, time.monotonic()
+
+
+def _no_spool(ev: object) -> None:
+    raise AssertionError(
+        f"a streamed transaction's {type(ev).__name__} on a stream that did not ask for them"
+    )

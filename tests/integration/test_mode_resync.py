@@ -82,13 +82,20 @@ def same_current(dsn: str, url: str) -> None:
         assert got == want, table
 
 
-def test_resync_merges_into_the_history_and_the_marks(source_db, target_url, tmp_path):
+def migrated(source_db: str, url: str, tmp_path) -> list[str]:
+    """The two mode tables created on the source and migrated (slot kept); the command's
+    arguments for the next commands."""
     with psycopg.connect(source_db, autocommit=True) as c:
         c.execute(SETUP)
     mapping = tmp_path / "m.yaml"
     mapping.write_text(MAPPING)
-    args = ["--mapping", str(mapping), "--source", source_db, "--target", target_url]
+    args = ["--mapping", str(mapping), "--source", source_db, "--target", url]
     procs.run("migrate", *args, "--keep-slot", check=True, timeout=300)
+    return args
+
+
+def test_resync_merges_into_the_history_and_the_marks(source_db, target_url, tmp_path):
+    args = migrated(source_db, target_url, tmp_path)
     run_sql(source_db, "UPDATE acct SET balance = 100 WHERE id = 3", "DELETE FROM cust WHERE id = 2")
     procs.run("migrate", *args, "--keep-slot", check=True, timeout=300)
     before = chains(target_url)
@@ -99,7 +106,7 @@ def test_resync_merges_into_the_history_and_the_marks(source_db, target_url, tmp
     mirror = procs.Mirror(
         source_db,
         target_url,
-        args=["--mapping", str(mapping)],
+        args=args[:2],
         failpoints=f"copy.loaded:public.acct=wait:{go}",
     )
     try:
@@ -169,12 +176,7 @@ def test_a_crash_at_the_merge_is_completed_on_start(source_db, request, tmp_path
     next start drops it."""
     targets.require(kind)
     url = request.getfixturevalue(targets.fixture(kind))
-    with psycopg.connect(source_db, autocommit=True) as c:
-        c.execute(SETUP)
-    mapping = tmp_path / "m.yaml"
-    mapping.write_text(MAPPING)
-    args = ["--mapping", str(mapping), "--source", source_db, "--target", url]
-    procs.run("migrate", *args, "--keep-slot", check=True, timeout=300)
+    args = migrated(source_db, url, tmp_path)
     diverge(url)
     env = {"REPLICATOR_FAILPOINTS": f"{point}=kill"}
     cp = procs.run("resync", "--tables", "acct,cust", *args, env=env, timeout=300)

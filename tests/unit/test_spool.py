@@ -73,7 +73,9 @@ def test_a_rolled_back_subtransaction_is_cut_from_its_first_change(spool, writte
     spool.stop()
     spool.abort(StreamAbort(10, 20))
     block(spool, 10, [ch(10, 10)])
+    assert spool.bytes == spool.txs[10].path.stat().st_size  # the figure follows the cut
     assert [e.new[0] for e in replayed(spool, 10)[1:-1]] == [str(i) for i in range(6)] + ["10"]
+    assert spool.figures() == (0, 0, None)
 
 
 def test_abort_drops_the_transaction_and_first_starts_it_again(spool):
@@ -83,6 +85,7 @@ def test_abort_drops_the_transaction_and_first_starts_it_again(spool):
     spool.abort(StreamAbort(99, 99))  # unknown: nothing happens
     block(spool, 12, [ch(1, 12)], first=True)
     block(spool, 12, [ch(2, 12)], first=True)  # streamed again after a reconnect
+    assert spool.bytes == spool.txs[12].path.stat().st_size  # the first try no longer counts
     assert [e.new[0] for e in replayed(spool, 12)[1:-1]] == ["2"]
 
 
@@ -97,7 +100,7 @@ def test_clear_removes_what_a_previous_process_left(tmp_path):
     block(s, 7, [ch(1, 7)], first=True)
     fresh = sp.Spool(tmp_path, 1 << 20)
     fresh.clear()
-    assert not list(tmp_path.glob("xid-*")) and fresh.bytes == 0 and fresh.oldest() is None
+    assert not list(tmp_path.glob("xid-*")) and fresh.figures() == (0, 0, None)
 
 
 def test_status_reads_the_spool_of_a_running_mirror(tmp_path, monkeypatch):
