@@ -77,7 +77,8 @@ class Follow:
         self.queue_items, self.chunk = queue_items, chunk
         self.feedback = Feedback(rep.applied)
         self.wal_end = Lsn(0)
-        self.last_poll = self.last_persist = time.monotonic()
+        self.last_poll = time.monotonic()
+        self.last_persist = 0.0  # the first idle position may be written at once
         self.last_poke = 0.0
         self.receiver: Optional[Receiver] = None  # the receiving thread of the current run
 
@@ -207,11 +208,13 @@ class Follow:
 
     def persist(self, position: Lsn, now: bool = True) -> None:
         """Write an idle position to the target (it becomes ``rep.applied``), then publish it:
-        confirmed at once (``now``), or with the next status update."""
-        self.last_persist = time.monotonic()
+        confirmed at once (``now``), or with the next status update.  Only a position that moved
+        counts for the :data:`IDLE_PERSIST_SECONDS` spacing: tables made ready at the applied
+        position itself (a quiet source right after the copy) do not hold back the next one."""
         before = self.rep.applied
         self.rep.advance_idle(position)
         if self.rep.applied != before:
+            self.last_persist = time.monotonic()
             self.feedback.publish(self.rep.applied, now)
 
     def confirm_and_end(self, position: Lsn, why: str) -> str:
