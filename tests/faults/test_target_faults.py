@@ -238,7 +238,9 @@ def test_sqlite_target_disk_full(source_db, tiny_fs, tally):
 def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_target_url, tmp_path):
     """Someone drops the replicated table on the SQLite target: the next batch fails the same way
     on every retry, so the mirror must stop (non-zero) naming the table instead of retrying
-    silently for ever; the slot stays before the failed batch."""
+    silently for ever; the slot stays before the failed batch (its INSERT is still to come: an
+    idle mirror may confirm a position inside a transaction it has not received whole, which the
+    slot sends again, so the test looks at what the slot would send, not at a position)."""
     import sqlite3
 
     with psycopg.connect(source_db, autocommit=True) as c:
@@ -249,7 +251,6 @@ def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_targe
         wait_caught_up(source_db, m)
         with sqlite3.connect(tmp_path / "t.sqlite") as c:
             c.execute("DROP TABLE t")
-        before = source_position(source_db)
         with psycopg.connect(source_db, autocommit=True) as c:
             c.execute("INSERT INTO t VALUES (2, 'b')")
         try:  # it gives up after a few retries (seconds); the deadline is for a busy machine
@@ -258,7 +259,21 @@ def test_target_table_dropped_behind_the_mirror_stops_it(source_db, sqlite_targe
             rc = None
         assert rc not in (None, 0), f"still retrying after 120 s:\n{m.tail(1500)}"
         assert "no such table" in m.log()
-        assert slot_confirmed(source_db) <= before
+        peek = (
+            "SELECT data FROM pg_logical_slot_peek_binary_changes('replicator', NULL, NULL, "
+            "'proto_version', '1', 'publication_names', 'replicator')"
+        )
+
+        def pending():
+            try:
+                with psycopg.connect(source_db, autocommit=True) as c:
+                    return [bytes(r[0]) for r in c.execute(peek).fetchall()]
+            except psycopg.errors.ObjectInUse:  # the walsender has not let go of the slot yet
+                return None
+
+        wait_until(lambda: pending() is not None, 60, "the slot to be free", m)
+        inserts = [d for d in pending() or [] if d[:1] == b"I"]
+        assert len(inserts) == 1 and b"b" in inserts[0], "the failed batch was confirmed"
     finally:
         m.close()
 
