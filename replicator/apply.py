@@ -5,7 +5,7 @@ Contracts (DESIGN.md invariants 1–3):
   applied before: it is skipped whole.  Positions are commit *end* LSNs.
 * A change of a table in state ``s`` is skipped when its transaction's ``final_lsn`` is below the
   table's sync LSN (the copy already holds it); at or above, it is applied.  Tables reach ``r`` once
-  the applied position passes their sync LSN.
+  the applied position reaches their sync LSN.
 * Several source transactions may share one target transaction; one is never split across two.  A
   huge one is flushed in chunks into the open target transaction and committed once.
 * ``commit()`` writes the data, the applied end LSN and the state changes in one target

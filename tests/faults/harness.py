@@ -194,6 +194,17 @@ def wait_caught_up(dsn: str, mirror: Mirror, timeout: float = CATCH_UP_TIMEOUT) 
     return pos
 
 
+def catch_up_and_stop(dsn: str, mirrors: Iterable[Mirror]) -> None:
+    """Each mirror streams and confirms everything committed on the source, then each stops
+    cleanly (SIGTERM, exit 0): the end of a kill loop, before the comparison."""
+    mirrors = list(mirrors)
+    for m in mirrors:
+        wait_streaming(dsn, m)
+        wait_caught_up(dsn, m)
+    for m in mirrors:
+        assert m.stop() == 0, m.tail()
+
+
 def history_count(dsn: str) -> int:
     with psycopg.connect(dsn) as c:
         return c.execute("SELECT count(*) FROM pgbench_history").fetchone()[0]

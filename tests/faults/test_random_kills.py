@@ -19,10 +19,9 @@ from tests.faults.harness import (
     PGBENCH,
     Load,
     Mirror,
+    catch_up_and_stop,
     compare,
     pgbench_source,
-    wait_caught_up,
-    wait_streaming,
 )
 
 
@@ -68,11 +67,7 @@ def test_random_sigkills_under_load(source_db, duckdb_target_url, sqlite_target_
                 args=["--batch-rows", str(rng.choice([200, 2000, 50000]))],
             )
         load.stop()
-        for m in mirrors.values():
-            wait_streaming(source_db, m)
-            wait_caught_up(source_db, m)
-        for m in mirrors.values():
-            assert m.stop() == 0, m.tail()
+        catch_up_and_stop(source_db, mirrors.values())
         for url in targets.values():
             compare(source_db, url, PGBENCH, tally)
     finally:

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.compare import target_select
-from tests.faults.harness import Mirror, wait_caught_up, wait_streaming
+from tests.faults.harness import Mirror, catch_up_and_stop, wait_caught_up, wait_streaming
 from tests.integration import test_history, test_soft_delete
 
 
@@ -85,11 +85,7 @@ def test_random_sigkills_with_a_mode(mode, source_db, duckdb_target_url, sqlite_
             m.close()
             mirrors[name] = start(name)
         churn.stop()
-        for m in mirrors.values():
-            wait_streaming(source_db, m)
-            wait_caught_up(source_db, m)
-        for m in mirrors.values():
-            assert m.stop() == 0, m.tail()
+        catch_up_and_stop(source_db, mirrors.values())
         for url in urls.values():
             if mode == "history":
                 test_history.check_history(source_db, url)
